@@ -1,0 +1,80 @@
+"""The tricl command line: help that helps, run listing, one-line errors with exit status 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tricl.cli import build_parser, main
+
+
+def test_train_help_documents_every_flag_with_a_recommendation():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    train = sub.choices["train"]
+    for action in train._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and len(action.help) > 15, action.dest
+    text = train.format_help()
+    for word in ("--method", "--s-frozen", "--s-placement", "paper", "torchrun", "--resume"):
+        assert word in text
+
+
+def test_console_script_runs_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "tricl", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0
+    for cmd in ("train", "runs", "analyze", "compare", "import"):
+        assert cmd in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--dataset", "imagenet"], "unknown dataset"),
+        (["train", "--dataset", "folder:/no/such/dir"], "/no/such/dir"),
+        (["train", "--resume", "/no/such/run"], "cannot resume"),
+        (["import", "/no/such.ckpt"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRICL_RUNS", str(tmp_path))
+    assert main(argv + (["--no-progress"] if argv[0] == "train" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err
+    assert "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_lists_runs_and_says_how_to_train_when_empty(tmp_path, capsys):
+    assert main(["runs", "--runs-root", str(tmp_path)]) == 0
+    assert "tricl train" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "1",
+                "--proj-dim",
+                "8",
+                "--proj-hidden-dim",
+                "16",
+                "--batch-size",
+                "128",
+                "--seed",
+                "3",
+                "--runs-root",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["runs", "--runs-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "tricl_digits_small_cnn_k8_seed3" in out and "1/1" in out and "digits" in out

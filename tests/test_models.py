@@ -1,0 +1,58 @@
+"""Every registered backbone honours the Encoder contract (timm style: one parametrized test)."""
+
+import pytest
+import torch
+
+from tricl.models import BACKBONES, Encoder
+
+# input sizes each backbone is meant for; small enough to stay fast on 2 cores
+SIZES = {"small_cnn": 28, "resnet18_cifar": 32, "resnet18": 64, "resnet50": 64}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_every_backbone_gives_the_right_shapes(name, in_channels):
+    size = SIZES.get(name, 32)
+    enc = Encoder(name, in_channels, proj_hidden_dim=32, proj_dim=12, uses_importance=True).eval()
+    x = torch.randn(2, in_channels, size, size)
+    with torch.no_grad():
+        h = enc.forward_features(x)
+        z = enc.project(h)
+    assert h.shape == (2, enc.feat_dim)
+    assert z.shape == (2, 12)
+    assert torch.equal(enc(x), z)
+    assert enc.importance().shape == (12,)
+    assert isinstance(enc.last_conv_layer(), torch.nn.Conv2d)
+
+
+def test_projector_keys_match_the_official_layout():
+    enc = Encoder("small_cnn", 1, 32, 8, uses_importance=True)
+    keys = {k for k in enc.state_dict() if k.startswith("projector.")}
+    assert keys == {
+        "projector.0.weight",
+        "projector.0.bias",
+        "projector.2.weight",
+        "projector.2.bias",
+    }
+
+
+def test_importance_is_positive_softplus_and_absent_without_s():
+    enc = Encoder("small_cnn", 1, 16, 8, uses_importance=True)
+    s = enc.importance()
+    assert torch.allclose(s, torch.nn.functional.softplus(enc.importance_logits))
+    assert (s > 0).all()
+    assert Encoder("small_cnn", 1, 16, 8, uses_importance=False).importance() is None
+
+
+def test_mean1_parametrisation_has_unit_mean():
+    enc = Encoder(
+        "small_cnn", 1, 16, 8, uses_importance=True, s_init_std=2.0, s_param="softplus_mean1"
+    )
+    assert enc.importance().mean().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_resnet18_cifar_keeps_resolution_in_the_stem():
+    enc = Encoder("resnet18_cifar", 3, 32, 8, uses_importance=False)
+    conv1 = enc.backbone.conv1
+    assert conv1.kernel_size == (3, 3) and conv1.stride == (1, 1)
+    assert isinstance(enc.backbone.maxpool, torch.nn.Identity)

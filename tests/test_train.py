@@ -1,0 +1,193 @@
+"""Training: real (tiny) runs on sklearn's digits, on 2 CPU cores."""
+
+import json
+
+import pytest
+import torch
+
+from tricl.config import ConfigError, RunConfig
+from tricl.losses import LOSSES
+from tricl.runs import STATE_FILE, WEIGHTS_FILE, Run, RunError, read_weights
+from tricl.train import TrainingError, build_optimizer, lr_factor, step_loss, train
+
+TINY = dict(
+    dataset="digits",
+    backbone="small_cnn",
+    proj_hidden_dim=32,
+    proj_dim=16,
+    batch_size=128,
+    lr=2e-3,
+    warmup_epochs=0,
+)
+
+
+def tiny(**kw) -> RunConfig:
+    return RunConfig(**{**TINY, "epochs": 1, **kw})
+
+
+def weights(run: Run) -> dict[str, torch.Tensor]:
+    return read_weights(run.path / WEIGHTS_FILE)[0]
+
+
+def test_train_writes_a_complete_run_directory(tmp_path):
+    run = train(tiny(epochs=2), runs_root=tmp_path, progress=False)
+    assert run.path == tmp_path / "tricl_digits_small_cnn_k16_seed0"
+    assert {p.name for p in run.path.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "train_state.pt",
+        "metrics.jsonl",
+    }
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("loss", "contrastive", "decorrelation", "lr", "s_min", "s_max", "seconds"):
+        assert key in rows[0]
+    info = json.loads((run.path / "config.json").read_text())
+    assert info["dataset"]["in_channels"] == 1 and len(info["dataset"]["classes"]) == 10
+    assert "torch" in info["versions"]
+    enc = run.encoder()
+    assert not enc.training and enc.importance().shape == (16,)
+
+
+def test_s_is_optimised_unless_frozen():
+    enc_cfg = tiny()
+    from tricl.models import Encoder
+
+    enc = Encoder.from_config(enc_cfg, 1)
+    opt = build_optimizer(enc, enc_cfg)
+    in_opt = [p for g in opt.param_groups for p in g["params"]]
+    assert any(p is enc.importance_logits for p in in_opt)
+    frozen_cfg = tiny(s_frozen=True)
+    enc2 = Encoder.from_config(frozen_cfg, 1)
+    opt2 = build_optimizer(enc2, frozen_cfg)
+    assert not any(p is enc2.importance_logits for g in opt2.param_groups for p in g["params"])
+
+
+def test_s_receives_gradient_and_moves_in_training(tmp_path):
+    from tricl.models import Encoder
+
+    cfg = tiny()
+    enc = Encoder.from_config(cfg, 1)
+    x1, x2 = torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)
+    step_loss(enc, x1, x2, cfg).total.backward()
+    assert enc.importance_logits.grad is not None
+    assert enc.importance_logits.grad.abs().sum() > 0
+
+    learned = train(tiny(), runs_root=tmp_path / "a", progress=False)
+    frozen = train(tiny(s_frozen=True), runs_root=tmp_path / "b", progress=False)
+    torch.manual_seed(0)
+    init = Encoder.from_config(cfg, 1).importance_logits.detach()
+    assert not torch.allclose(weights(learned)["importance_logits"], init)
+    assert torch.equal(weights(frozen)["importance_logits"], init)
+
+
+@pytest.mark.parametrize("method", sorted(LOSSES))
+def test_a_few_steps_lower_the_loss_for_every_method(method):
+    from tricl.data import build_augmentation, load_dataset
+    from tricl.models import Encoder
+
+    torch.manual_seed(0)
+    cfg = tiny(method=method)
+    data = load_dataset("digits")
+    enc = Encoder.from_config(cfg, data.channels)
+    opt = torch.optim.Adam(enc.parameters(), lr=3e-3)
+    aug = build_augmentation(data)
+    xb = data.train_x[:128]
+    views = [(aug(xb), aug(xb)) for _ in range(2)]  # fixed views: the loss must fall on them
+    losses = []
+    for step in range(12):
+        x1, x2 = views[step % 2]
+        terms = step_loss(enc, x1, x2, cfg)
+        opt.zero_grad()
+        terms.total.backward()
+        opt.step()
+        losses.append(terms.total.item())
+    assert sum(losses[-2:]) < sum(losses[:2]), losses
+
+
+def test_seed_makes_a_cpu_run_repeatable_bit_for_bit(tmp_path):
+    a = train(tiny(), runs_root=tmp_path / "a", progress=False)
+    b = train(tiny(), runs_root=tmp_path / "b", progress=False)
+    c = train(tiny(seed=1), runs_root=tmp_path / "c", progress=False)
+    wa, wb, wc = weights(a), weights(b), weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    full = train(tiny(epochs=3), runs_root=tmp_path / "full", progress=False)
+    part = train(tiny(epochs=3), runs_root=tmp_path / "part", progress=False, stop_after_epoch=1)
+    assert part.epochs_done == 1
+    resumed = train(resume=part.path, progress=False)
+    assert resumed.epochs_done == 3
+    wf, wr = weights(full), weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert [r["epoch"] for r in resumed.metrics()] == [1, 2, 3]
+    # resuming a finished run is a no-op
+    assert train(resume=resumed.path, progress=False).epochs_done == 3
+
+
+def test_resume_rolls_an_interrupted_checkpoint_forward(tmp_path):
+    run = train(tiny(epochs=2), runs_root=tmp_path, progress=False, stop_after_epoch=1)
+    # crash between the two renames: the new model is in place, the new state still a temporary
+    state = run.path / STATE_FILE
+    state.rename(run.path / (STATE_FILE + ".tmp"))
+    resumed = train(resume=run.path, progress=False)
+    assert resumed.epochs_done == 2
+    assert not list(run.path.glob("*.tmp"))
+
+
+def test_tampered_weights_are_refused_on_resume(tmp_path):
+    run = train(tiny(epochs=2), runs_root=tmp_path, progress=False, stop_after_epoch=1)
+    data = bytearray((run.path / WEIGHTS_FILE).read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in the last tensor: still parses
+    (run.path / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(RunError, match="does not match"):
+        train(resume=run.path, progress=False)
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    run = train(tiny(), runs_root=tmp_path, progress=False)
+    before = (run.path / WEIGHTS_FILE).read_bytes()
+    with pytest.raises(RunError, match=r"already exists.*--resume"):
+        train(tiny(), runs_root=tmp_path, progress=False)
+    assert (run.path / WEIGHTS_FILE).read_bytes() == before
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+    run = train(tiny(epochs=3), runs_root=tmp_path, progress=False, stop_after_epoch=1)
+    before = (run.path / WEIGHTS_FILE).read_bytes()
+    cfg_path = run.path / "config.json"
+    info = json.loads(cfg_path.read_text())
+    info["config"]["lr"] = 1e30  # a learning rate that blows the weights up
+    cfg_path.write_text(json.dumps(info))
+    with pytest.raises(TrainingError, match=r"non-finite.*lower --lr") as err:
+        train(resume=run.path, progress=False)
+    assert "\n" not in str(err.value)
+    assert (run.path / WEIGHTS_FILE).read_bytes() == before
+    assert Run.load(run.path).epochs_done == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"method": "byol"}, "unknown method"),
+        ({"dataset": "imagenet"}, "unknown dataset"),
+        ({"backbone": "vit"}, "unknown backbone"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"s_placement": "left"}, "s_placement"),
+    ],
+)
+def test_bad_config_is_one_clear_line(kw, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        tiny(**kw)
+    assert "\n" not in str(err.value)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-9)

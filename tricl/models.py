@@ -1,0 +1,173 @@
+"""Backbones (a registry of small typed factories) and the Encoder: backbone -> projector -> z.
+
+Every backbone factory takes the number of input channels and returns ``(module, feat_dim)``; the
+module maps images ``(B, C, H, W)`` to features ``(B, feat_dim)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registered backbone: its factory, and what it is for."""
+
+    factory: Callable[[int], tuple[nn.Module, int]]
+    description: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(name: str, description: str):
+    """Decorator that adds a backbone factory to :data:`BACKBONES`."""
+
+    def wrap(factory: Callable[[int], tuple[nn.Module, int]]):
+        BACKBONES[name] = BackboneSpec(factory, description)
+        return factory
+
+    return wrap
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks and global average pooling: fast on a CPU, for 28x28 and 32x32 inputs."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, int, int] = (32, 64, 128)) -> None:
+        super().__init__()
+        c1, c2, c3 = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
+        )
+        self.out_dim = c3
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: (B, C, H, W) -> (B, out_dim)."""
+        return self.features(x).mean(dim=(2, 3))  # (B, c3, h, w) -> (B, c3)
+
+
+@register_backbone("small_cnn", "3-block CNN (128-d), the CPU default for 28x28/32x32 images")
+def small_cnn(in_channels: int) -> tuple[nn.Module, int]:
+    net = SmallCNN(in_channels)
+    return net, net.out_dim
+
+
+def _torchvision_resnet(name: str, in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None)
+    feat_dim = net.fc.in_features
+    if cifar_stem:
+        # 3x3 stride-1 stem and no max-pool keep 32x32 inputs at a useful resolution (paper setup).
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    net.fc = nn.Identity()
+    return net, feat_dim
+
+
+@register_backbone("resnet18_cifar", "ResNet-18 with a 3x3 stem and no max-pool (paper, 32x32)")
+def resnet18_cifar(in_channels: int) -> tuple[nn.Module, int]:
+    return _torchvision_resnet("resnet18", in_channels, cifar_stem=True)
+
+
+@register_backbone("resnet18", "torchvision ResNet-18 (512-d), for 64px and larger images")
+def resnet18(in_channels: int) -> tuple[nn.Module, int]:
+    return _torchvision_resnet("resnet18", in_channels, cifar_stem=False)
+
+
+@register_backbone("resnet50", "torchvision ResNet-50 (2048-d), for 96px and larger images")
+def resnet50(in_channels: int) -> tuple[nn.Module, int]:
+    return _torchvision_resnet("resnet50", in_channels, cifar_stem=False)
+
+
+class Encoder(nn.Module):
+    """Backbone, projector and (for triCL-type methods) the importance logits ``s``.
+
+    ``z = projector(backbone(x))`` are the k features of the paper; ``importance()`` is the diagonal
+    of S, ``softplus(s)`` (or ``softplus(s)`` divided by its mean when ``s_param="softplus_mean1"``,
+    which decouples S's spread from its overall scale, i.e. from the temperature).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        in_channels: int,
+        proj_hidden_dim: int,
+        proj_dim: int,
+        uses_importance: bool,
+        s_init_std: float = 0.1,
+        s_param: str = "softplus",
+        proj_batchnorm: bool = False,
+    ) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+        self.backbone_name = backbone
+        self.backbone, self.feat_dim = BACKBONES[backbone].factory(in_channels)
+        self.proj_dim = proj_dim
+        self.s_param = s_param
+        layers: list[nn.Module] = [nn.Linear(self.feat_dim, proj_hidden_dim)]
+        if proj_batchnorm:
+            layers.append(nn.BatchNorm1d(proj_hidden_dim))
+        layers += [nn.ReLU(), nn.Linear(proj_hidden_dim, proj_dim)]
+        self.projector = nn.Sequential(*layers)
+        self.importance_logits: nn.Parameter | None = (
+            nn.Parameter(torch.randn(proj_dim) * s_init_std) if uses_importance else None
+        )
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int) -> Encoder:
+        """Build the encoder a :class:`~tricl.config.RunConfig` describes."""
+        return cls(
+            backbone=cfg.backbone,
+            in_channels=in_channels,
+            proj_hidden_dim=cfg.proj_hidden_dim,
+            proj_dim=cfg.proj_dim,
+            uses_importance=cfg.uses_importance,
+            s_init_std=cfg.s_init_std,
+            s_param=cfg.s_param,
+            proj_batchnorm=cfg.proj_batchnorm,
+        )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Backbone features. Shape: (B, C, H, W) -> (B, feat_dim)."""
+        return self.backbone(x)
+
+    def project(self, h: Tensor) -> Tensor:
+        """Projector. Shape: (B, feat_dim) -> (B, k)."""
+        return self.projector(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The k features z. Shape: (B, C, H, W) -> (B, k)."""
+        return self.project(self.forward_features(x))
+
+    def importance(self) -> Tensor | None:
+        """Diagonal of S. Shape: (k,), or None for methods without S."""
+        if self.importance_logits is None:
+            return None
+        s = F.softplus(self.importance_logits)
+        if self.s_param == "softplus_mean1":
+            s = s / s.mean()
+        return s
+
+    def last_conv_layer(self) -> nn.Module:
+        """The last convolution of the backbone (the layer Grad-CAM attributes to)."""
+        convs = [m for m in self.backbone.modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1]
