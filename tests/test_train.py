@@ -123,8 +123,11 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     wf, wr = weights(full), weights(resumed)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     assert [r["epoch"] for r in resumed.metrics()] == [1, 2, 3]
-    # resuming a finished run is a no-op
+    # resuming a finished run is a no-op, also when it was shipped without its train state
     assert train(resume=resumed.path, progress=False).epochs_done == 3
+    (resumed.path / STATE_FILE).unlink()
+    assert train(resume=resumed.path, progress=False).epochs_done == 3
+    assert weights(Run.load(resumed.path))["importance_logits"].equal(wr["importance_logits"])
 
 
 def test_resume_rolls_an_interrupted_checkpoint_forward(tmp_path):

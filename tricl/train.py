@@ -457,8 +457,14 @@ def _save_epoch(
 
 def _load_resume_state(run_dir: Path, encoder: Encoder, optimizer, device: torch.device) -> int:
     """Restore weights, optimizer and RNG from the last checkpoint; return the epochs done."""
-    if not (run_dir / WEIGHTS_FILE).exists() or not (run_dir / STATE_FILE).exists():
+    if not (run_dir / WEIGHTS_FILE).exists():
         return 0  # killed before the first checkpoint: start over
+    if not (run_dir / STATE_FILE).exists():
+        done = int(read_weights(run_dir / WEIGHTS_FILE)[1].get("epoch", 0))
+        if done >= json.loads((run_dir / CONFIG_FILE).read_text())["config"]["epochs"]:
+            return done  # a finished run shipped without its optimizer state
+        raise RunError(f"cannot resume {run_dir}: {STATE_FILE} is missing after epoch {done};"
+                       " restore it, or train a new run with the same settings")
     state = load_state_file(run_dir / STATE_FILE)
     if state.get("model_sha256") != file_sha256(run_dir / WEIGHTS_FILE):
         raise RunError(

@@ -1,0 +1,128 @@
+"""Training benchmarks, measured in one run on this machine and printed as ratios.
+
+1. step time of tricl / simclr (same encoder, same batch; target <= 1.05): the tri-factor loss
+   must add almost nothing to a training step;
+2. augmentation throughput of the batched on-device kornia pipeline against a per-image
+   torchvision pipeline with the same recipe, on the same images;
+3. training images/s of small_cnn (28x28, mnist5k) and resnet18_cifar (32x32) on this CPU.
+
+Usage: python benchmarks/bench_train.py [--steps 20] [--batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from tricl.config import RunConfig
+from tricl.data import build_augmentation, load_dataset
+from tricl.models import Encoder
+from tricl.train import build_optimizer, step_loss
+
+
+def time_steps(cfg: RunConfig, x: torch.Tensor, steps: int) -> list[float]:
+    """Seconds per optimizer step (forward both views, loss, backward, step) after 3 warmups."""
+    torch.manual_seed(0)
+    enc = Encoder.from_config(cfg, x.shape[1])
+    opt = build_optimizer(enc, cfg)
+    x1, x2 = x, x.flip(-1)
+    times = []
+    for i in range(steps + 3):
+        t0 = time.perf_counter()
+        terms = step_loss(enc, x1, x2, cfg)
+        opt.zero_grad()
+        terms.total.backward()
+        opt.step()
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def interleaved_ratio(a: RunConfig, b: RunConfig, x: torch.Tensor, steps: int, rounds: int = 5):
+    """Median step time of a and b, measured in alternating rounds (drift hits both alike)."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta += time_steps(a, x, steps // rounds + 1)
+        tb += time_steps(b, x, steps // rounds + 1)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def torchvision_digits_pipeline(size: int, mean, std):
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.5, 1.0), ratio=(0.8, 1.25), antialias=True),
+            v2.RandomAffine(degrees=15, translate=(0.1, 0.1)),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+            v2.RandomErasing(p=0.25, scale=(0.02, 0.1)),
+        ]
+    )
+
+
+def augmentation_throughput(n: int = 2048, batch: int = 256) -> tuple[float, float]:
+    """Images/s of the batched kornia pipeline and of a per-image torchvision pipeline."""
+    data = load_dataset("mnist5k")
+    x = data.train_x[:n]
+    aug = build_augmentation(data)
+    aug(x[:batch])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        aug(x[i : i + batch])
+    batched = n / (time.perf_counter() - t0)
+    tv = torchvision_digits_pipeline(data.image_size, data.mean, data.std)
+    t0 = time.perf_counter()
+    for img in x:
+        tv(img)
+    per_image = n / (time.perf_counter() - t0)
+    return batched, per_image
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    p.add_argument("--batch-size", type=int, default=256)
+    args = p.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+
+    base = dict(
+        dataset="mnist5k",
+        backbone="small_cnn",
+        proj_hidden_dim=512,
+        proj_dim=64,
+        batch_size=args.batch_size,
+    )
+    x = torch.randn(args.batch_size, 1, 28, 28)
+    t_tri, t_sim = interleaved_ratio(
+        RunConfig(method="tricl", **base), RunConfig(method="simclr", **base), x, args.steps
+    )
+    print(
+        f"[1] step time small_cnn: tricl {t_tri * 1e3:.1f} ms, simclr {t_sim * 1e3:.1f} ms,"
+        f" ratio tricl/simclr = {t_tri / t_sim:.3f} (target <= 1.05)"
+    )
+
+    batched, per_image = augmentation_throughput()
+    print(
+        f"[2] augmentation: batched kornia {batched:,.0f} img/s, per-image torchvision"
+        f" {per_image:,.0f} img/s, ratio = {batched / per_image:.1f}x"
+    )
+
+    for backbone, shape in (("small_cnn", (1, 28, 28)), ("resnet18_cifar", (3, 32, 32))):
+        bs = args.batch_size if backbone == "small_cnn" else 64
+        cfg = RunConfig(
+            method="tricl", backbone=backbone, proj_hidden_dim=512, proj_dim=64, batch_size=bs
+        )
+        steps = args.steps if backbone == "small_cnn" else 4
+        t = statistics.median(time_steps(cfg, torch.randn(bs, *shape), steps))
+        print(
+            f"[3] training {backbone} {shape[1]}x{shape[2]}: {bs / t:,.0f} img/s"
+            f" ({t * 1e3:.0f} ms/step at batch {bs}, two views each)"
+        )
+
+
+if __name__ == "__main__":
+    main()

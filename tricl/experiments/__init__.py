@@ -1,0 +1,1 @@
+"""Experiments that check the paper's claims with the project's own commands."""
