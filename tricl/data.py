@@ -279,6 +279,9 @@ def resize_uint8(x: Tensor, size: int, chunk: int = 2048) -> Tensor:
     return out
 
 
+SHUFFLE_SEED = 20231210  # fixed order of every split (see _mixed)
+
+
 def _split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed (train, test) indices into n items: a seeded permutation, the first 20% to test."""
     n_test = round(TEST_FRACTION * n)
@@ -296,7 +299,16 @@ def _stratified_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tr, te = _split_indices(len(idx), seed=int(c))
         train.append(idx[tr])
         test.append(idx[te])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return _mixed(np.concatenate(train)), _mixed(np.concatenate(test))
+
+
+def _mixed(items: np.ndarray | list) -> np.ndarray | list:
+    """A fixed shuffle of a split, so classes are interleaved: any prefix of a split (a probe's
+    validation slice, a preview) is then representative instead of holding a few classes."""
+    perm = np.random.RandomState(SHUFFLE_SEED).permutation(len(items))
+    if isinstance(items, np.ndarray):
+        return items[perm]
+    return [items[i] for i in perm]
 
 
 def _channel_stats(x: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -580,6 +592,7 @@ def _load_folder(request: LoadRequest) -> ImageData:
             tr, te = _split_indices(len(files[c]), seed=zlib.crc32(c.encode()))
             train += [(files[c][j], i) for j in tr]
             test += [(files[c][j], i) for j in te]
+    train, test = _mixed(train), _mixed(test)
     items = train + test
     x = _decode_all([p for p, _ in items], request.image_size, desc=f"loading {path.name}")
     y = torch.tensor([label for _, label in items], dtype=torch.int64)

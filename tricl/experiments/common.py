@@ -73,6 +73,9 @@ def validation_scores(runs: list[Run], top: int = 8) -> dict[str, float]:
     zs = [encode(r, x, data.preprocess) for r in runs]
     ordered = [z[:, importance_order(r, z)] for r, z in zip(runs, zs)]
     pairs = [pair_scores(a, b)[0] for a, b in itertools.combinations(ordered, 2)]
+    perm = np.random.RandomState(0).permutation(len(y))  # a probe split that mixes classes
+    zs, y = [z[perm] for z in zs], y[perm]
+    ordered = [z[perm] for z in ordered]
     n_fit = len(y) * 3 // 4
     top_acc = [
         linear_probe(z[:n_fit, :top], y[:n_fit], z[n_fit:, :top], y[n_fit:]).accuracy
