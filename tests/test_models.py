@@ -56,3 +56,13 @@ def test_resnet18_cifar_keeps_resolution_in_the_stem():
     conv1 = enc.backbone.conv1
     assert conv1.kernel_size == (3, 3) and conv1.stride == (1, 1)
     assert isinstance(enc.backbone.maxpool, torch.nn.Identity)
+
+
+def test_geometric_s_init_spans_the_requested_decades():
+    enc = Encoder(
+        "small_cnn", 1, 16, 8, uses_importance=True, s_init="geometric", s_init_spread=2.0
+    )
+    s = enc.importance().detach()
+    assert s[0].item() == pytest.approx(1.0, rel=1e-5)
+    assert s[-1].item() == pytest.approx(0.01, rel=1e-4)
+    assert (s[1:] < s[:-1]).all()

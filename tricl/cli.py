@@ -143,6 +143,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=_D.s_init_std,
         help="std of S's logits at init (official code: 0.1)",
     )
+    a(
+        "--s-init",
+        default=_D.s_init,
+        choices=["random", "geometric"],
+        help="S's initial values: 'random' (softplus(0.1*randn), the official code) or"
+        " 'geometric' (1 down to 10^-spread: distinct from the start)",
+    )
+    a(
+        "--s-init-spread",
+        type=float,
+        default=_D.s_init_spread,
+        help="decades spanned by a geometric S init (1.0: S from 1 to 0.1)",
+    )
     a("--seed", type=int, default=_D.seed, help="seed; a CPU run is repeatable bit for bit")
     a("--device", default=_D.device, help="auto (CUDA if present), cpu, cuda, cuda:1")
     a(
@@ -196,6 +209,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             s_placement=args.s_placement,
             s_frozen=args.s_frozen,
             s_param=args.s_param,
+            s_init=args.s_init,
+            s_init_spread=args.s_init_spread,
             seed=args.seed,
             device=args.device,
             image_size=args.image_size,

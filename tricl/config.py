@@ -10,6 +10,7 @@ from typing import Any
 S_PLACEMENTS = ("both", "first_view")
 OPTIMIZERS = ("adamw", "sgd", "lars")
 S_PARAMETRIZATIONS = ("softplus", "softplus_mean1")
+S_INITS = ("random", "geometric")
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,8 @@ class RunConfig:
     temperature: float = 0.2
     tau: float = 1.0
     s_init_std: float = 0.1
+    s_init: str = "random"
+    s_init_spread: float = 1.0
     s_placement: str = "both"
     s_frozen: bool = False
     s_param: str = "softplus"
@@ -77,6 +80,10 @@ class RunConfig:
             raise ConfigError(
                 f"unknown s_param {self.s_param!r}; choose one of {S_PARAMETRIZATIONS}"
             )
+        if self.s_init not in S_INITS:
+            raise ConfigError(f"unknown s_init {self.s_init!r}; choose one of {S_INITS}")
+        if self.s_init_spread < 0:
+            raise ConfigError(f"s_init_spread must be >= 0 decades, got {self.s_init_spread}")
         for name in ("proj_hidden_dim", "proj_dim", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -115,6 +115,8 @@ class Encoder(nn.Module):
         s_init_std: float = 0.1,
         s_param: str = "softplus",
         proj_batchnorm: bool = False,
+        s_init: str = "random",
+        s_init_spread: float = 1.0,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -128,9 +130,16 @@ class Encoder(nn.Module):
             layers.append(nn.BatchNorm1d(proj_hidden_dim))
         layers += [nn.ReLU(), nn.Linear(proj_hidden_dim, proj_dim)]
         self.projector = nn.Sequential(*layers)
-        self.importance_logits: nn.Parameter | None = (
-            nn.Parameter(torch.randn(proj_dim) * s_init_std) if uses_importance else None
-        )
+        self.importance_logits: nn.Parameter | None = None
+        if uses_importance:
+            if s_init == "geometric":
+                # S from 1 down to 10^-spread: distinct values break the rotation symmetry from
+                # the first step, instead of waiting for a near-flat random S to spread
+                target = torch.logspace(0, -s_init_spread, proj_dim)  # (k,)
+                logits = torch.log(torch.expm1(target))  # softplus^-1
+            else:
+                logits = torch.randn(proj_dim) * s_init_std  # official code: 0.1 * randn
+            self.importance_logits = nn.Parameter(logits)
 
     @classmethod
     def from_config(cls, cfg, in_channels: int) -> Encoder:
@@ -144,6 +153,8 @@ class Encoder(nn.Module):
             s_init_std=cfg.s_init_std,
             s_param=cfg.s_param,
             proj_batchnorm=cfg.proj_batchnorm,
+            s_init=cfg.s_init,
+            s_init_spread=cfg.s_init_spread,
         )
 
     def forward_features(self, x: Tensor) -> Tensor:

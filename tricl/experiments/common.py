@@ -32,18 +32,44 @@ class Variant:
     note: str = ""
 
     def config(self, seed: int, **base: Any) -> RunConfig:
+        """The run of this variant with ``seed``; a plain method keeps the default run name."""
         cfg = RunConfig(**{**base, **self.changes, "seed": seed})
-        return cfg.replace(name=f"{self.name}_seed{seed}" if not cfg.name else cfg.name)
+        if set(self.changes) <= {"method"} and self.name == cfg.method:
+            return cfg
+        return cfg.replace(name=default_run_name(cfg).replace(cfg.method, self.name, 1))
+
+
+def _same_recipe(path: Path, cfg: RunConfig) -> bool:
+    try:
+        found = RunConfig.from_dict(json.loads((path / "config.json").read_text())["config"])
+    except (OSError, KeyError, ValueError):
+        return False
+    return found.replace(device=cfg.device) == cfg
 
 
 def train_seeds(
-    variant: Variant, seeds: list[int], root: Path, progress: bool = False, **base: Any
+    variant: Variant,
+    seeds: list[int],
+    root: Path,
+    progress: bool = False,
+    reuse: Path | None = None,
+    **base: Any,
 ) -> list[Run]:
-    """Train (or reuse, or resume) one run per seed under ``root``."""
+    """Train (or resume) one run per seed under ``root``.
+
+    A finished run with the same recipe under ``reuse`` (e.g. the shipped ``checkpoints/``) is
+    used as it is instead of being trained again.
+    """
     runs = []
     for seed in seeds:
         cfg = variant.config(seed, **base)
         path = root / default_run_name(cfg)
+        shared = reuse / default_run_name(cfg) if reuse is not None else None
+        if shared is not None and _same_recipe(shared, cfg):
+            run = Run.load(shared)
+            if run.epochs_done >= cfg.epochs:
+                runs.append(run)
+                continue
         if (path / "config.json").exists():
             runs.append(train(resume=path, progress=progress))
         else:
@@ -86,7 +112,7 @@ def validation_scores(runs: list[Run], top: int = 8) -> dict[str, float]:
     for r in runs:
         s = r.encoder().importance()
         if s is not None:
-            s_spread.append(float(s.max() / s.min()))
+            s_spread.append(float((s.max() / s.min()).detach()))
     out = {
         "ordered_corr_top8": float(np.mean([p.ordered_corr_top8 for p in pairs])),
         "ordered_corr": float(np.mean([p.ordered_corr for p in pairs])),

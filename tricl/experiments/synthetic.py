@@ -1,0 +1,174 @@
+"""A synthetic check with a known answer: does triCL recover known latent factors, in order?
+
+Data: m binary latent factors ``c in {-1, +1}^m``, mixed into an observation
+``x = tanh(A c) + noise`` by a fixed random matrix A. A positive pair keeps each factor with
+probability ``1 - p_i`` and flips it otherwise, independently. The augmentation kernel then
+factorises: its eigenfunctions are the products of factors over subsets T, with eigenvalues
+``prod_{i in T} (1 - 2 p_i)``. With the default strengths ``1 - 2p = (0.6, 0.5, 0.4, 0.35)``
+every single factor outranks every product of two (at most 0.3), so the top-m eigenfunctions are
+exactly the factors c_1..c_m, in this order, with distinct eigenvalues: the setting in which the
+paper proves identifiability (its Theorem on the tri-factor spectral loss).
+
+A method that is identifiable recovers ``z_(r) = +-c_r`` for every rank r when its features are
+sorted by importance; a rotation-invariant one (S = I) recovers only the span.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tricl.analysis.identifiability import corr_matrix
+from tricl.losses import LOSSES, compute_loss
+
+DEFAULT_EIGENVALUES = (0.6, 0.5, 0.4, 0.35)
+
+
+@dataclass(frozen=True)
+class FactorData:
+    """The generative model: mixing matrix and per-factor flip probabilities."""
+
+    mixing: Tensor  # (d, m)
+    flip: Tensor  # (m,)
+    noise: float = 0.05
+
+    @classmethod
+    def make(cls, eigenvalues=DEFAULT_EIGENVALUES, d: int = 16, seed: int = 1234) -> FactorData:
+        g = torch.Generator().manual_seed(seed)
+        m = len(eigenvalues)
+        mixing = torch.randn(d, m, generator=g) / m**0.5
+        flip = (1 - torch.tensor(eigenvalues)) / 2  # (m,)
+        return cls(mixing, flip)
+
+    def observe(self, c: Tensor, g: torch.Generator) -> Tensor:
+        """Shape: (N, m) factors -> (N, d) observations."""
+        x = torch.tanh(c @ self.mixing.T)  # (N, d)
+        return x + self.noise * torch.randn(x.shape, generator=g)
+
+    def factors(self, n: int, g: torch.Generator) -> Tensor:
+        """Shape: (N, m), uniform in {-1, +1}."""
+        return torch.randint(0, 2, (n, len(self.flip)), generator=g).float() * 2 - 1
+
+    def pair(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Two views of n samples; each factor flips independently with its own probability."""
+        c = self.factors(n, g)
+        keep = torch.rand(c.shape, generator=g) >= self.flip  # (N, m)
+        c2 = torch.where(keep, c, -c)
+        return self.observe(c, g), self.observe(c2, g)
+
+
+class FactorEncoder(nn.Module):
+    """MLP encoder with the importance logits of the tri-factor methods."""
+
+    def __init__(
+        self, d: int, k: int, uses_importance: bool, hidden: int = 128, s_param: str = "softplus"
+    ) -> None:
+        super().__init__()
+        self.s_param = s_param
+        self.net = nn.Sequential(
+            nn.Linear(d, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, k),
+        )
+        self.logits = nn.Parameter(torch.randn(k) * 0.1) if uses_importance else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: (N, d) -> (N, k)."""
+        return self.net(x)
+
+    def importance(self) -> Tensor | None:
+        if self.logits is None:
+            return None
+        s = torch.nn.functional.softplus(self.logits)
+        return s / s.mean() if self.s_param == "softplus_mean1" else s
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """How well a trained encoder recovered the factors.
+
+    Attributes:
+        rank_corr: |corr| of the rank-r feature (importance order) with factor r. Shape: (m,).
+        best_corr: best |corr| of any feature with factor r (recovery up to order). Shape: (m,).
+        importance: the learned importance of each rank, descending (empty without S).
+    """
+
+    rank_corr: np.ndarray
+    best_corr: np.ndarray
+    importance: np.ndarray
+
+
+def train_and_score(
+    method: str,
+    seed: int,
+    steps: int = 1500,
+    batch: int = 512,
+    temperature: float = 0.5,
+    tau: float = 1.0,
+    lr: float = 2e-3,
+    s_lr_mult: float = 1.0,
+    s_param: str = "softplus",
+    data: FactorData | None = None,
+) -> RecoveryResult:
+    """Train a small MLP with ``method`` on factor pairs and score recovery on fresh samples."""
+    data = data or FactorData.make()
+    m = len(data.flip)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    enc = FactorEncoder(data.mixing.shape[0], m, LOSSES[method].uses_importance, s_param=s_param)
+    groups = [{"params": list(enc.net.parameters()), "mult": 1.0}]
+    if enc.logits is not None:
+        groups.append({"params": [enc.logits], "mult": s_lr_mult})
+    opt = torch.optim.Adam(groups, lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:  # cosine decay
+            group["lr"] = group["mult"] * lr * 0.5 * (1 + np.cos(np.pi * step / steps))
+        x1, x2 = data.pair(batch, g)
+        terms = compute_loss(
+            method, enc(x1), enc(x2), enc.importance(), temperature=temperature, tau=tau
+        )
+        opt.zero_grad()
+        terms.total.backward()
+        opt.step()
+    with torch.no_grad():
+        c = data.factors(4096, g)
+        z = enc(data.observe(c, g)).numpy()
+        s = enc.importance()
+    if s is not None:
+        order = np.argsort(-s.numpy(), kind="stable")
+        importance = s.numpy()[order]
+    else:
+        order = np.argsort(-z.var(axis=0), kind="stable")
+        importance = np.array([])
+    corr = np.abs(corr_matrix(z[:, order], c.numpy()))  # (k ranks, m factors)
+    return RecoveryResult(
+        rank_corr=np.diagonal(corr).copy(), best_corr=corr.max(axis=0), importance=importance
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Recover known latent factors, in order.")
+    p.add_argument("--methods", nargs="+", default=["tri-spectral", "tricl", "spectral", "simclr"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1500)
+    args = p.parse_args()
+    print(f"eigenvalues (factor strengths): {DEFAULT_EIGENVALUES}")
+    for method in args.methods:
+        for seed in args.seeds:
+            r = train_and_score(method, seed, steps=args.steps)
+            print(
+                f"{method:<13} seed {seed}: |corr(rank r, factor r)| ="
+                f" {np.array2string(r.rank_corr, precision=2)}  best ="
+                f" {np.array2string(r.best_corr, precision=2)}"
+                f"  S = {np.array2string(r.importance, precision=2)}"
+            )
+
+
+if __name__ == "__main__":
+    main()
