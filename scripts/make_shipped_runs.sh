@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=checkpoints
-EPOCHS=${EPOCHS:-20}
+EPOCHS=${EPOCHS:-15}
 for method in simclr tricl; do
   for seed in 0 1 2; do
     tricl train --method "$method" --dataset mnist5k --seed "$seed" --epochs "$EPOCHS" \

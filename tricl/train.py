@@ -463,8 +463,10 @@ def _load_resume_state(run_dir: Path, encoder: Encoder, optimizer, device: torch
         done = int(read_weights(run_dir / WEIGHTS_FILE)[1].get("epoch", 0))
         if done >= json.loads((run_dir / CONFIG_FILE).read_text())["config"]["epochs"]:
             return done  # a finished run shipped without its optimizer state
-        raise RunError(f"cannot resume {run_dir}: {STATE_FILE} is missing after epoch {done};"
-                       " restore it, or train a new run with the same settings")
+        raise RunError(
+            f"cannot resume {run_dir}: {STATE_FILE} is missing after epoch {done};"
+            " restore it, or train a new run with the same settings"
+        )
     state = load_state_file(run_dir / STATE_FILE)
     if state.get("model_sha256") != file_sha256(run_dir / WEIGHTS_FILE):
         raise RunError(
