@@ -289,6 +289,8 @@ class Run:
         """One row for run tables: method, dataset, seed, epochs, final loss."""
         rows = self.metrics()
         last = rows[-1] if rows else {}
+        # the weights file is read only for runs without metrics (imported ones)
+        done = rows[-1].get("epoch", 0) if rows else self.epochs_done
         return {
             "run": self.name,
             "method": self.config.method,
@@ -296,7 +298,7 @@ class Run:
             "backbone": self.config.backbone,
             "k": self.config.proj_dim,
             "seed": self.config.seed,
-            "epochs": f"{last.get('epoch', self.epochs_done)}/{self.config.epochs}",
+            "epochs": f"{done}/{self.config.epochs}",
             "final_loss": last.get("loss"),
         }
 
