@@ -1,0 +1,87 @@
+"""Analysis backend: turns run directories into the artifacts the dashboard draws.
+
+Python API (the CLI's ``tricl analyze`` / ``tricl compare`` call the same functions)::
+
+    from tricl.analysis import analyze, compare, feature_order, load_analysis
+
+    a = analyze("checkpoints/tricl_mnist5k_small_cnn_k64_seed0")   # cached in RUN/analysis/test/
+    a.importance.default, feature_order(a)[:8], a.linear_acc, a.curves()
+    c = compare([run_seed0, run_seed1])                            # cached in checkpoints/_compare/
+    c.pairs
+
+Modules: :mod:`~tricl.analysis.features` (z and h), :mod:`~tricl.analysis.importance` (orders),
+:mod:`~tricl.analysis.activations` (top images, class statistics),
+:mod:`~tricl.analysis.embedding` (UMAP), :mod:`~tricl.analysis.downstream` (probes, retrieval,
+few-feature curves), :mod:`~tricl.analysis.identifiability` (metrics),
+:mod:`~tricl.analysis.saliency` (captum maps), :mod:`~tricl.analysis.store` (files, locking),
+:mod:`~tricl.analysis.pipeline` (``analyze``), :mod:`~tricl.analysis.comparison` (``compare``).
+
+The artifact dataclasses hold NumPy arrays, so they are frozen but compare by identity
+(``eq=False``): compare their fields with ``np.testing`` instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use, so ``tricl.analysis.AnalysisError`` or the pure NumPy modules
+# (activations, identifiability) do not pull in torch, scikit-learn and umap.
+_EXPORTS = {
+    "STAGES": "pipeline",
+    "Analysis": "pipeline",
+    "FeatureStats": "pipeline",
+    "analyze": "pipeline",
+    "feature_order": "pipeline",
+    "load_analysis": "pipeline",
+    "AnalysisError": "store",
+    "Comparison": "comparison",
+    "compare": "comparison",
+    "Embedding": "embedding",
+    "Features": "features",
+    "Importance": "importance",
+    "TopImages": "activations",
+}
+__all__ = [
+    "STAGES",
+    "Analysis",
+    "AnalysisError",
+    "Comparison",
+    "Embedding",
+    "FeatureStats",
+    "Features",
+    "Importance",
+    "TopImages",
+    "analyze",
+    "compare",
+    "feature_order",
+    "load_analysis",
+]
+
+if TYPE_CHECKING:
+    from tricl.analysis.activations import TopImages
+    from tricl.analysis.comparison import Comparison, compare
+    from tricl.analysis.embedding import Embedding
+    from tricl.analysis.features import Features
+    from tricl.analysis.importance import Importance
+    from tricl.analysis.pipeline import (
+        STAGES,
+        Analysis,
+        FeatureStats,
+        analyze,
+        feature_order,
+        load_analysis,
+    )
+    from tricl.analysis.store import AnalysisError
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tricl.analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tricl.analysis.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
