@@ -1,0 +1,122 @@
+"""tricl dashboard: ``streamlit run app/main.py [-- --runs-root DIR] [-- --run RUN_DIR ...]``.
+
+The router: reads the runs root, draws the sidebar (runs folder, run picker), restores the run,
+compared runs, feature and importance order from the URL, keeps them in the URL while the user
+moves between pages, and runs the selected page (one file per page under ``views/``).
+
+The pages live in ``views/``, not ``pages/``: Streamlit treats a ``pages/`` folder beside the
+main script as a legacy (v1) multipage app until ``st.navigation`` has run once in the process, so
+a first request (or every AppTest run) could execute a page file directly, without this router.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import common
+import streamlit as st
+
+PAGES = [
+    ("views/runs.py", "Runs", ":material/table_chart:", "runs"),
+    ("views/features.py", "Features", ":material/view_list:", "features"),
+    ("views/feature_detail.py", "Feature detail", ":material/center_focus_strong:", "feature"),
+    ("views/compare_seeds.py", "Compare seeds", ":material/compare_arrows:", "compare"),
+    ("views/embedding.py", "Embedding", ":material/scatter_plot:", "embedding"),
+    ("views/few_features.py", "Few features", ":material/stacked_line_chart:", "few-features"),
+    ("views/probe.py", "Probe an image", ":material/image_search:", "probe"),
+]
+
+
+def _set_root() -> None:
+    """Sidebar path changed: a run directory is added to the list and picked; any other folder
+    becomes the runs root (its runs listed, the picked ones forgotten)."""
+    ss = st.session_state
+    text = ss["_w_root"].strip()
+    if not text:
+        return
+    opts: common.AppOptions = ss["_options"]
+    path = Path(text).expanduser().resolve()
+    ss.pop("_w_run", None)
+    ss["_url_errors"] = []
+    if (path / "config.json").is_file():
+        ss["_options"] = common.AppOptions(opts.runs_root, (*opts.extra_runs, path))
+        ss[common.URL_RUN] = path.name
+        ss["_w_root"] = str(opts.runs_root)
+        return
+    ss["_options"] = common.AppOptions(path, opts.extra_runs)
+    ss[common.URL_RUN] = None
+    ss[common.URL_RUNS] = []
+
+
+def _pick_run() -> None:
+    ss = st.session_state
+    ss[common.URL_RUN] = ss["_w_run"]
+    ss["_url_errors"] = []
+
+
+def sidebar(idx: common.RunIndex) -> None:
+    """Runs folder, run picker, and a word about broken runs."""
+    ss = st.session_state
+    with st.sidebar:
+        common.seed_widget("_w_root", str(idx.root))
+        with st.expander("Runs folder", icon=":material/folder_open:"):
+            st.text_input(
+                "Runs folder or run directory",
+                key="_w_root",
+                on_change=_set_root,
+                help="A folder whose sub-folders are runs (what `tricl train` writes), or one run "
+                "directory to add to the list (e.g. an imported checkpoint).",
+            )
+            st.caption(f"{len(idx.runs)} run(s), {len(idx.broken)} broken")
+        if not idx.runs:
+            return
+        names = idx.names
+        if ss.get(common.URL_RUN) not in names:
+            ss[common.URL_RUN] = names[0]
+        if ss.get("_w_run") not in names:
+            ss["_w_run"] = ss[common.URL_RUN]
+        labels = common.run_labels(idx.runs)
+        st.selectbox(
+            "Run",
+            names,
+            key="_w_run",
+            format_func=labels.__getitem__,
+            on_change=_pick_run,
+            help="The run the Features, Feature detail, Embedding and Probe pages show.",
+        )
+        run = idx.get(ss[common.URL_RUN])
+        if run is not None:
+            st.caption(f"`{run.name}`")
+        if idx.broken:
+            st.warning(
+                f"{len(idx.broken)} broken run(s): see the Runs page.", icon=":material/warning:"
+            )
+
+
+def main() -> None:
+    st.set_page_config(
+        page_title="tricl dashboard", page_icon=":material/change_history:", layout="wide"
+    )
+    ss = st.session_state
+    if "_options" not in ss:
+        ss["_options"] = common.env_options()
+    idx = common.index()
+    common.init_state(idx)
+    here = Path(__file__).parent
+    pages = [
+        st.Page(here / path, title=title, icon=icon, url_path=url, default=i == 0)
+        for i, (path, title, icon, url) in enumerate(PAGES)
+    ]
+    page = st.navigation(pages)
+    sidebar(idx)
+    for msg in ss.get("_url_errors", []):
+        st.error(msg, icon=":material/block:")
+    common.sync_url()
+    try:
+        page.run()
+    finally:
+        common.sync_url()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Embedding: a UMAP map of the evaluation images; select points to see their images."""
+
+from __future__ import annotations
+
+import common
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+MAX_SHOWN = 64
+# A qualitative palette with enough distinct colours for 10 classes (plotly's D3).
+CLASS_COLORS = [
+    "#1F77B4",
+    "#FF7F0E",
+    "#2CA02C",
+    "#D62728",
+    "#9467BD",
+    "#8C564B",
+    "#E377C2",
+    "#7F7F7F",
+    "#BCBD22",
+    "#17BECF",
+]
+
+
+def scatter(analysis, color_by: str, feature: int | None) -> tuple[go.Figure, list[np.ndarray]]:
+    """The WebGL scatter, and for every trace the evaluation rows its points are."""
+    xy = analysis.embedding.coords
+    labels = analysis.features.labels
+    fig = go.Figure()
+    rows: list[np.ndarray] = []
+    if color_by == "class":
+        for c, name in enumerate(analysis.classes):
+            sel = np.flatnonzero(labels == c)
+            rows.append(sel)
+            fig.add_trace(
+                go.Scattergl(
+                    x=xy[sel, 0],
+                    y=xy[sel, 1],
+                    mode="markers",
+                    name=str(name),
+                    marker={"size": 5, "color": CLASS_COLORS[c % len(CLASS_COLORS)]},
+                    hovertemplate=f"class {name}<extra></extra>",
+                )
+            )
+    else:
+        z = analysis.features.z[:, feature]
+        rows.append(np.arange(len(xy)))
+        fig.add_trace(
+            go.Scattergl(
+                x=xy[:, 0],
+                y=xy[:, 1],
+                mode="markers",
+                marker={
+                    "size": 5,
+                    "color": z,
+                    "colorscale": "RdBu_r",
+                    "cmid": 0.0,
+                    "colorbar": {"title": "z"},
+                },
+                text=[str(analysis.classes[c]) for c in labels],
+                hovertemplate="class %{text}<br>z %{marker.color:.2f}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    common.tidy(
+        fig,
+        height=600,
+        dragmode="lasso",
+        xaxis={"showticklabels": False, "title": "UMAP 1"},
+        yaxis={"showticklabels": False, "title": "UMAP 2", "scaleanchor": "x"},
+    )
+    return fig, rows
+
+
+def selected_rows(event, rows: list[np.ndarray]) -> np.ndarray:
+    """Evaluation rows of the selected points (trace number + index within the trace)."""
+    if event is None:
+        return np.empty(0, dtype=np.int64)
+    out = []
+    for p in event.selection.get("points", []):
+        trace, i = p.get("curve_number"), p.get("point_index")
+        if trace is not None and i is not None and trace < len(rows) and i < len(rows[trace]):
+            out.append(int(rows[trace][i]))
+    return np.array(sorted(set(out)), dtype=np.int64)
+
+
+def main() -> None:
+    common.page_header(
+        "Embedding",
+        "Each dot is an evaluation image, placed by UMAP so that images with similar features sit "
+        "together. Colour by class to see how the classes separate, or by one feature to see "
+        "where it fires. Draw a lasso or box (or click) to see the selected images.",
+    )
+    common.require_runs()
+    run = common.current_run()
+    analysis = common.analysis_of(run)
+    ss = st.session_state
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        color_by = st.radio("Colour by", ["class", "feature activation"], horizontal=True)
+    feature = None
+    rank = common.current_feature(analysis.k)
+    if color_by != "class":
+        with c2:
+            ss["_w_emb_feature"] = rank
+            st.number_input(
+                f"Feature # (1 … {analysis.k}, by importance)",
+                min_value=1,
+                max_value=analysis.k,
+                key="_w_emb_feature",
+                on_change=common.bind(common.URL_FEATURE, "_w_emb_feature"),
+            )
+        feature = int(analysis.importance.order(common.current_order(analysis))[rank - 1])
+    fig, rows = scatter(analysis, color_by, feature)
+    event = common.show_figure(
+        fig,
+        f"umap_{run.name}",
+        key=f"umap_{run.name}_{color_by}_{feature}",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+    )
+    p = analysis.embedding.params
+    st.caption(
+        f"UMAP of the L2-normalised z of {len(analysis.embedding.coords)} "
+        f"{analysis.split} images (n_neighbors {p.get('n_neighbors')}, "
+        f"min_dist {p.get('min_dist')})."
+    )
+    sel = selected_rows(event, rows)
+    if len(sel) == 0:
+        st.info("Select points on the map (lasso, box or click) to see their images here.")
+        return
+    images = common.eval_images(run, analysis)
+    labels = analysis.features.labels[sel]
+    counts = np.bincount(labels, minlength=len(analysis.classes))
+    top = np.argsort(-counts)[:3]
+    st.markdown(
+        f"**{len(sel)} selected** · "
+        + ", ".join(f"class {analysis.classes[c]}: {counts[c]}" for c in top if counts[c] > 0)
+    )
+    shown = sel[:MAX_SHOWN]
+    idx = analysis.features.indices[shown]
+    st.image(common.grid(common.to_rgb(images[idx]), cols=16), width="content")
+    if len(sel) > MAX_SHOWN:
+        st.caption(f"The first {MAX_SHOWN} of {len(sel)} selected images.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Features: a run's features in importance order with their top images and class selectivity."""
+
+from __future__ import annotations
+
+import common
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+STRIP_N = 8
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def strips(
+    path: str, weights_hash: str, order: str, _images: np.ndarray, _top: np.ndarray
+) -> list[str]:
+    """Top-image strip of every feature, as PNG data URIs in importance order.
+
+    Args:
+        path: run folder (cache key).
+        weights_hash: the run's weights hash (cache key).
+        order: importance order (cache key; strips follow it).
+        _images: evaluation images. Shape: (N, C, H, W).
+        _top: top-image indices of the features, rows already in importance order. Shape: (k, n).
+    """
+    del path, weights_hash, order
+    return [common.data_uri(common.feature_strip(_images, row, STRIP_N)) for row in _top]
+
+
+def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
+    """One row per feature, most important first."""
+    o = analysis.importance.order(order)
+    scores = np.asarray(analysis.importance.scores[order], dtype=float)
+    st_ = analysis.stats
+    classes = analysis.classes
+    return pd.DataFrame(
+        {
+            "#": np.arange(1, len(o) + 1),
+            "feature": o,
+            "importance": scores[o],
+            "top images": strips(
+                str(analysis.run_path),
+                analysis.weights_hash,
+                order,
+                images,
+                analysis.top_images.top_indices[o],
+            ),
+            "dominant class": [classes[c] for c in st_.dominant_class[o]],
+            "selectivity": st_.dominant_share[o],
+            "entropy (bits)": st_.class_entropy[o],
+            "mean": st_.mean[o],
+            "std": st_.std[o],
+        }
+    )
+
+
+def main() -> None:
+    common.page_header(
+        "Features",
+        "The features (projector outputs z) of one run, most important first, each with the "
+        "images that excite it most. Selectivity is the share of the feature's top-100 images "
+        "that belong to its dominant class: 100% means a pure class detector. Click a row to "
+        "open the feature; click a column header to sort.",
+    )
+    common.require_runs()
+    run = common.current_run()
+    analysis = common.analysis_of(run)
+    ss = st.session_state
+    orders = list(analysis.importance.orders)
+    order = common.current_order(analysis)
+    c1, c2, c3 = st.columns([1, 2, 1])
+    with c1:
+        ss["_w_order"] = order
+        st.selectbox(
+            "Importance order",
+            orders,
+            key="_w_order",
+            format_func=lambda o: f"{o} (default)" if o == analysis.importance.default else o,
+            on_change=common.bind(common.URL_ORDER, "_w_order"),
+        )
+    with c2:
+        picked = st.multiselect("Dominant class", analysis.classes, placeholder="all classes")
+    with c3:
+        min_sel = st.slider("Selectivity at least", 0.0, 1.0, 0.0, 0.05)
+    st.caption(common.order_caption(analysis, order))
+    images = common.eval_images(run, analysis)
+    table = feature_table(analysis, order, images)
+    keep = table["selectivity"] >= min_sel
+    if picked:
+        keep &= table["dominant class"].isin(picked)
+    shown = table[keep].reset_index(drop=True)
+    st.caption(f"{len(shown)} of {len(table)} features shown.")
+    event = common.show_table(
+        shown,
+        f"features_{run.name}",
+        csv=shown.drop(columns="top images"),
+        key=f"feature_table_{run.name}_{order}",
+        on_select="rerun",
+        selection_mode="single-row",
+        row_height=44,
+        height=min(38 + 45 * max(len(shown), 1), 640),
+        column_config={
+            "#": st.column_config.NumberColumn(help="importance rank (#1 = most important)"),
+            "feature": st.column_config.NumberColumn(help="index of the feature in z"),
+            "importance": st.column_config.NumberColumn(format="%.4f"),
+            "top images": st.column_config.ImageColumn(
+                f"top {STRIP_N} images", width="large", help="highest activations, left first"
+            ),
+            "selectivity": st.column_config.ProgressColumn(
+                format="percent", min_value=0.0, max_value=1.0
+            ),
+            "entropy (bits)": st.column_config.NumberColumn(format="%.2f"),
+            "mean": st.column_config.NumberColumn(format="%.3f"),
+            "std": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        ss[common.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
+        st.switch_page("views/feature_detail.py")
+
+
+if __name__ == "__main__":
+    main()

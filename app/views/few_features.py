@@ -1,0 +1,118 @@
+"""Few features: accuracy with only the top-k, bottom-k or random-k features (paper, Fig. 3)."""
+
+from __future__ import annotations
+
+import common
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+DASH = {"top": "solid", "random": "dash", "bottom": "dot"}
+PANELS = {"linear_acc": "Linear probe accuracy", "retrieval_map": "Retrieval mAP"}
+ORDER_CHOICES = {
+    "default": "each run's default: S for triCL, variance for SimCLR",
+    "variance": "variance for every run (label-free)",
+    "ablation": "leave-one-out ablation for every run (uses labels)",
+}
+
+
+def curves_table(runs: list, found: dict, choice: str) -> pd.DataFrame:
+    """Every run's curves with method and seed columns."""
+    parts = []
+    for r in runs:
+        a = found.get(r.name)
+        if a is None:
+            continue
+        order = None if choice == "default" else choice
+        if order is not None and order not in a.importance.orders:
+            continue
+        df = a.curves(order)
+        df.insert(0, "order", order or a.importance.default)
+        df.insert(0, "seed", r.config.seed)
+        df.insert(0, "method", r.config.method)
+        df.insert(0, "run", r.name)
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def mean_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """Curves averaged over seeds per method, selection and k (std over seeds as well)."""
+    g = table.groupby(["method", "selection", "k"], sort=True)
+    out = g[list(PANELS)].agg(["mean", "std"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out["seeds"] = g.size()
+    return out.reset_index().fillna({f"{m}_std": 0.0 for m in PANELS})
+
+
+def figure(means: pd.DataFrame) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(PANELS.values()))
+    for col, metric in enumerate(PANELS, start=1):
+        groups = means.groupby(["method", "selection"], sort=False)
+        keys = sorted(groups.groups, key=lambda ms: (ms[0], list(DASH).index(ms[1])))
+        for method, selection in keys:
+            df = groups.get_group((method, selection))
+            fig.add_trace(
+                go.Scatter(
+                    x=df["k"],
+                    y=df[f"{metric}_mean"],
+                    error_y={"type": "data", "array": df[f"{metric}_std"], "thickness": 1},
+                    mode="lines+markers",
+                    name=f"{common.method_label(method)} {selection}-k",
+                    legendgroup=f"{method}-{selection}",
+                    showlegend=col == 1,
+                    line={"color": common.method_color(method), "dash": DASH.get(selection)},
+                    hovertemplate=f"{method} {selection}-%{{x}}: %{{y:.3f}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(type="log", dtick=0.30103, title_text="k features used", row=1, col=col)
+    common.tidy(fig, height=480)
+    fig.update_layout(legend={"y": -0.22, "yanchor": "top"}, margin={"b": 40})
+    return fig
+
+
+def main() -> None:
+    common.page_header(
+        "Few features",
+        "How good are the k most important features alone? For k = 1, 2, 4, … all, a linear "
+        "probe and image retrieval use only the top-k (solid), random-k (dashed) or bottom-k "
+        "(dotted) features. If importance is meaningful, top-k climbs fast and bottom-k lags: "
+        "the paper's Fig. 3 shows this for triCL and not for SimCLR.",
+    )
+    idx = common.require_runs()
+    datasets = sorted({r.config.dataset for r in idx.runs})
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        dataset = st.selectbox("Dataset", datasets, disabled=len(datasets) == 1)
+    with c2:
+        choice = st.radio(
+            "Importance order",
+            list(ORDER_CHOICES),
+            horizontal=True,
+            help="\n".join(f"- {k}: {v}" for k, v in ORDER_CHOICES.items()),
+        )
+    runs = [r for r in idx.runs if r.config.dataset == dataset]
+    found = common.analyses(runs)
+    table = curves_table(runs, found, choice)
+    if table.empty:
+        st.info("No run of this dataset has curves for this order.")
+        return
+    st.caption(f"Order: {ORDER_CHOICES[choice]}. Mean over seeds; error bars: std over seeds.")
+    means = mean_curves(table)
+    common.show_figure(figure(means), f"few_features_{dataset}_{choice}")
+    with st.expander("Curves of every run"):
+        common.show_table(
+            table,
+            f"few_feature_curves_{dataset}_{choice}",
+            column_config={
+                c: st.column_config.NumberColumn(format="%.3f")
+                for c in table.columns
+                if table[c].dtype.kind == "f"
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()

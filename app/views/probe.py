@@ -1,0 +1,178 @@
+"""Probe an image: its activations in importance order, and where its strongest features look."""
+
+from __future__ import annotations
+
+import io
+
+import common
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from tricl.analysis.saliency import SALIENCY_METHODS
+
+STRONGEST = 4
+IMAGE_TYPES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
+
+
+class NotAnImage(ValueError):
+    """An uploaded file is not a readable image; the message names the file and the fix."""
+
+
+def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarray:
+    """An uploaded file as the run's input format.
+
+    The image is converted to the run's channels (grey or RGB), centre-cropped to a square and
+    resized to the run's side length.
+
+    Args:
+        data: the file's bytes.
+        name: its file name (for the message).
+        channels: 1 or 3.
+        size: side length H = W.
+
+    Returns:
+        uint8 image. Shape: (C, H, W).
+
+    Raises:
+        NotAnImage: the bytes are not an image PIL can read.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise NotAnImage(
+            f"{name} is not an image that can be read ({type(exc).__name__}); upload a "
+            f"{IMAGE_TYPES} file"
+        ) from None
+    img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+    img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
+    """The probed image (C, H, W) uint8 and a description, or None until one is chosen."""
+    source = st.radio("Image", ["From the dataset", "Upload"], horizontal=True)
+    images = common.eval_images(run, analysis)
+    _, c, h, _ = images.shape
+    if source == "Upload":
+        up = st.file_uploader(
+            f"An image ({IMAGE_TYPES}); it is converted to {h}×{h} "
+            f"{'greyscale' if c == 1 else 'RGB'}",
+            type=None,
+        )
+        if up is None:
+            return None, ""
+        try:
+            image = decode_upload(up.getvalue(), up.name, c, h)
+        except NotAnImage as exc:
+            st.error(str(exc), icon=":material/hide_image:")
+            return None, ""
+        data = common.dataset_of(run, analysis)
+        if data.family == "digits":
+            bright = image.mean() > 127
+            if st.checkbox(
+                "Invert (the training digits are light on dark)",
+                value=bool(bright),
+                help="Checked automatically for images with a light background.",
+            ):
+                image = 255 - image
+        return image, up.name
+    n = len(images)
+    i = st.number_input(f"Evaluation image index (0 … {n - 1})", 0, n - 1, 0)
+    label = analysis.classes[int(analysis.features.labels[i])]
+    return images[int(i)], f"{analysis.split} image {i} (class {label})"
+
+
+def activation_figure(analysis, order: np.ndarray, z: np.ndarray, color: str) -> go.Figure:
+    ranks = np.arange(1, len(order) + 1)
+    fig = go.Figure(
+        go.Bar(
+            x=ranks,
+            y=z[order],
+            name="this image",
+            marker_color=color,
+            customdata=order,
+            hovertemplate="#%{x} (z[%{customdata}]): %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ranks,
+            y=analysis.stats.mean[order],
+            error_y={"type": "data", "array": analysis.stats.std[order], "thickness": 1},
+            mode="markers",
+            name="dataset mean ± std",
+            marker={"color": "#444", "size": 4},
+        )
+    )
+    return common.tidy(
+        fig, height=320, xaxis_title="feature # (importance order)", yaxis_title="activation z"
+    )
+
+
+def main() -> None:
+    common.page_header(
+        "Probe an image",
+        "Upload an image or pick one from the dataset: the bars are its activations, most "
+        "important feature first, against each feature's usual range; below, the features it "
+        "excites most (relative to their usual range), where in the image they look, and the "
+        "dataset images they usually respond to.",
+    )
+    common.require_runs()
+    run = common.current_run()
+    analysis = common.analysis_of(run)
+    left, right = st.columns([1, 3])
+    with left:
+        image, what = pick_image(run, analysis)
+        if image is not None:
+            st.image(common.grid(common.to_rgb(image[None]), cols=1, scale=None), caption=what)
+    if image is None:
+        right.info("Choose an image to probe.")
+        return
+    data = common.dataset_of(run, analysis)
+    enc = common.encoder_of(run)
+    with torch.inference_mode():
+        z = enc(data.preprocess(torch.tensor(image[None])))[0].float().numpy()  # (k,)
+    order = analysis.importance.order(common.current_order(analysis))
+    with right:
+        common.show_figure(
+            activation_figure(analysis, order, z, common.method_color(run.config.method)),
+            "probe_activations",
+        )
+    std = np.maximum(analysis.stats.std, 1e-8)
+    zscore = (z - analysis.stats.mean) / std  # (k,)
+    strongest = np.argsort(-zscore)[:STRONGEST]
+    rank = analysis.importance.rank(common.current_order(analysis))
+    st.subheader("Its strongest features")
+    method = st.selectbox(
+        "Saliency method",
+        list(SALIENCY_METHODS),
+        format_func=lambda m: f"{m}: {SALIENCY_METHODS[m].description}",
+    )
+    with st.spinner("Computing saliency maps..."):
+        tiles, _ = common.image_saliency(
+            str(run.path),
+            run.weights_hash,
+            analysis.dataset,
+            image,
+            tuple(int(f) for f in strongest),
+            method,
+        )
+    images = common.eval_images(run, analysis)
+    cols = st.columns(STRONGEST)
+    for col, f, tile in zip(cols, strongest, tiles):
+        with col, st.container(border=True):
+            st.markdown(f"**Feature #{int(rank[f]) + 1}** · z = {z[f]:.2f} ({zscore[f]:+.1f} σ)")
+            st.image(common.grid(tile[None], cols=1, scale=common.upscale(tile.shape[0], 112)))
+            top = images[analysis.top_images.top_indices[f, :8]]
+            st.image(common.grid(common.to_rgb(top), cols=4, pad=1), width="stretch")
+            st.caption("saliency on this image · the feature's top dataset images")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Runs: every run of the runs root, its training curves and its sorted importance spectrum."""
+
+from __future__ import annotations
+
+import common
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+
+def runs_table(runs: list, found: dict) -> pd.DataFrame:
+    """One row per run: configuration, training result and the analysis' headline numbers."""
+    rows = []
+    for r in runs:
+        s = r.summary()
+        a = found.get(r.name)
+        rows.append(
+            {
+                "run": r.name,
+                "method": common.method_label(r.config.method),
+                "dataset": s["dataset"],
+                "backbone": s["backbone"],
+                "k": s["k"],
+                "seed": s["seed"],
+                "epochs": s["epochs"],
+                "loss": s["final_loss"],
+                "linear probe acc": a.linear_acc if a else np.nan,
+                "top-8 acc": common.top8_accuracy(a) if a else np.nan,
+                "k-NN acc": a.knn_acc if a else np.nan,
+                "backbone probe acc": a.full.get("backbone_linear_acc", np.nan) if a else np.nan,
+                "importance": a.importance.default if a else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def curves_figure(runs: list, metric: str) -> go.Figure:
+    fig = go.Figure()
+    seen: set[str] = set()
+    for r in runs:
+        rows = [m for m in r.metrics() if metric in m]
+        if not rows:
+            continue
+        m = r.config.method
+        fig.add_trace(
+            go.Scatter(
+                x=[row["epoch"] for row in rows],
+                y=[row[metric] for row in rows],
+                mode="lines+markers",
+                name=common.method_label(m),
+                legendgroup=m,
+                showlegend=m not in seen,
+                line={"color": common.method_color(m)},
+                hovertemplate=f"{r.name}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>",
+            )
+        )
+        seen.add(m)
+    return common.tidy(fig, xaxis_title="epoch", yaxis_title=metric)
+
+
+def spectrum_figure(runs: list, found: dict) -> go.Figure:
+    """Each run's importance scores, sorted and divided by their sum."""
+    fig = go.Figure()
+    seen: set[str] = set()
+    for r in runs:
+        a = found.get(r.name)
+        if a is None:
+            continue
+        order = a.importance.default
+        scores = np.sort(np.asarray(a.importance.scores[order], dtype=float))[::-1]
+        share = scores / scores.sum() if scores.sum() > 0 else scores
+        m = r.config.method
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, len(share) + 1),
+                y=share,
+                mode="lines",
+                name=f"{common.method_label(m)} ({order})",
+                legendgroup=m,
+                showlegend=m not in seen,
+                line={"color": common.method_color(m)},
+                hovertemplate=f"{r.name}<br>#%{{x}}: %{{y:.3%}} of the total<extra></extra>",
+            )
+        )
+        seen.add(m)
+    return common.tidy(
+        fig, xaxis_title="feature rank (#1 = most important)", yaxis_title="share of importance"
+    )
+
+
+def main() -> None:
+    common.page_header(
+        "Runs",
+        "Every run of the runs folder. The table gives each run's accuracy with all features and "
+        "with only its 8 most important ones; the spectrum shows how unevenly a run spreads "
+        "importance over its features (triCL: learned S; SimCLR has no S, so feature variance).",
+    )
+    idx = common.index()
+    if idx.broken:
+        st.subheader("Broken runs")
+        st.caption("These folders are not usable runs; the other runs work as usual.")
+        broken = pd.DataFrame(
+            {"run": [b.name for b in idx.broken], "reason": [b.reason for b in idx.broken]}
+        )
+        common.show_table(broken, "broken_runs")
+    if not idx.runs:
+        common.show_train_hint(idx.root)
+        return
+    runs = list(idx.runs)
+    found = common.analyses(runs)
+    st.subheader(f"{len(runs)} runs in `{idx.root}`")
+    table = runs_table(runs, found)
+    common.show_table(
+        table,
+        "runs",
+        column_config={
+            "loss": st.column_config.NumberColumn(format="%.3f"),
+            "linear probe acc": st.column_config.NumberColumn(format="percent"),
+            "top-8 acc": st.column_config.NumberColumn(
+                format="percent", help="linear probe on the 8 most important features only"
+            ),
+            "k-NN acc": st.column_config.NumberColumn(format="percent"),
+            "backbone probe acc": st.column_config.NumberColumn(format="percent"),
+        },
+    )
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Training curves")
+        keys = sorted({k for r in runs for row in r.metrics() for k in row} - {"epoch"})
+        preferred = [k for k in ("loss", "contrastive", "decorrelation", "s_max") if k in keys]
+        metric = st.selectbox("Metric", preferred + [k for k in keys if k not in preferred])
+        if metric:
+            common.show_figure(curves_figure(runs, metric), f"training_{metric}")
+    with right:
+        st.subheader("Importance spectrum")
+        common.show_figure(spectrum_figure(runs, found), "importance_spectrum")
+        st.caption(
+            "A steep curve means a few features carry most of the importance: triCL's learned S "
+            "ranks its features; a flat curve means no feature stands out."
+        )
+
+
+if __name__ == "__main__":
+    main()

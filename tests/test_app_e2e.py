@@ -1,0 +1,217 @@
+"""The dashboard in a real browser: `streamlit run app/main.py` + Debian's chromium via playwright.
+
+Installs nothing: it drives /usr/bin/chromium (what .ci/run installs) through playwright's Python
+package. Screenshots of every page go to ``test-output/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_app_pages import make_fixture_runs
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "test-output" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+RUN = "tricl_digits_small_cnn_k16_seed0"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    """`streamlit run app/main.py -- --runs-root ROOT` on a free port; yields its URL."""
+    root = make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")  # noqa: SIM115
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "app" / "main.py"),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--",
+        "--runs-root",
+        str(root),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "TRICL_RUNS"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(port, proc, timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 2000})
+        tab.set_default_timeout(180_000)
+        yield tab
+        browser.close()
+
+
+def _open(tab, url: str, shot: str) -> None:
+    tab.goto(url)
+    tab.wait_for_selector(IDLE)
+    tab.wait_for_selector("h1")
+    tab.wait_for_timeout(500)  # charts and images finish drawing after the script run
+    tab.wait_for_selector(IDLE)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SHOTS / f"{shot}.png"))
+    assert tab.locator('[data-testid="stException"]').count() == 0
+
+
+def _loaded_images(tab) -> int:
+    return tab.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+
+
+def _plot_png_buttons(tab) -> int:
+    tab.locator(".js-plotly-plot").first.hover()
+    return tab.locator('.modebar-btn[data-title^="Download plot as a" i]').count()
+
+
+# (url path, screenshot, text that must be on the page)
+PAGES = [
+    ("", "runs", "4 runs in"),
+    ("features", "features", "16 of 16 features shown"),
+    ("feature", "feature_detail", "highest activation"),
+    ("compare", "compare_seeds", "SimCLR against triCL, across seeds"),
+    ("embedding", "embedding", "Select points on the map"),
+    ("few-features", "few_features", "Linear probe accuracy"),
+    ("probe", "probe", "Its strongest features"),
+]
+
+
+@pytest.mark.parametrize(("path", "shot", "text"), PAGES, ids=[p[1] for p in PAGES])
+def test_page_shows_its_key_content(page, server, path, shot, text):
+    _open(page, f"{server}/{path}?run={RUN}", shot)
+    page.get_by_text(text).first.wait_for()
+    assert page.get_by_role("heading", level=1).count() == 1
+    charts = page.locator(".js-plotly-plot").count()
+    if charts:  # every chart keeps Plotly's "Download plot as a PNG" button
+        assert _plot_png_buttons(page) == charts
+
+
+def test_feature_detail_shows_feature_one_images(page, server):
+    _open(page, f"{server}/feature?run={RUN}", "feature_detail_images")
+    page.get_by_text("highest activation").wait_for()
+    # top grid, bottom grid, saliency overlays, this run and the other seed's matched feature
+    page.get_by_text("The same feature in the other seeds").wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= 5"
+    )
+    assert _loaded_images(page) >= 5
+    metric = page.locator('[data-testid="stMetricValue"]').first.inner_text()
+    assert metric.strip() == "#1"
+    assert _plot_png_buttons(page) >= 1
+
+
+def test_state_survives_sidebar_navigation(page, server):
+    _open(page, f"{server}/feature?run=tricl_digits_small_cnn_k16_seed1&feature=2", "state_a")
+    assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == "#2"
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Embedding").click()
+    page.wait_for_url("**/embedding?**")
+    page.wait_for_selector(IDLE)
+    page.get_by_text("Select points on the map").wait_for()
+    assert "run=tricl_digits_small_cnn_k16_seed1" in page.url
+    assert "feature=2" in page.url
+
+
+def test_clicking_a_feature_row_opens_it(page, server):
+    _open(page, f"{server}/features?run={RUN}", "features_click")
+    box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    # the grid is a canvas: click the selection cell of the third row (header 36 px, rows 44 px)
+    page.mouse.click(box["x"] + 16, box["y"] + 36 + 44 * 2 + 22)
+    page.wait_for_url("**/feature?**")
+    page.wait_for_selector(IDLE)
+    page.get_by_text("highest activation").first.wait_for()
+    assert "feature=3" in page.url
+    assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == "#3"
+
+
+def test_selecting_points_on_the_map_shows_their_images(page, server):
+    _open(page, f"{server}/embedding?run={RUN}", "embedding_before")
+    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.05 * w, y + 0.05 * h)
+    page.mouse.down()
+    for fx, fy in [(0.95, 0.05), (0.95, 0.95), (0.05, 0.95), (0.05, 0.06)]:
+        page.mouse.move(x + fx * w, y + fy * h, steps=8)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"^\d+ selected")).wait_for()
+    page.wait_for_selector(IDLE)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "embedding_selected.png"))
+    assert _loaded_images(page) >= 1
+
+
+def test_run_outside_the_root_is_refused(page, server):
+    _open(page, f"{server}/features?run=..%2F..%2Fetc", "refused")
+    page.get_by_text("outside the runs root").first.wait_for()
+    page.get_by_text("16 of 16 features shown").wait_for()

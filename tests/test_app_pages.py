@@ -1,0 +1,355 @@
+"""The dashboard in Streamlit's AppTest, on tiny real runs: every page, URL state, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tricl.analysis import analyze, compare
+from tricl.config import RunConfig
+from tricl.runs import Run, list_runs
+from tricl.train import train
+
+APP = Path(__file__).resolve().parent.parent / "app"
+MAIN = APP / "main.py"
+PAGE_FILES = sorted(p.name for p in (APP / "views").glob("*.py"))
+TINY = {"dataset": "digits", "proj_dim": 16, "proj_hidden_dim": 32, "epochs": 1, "batch_size": 128}
+TIMEOUT = 120  # seconds per script run: a cold first run imports torch and reads every artifact
+
+
+def make_fixture_runs(root: Path) -> Path:
+    """Two seeds each of SimCLR and triCL on sklearn digits, analysed and compared once.
+
+    Training writes ``root/.done`` last, so a second caller in the same session reuses the runs.
+    """
+    if (root / ".done").exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    groups = []
+    for method in ("simclr", "tricl"):
+        runs = [
+            train(RunConfig(method=method, seed=s, **TINY), runs_root=root, progress=False)
+            for s in (0, 1)
+        ]
+        for r in runs:
+            analyze(r, progress=False)
+        groups.append(runs)
+    for runs in groups:
+        compare(runs, progress=False)
+    (root / ".done").write_text("ok")
+    return root
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory) -> Path:
+    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+
+
+@pytest.fixture(scope="session")
+def runs(runs_root) -> dict[str, Run]:
+    return {r.name: r for r in list_runs(runs_root) if isinstance(r, Run)}
+
+
+def _common():
+    """app/common.py as a module (the app's folder is not a package), loaded once."""
+    name = "tricl_app_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, APP / "common.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _app(root: Path, monkeypatch, **query: str) -> AppTest:
+    monkeypatch.setenv("TRICL_RUNS", str(root))
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    return at
+
+
+def _open(at: AppTest, page: str) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page != "runs.py":
+        at.switch_page(f"views/{page}").run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.error] + [i.value for i in at.info]
+    parts += [h.value for h in (*at.title, *at.subheader)]
+    return "\n".join(str(p) for p in parts)
+
+
+def _charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def _png(size: int = 20) -> bytes:
+    buf = io.BytesIO()
+    img = np.zeros((size, size), np.uint8)
+    img[4:16, 8:12] = 255  # a bright bar: a "1"
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- every page
+
+
+def test_every_page_file_is_in_the_navigation():
+    nav = MAIN.read_text()
+    assert PAGE_FILES, "app/views/ has no pages"
+    for name in PAGE_FILES:
+        assert f'"views/{name}"' in nav, f"{name} is not registered in app/main.py"
+
+
+@pytest.mark.parametrize("page", PAGE_FILES)
+def test_page_renders(page, runs_root, monkeypatch):
+    at = _open(_app(runs_root, monkeypatch), page)
+    assert len(at.title) == 1
+    assert at.caption, "every page explains what it shows under its title"
+    assert not at.error, [e.value for e in at.error]
+    # every table comes with a CSV download
+    assert len(at.get("download_button")) >= len(at.dataframe)
+
+
+def test_runs_page_table_and_charts(runs_root, runs, monkeypatch):
+    at = _open(_app(runs_root, monkeypatch), "runs.py")
+    table = at.dataframe[0].value
+    assert sorted(table["run"]) == sorted(runs)
+    assert {"method", "seed", "epochs", "loss", "linear probe acc", "top-8 acc"} <= set(table)
+    assert table["linear probe acc"].between(0, 1).all()
+    assert table["top-8 acc"].between(0, 1).all()
+    assert set(table["method"]) == {"SimCLR", "triCL"}
+    assert len(_charts(at)) == 2  # training curves and importance spectrum
+
+
+def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, monkeypatch):
+    name = "tricl_digits_small_cnn_k16_seed0"
+    at = _open(_app(runs_root, monkeypatch, run=name), "features.py")
+    table = at.dataframe[0].value
+    a = analyze(runs[name], progress=False)
+    assert list(table["#"]) == list(range(1, a.k + 1))
+    assert list(table["feature"]) == list(a.importance.order("S"))
+    assert table["importance"].is_monotonic_decreasing
+    assert table["top images"].str.startswith("data:image/png;base64,").all()
+    # filter by selectivity: only features at least that selective remain
+    cut = float(np.median(table["selectivity"]))
+    at.slider[0].set_value(cut).run()
+    kept = at.dataframe[0].value
+    assert 0 < len(kept) < len(table) or (table["selectivity"] >= cut).all()
+    assert (kept["selectivity"] >= cut).all()
+
+
+def test_feature_detail_defaults_to_feature_one(runs_root, runs, monkeypatch):
+    name = "tricl_digits_small_cnn_k16_seed1"
+    at = _open(_app(runs_root, monkeypatch, run=name), "feature_detail.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Feature"] == "#1"
+    a = analyze(runs[name], progress=False)
+    top = a.importance.order("S")[0]
+    assert metrics["Dominant class"] == a.classes[int(a.stats.dominant_class[top])]
+    # top-N, bottom-N, saliency grid, and this run + the other seed's matched feature
+    assert len(at.image) >= 5
+    assert len(_charts(at)) == 2  # activation by class, class means
+    assert "match: #" in _texts(at)
+
+
+def test_compare_page_gives_a_verdict_per_method(runs_root, monkeypatch):
+    at = _open(_app(runs_root, monkeypatch), "compare_seeds.py")
+    text = _texts(at)
+    assert "SimCLR" in text and "triCL" in text
+    assert "identifiable" in text.lower()
+    labels = [m.label for m in at.metric]
+    assert labels.count("MCC") == 2 and labels.count("CKA") == 2
+    # summary table (one row per method) and the pair table of the picked runs
+    assert len(at.dataframe[0].value) == 2
+    assert len(at.dataframe[1].value) == 1
+    assert len(_charts(at)) == 2  # bars per method, |corr| heatmap
+
+
+# --------------------------------------------------------------------------- URL state
+
+
+def test_run_and_feature_come_from_the_url_and_stay_in_it(runs_root, monkeypatch):
+    name = "simclr_digits_small_cnn_k16_seed1"
+    at = _open(_app(runs_root, monkeypatch, run=name, feature="3"), "feature_detail.py")
+    assert at.selectbox(key="_w_run").value == name
+    assert {m.label: m.value for m in at.metric}["Feature"] == "#3"
+    at.number_input(key="_w_feature").set_value(5).run()
+    assert at.query_params["feature"] == "5"
+    at.switch_page("views/embedding.py").run()
+    assert at.query_params["run"] == name and at.query_params["feature"] == "5"
+
+
+def test_compared_runs_live_in_the_url(runs_root, monkeypatch):
+    pair = "tricl_digits_small_cnn_k16_seed0,tricl_digits_small_cnn_k16_seed1"
+    at = _open(_app(runs_root, monkeypatch, runs=pair), "compare_seeds.py")
+    assert at.multiselect(key="_w_runs").value == pair.split(",")
+    assert at.query_params["runs"] == pair
+    assert at.dataframe[1].value["a"].str.startswith("triCL").all()
+
+
+@pytest.mark.parametrize("bad", ["../outside_run", "/etc", "..", "a/../../b"])
+def test_url_naming_a_run_outside_the_root_is_refused(bad, runs_root, tmp_path, monkeypatch):
+    at = _open(_app(runs_root, monkeypatch, run=bad), "features.py")
+    errors = [e.value for e in at.error]
+    assert any("outside the runs root" in e for e in errors), errors
+    # the page still works, on a run of the root
+    assert at.selectbox(key="_w_run").value in {p.name for p in runs_root.iterdir()}
+    assert at.dataframe
+
+
+def test_url_naming_a_real_run_outside_the_root_is_refused(runs_root, runs, tmp_path, monkeypatch):
+    outside = tmp_path / "elsewhere"
+    src = runs["tricl_digits_small_cnn_k16_seed0"].path
+    shutil.copytree(src, outside / "stray_run")
+    rel = Path("..") / outside.relative_to(tmp_path.parent) / "stray_run"
+    at = _open(_app(runs_root, monkeypatch, run=str(rel)), "runs.py")
+    assert any("outside the runs root" in e.value for e in at.error)
+    assert "stray_run" not in set(at.dataframe[0].value["run"])
+
+
+def test_sidebar_opens_a_run_directory_or_another_root(runs_root, runs, tmp_path, monkeypatch):
+    mine = tmp_path / "imports" / "my_run"
+    shutil.copytree(runs["tricl_digits_small_cnn_k16_seed1"].path, mine)
+    at = _open(_app(tmp_path / "empty", monkeypatch), "runs.py")
+    assert "No runs in" in _texts(at)
+    at.text_input(key="_w_root").set_value(str(mine)).run()  # one run directory: added
+    assert at.selectbox(key="_w_run").value == "my_run"
+    at.switch_page("views/features.py").run()
+    assert not at.exception and len(at.dataframe[0].value) == 16
+    at.text_input(key="_w_root").set_value(str(runs_root)).run()  # a folder: the new root
+    assert len(at.selectbox(key="_w_run").options) == 5  # its 4 runs + the added one
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_empty_runs_folder_shows_how_to_train(tmp_path, monkeypatch):
+    for page in ("runs.py", "features.py", "compare_seeds.py"):
+        at = _open(_app(tmp_path, monkeypatch), page)
+        text = _texts(at)
+        assert "No runs in" in text, page
+        assert "tricl train --method tricl" in text, page
+
+
+def test_broken_run_is_listed_with_its_reason_and_the_others_work(runs_root, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    shutil.copytree(runs_root, root)
+    (root / "half_written").mkdir()
+    (root / "half_written" / "config.json").write_text("{not json")
+    at = _open(_app(root, monkeypatch), "runs.py")
+    tables = [d.value for d in at.dataframe]
+    broken = next(t for t in tables if "reason" in t)
+    assert list(broken["run"]) == ["half_written"]
+    assert "unreadable" in broken["reason"].iloc[0]
+    good = next(t for t in tables if "linear probe acc" in t)
+    assert len(good) == 4
+    at.switch_page("views/features.py").run()
+    assert not at.exception and at.dataframe
+
+
+def test_uploaded_non_image_gets_a_clear_message(runs_root, monkeypatch):
+    at = _open(_app(runs_root, monkeypatch), "probe.py")
+    at.radio[0].set_value("Upload").run()
+    at.file_uploader[0].set_value(("notes.txt", b"these are not pixels", "text/plain")).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("notes.txt is not an image" in e and "PNG" in e for e in errors), errors
+    assert not _charts(at)
+
+
+def test_uploaded_image_is_probed(runs_root, monkeypatch):
+    at = _open(_app(runs_root, monkeypatch), "probe.py")
+    at.radio[0].set_value("Upload").run()
+    at.file_uploader[0].set_value(("one.png", _png(), "image/png")).run()
+    assert not at.exception and not at.error
+    assert len(_charts(at)) == 1
+    assert "Feature #" in _texts(at)
+
+
+def test_missing_analysis_is_computed_on_first_open(runs_root, runs, tmp_path, monkeypatch):
+    root = tmp_path / "fresh"
+    src = runs["simclr_digits_small_cnn_k16_seed0"].path
+    shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("analysis"))
+    at = _open(_app(root, monkeypatch), "runs.py")
+    assert [s.label for s in at.status] == [
+        "Analysed 1 run(s); cached in each run's analysis/ folder"
+    ]
+    assert (root / src.name / "analysis" / "test" / "downstream.csv").is_file()
+    assert at.dataframe[0].value["linear probe acc"].between(0, 1).all()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_runs_root_comes_from_argument_then_environment_then_repo(tmp_path):
+    common = _common()
+    arg = common.parse_options(["--runs-root", str(tmp_path)], {"TRICL_RUNS": "/elsewhere"})
+    assert arg.runs_root == tmp_path.resolve()
+    env = common.parse_options(["-x", "tests/test_app_pages.py"], {"TRICL_RUNS": str(tmp_path)})
+    assert env.runs_root == tmp_path.resolve()
+    default = common.parse_options([], {})
+    assert default.runs_root == APP.parent / "checkpoints"
+    extra = common.parse_options(["--run", str(tmp_path / "r")], {})
+    assert extra.extra_runs == ((tmp_path / "r").resolve(),)
+
+
+def test_run_passed_by_path_is_listed(runs_root, runs, tmp_path):
+    common = _common()
+    src = runs["tricl_digits_small_cnn_k16_seed0"].path
+    mine = tmp_path / "mine" / "my_import"
+    shutil.copytree(src, mine)
+    idx = common.run_index(common.AppOptions(tmp_path / "empty_root", (mine,)))
+    assert idx.names == ["my_import"]
+    assert common.resolve_run_name(idx, "my_import").path == mine
+
+
+def test_resolve_run_name_refuses_paths(runs_root):
+    common = _common()
+    idx = common.run_index(common.AppOptions(runs_root))
+    name = idx.names[0]
+    assert common.resolve_run_name(idx, name).name == name
+    for bad in ("..", "../x", "/abs", f"{name}/..", "a\\b", ""):
+        with pytest.raises(common.RunRefused, match="outside the runs root"):
+            common.resolve_run_name(idx, bad)
+    with pytest.raises(common.RunRefused, match="no run 'nope'"):
+        common.resolve_run_name(idx, "nope")
+
+
+def test_seed_groups_pair_runs_that_differ_only_by_seed(runs):
+    common = _common()
+    groups = common.seed_groups(list(runs.values()))
+    assert sorted(len(g) for g in groups) == [2, 2]
+    for g in groups:
+        assert len({r.config.method for r in g}) == 1
+        assert [r.config.seed for r in g] == [0, 1]
+
+
+def test_grid_tiles_images_in_rows():
+    common = _common()
+    imgs = np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(5)])  # (5, 4, 4, 3)
+    g = common.grid(imgs, cols=3, scale=2, pad=1)
+    assert g.shape == (2 * 8 + 1, 3 * 8 + 2, 3)
+    assert g[0, 0, 0] == 0 and g[0, 9, 0] == 1 and g[9, 9, 0] == 4
+    assert g[9, 18, 0] == 255  # the empty sixth tile is padding
+
+
+def test_config_key_ignores_seed_and_name(runs):
+    common = _common()
+    a, b = (runs[f"tricl_digits_small_cnn_k16_seed{s}"] for s in (0, 1))
+    assert common.config_key(a) == common.config_key(b)
+    assert json.loads(common.config_key(a))["method"] == "tricl"
