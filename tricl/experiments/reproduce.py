@@ -35,6 +35,14 @@ ARMS: dict[str, tuple[Variant, str]] = {
         ),
         "#ff9896",
     ),
+    "tricl-geometric": (
+        Variant(
+            "tricl-geometric",
+            {"method": "tricl", "s_init": "geometric", "s_init_spread": 1.0},
+            note="S starts spread from 1 to 0.1 (distinct values from the first step)",
+        ),
+        "#8c564b",
+    ),
     "spectral": (Variant("spectral", {"method": "spectral"}), "#1f77b4"),
     "tri-spectral": (Variant("tri-spectral", {"method": "tri-spectral"}), "#9467bd"),
 }
