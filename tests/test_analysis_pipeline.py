@@ -76,7 +76,8 @@ def test_features_are_the_encoders_outputs(tricl_run, analysis):
     enc = tricl_run.encoder()
     with torch.no_grad():
         z = enc(data.preprocess(data.test_x[:5])).numpy()
-    np.testing.assert_allclose(f.z[:5], z, rtol=1e-4, atol=1e-5)
+    # stored as float16 (about 3 significant digits)
+    np.testing.assert_allclose(f.z[:5], z, rtol=2e-3, atol=1e-4)
     assert f.classes == data.classes and analysis.weights_hash == tricl_run.weights_hash
 
 
@@ -158,7 +159,7 @@ def test_changed_weights_recompute_everything(tricl_run, analysis, tmp_path):
     assert out.recomputed == STAGES
     assert out.weights_hash != analysis.weights_hash
     np.testing.assert_array_equal(feature_order(out), np.arange(16))
-    np.testing.assert_allclose(out.features.z, analysis.features.z + 1.0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.features.z, analysis.features.z + 1.0, rtol=2e-3, atol=2e-3)
 
 
 def test_load_analysis_never_computes(tricl_run, tmp_path):
