@@ -3,11 +3,10 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from tricl.config import RunConfig
 from tricl.losses import LOSSES
@@ -27,19 +26,24 @@ def _setup(method: str):
     return cfg, enc, x1, x2
 
 
-def _worker(rank: int, world: int, init_file: str, method: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    cfg, enc, x1, x2 = _setup(method)
-    model = torch.nn.parallel.DistributedDataParallel(enc)
-    share = slice(rank * B // world, (rank + 1) * B // world)
-    terms = step_loss(model, x1[share], x2[share], cfg)
-    terms.total.backward()
-    if rank == 0:
-        grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
-        torch.save({"loss": terms.total.detach(), "grads": grads}, out)
-    dist.barrier()
-    dist.destroy_process_group()
+WORKER = """
+import sys, torch, torch.distributed as dist
+from test_distributed import B, _setup
+from tricl.train import step_loss
+rank, world, init_file, method, out = int(sys.argv[1]), 2, sys.argv[2], sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+torch.set_num_threads(1)
+cfg, enc, x1, x2 = _setup(method)
+model = torch.nn.parallel.DistributedDataParallel(enc)
+share = slice(rank * B // world, (rank + 1) * B // world)
+terms = step_loss(model, x1[share], x2[share], cfg)
+terms.total.backward()
+if rank == 0:
+    grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+    torch.save({"loss": terms.total.detach(), "grads": grads}, out)
+dist.barrier()
+dist.destroy_process_group()
+"""
 
 
 @pytest.mark.slow
@@ -49,7 +53,20 @@ def test_two_process_gloo_equals_one_process(tmp_path, method):
     ref = step_loss(enc, x1, x2, cfg)
     ref.total.backward()
     out = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), method, str(out)), nprocs=2, join=True)
+    # two fresh interpreters (not multiprocessing.spawn, which re-imports the parent's __main__)
+    # the workers import this module's _setup, found through PYTHONPATH
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(rank), str(tmp_path / "init"), method, str(out)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
     got = torch.load(out, weights_only=True)
     torch.testing.assert_close(got["loss"], ref.total.detach(), rtol=1e-5, atol=1e-6)
     ref_grads = {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}

@@ -42,11 +42,12 @@ def test_reproduce_smoke_writes_results_with_tables_and_figures(tmp_path):
 
 
 @pytest.mark.slow
-def test_walkthrough_notebook_executes_on_the_shipped_runs():
+def test_walkthrough_notebook_executes_on_the_shipped_runs(monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     if not any((REPO / "checkpoints").glob("tricl_mnist5k_*")):
         pytest.skip("no shipped runs in checkpoints/")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must draw inline PNGs
     nb = nbformat.read(REPO / "notebooks" / "walkthrough.ipynb", as_version=4)
     client = nbclient.NotebookClient(
         nb,

@@ -209,7 +209,7 @@ def plot_spectra(results: list[ArmResult], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for r in results:
         for j, a in enumerate(r.analyses):
-            scores = a.importance.scores.get("s")
+            scores = a.importance.scores.get("S")
             if scores is None:
                 continue
             ax.plot(
