@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-create the runs shipped in checkpoints/: SimCLR and triCL on mnist5k, seeds 0-2, identical
-# settings otherwise. Uses only the project's own commands. About 25 min on a 2-core CPU.
+# settings otherwise. Uses only the project's own commands. About 15 min on an idle 2-core CPU.
 #   bash scripts/make_shipped_runs.sh [EXTRA tricl train FLAGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
