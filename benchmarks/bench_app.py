@@ -15,26 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tricl.dashboard import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    free_port,
+    streamlit_command,
+    wait_healthy,
+)
+
 # sidebar label -> title of the page (its h1)
 PAGES = {
     "Runs": "Runs",
@@ -62,25 +56,6 @@ DRAWN_JS = """
   return plots.every(p => p.querySelector('.main-svg') !== null);
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"streamlit did not answer within {timeout} s")
 
 
 def rss_mib(pid: int) -> float:
@@ -117,33 +92,14 @@ def main() -> None:
     print(f"runs root: {root} ({total} runs, {done} with cached analysis)")
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(REPO / "app" / "main.py"),
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-        "--",
-        "--runs-root",
-        str(root),
-    ]
+    cmd = streamlit_command(port, root)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
-            wait_healthy(port, proc)
+            wait_healthy(port, proc, timeout=180, poll=0.05)
             t_health = time.perf_counter() - t0
             tab.goto(f"http://127.0.0.1:{port}/")
             wait_drawn(tab, "Runs", args.first_timeout)

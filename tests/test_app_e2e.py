@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_app_pages import make_fixture_runs
 
+from tricl.dashboard import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command, wait_healthy
+
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-output" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 RUN = "tricl_digits_small_cnn_k16_seed0"
 
@@ -41,55 +28,17 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """`streamlit run app/main.py -- --runs-root ROOT` on a free port; yields its URL."""
     root = make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")  # noqa: SIM115
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(REPO / "app" / "main.py"),
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-        "--",
-        "--runs-root",
-        str(root),
-    ]
+    cmd = streamlit_command(port, root)
     env = {k: v for k, v in os.environ.items() if k != "TRICL_RUNS"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(port, proc, timeout=120)
+        wait_healthy(port, proc, timeout=120)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

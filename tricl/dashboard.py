@@ -1,0 +1,69 @@
+"""Start the Streamlit dashboard as a server process (shared by the benchmark and the e2e test).
+
+``streamlit run app/main.py`` is the product's main job; this module only builds that command,
+finds a free local port, waits for the server's health check, and names the headless Chromium
+that drives it (Debian's package; playwright never downloads a browser here).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+APP_SCRIPT = REPO / "app" / "main.py"
+CHROMIUM = Path("/usr/bin/chromium")
+# without the background-networking flags Chromium floods a closed network with refused requests
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def streamlit_command(port: int, runs_root: str | Path) -> list[str]:
+    """``streamlit run app/main.py -- --runs-root ROOT`` on 127.0.0.1:``port``, headless."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+        "--server.port", str(port),
+        "--server.address", "127.0.0.1",
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--", "--runs-root", str(runs_root),
+    ]  # fmt: skip
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float, poll: float = 0.3) -> None:
+    """Block until the server on ``port`` answers its health check.
+
+    Raises:
+        RuntimeError: the server process exited first.
+        TimeoutError: no answer within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(poll)
+    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
