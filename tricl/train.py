@@ -293,6 +293,12 @@ def train(
             f" pick a multiple of {world}"
         )
 
+    # refuse an existing run before the (possibly long) data load
+    if resume is None and rank == 0 and (run_dir / CONFIG_FILE).exists():
+        raise RunError(
+            f"run directory {run_dir} already exists; continue it with"
+            f" `tricl train --resume {run_dir}` or pick another --name/--seed"
+        )
     # rank 0 loads (and on first use downloads) the data before the others read it
     if dist_utils.is_distributed() and rank != 0:
         torch.distributed.barrier()
@@ -300,11 +306,6 @@ def train(
     if dist_utils.is_distributed() and rank == 0:
         torch.distributed.barrier()
     if resume is None and rank == 0:
-        if (run_dir / CONFIG_FILE).exists():
-            raise RunError(
-                f"run directory {run_dir} already exists; continue it with"
-                f" `tricl train --resume {run_dir}` or pick another --name/--seed"
-            )
         run_dir.mkdir(parents=True, exist_ok=True)
         info = {
             "format": "tricl-run-1",
