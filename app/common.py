@@ -18,6 +18,7 @@ import base64
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -816,3 +817,27 @@ def top8_accuracy(analysis: Analysis, order: str | None = None) -> float:
 def env_options() -> AppOptions:
     """Options from this process's arguments and environment."""
     return parse_options(sys.argv[1:], os.environ)
+
+
+_IMAGE_LINE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<src>[^)]+)\)\s*$")
+
+
+def markdown_blocks(text: str) -> list[tuple[str, str]]:
+    """Splits Markdown into ("md", text) and ("img", relative path) blocks, in order.
+
+    Images are drawn with ``st.image`` from local files (``st.markdown`` cannot read them).
+    """
+    out: list[tuple[str, str]] = []
+    buf: list[str] = []
+    for line in text.splitlines():
+        m = _IMAGE_LINE.match(line.strip())
+        if m:
+            if buf:
+                out.append(("md", "\n".join(buf)))
+                buf = []
+            out.append(("img", m["src"]))
+        else:
+            buf.append(line)
+    if buf:
+        out.append(("md", "\n".join(buf)))
+    return out

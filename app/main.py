@@ -24,6 +24,7 @@ PAGES = [
     ("views/embedding.py", "Embedding", ":material/scatter_plot:", "embedding"),
     ("views/few_features.py", "Few features", ":material/stacked_line_chart:", "few-features"),
     ("views/probe.py", "Probe an image", ":material/image_search:", "probe"),
+    ("views/study.py", "Study results", ":material/science:", "study"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from tricl.train import train
 
 APP = Path(__file__).resolve().parent.parent / "app"
 MAIN = APP / "main.py"
+REPO_DOCS = APP.parent / "docs"
 PAGE_FILES = sorted(p.name for p in (APP / "views").glob("*.py"))
 TINY = {"dataset": "digits", "proj_dim": 16, "proj_hidden_dim": 32, "epochs": 1, "batch_size": 128}
 TIMEOUT = 120  # seconds per script run: a cold first run imports torch and reads every artifact
@@ -353,3 +355,25 @@ def test_config_key_ignores_seed_and_name(runs):
     a, b = (runs[f"tricl_digits_small_cnn_k16_seed{s}"] for s in (0, 1))
     assert common.config_key(a) == common.config_key(b)
     assert json.loads(common.config_key(a))["method"] == "tricl"
+
+
+def test_study_page_shows_the_results_tables_and_figures(runs_root, monkeypatch):
+    at = _open(_app(runs_root, monkeypatch), "study.py")
+    text = _texts(at)
+    if not (REPO_DOCS / "RESULTS.md").is_file():
+        assert "tricl.experiments.reproduce" in text
+        return
+    assert "Identifiability across seeds" in text
+    figures = len(re.findall(r"^!\[", (REPO_DOCS / "RESULTS.md").read_text(), flags=re.M))
+    assert figures >= 3
+    assert len(at.get("image")) == figures
+
+
+def test_study_blocks_split_markdown_around_images():
+    blocks = _common().markdown_blocks("# T\ntext\n![a](figures/a.png)\nmore\n![b](b.png)")
+    assert blocks == [
+        ("md", "# T\ntext"),
+        ("img", "figures/a.png"),
+        ("md", "more"),
+        ("img", "b.png"),
+    ]

@@ -243,6 +243,45 @@ def test_decorrelation_closed_forms() -> None:
     )
 
 
+def test_whiten_decorrelation_closed_forms() -> None:
+    k = 4
+    # Balanced one-hot rows are white after the sqrt(k) rescale: k Zn^T Zn / 2N = I exactly,
+    # so the whitening term reaches 0 where the paper's term sits at its floor.
+    balanced = torch.eye(k)
+    terms = compute_loss("tricl", balanced, balanced.clone(), torch.ones(k), decorrelation="whiten")
+    assert terms.decorrelation.item() == pytest.approx(0.0, abs=1e-7)
+    assert terms.total.item() == pytest.approx(terms.contrastive.item(), abs=1e-7)
+    # Collapsed rows: k Zn^T Zn / 2N = k e_1 e_1^T: (k - 1)^2 + (k - 1) over k.
+    collapsed = torch.zeros(6, k)
+    collapsed[:, 0] = torch.arange(1.0, 7.0)
+    terms = compute_loss(
+        "tri-spectral", collapsed, collapsed.clone(), torch.ones(k), decorrelation="whiten", tau=2
+    )
+    assert terms.decorrelation.item() == pytest.approx(((k - 1) ** 2 + (k - 1)) / k, rel=1e-6)
+    assert terms.total.item() == pytest.approx(
+        terms.contrastive.item() + 2 * terms.decorrelation.item(), rel=1e-6
+    )
+
+
+def test_whiten_matches_a_loop_reference() -> None:
+    z1, z2 = _views(7, 5)
+    samples = _normalise_rows(z1) + _normalise_rows(z2)
+    two_n, k = len(samples), len(samples[0])
+    expected = 0.0
+    for a in range(k):
+        for b in range(k):
+            second = k * sum(samples[i][a] * samples[i][b] for i in range(two_n)) / two_n
+            expected += (second - (1.0 if a == b else 0.0)) ** 2
+    got = compute_loss("tricl", z1, z2, _importance(5), decorrelation="whiten").decorrelation
+    assert got.item() == pytest.approx(expected / k, rel=1e-5)
+
+
+def test_simclr_ignores_the_decorrelation_choice() -> None:
+    z1, z2 = _views(6, 3)
+    a = compute_loss("simclr", z1, z2, decorrelation="mean").total.item()
+    assert compute_loss("simclr", z1, z2, decorrelation="whiten").total.item() == a
+
+
 @pytest.mark.parametrize("tri_method", sorted(TRI_TO_PLAIN))
 def test_decorrelation_ignores_importance_and_placement(tri_method) -> None:
     z1, z2 = _views(6, 5)
@@ -341,6 +380,7 @@ BAD_INPUTS = [
     ("nan temperature", dict(temperature=float("nan")), "temperature"),
     ("negative tau", dict(tau=-0.1), "tau"),
     ("unknown placement", dict(s_placement="second_view"), "s_placement"),
+    ("unknown decorrelation", dict(decorrelation="zca"), "decorrelation"),
     ("1-D z", dict(z1=_Z1[0], z2=_Z2[0]), "2-D"),
     ("shape mismatch", dict(z2=_Z2[:3]), "same shape"),
     ("one sample", dict(z1=_Z1[:1], z2=_Z2[:1]), "at least 2"),

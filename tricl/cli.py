@@ -117,6 +117,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="weight of the decorrelation term mean((Z^T Z/N - I)^2) (paper: 1.0)",
     )
     a(
+        "--decorrelation",
+        default=_D.decorrelation,
+        choices=["mean", "whiten"],
+        help="'mean': the paper's mean((Z^T Z/N - I)^2) on unit-norm rows (it cannot reach 0 and"
+        " is nearly inert); 'whiten': ||k Z^T Z/N - I||^2 / k, a whitening constraint the"
+        " features can meet, which lets a learned S order them (docs/INVESTIGATION.md)",
+    )
+    a(
         "--s-placement",
         default=_D.s_placement,
         choices=["both", "first_view"],
@@ -205,6 +213,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             s_lr_mult=args.s_lr_mult,
             temperature=args.temperature,
             tau=args.tau,
+            decorrelation=args.decorrelation,
             s_init_std=args.s_init_std,
             s_placement=args.s_placement,
             s_frozen=args.s_frozen,

@@ -11,6 +11,7 @@ S_PLACEMENTS = ("both", "first_view")
 OPTIMIZERS = ("adamw", "sgd", "lars")
 S_PARAMETRIZATIONS = ("softplus", "softplus_mean1")
 S_INITS = ("random", "geometric")
+DECORRELATIONS = ("mean", "whiten")
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,7 @@ class RunConfig:
     s_lr_mult: float = 1.0
     temperature: float = 0.2
     tau: float = 1.0
+    decorrelation: str = "mean"
     s_init_std: float = 0.1
     s_init: str = "random"
     s_init_spread: float = 1.0
@@ -79,6 +81,10 @@ class RunConfig:
         if self.s_param not in S_PARAMETRIZATIONS:
             raise ConfigError(
                 f"unknown s_param {self.s_param!r}; choose one of {S_PARAMETRIZATIONS}"
+            )
+        if self.decorrelation not in DECORRELATIONS:
+            raise ConfigError(
+                f"unknown decorrelation {self.decorrelation!r}; choose one of {DECORRELATIONS}"
             )
         if self.s_init not in S_INITS:
             raise ConfigError(f"unknown s_init {self.s_init!r}; choose one of {S_INITS}")

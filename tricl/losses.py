@@ -109,6 +109,7 @@ def _check_inputs(
     tau: float,
     s_placement: str,
     uses_importance: bool,
+    decorrelation: str = "mean",
 ) -> None:
     """Raises LossError with a one-line message if any input or hyperparameter is invalid."""
     if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)) or not (
@@ -119,6 +120,8 @@ def _check_inputs(
         raise LossError(f"tau must be a finite number >= 0, got {tau!r}; try 1.0 (0 disables it)")
     if s_placement not in _S_PLACEMENTS:
         raise LossError(f"unknown s_placement {s_placement!r}; choose one of {S_PLACEMENTS}")
+    if decorrelation not in _DECORRELATIONS:
+        raise LossError(f"unknown decorrelation {decorrelation!r}; choose one of {DECORRELATIONS}")
     if z1.ndim != 2 or z2.ndim != 2:
         raise LossError(
             f"z1 and z2 must be 2-D (N, k), got shapes {tuple(z1.shape)} and {tuple(z2.shape)}; "
@@ -203,7 +206,7 @@ def _positive_index(n: int, device: torch.device) -> Tensor:
     return (torch.arange(2 * n, device=device) + n) % (2 * n)
 
 
-def _decorrelation(zn: Tensor) -> Tensor:
+def _decorrelation_mean(zn: Tensor) -> Tensor:
     """Feature decorrelation penalty of triCL: ``mean((Zn^T Zn / 2N - I_k)^2)``.
 
     Computed on the L2-normalised features before S is applied, as in the official code
@@ -220,6 +223,38 @@ def _decorrelation(zn: Tensor) -> Tensor:
     corr = zn.T @ zn / zn.shape[0]  # (k, 2N) @ (2N, k) -> (k, k)
     eye = torch.eye(zn.shape[1], device=zn.device, dtype=zn.dtype)
     return (corr - eye).pow(2).mean()
+
+
+def _decorrelation_whiten(zn: Tensor) -> Tensor:
+    """A whitening penalty that can reach zero: ``||k Zn^T Zn / 2N - I_k||_F^2 / k``.
+
+    The official term compares a matrix of trace 1 with I_k, so it sits at its floor
+    ``(1 - 1/k)^2 / k`` from the first steps and its gradient is about ``1/k^2`` of the
+    contrastive one: the constraint ``F^T F = I`` that pins S's axes in the paper's
+    identifiability argument is practically absent. Rescaling the unit-norm rows by sqrt(k)
+    gives a target the features can meet (isotropic, uncorrelated features), and summing over
+    entries instead of averaging gives it a weight comparable to the contrastive term. Measured
+    in ``docs/INVESTIGATION.md``: on the synthetic factor check it is what lets a learned S order
+    the factors.
+
+    Args:
+        zn: normalised features of both views, view 1 first. Shape: (2N, k).
+
+    Returns:
+        The penalty, 0 exactly when the sqrt(k)-scaled features are white. Shape: ().
+    """
+    k = zn.shape[1]
+    second = zn.T @ zn * (k / zn.shape[0])  # (k, 2N) @ (2N, k) -> (k, k)
+    eye = torch.eye(k, device=zn.device, dtype=zn.dtype)
+    return (second - eye).pow(2).sum() / k
+
+
+# How the decorrelation term is computed; the keys are the valid values of ``decorrelation``.
+_DECORRELATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "mean": _decorrelation_mean,
+    "whiten": _decorrelation_whiten,
+}
+DECORRELATIONS: tuple[str, ...] = tuple(_DECORRELATIONS)
 
 
 def _nt_xent(sim: Tensor) -> Tensor:
@@ -261,7 +296,9 @@ def _spectral(sim: Tensor) -> Tensor:
     return -positive.mean() + negative.mean()
 
 
-def _terms(contrastive: Tensor, zn: Tensor, tau: float, with_decorrelation: bool) -> LossTerms:
+def _terms(
+    contrastive: Tensor, zn: Tensor, tau: float, with_decorrelation: bool, decorrelation: str
+) -> LossTerms:
     """Bundles the contrastive term with the decorrelation term (or zeros) into LossTerms.
 
     Args:
@@ -269,15 +306,14 @@ def _terms(contrastive: Tensor, zn: Tensor, tau: float, with_decorrelation: bool
         zn: normalised features of both views, view 1 first. Shape: (2N, k).
         tau: weight of the decorrelation term.
         with_decorrelation: False for methods without the term (it is then zeros).
+        decorrelation: a key of ``_DECORRELATIONS``.
     """
     if not with_decorrelation:
         zero = torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)
         return LossTerms(total=contrastive, contrastive=contrastive, decorrelation=zero)
-    decorrelation = _decorrelation(zn)
+    penalty = _DECORRELATIONS[decorrelation](zn)
     return LossTerms(
-        total=contrastive + tau * decorrelation,
-        contrastive=contrastive,
-        decorrelation=decorrelation,
+        total=contrastive + tau * penalty, contrastive=contrastive, decorrelation=penalty
     )
 
 
@@ -291,15 +327,16 @@ def _float32_loss(
     temperature: float,
     tau: float,
     s_placement: str,
+    decorrelation: str,
 ) -> LossTerms:
     """Validates the inputs and computes one method's terms in float32, autocast off."""
-    _check_inputs(method, z1, z2, importance, temperature, tau, s_placement, with_s)
+    _check_inputs(method, z1, z2, importance, temperature, tau, s_placement, with_s, decorrelation)
     # Autocast would run the matmuls in bf16/fp16 even on float32 inputs; exp/log of similarities
     # divided by a small T need float32.
     with torch.autocast(device_type=z1.device.type, enabled=False):
         zn = _normalized_views(z1, z2)  # (2N, k)
         sim = _similarities(zn, importance, temperature, s_placement)  # (2N, 2N)
-        return _terms(contrastive_fn(sim), zn, tau, with_decorrelation=with_s)
+        return _terms(contrastive_fn(sim), zn, tau, with_s, decorrelation)
 
 
 def simclr_loss(
@@ -310,6 +347,7 @@ def simclr_loss(
     temperature: float = 0.2,
     tau: float = 1.0,
     s_placement: str = "both",
+    decorrelation: str = "mean",
 ) -> LossTerms:
     """SimCLR's NT-Xent loss (Chen et al., ICML 2020) on L2-normalised features.
 
@@ -323,6 +361,7 @@ def simclr_loss(
         temperature: T > 0.
         tau: checked (>= 0) but unused: there is no decorrelation term.
         s_placement: checked but unused.
+        decorrelation: checked but unused.
 
     Returns:
         LossTerms with ``total == contrastive`` and ``decorrelation == 0``, float32, Shape: ().
@@ -331,7 +370,7 @@ def simclr_loss(
         LossError: on invalid shapes or hyperparameters, or if importance is given.
     """
     return _float32_loss(
-        "simclr", _nt_xent, False, z1, z2, importance, temperature, tau, s_placement
+        "simclr", _nt_xent, False, z1, z2, importance, temperature, tau, s_placement, decorrelation
     )
 
 
@@ -343,6 +382,7 @@ def tricl_loss(
     temperature: float = 0.2,
     tau: float = 1.0,
     s_placement: str = "both",
+    decorrelation: str = "mean",
 ) -> LossTerms:
     """Tri-factor NT-Xent, triCL (Zhang, Wang & Wang, NeurIPS 2023).
 
@@ -358,6 +398,8 @@ def tricl_loss(
         s_placement: ``"both"`` (the paper: S in every similarity) or ``"first_view"`` (the
             official code: only view 1's anchors are weighted by S, view 2's anchors are not;
             all anchors are compared with the unweighted normalised samples).
+        decorrelation: ``"mean"`` (the paper's and official code's term, above) or
+            ``"whiten"`` (``||k Zn^T Zn / 2N - I_k||_F^2 / k``, see ``_decorrelation_whiten``).
 
     Returns:
         LossTerms ``total = contrastive + tau * decorrelation``, float32, each Shape: ().
@@ -365,7 +407,9 @@ def tricl_loss(
     Raises:
         LossError: on invalid shapes or hyperparameters, or if importance is None or not > 0.
     """
-    return _float32_loss("tricl", _nt_xent, True, z1, z2, importance, temperature, tau, s_placement)
+    return _float32_loss(
+        "tricl", _nt_xent, True, z1, z2, importance, temperature, tau, s_placement, decorrelation
+    )
 
 
 def spectral_loss(
@@ -376,6 +420,7 @@ def spectral_loss(
     temperature: float = 0.2,
     tau: float = 1.0,
     s_placement: str = "both",
+    decorrelation: str = "mean",
 ) -> LossTerms:
     """Spectral contrastive loss (HaoChen et al., NeurIPS 2021) on L2-normalised features.
 
@@ -389,6 +434,7 @@ def spectral_loss(
         temperature: T > 0.
         tau: checked (>= 0) but unused: there is no decorrelation term.
         s_placement: checked but unused.
+        decorrelation: checked but unused.
 
     Returns:
         LossTerms with ``total == contrastive`` and ``decorrelation == 0``, float32, Shape: ().
@@ -397,7 +443,16 @@ def spectral_loss(
         LossError: on invalid shapes or hyperparameters, or if importance is given.
     """
     return _float32_loss(
-        "spectral", _spectral, False, z1, z2, importance, temperature, tau, s_placement
+        "spectral",
+        _spectral,
+        False,
+        z1,
+        z2,
+        importance,
+        temperature,
+        tau,
+        s_placement,
+        decorrelation,
     )
 
 
@@ -409,6 +464,7 @@ def tri_spectral_loss(
     temperature: float = 0.2,
     tau: float = 1.0,
     s_placement: str = "both",
+    decorrelation: str = "mean",
 ) -> LossTerms:
     """Tri-factor spectral contrastive loss, tri-SCL (Zhang, Wang & Wang, NeurIPS 2023).
 
@@ -422,6 +478,7 @@ def tri_spectral_loss(
         temperature: T > 0.
         tau: weight of the decorrelation term, >= 0.
         s_placement: ``"both"`` or ``"first_view"``, as in ``tricl_loss``.
+        decorrelation: ``"mean"`` or ``"whiten"``, as in ``tricl_loss``.
 
     Returns:
         LossTerms ``total = contrastive + tau * decorrelation``, float32, each Shape: ().
@@ -430,7 +487,16 @@ def tri_spectral_loss(
         LossError: on invalid shapes or hyperparameters, or if importance is None or not > 0.
     """
     return _float32_loss(
-        "tri-spectral", _spectral, True, z1, z2, importance, temperature, tau, s_placement
+        "tri-spectral",
+        _spectral,
+        True,
+        z1,
+        z2,
+        importance,
+        temperature,
+        tau,
+        s_placement,
+        decorrelation,
     )
 
 
@@ -453,6 +519,7 @@ def compute_loss(
     temperature: float = 0.2,
     tau: float = 1.0,
     s_placement: str = "both",
+    decorrelation: str = "mean",
 ) -> LossTerms:
     """Computes the registered loss ``method`` on two views.
 
@@ -465,6 +532,8 @@ def compute_loss(
         temperature: T > 0.
         tau: weight of the decorrelation term (triCL methods), >= 0.
         s_placement: ``"both"`` or ``"first_view"`` (triCL methods; see ``tricl_loss``).
+        decorrelation: ``"mean"`` (the paper's term) or ``"whiten"`` (triCL methods; see
+            ``_decorrelation_whiten``).
 
     Returns:
         LossTerms in float32, each Shape: ().
@@ -475,4 +544,12 @@ def compute_loss(
     spec = LOSSES.get(method)
     if spec is None:
         raise LossError(f"unknown loss method {method!r}; choose one of {sorted(LOSSES)}")
-    return spec.fn(z1, z2, importance, temperature=temperature, tau=tau, s_placement=s_placement)
+    return spec.fn(
+        z1,
+        z2,
+        importance,
+        temperature=temperature,
+        tau=tau,
+        s_placement=s_placement,
+        decorrelation=decorrelation,
+    )

@@ -190,6 +190,7 @@ def step_loss(model: nn.Module, x1: Tensor, x2: Tensor, cfg: RunConfig) -> LossT
         temperature=cfg.temperature,
         tau=cfg.tau,
         s_placement=cfg.s_placement,
+        decorrelation=cfg.decorrelation,
     )
 
 

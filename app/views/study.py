@@ -1,0 +1,37 @@
+"""Study results: the reproduction study's tables and figures (``docs/RESULTS.md``) in the app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import common
+import streamlit as st
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
+
+
+def render(path: Path) -> None:
+    if not path.is_file():
+        st.info(
+            f"No study results at `{path}`: run `python -m tricl.experiments.reproduce` "
+            "(about 40 minutes on 2 CPU cores) to write them.",
+            icon=":material/info:",
+        )
+        return
+    for kind, value in common.markdown_blocks(path.read_text()):
+        if kind == "md":
+            st.markdown(value)
+        elif (path.parent / value).is_file():
+            st.image(str(path.parent / value))
+        else:
+            st.warning(f"figure `{value}` is missing; rerun the study to redraw it")
+
+
+st.title("Study results")
+st.caption(
+    "The reproduction study of the paper's claims on the shipped setting (SimCLR, triCL and "
+    "variants, 3 seeds each), as written by `python -m tricl.experiments.reproduce`: "
+    "identifiability across seeds, few-feature curves, full-feature accuracy, the known-answer "
+    "check and the investigation. The other pages show the same measures for any runs you pick."
+)
+render(RESULTS)
