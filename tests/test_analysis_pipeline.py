@@ -20,6 +20,7 @@ from tricl.analysis import (
     feature_order,
     load_analysis,
 )
+from tricl.analysis.comparison import SPECTRAL_COLUMNS
 from tricl.config import RunConfig
 from tricl.runs import Run, atomic_write_bytes, read_weights, weights_to_bytes
 from tricl.train import train
@@ -278,8 +279,15 @@ def test_compare_run_with_its_copy_scores_one(tricl_run, analysis, tmp_path):
     comp = compare([tricl_run, twin], out_root=tmp_path / "cmp", progress=False)
     assert load_analysis(twin).top_images.top_indices.shape == (16, 5)  # compare kept top_n
     row = comp.pairs.iloc[0]
-    for col in ("ordered_corr", "ordered_corr_top8", "mcc", "cka", "rank_match_top8"):
-        assert row[col] == pytest.approx(1.0, abs=1e-5), col
+    for col in (
+        "ordered_corr",
+        "ordered_corr_top8",
+        "mcc",
+        "cka",
+        "rank_match_top8",
+        *SPECTRAL_COLUMNS,
+    ):
+        assert row[col] == pytest.approx(1.0, abs=1e-3), col
     assert (comp.matches["rank_a"] == comp.matches["rank_b"]).all()
     assert (comp.matches["sign"] == 1).all()
 
@@ -295,7 +303,9 @@ def test_compare_tricl_with_simclr(tricl_run, simclr_run, runs_root):
         "mcc",
         "cka",
         "rank_match_top8",
+        *SPECTRAL_COLUMNS,
     ]
+    assert comp.pairs[SPECTRAL_COLUMNS].stack().between(0, 1).all()
     row = comp.pairs.iloc[0]
     assert (row.run_a, row.run_b) == (tricl_run.name, simclr_run.name)
     assert 0 <= row.ordered_corr <= row.mcc <= 1  # matching can only raise the mean |corr|

@@ -8,7 +8,9 @@ image hash checks.
 Files in ``<out_root>/<id>/`` where ``id`` hashes the runs' names and weights:
 
 - ``pairs.csv(.json)``: one row per ordered pair (a before b in the given order) with
-  ``run_a, run_b, ordered_corr, ordered_corr_top8, mcc, cka, rank_match_top8``;
+  ``run_a, run_b, ordered_corr, ordered_corr_top8, mcc, cka, rank_match_top8``, and with
+  ``spectral=True`` the top-8 ordered |corr|, top-8 rank match and MCC of the two runs' features
+  in their spectral bases (``spectral_corr_top8, spectral_rank_match_top8, spectral_mcc``);
 - ``corr.npz``: ``corr_<i>_<j>``, the signed correlation matrix between the ordered features of run
   i (rows) and run j (columns), and ``order_<i>``, each run's order (raw feature indices);
 - ``matches.csv(.json)``: for each feature of the first run, its Hungarian match in every other run.
@@ -50,6 +52,9 @@ PAIR_COLUMNS = [
     "cka",
     "rank_match_top8",
 ]
+# The same pair scores after rotating each run onto its spectral basis (tricl.analysis.spectral):
+# the order the augmentation graph's eigenvalues give, estimated on train pairs.
+SPECTRAL_COLUMNS = ["spectral_corr_top8", "spectral_rank_match_top8", "spectral_mcc"]
 MATCH_COLUMNS = [
     "rank_a",
     "feature_a",
@@ -98,6 +103,23 @@ class Comparison:
         if (i, j) in self.corr:
             return np.abs(self.corr[(i, j)])
         return np.abs(self.corr[(j, i)]).T
+
+
+SPECTRAL_PARAMS = {"reps": 4, "seed": 0}
+
+
+def _spectral_scores(runs: list[Run], analyses: list[Analysis]) -> pd.DataFrame:
+    """Pair scores of the runs' evaluation features in their spectral bases, one row per pair."""
+    from tricl.analysis.spectral import spectral_basis
+
+    rotated = [
+        spectral_basis(r, **SPECTRAL_PARAMS).project(a.features.z) for r, a in zip(runs, analyses)
+    ]
+    rows = []
+    for i, j in itertools.combinations(range(len(runs)), 2):
+        scores, _ = pair_scores(rotated[i], rotated[j])
+        rows.append((scores.ordered_corr_top8, scores.rank_match_top8, scores.mcc))
+    return pd.DataFrame(rows, columns=SPECTRAL_COLUMNS)
 
 
 def _check_same_images(analyses: list[Analysis]) -> None:
@@ -152,6 +174,7 @@ def compare(
     out_root: Path | None = None,
     force: bool = False,
     progress: bool = True,
+    spectral: bool = True,
 ) -> Comparison:
     """Identifiability between every pair of runs (ordered correlation, MCC, CKA, rank match).
 
@@ -162,6 +185,9 @@ def compare(
             common parent, e.g. ``checkpoints/_compare``), else ``<runs root>/_compare``.
         force: recompute even if cached (the runs' analyses are reused if fresh).
         progress: progress bars for analyses that still need computing.
+        spectral: also score the runs in their spectral bases (post hoc, see
+            :mod:`tricl.analysis.spectral`; about 20 s per run on a CPU the first time, then
+            cached with the run).
 
     Returns:
         The :class:`Comparison`.
@@ -193,6 +219,7 @@ def compare(
             "split": split,
             "format": FORMAT_VERSION,
             "orders": [a.importance.default for a in analyses],
+            "spectral": SPECTRAL_PARAMS if spectral else None,
         }
     )
     root = Path(out_root) if out_root is not None else _default_out_root(loaded)
@@ -210,6 +237,8 @@ def compare(
             corr[(i, j)] = c.astype(np.float32)
             rows.append((names[i], names[j], *vars(scores).values()))
         pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+        if spectral:
+            pairs = pairs.join(_spectral_scores(loaded, analyses))
         match_rows = []
         for j in range(1, len(analyses)):
             m = hungarian_match(corr[(0, j)])

@@ -1,0 +1,187 @@
+"""The spectral basis of an encoder: its features rotated onto the augmentation eigenvectors.
+
+The paper's identifiability argument says that a tri-factor model at its optimum holds the top
+eigenfunctions of the augmentation graph, ordered by their eigenvalues, which S reports. Those
+eigenfunctions can also be read off *any* trained encoder, post hoc, inside the span of its
+features: whiten the features, then diagonalise the cross-view covariance of augmented positive
+pairs,
+
+    P = (A^T B + B^T A) / 2N,   A, B the whitened features of two views of the same N images,
+
+whose eigenvectors U and eigenvalues (in [-1, 1], the canonical correlations between the views)
+are the eigenfunctions of the augmentation kernel restricted to the feature span, and their
+strengths. ``(z - mean) @ rotation`` gives features in that basis, most invariant first.
+
+If two encoders learned the same span, their spectral bases agree feature by feature up to sign,
+except inside eigenvalue clusters whose gaps are below the estimation noise
+(``split_half_diff``): there the order is not identifiable from the data at all.
+
+The basis is estimated on augmented pairs of the TRAIN split (``reps`` passes with the run's own
+augmentation), never on the evaluation images, and cached in ``RUN/analysis/spectral.npz``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tricl.analysis.store import FORMAT_VERSION, load_npz, locked, normalise_meta, save_npz
+from tricl.runs import Run
+
+SPECTRAL_FILE = "spectral.npz"
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralBasis:
+    """One run's spectral basis.
+
+    Attributes:
+        mean: mean feature over the augmented views. Shape: (k,).
+        rotation: whitening followed by the eigenvectors of P, most invariant first. Shape: (k, r),
+            r <= k the number of non-degenerate directions.
+        eigenvalues: eigenvalues of P, descending (1: a direction no augmentation changes).
+            Shape: (r,).
+        split_half_diff: |difference| of each eigenvalue between two halves of the pairs, a
+            gauge of estimation noise; gaps smaller than it cannot be ordered. Shape: (r,).
+        pairs: number of augmented pairs the estimate used.
+    """
+
+    mean: np.ndarray
+    rotation: np.ndarray
+    eigenvalues: np.ndarray
+    split_half_diff: np.ndarray
+    pairs: int
+
+    def project(self, z: np.ndarray) -> np.ndarray:
+        """Features in the spectral basis. Shape: (N, k) -> (N, r)."""
+        return (np.asarray(z, dtype=np.float64) - self.mean) @ self.rotation
+
+
+def _whitened_cross_covariance(
+    z1: torch.Tensor, z2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, whitening matrix and symmetric cross-view covariance of whitened pairs.
+
+    Args:
+        z1: features of view 1, float64. Shape: (N, k).
+        z2: features of view 2 of the same images. Shape: (N, k).
+
+    Returns:
+        mean (k,), whitening W (k, r) and P (r, r).
+    """
+    z = torch.cat([z1, z2])  # (2N, k)
+    mean = z.mean(0)
+    centred = z - mean
+    cov = centred.T @ centred / len(z)  # (k, k)
+    w, v = torch.linalg.eigh(cov)
+    keep = w > 1e-6 * w.max()  # drop directions the encoder never uses
+    whiten = v[:, keep] / w[keep].sqrt()  # (k, r)
+    a, b = (z1 - mean) @ whiten, (z2 - mean) @ whiten  # (N, r) each
+    return mean, whiten, (a.T @ b + b.T @ a) / (2 * len(a))
+
+
+def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
+    """The spectral basis from features of augmented pairs.
+
+    Args:
+        z1: features of view 1. Shape: (N, k).
+        z2: features of view 2 of the same images. Shape: (N, k).
+    """
+    z1, z2 = z1.double(), z2.double()
+    mean, whiten, p = _whitened_cross_covariance(z1, z2)
+    eigenvalues, vectors = torch.linalg.eigh(p)
+    eigenvalues, vectors = eigenvalues.flip(0), vectors.flip(1)  # descending
+    half = len(z1) // 2
+    halves = []
+    for part in (slice(0, half), slice(half, None)):
+        _, _, ph = _whitened_cross_covariance(z1[part], z2[part])
+        halves.append(torch.linalg.eigvalsh(ph).flip(0))
+    r = min(len(eigenvalues), len(halves[0]), len(halves[1]))
+    diff = torch.full_like(eigenvalues, float("nan"))
+    diff[:r] = (halves[0][:r] - halves[1][:r]).abs()
+    return SpectralBasis(
+        mean=mean.numpy(),
+        rotation=(whiten @ vectors).numpy(),
+        eigenvalues=eigenvalues.numpy(),
+        split_half_diff=diff.numpy(),
+        pairs=len(z1),
+    )
+
+
+def _meta(run: Run, reps: int, seed: int) -> dict:
+    return normalise_meta(
+        {
+            "weights_hash": run.weights_hash,
+            "dataset": run.config.dataset,
+            "format": FORMAT_VERSION,
+            "stage": "spectral",
+            "params": {"reps": reps, "seed": seed, "split": "train"},
+        }
+    )
+
+
+@torch.no_grad()
+def spectral_basis(
+    run: Run, *, reps: int = 4, seed: int = 0, batch: int = 500, force: bool = False
+) -> SpectralBasis:
+    """A run's spectral basis, estimated on augmented train pairs and cached with the run.
+
+    Args:
+        run: a trained run.
+        reps: passes over the train split, each drawing a fresh pair of views per image.
+        seed: seed of the augmentations (the estimate is repeatable).
+        batch: images per forward pass.
+        force: recompute even if a cached basis for these weights and parameters exists.
+
+    Returns:
+        The :class:`SpectralBasis`.
+    """
+    from tricl.data import build_augmentation
+
+    path = Path(run.path) / "analysis" / SPECTRAL_FILE
+    meta = _meta(run, reps, seed)
+    if not force and (got := load_npz(path)) is not None and got[1] == meta:
+        return _from_arrays(got[0])
+    with locked(path.parent):
+        if not force and (got := load_npz(path)) is not None and got[1] == meta:
+            return _from_arrays(got[0])
+        # building the model and drawing augmentations use torch's global RNG: fork it, so
+        # the estimate is repeatable and the caller's random stream is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            data = run.load_data()
+            encoder = run.encoder("cpu").eval()
+            augment = build_augmentation(data)
+            views: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+            x = data.train_x
+            for _ in range(reps):
+                for i in range(0, len(x), batch):
+                    xb = x[i : i + batch]
+                    views[0].append(encoder(augment(xb)))
+                    views[1].append(encoder(augment(xb)))
+        basis = estimate(torch.cat(views[0]), torch.cat(views[1]))
+        save_npz(
+            path,
+            {
+                "mean": basis.mean,
+                "rotation": basis.rotation,
+                "eigenvalues": basis.eigenvalues,
+                "split_half_diff": basis.split_half_diff,
+                "pairs": np.array(basis.pairs),
+            },
+            meta,
+        )
+    return basis
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> SpectralBasis:
+    return SpectralBasis(
+        mean=arrays["mean"],
+        rotation=arrays["rotation"],
+        eigenvalues=arrays["eigenvalues"],
+        split_half_diff=arrays["split_half_diff"],
+        pairs=int(arrays["pairs"]),
+    )
