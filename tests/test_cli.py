@@ -78,3 +78,24 @@ def test_runs_lists_runs_and_says_how_to_train_when_empty(tmp_path, capsys):
     assert main(["runs", "--runs-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "tricl_digits_small_cnn_k8_seed3" in out and "1/1" in out and "digits" in out
+
+
+def test_train_decorrelation_flag_reaches_the_run_and_compare_prints_spectral_scores(
+    tmp_path, capsys
+):
+    common = ["--dataset", "digits", "--epochs", "1", "--proj-dim", "8", "--proj-hidden-dim"]
+    common += ["16", "--batch-size", "128", "--runs-root", str(tmp_path), "--no-progress"]
+    for seed in ("0", "1"):
+        argv = ["train", *common, "--seed", seed, "--decorrelation", "whiten", "--tau", "2"]
+        assert main(argv) == 0
+    runs = sorted(p for p in tmp_path.iterdir() if not p.name.startswith("_"))
+    assert len(runs) == 2
+    from tricl.runs import Run
+
+    assert Run.load(runs[0]).config.decorrelation == "whiten"
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "spectral_corr_top8" in out and "ordered_corr_top8" in out
+    assert main(["compare", *map(str, runs), "--no-progress", "--no-spectral"]) == 0
+    assert "spectral_corr_top8" not in capsys.readouterr().out

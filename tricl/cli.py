@@ -322,12 +322,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="identifiability between runs (ordered corr, MCC, CKA)",
         description="Compare runs (e.g. the same config with different seeds): ordered"
-        " correlation, top-8 ordered correlation, MCC after Hungarian matching, linear CKA."
-        " Stored under RUNS_ROOT/_compare/.",
+        " correlation, top-8 ordered correlation, MCC after Hungarian matching, linear CKA,"
+        " and the same top-8 scores in each run's spectral basis (features rotated onto the"
+        " eigenvectors of the augmentation's positive-pair covariance, estimated on train"
+        " pairs). Stored under RUNS_ROOT/_compare/.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--force", action="store_true", help="recompute even if cached")
+    p.add_argument(
+        "--no-spectral",
+        action="store_true",
+        help="skip the spectral-basis scores (they need the model and the train images: about"
+        " 20 s per run on a CPU the first time)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
@@ -338,7 +346,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         print("error: compare needs at least two runs (e.g. two seeds)", file=sys.stderr)
         return 2
-    comp = compare(args.runs, split=args.split, force=args.force, progress=not args.no_progress)
+    comp = compare(
+        args.runs,
+        split=args.split,
+        force=args.force,
+        progress=not args.no_progress,
+        spectral=not args.no_spectral,
+    )
     print(comp.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
