@@ -84,6 +84,7 @@ def test_walkthrough_notebook_executes_on_the_shipped_runs(monkeypatch):
         for o in c.get("outputs", [])
     )
     assert "feature #1" in outputs and "ordered_corr_top8" in outputs
+    assert "spectral_corr_top8" in outputs
     assert (
         sum(
             "image/png" in o.get("data", {})
