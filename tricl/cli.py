@@ -114,7 +114,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--tau",
         type=float,
         default=_D.tau,
-        help="weight of the decorrelation term mean((Z^T Z/N - I)^2) (paper: 1.0)",
+        help="weight of the decorrelation term (see --decorrelation; paper: 1.0)",
     )
     a(
         "--decorrelation",
@@ -122,7 +122,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         choices=["mean", "whiten"],
         help="'mean': the paper's mean((Z^T Z/N - I)^2) on unit-norm rows (it cannot reach 0 and"
         " is nearly inert); 'whiten': ||k Z^T Z/N - I||^2 / k, a whitening constraint the"
-        " features can meet, which lets a learned S order them (docs/INVESTIGATION.md)",
+        " features can meet; with --s-lr-mult 10 it lets a learned S order known latent"
+        " factors (docs/RESULTS.md), though not MNIST's near-degenerate classes",
     )
     a(
         "--s-placement",
