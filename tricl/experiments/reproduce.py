@@ -431,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic_seeds and not args.smoke:
         from tricl.experiments.synthetic import study
 
-        synthetic = study(args.synthetic_seeds, progress=progress)
+        synthetic = study(
+            args.synthetic_seeds, progress=progress, cache=args.runs_root / "synthetic.json"
+        )
     notes = args.notes.read_text() if args.notes else ""
     path = write_report(sections, args.out, notes, synthetic)
     print(f"wrote {path}")

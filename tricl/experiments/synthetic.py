@@ -16,7 +16,9 @@ sorted by importance; a rotation-invariant one (S = I) recovers only the span.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,15 +180,38 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def study(
-    seeds: list[int], steps: int = 1500, progress: bool = True
+    seeds: list[int], steps: int = 1500, progress: bool = True, cache: Path | None = None
 ) -> list[tuple[str, int, RecoveryResult]]:
-    """triCL with each recipe and SimCLR (variance order) as the control, on every seed."""
+    """triCL with each recipe and SimCLR (variance order) as the control, on every seed.
+
+    Args:
+        seeds: training seeds.
+        steps: training steps per run.
+        progress: a progress bar over the runs.
+        cache: a JSON file of finished results (keyed by arm, recipe, seed and steps); runs found
+            there are not trained again, new ones are added to it.
+    """
     arms = [(f"tricl ({name})", "tricl", kw) for name, kw in RECIPES.items()]
     arms.append(("simclr (variance order)", "simclr", {}))
     jobs = [(label, method, kw, seed) for label, method, kw in arms for seed in seeds]
+    done: dict[str, dict[str, list[float]]] = {}
+    if cache is not None and cache.is_file():
+        done = json.loads(cache.read_text())
     out = []
     for label, method, kw, seed in tqdm(jobs, desc="synthetic", disable=not progress):
-        out.append((label, seed, train_and_score(method, seed, steps=steps, **kw)))
+        key = json.dumps([label, kw, seed, steps, list(DEFAULT_EIGENVALUES)], sort_keys=True)
+        if key not in done:
+            r = train_and_score(method, seed, steps=steps, **kw)
+            done[key] = {
+                f: getattr(r, f).tolist() for f in ("rank_corr", "best_corr", "importance")
+            }
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.name + ".tmp")
+                tmp.write_text(json.dumps(done, indent=1))
+                tmp.replace(cache)
+        got = done[key]
+        out.append((label, seed, RecoveryResult(**{f: np.array(v) for f, v in got.items()})))
     return out
 
 
