@@ -247,12 +247,37 @@ def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
     return [sorted(g, key=lambda r: r.config.seed) for g in groups.values()]
 
 
+# Recipe knobs worth naming in a label when they differ from the defaults.
+RECIPE_FIELDS = (
+    "decorrelation",
+    "tau",
+    "s_lr_mult",
+    "s_init",
+    "s_param",
+    "s_placement",
+    "s_frozen",
+    "temperature",
+    "optimizer",
+)
+
+
+def recipe_changes(run: Run) -> str:
+    """Non-default recipe settings, e.g. ``decorrelation=whiten, s_lr_mult=10.0`` ('' if none)."""
+    defaults = type(run.config)()
+    return ", ".join(
+        f"{f}={getattr(run.config, f)}"
+        for f in RECIPE_FIELDS
+        if getattr(run.config, f) != getattr(defaults, f)
+    )
+
+
 def group_label(group: Sequence[Run]) -> str:
     c = group[0].config
     seeds = ", ".join(str(r.config.seed) for r in group)
+    changes = recipe_changes(group[0])
     return (
         f"{method_label(c.method)} · {c.dataset} · {c.backbone} · k{c.proj_dim} · "
-        f"{c.epochs} ep · seeds {seeds}"
+        f"{c.epochs} ep · seeds {seeds}" + (f" · {changes}" if changes else "")
     )
 
 

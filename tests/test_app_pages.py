@@ -357,6 +357,16 @@ def test_config_key_ignores_seed_and_name(runs):
     assert json.loads(common.config_key(a))["method"] == "tricl"
 
 
+def test_group_label_names_non_default_recipe_settings(runs):
+    common = _common()
+    a = runs["tricl_digits_small_cnn_k16_seed0"]
+    assert common.recipe_changes(a) == ""
+    variant = Run(a.path, a.config.replace(decorrelation="whiten", s_lr_mult=10.0), a.info)
+    assert common.recipe_changes(variant) == "decorrelation=whiten, s_lr_mult=10.0"
+    assert common.group_label([variant]).endswith("decorrelation=whiten, s_lr_mult=10.0")
+    assert common.config_key(variant) != common.config_key(a)
+
+
 def test_study_page_shows_the_results_tables_and_figures(runs_root, monkeypatch):
     at = _open(_app(runs_root, monkeypatch), "study.py")
     text = _texts(at)
