@@ -250,7 +250,7 @@ def plot_synthetic(results, path: Path) -> None:
 
     labels = list(dict.fromkeys(label for label, _, _ in results))
     m = len(results[0][2].rank_corr)
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig, ax = plt.subplots(figsize=(9, 3.4))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         corr = np.array([r.rank_corr for lab, _, r in results if lab == label])  # (seeds, m)
@@ -264,7 +264,7 @@ def plot_synthetic(results, path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("|corr(rank-r feature, factor r)|")
     ax.set_title("Known-answer check: 4 latent factors, strengths 0.6 > 0.5 > 0.4 > 0.35")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
