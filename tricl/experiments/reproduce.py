@@ -296,7 +296,7 @@ def write_report(
     ]
     for title, results, base in sections:
         slug = title.split()[0].lower()
-        k_small = 8 if base.get("proj_dim", 64) <= 64 else 20
+        k_small = 8 if base.get("proj_dim", 64) <= 64 else 16  # curves are at powers of 2
         lines += [f"## {title}", "", "Settings: `" + json.dumps(base) + "`", ""]
         lines += [
             "### Identifiability across seeds",
