@@ -93,6 +93,7 @@ PAGES = [
     ("embedding", "embedding", "Select points on the map"),
     ("few-features", "few_features", "Linear probe accuracy"),
     ("probe", "probe", "Its strongest features"),
+    ("study", "study_results", "Study results"),
 ]
 
 
@@ -104,6 +105,26 @@ def test_page_shows_its_key_content(page, server, path, shot, text):
     charts = page.locator(".js-plotly-plot").count()
     if charts:  # every chart keeps Plotly's "Download plot as a PNG" button
         assert _plot_png_buttons(page) == charts
+
+
+def test_study_results_draws_the_figures_of_results_md(page, server):
+    results = REPO / "docs" / "RESULTS.md"
+    if not results.is_file():
+        pytest.skip("no docs/RESULTS.md in this checkout")
+    figures = len(re.findall(r"^!\[", results.read_text(), flags=re.M))
+    _open(page, f"{server}/study?run={RUN}", "study_results")
+    page.get_by_text("Identifiability across seeds").first.wait_for()
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= n",
+        arg=figures,
+    )
+    assert _loaded_images(page) == figures
+
+
+def test_compare_page_reports_the_spectral_basis(page, server):
+    _open(page, f"{server}/compare?run={RUN}", "compare_spectral")
+    page.get_by_text("top-8, spectral").first.wait_for()
 
 
 def test_feature_detail_shows_feature_one_images(page, server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import common
@@ -20,7 +21,8 @@ def render(path: Path) -> None:
         return
     for kind, value in common.markdown_blocks(path.read_text()):
         if kind == "md":
-            st.markdown(value)
+            # one page title: the document's headings move one level down
+            st.markdown(re.sub(r"^(#{1,5}) ", r"#\1 ", value, flags=re.M))
         elif (path.parent / value).is_file():
             st.image(str(path.parent / value))
         else:
