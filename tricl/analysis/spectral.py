@@ -125,7 +125,13 @@ def _meta(run: Run, reps: int, seed: int) -> dict:
 
 @torch.no_grad()
 def spectral_basis(
-    run: Run, *, reps: int = 4, seed: int = 0, batch: int = 500, force: bool = False
+    run: Run,
+    *,
+    reps: int = 4,
+    seed: int = 0,
+    batch: int = 500,
+    force: bool = False,
+    device: str = "cpu",
 ) -> SpectralBasis:
     """A run's spectral basis, estimated on augmented train pairs and cached with the run.
 
@@ -135,6 +141,8 @@ def spectral_basis(
         seed: seed of the augmentations (the estimate is repeatable).
         batch: images per forward pass.
         force: recompute even if a cached basis for these weights and parameters exists.
+        device: where the encoder and the augmentations run (``cpu``, ``cuda``, ``cuda:1``), as
+            in ``analyze``; the estimate is repeatable on a given device.
 
     Returns:
         The :class:`SpectralBasis`.
@@ -150,18 +158,20 @@ def spectral_basis(
             return _from_arrays(got[0])
         # building the model and drawing augmentations use torch's global RNG: fork it, so
         # the estimate is repeatable and the caller's random stream is left as it was
-        with torch.random.fork_rng(devices=[]):
+        dev = torch.device(device)
+        cuda = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             data = run.load_data()
-            encoder = run.encoder("cpu").eval()
-            augment = build_augmentation(data)
+            encoder = run.encoder(device).eval()
+            augment = build_augmentation(data).to(dev)
             views: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
             x = data.train_x
             for _ in range(reps):
                 for i in range(0, len(x), batch):
-                    xb = x[i : i + batch]
-                    views[0].append(encoder(augment(xb)))
-                    views[1].append(encoder(augment(xb)))
+                    xb = x[i : i + batch].to(dev)
+                    views[0].append(encoder(augment(xb)).float().cpu())
+                    views[1].append(encoder(augment(xb)).float().cpu())
         basis = estimate(torch.cat(views[0]), torch.cat(views[1]))
         save_npz(
             path,
