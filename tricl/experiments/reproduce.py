@@ -58,7 +58,7 @@ ARMS: dict[str, tuple[Variant, str]] = {
 }
 
 
-# The paper's pair and the spectral pair; the variants are opt-in (each adds about 10 minutes).
+# The paper's pair and the spectral pair; the variants are opt-in (each adds about 3 minutes).
 DEFAULT_METHODS = ["simclr", "tricl", "spectral", "tri-spectral"]
 
 
