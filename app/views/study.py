@@ -8,7 +8,7 @@ from pathlib import Path
 import common
 import streamlit as st
 
-RESULTS = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
+RESULTS = common.REPO_ROOT / "docs" / "RESULTS.md"
 
 
 def render(path: Path) -> None:

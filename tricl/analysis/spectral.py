@@ -151,11 +151,16 @@ def spectral_basis(
 
     path = Path(run.path) / "analysis" / SPECTRAL_FILE
     meta = _meta(run, reps, seed)
-    if not force and (got := load_npz(path)) is not None and got[1] == meta:
-        return _from_arrays(got[0])
-    with locked(path.parent):
-        if not force and (got := load_npz(path)) is not None and got[1] == meta:
-            return _from_arrays(got[0])
+
+    def cached() -> SpectralBasis | None:
+        got = None if force else load_npz(path)
+        return _from_arrays(got[0]) if got is not None and got[1] == meta else None
+
+    if (basis := cached()) is not None:
+        return basis
+    with locked(path.parent):  # another process may have written it while we waited
+        if (basis := cached()) is not None:
+            return basis
         # building the model and drawing augmentations use torch's global RNG: fork it, so
         # the estimate is repeatable and the caller's random stream is left as it was
         dev = torch.device(device)

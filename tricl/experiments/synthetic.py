@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tricl.analysis.identifiability import corr_matrix
+from tricl.analysis.store import load_json, save_json
 from tricl.losses import LOSSES, compute_loss
 
 DEFAULT_EIGENVALUES = (0.6, 0.5, 0.4, 0.35)
@@ -194,9 +195,7 @@ def study(
     arms = [(f"tricl ({name})", "tricl", kw) for name, kw in RECIPES.items()]
     arms.append(("simclr (variance order)", "simclr", {}))
     jobs = [(label, method, kw, seed) for label, method, kw in arms for seed in seeds]
-    done: dict[str, dict[str, list[float]]] = {}
-    if cache is not None and cache.is_file():
-        done = json.loads(cache.read_text())
+    done: dict[str, dict[str, list[float]]] = (load_json(cache) if cache else None) or {}
     out = []
     for label, method, kw, seed in tqdm(jobs, desc="synthetic", disable=not progress):
         key = json.dumps([label, kw, seed, steps, list(DEFAULT_EIGENVALUES)], sort_keys=True)
@@ -207,9 +206,7 @@ def study(
             }
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_name(cache.name + ".tmp")
-                tmp.write_text(json.dumps(done, indent=1))
-                tmp.replace(cache)
+                save_json(cache, done)
         got = done[key]
         out.append((label, seed, RecoveryResult(**{f: np.array(v) for f, v in got.items()})))
     return out
