@@ -1,0 +1,155 @@
+"""The identifiability metrics, one declaration each.
+
+Every list of metrics (the comparison's columns, the Compare seeds page, ``tricl compare``'s table
+and ``--json``, the study's tables, the tests) is derived from :data:`METRICS`. Adding a metric is
+one :func:`register_metric` call here and its test.
+
+A metric scores one pair of runs from their features on the same images, each with its columns in
+its own importance order (most important first), and from their signed correlation matrix. Metrics
+with ``spectral=True`` are scored a second time with both runs rotated onto their spectral bases
+(:mod:`tricl.analysis.spectral`); that score's column is ``spectral_<name>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tricl.analysis.identifiability import (
+    corr_matrix,
+    linear_cka,
+    mcc,
+    ordered_correlation,
+    rank_match,
+)
+
+# (a, b, corr) -> score; a: (N, k_a), b: (N, k_b), corr: (k_a, k_b) signed correlations
+MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One identifiability metric.
+
+    Attributes:
+        name: column name in the comparison's pair table and key in ``--json``.
+        label: short label for tables and charts.
+        help: one sentence: what the number means and what a high value says.
+        higher_is_better: whether a larger value means "more identifiable".
+        fn: ``fn(a, b, corr) -> float`` (see the module docstring for the shapes).
+        spectral: also scored in the spectral basis, as column ``spectral_<name>``.
+    """
+
+    name: str
+    label: str
+    help: str
+    higher_is_better: bool
+    fn: MetricFn
+    spectral: bool = False
+
+    @property
+    def spectral_name(self) -> str:
+        """Column of this metric's spectral-basis score."""
+        return f"spectral_{self.name}"
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Adds ``metric`` to :data:`METRICS` (names are unique)."""
+    if metric.name in METRICS:
+        raise ValueError(f"metric {metric.name!r} is registered twice; pick another name")
+    METRICS[metric.name] = metric
+    return metric
+
+
+register_metric(
+    Metric(
+        "ordered_corr",
+        "ordered corr",
+        "mean |corr| of feature #i of one run with feature #i of the other, over all features",
+        True,
+        lambda a, b, corr: ordered_correlation(corr),
+    )
+)
+register_metric(
+    Metric(
+        "ordered_corr_top8",
+        "top-8 ordered corr",
+        "mean |corr| of feature #i of one run with feature #i of the other, i = 1..8: the paper's"
+        " claim (same features, same order, up to sign)",
+        True,
+        lambda a, b, corr: ordered_correlation(corr, top=8),
+        spectral=True,
+    )
+)
+register_metric(
+    Metric(
+        "mcc",
+        "MCC",
+        "mean |corr| after the best one-to-one matching: the same features in any order",
+        True,
+        lambda a, b, corr: mcc(corr),
+        spectral=True,
+    )
+)
+register_metric(
+    Metric(
+        "cka",
+        "CKA",
+        "linear CKA: the same information up to a rotation (does not need identifiable axes)",
+        True,
+        lambda a, b, corr: linear_cka(a, b),
+    )
+)
+register_metric(
+    Metric(
+        "rank_match_top8",
+        "top-8 rank match",
+        "share of one run's top-8 features whose best partner is among the other's top 8",
+        True,
+        lambda a, b, corr: rank_match(corr, top=8),
+        spectral=True,
+    )
+)
+
+
+def metric_columns(spectral: bool = True) -> list[str]:
+    """Score columns in registry order: every metric, then the spectral-basis ones."""
+    cols = list(METRICS)
+    if spectral:
+        cols += [m.spectral_name for m in METRICS.values() if m.spectral]
+    return cols
+
+
+def column_info(column: str) -> tuple[Metric, bool]:
+    """The metric a score column belongs to, and whether it is the spectral-basis score."""
+    for m in METRICS.values():
+        if column == m.name:
+            return m, False
+        if m.spectral and column == m.spectral_name:
+            return m, True
+    raise KeyError(f"no metric has the column {column!r}; known: {metric_columns()}")
+
+
+def score_pair(
+    a: np.ndarray, b: np.ndarray, *, only_spectral: bool = False
+) -> tuple[dict[str, float], np.ndarray]:
+    """Every registered metric of one pair of runs.
+
+    Args:
+        a: run a's features, columns in a's importance order. Shape: (N, k_a).
+        b: run b's features on the same images, in b's order. Shape: (N, k_b).
+        only_spectral: score only the metrics with ``spectral=True`` (for features already
+            rotated onto the spectral bases; the caller names the columns).
+
+    Returns:
+        ``(scores by metric name, corr)``; ``corr`` is the signed correlation matrix.
+        Shape: (k_a, k_b).
+    """
+    corr = corr_matrix(a, b)
+    chosen = [m for m in METRICS.values() if m.spectral or not only_spectral]
+    return {m.name: float(m.fn(a, b, corr)) for m in chosen}, corr
