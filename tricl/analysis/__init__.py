@@ -37,6 +37,7 @@ _EXPORTS = {
     "AnalysisError": "store",
     "Comparison": "comparison",
     "compare": "comparison",
+    "load_comparison": "comparison",
     "Embedding": "embedding",
     "Features": "features",
     "Importance": "importance",
@@ -56,11 +57,12 @@ __all__ = [
     "compare",
     "feature_order",
     "load_analysis",
+    "load_comparison",
 ]
 
 if TYPE_CHECKING:
     from tricl.analysis.activations import TopImages
-    from tricl.analysis.comparison import Comparison, compare
+    from tricl.analysis.comparison import Comparison, compare, load_comparison
     from tricl.analysis.embedding import Embedding
     from tricl.analysis.features import Features
     from tricl.analysis.importance import Importance

@@ -167,6 +167,71 @@ def _read(folder: Path, meta: dict[str, Any]) -> Comparison | None:
     )
 
 
+def _prepare(
+    runs: Sequence[Run | str | Path], split: str, spectral: bool, compute: bool, progress: bool
+) -> tuple[list[Run], list[Analysis], dict[str, Any]] | None:
+    """The runs, their analyses and the comparison's meta; None when an analysis is missing and
+    ``compute`` is False."""
+    loaded = [load_run(r) for r in runs]
+    if len(loaded) < 2:
+        raise AnalysisError("compare needs at least two runs, e.g. the same config with two seeds")
+    names = [r.name for r in loaded]
+    if len({r.path.resolve() for r in loaded}) < len(loaded):
+        raise AnalysisError(f"a run is given twice ({', '.join(names)}); pass each run once")
+    if len(set(names)) < len(names):
+        raise AnalysisError(
+            f"two runs share a folder name ({', '.join(names)}); rename one so results can be told"
+            " apart"
+        )
+    # an existing analysis is used as it is (whatever its top_n); only missing ones are computed
+    analyses = []
+    for r in loaded:
+        a = load_analysis(r, split=split)
+        if a is None:
+            if not compute:
+                return None
+            a = analyze(r, split=split, progress=progress)
+        analyses.append(a)
+    _check_same_images(analyses)
+    meta = normalise_meta(
+        {
+            "runs": names,
+            "weights_hashes": [a.weights_hash for a in analyses],
+            "split": split,
+            "format": FORMAT_VERSION,
+            "orders": [a.importance.default for a in analyses],
+            "spectral": SPECTRAL_PARAMS if spectral else None,
+        }
+    )
+    return loaded, analyses, meta
+
+
+def _folder(loaded: list[Run], meta: dict[str, Any], out_root: Path | None) -> Path:
+    root = Path(out_root) if out_root is not None else _default_out_root(loaded)
+    return root / _compare_id(meta["runs"], meta["weights_hashes"], meta["split"])
+
+
+def load_comparison(
+    runs: Sequence[Run | str | Path],
+    *,
+    split: str = "test",
+    out_root: Path | None = None,
+    spectral: bool = True,
+) -> Comparison | None:
+    """The cached comparison of ``runs``, or None if it (or a run's analysis) is not cached.
+
+    Never computes anything (the dashboard's read path); arguments as in :func:`compare`.
+
+    Raises:
+        AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
+    """
+    prepared = _prepare(runs, split, spectral, compute=False, progress=False)
+    if prepared is None:
+        return None
+    loaded, _, meta = prepared
+    return _read(_folder(loaded, meta, out_root), meta)
+
+
 def compare(
     runs: Sequence[Run | str | Path],
     *,
@@ -195,35 +260,9 @@ def compare(
     Raises:
         AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
     """
-    loaded = [load_run(r) for r in runs]
-    if len(loaded) < 2:
-        raise AnalysisError("compare needs at least two runs, e.g. the same config with two seeds")
-    names = [r.name for r in loaded]
-    if len({r.path.resolve() for r in loaded}) < len(loaded):
-        raise AnalysisError(f"a run is given twice ({', '.join(names)}); pass each run once")
-    if len(set(names)) < len(names):
-        raise AnalysisError(
-            f"two runs share a folder name ({', '.join(names)}); rename one so results can be told"
-            " apart"
-        )
-    # an existing analysis is used as it is (whatever its top_n); only missing ones are computed
-    analyses = [
-        load_analysis(r, split=split) or analyze(r, split=split, progress=progress) for r in loaded
-    ]
-    _check_same_images(analyses)
-    hashes = [a.weights_hash for a in analyses]
-    meta = normalise_meta(
-        {
-            "runs": names,
-            "weights_hashes": hashes,
-            "split": split,
-            "format": FORMAT_VERSION,
-            "orders": [a.importance.default for a in analyses],
-            "spectral": SPECTRAL_PARAMS if spectral else None,
-        }
-    )
-    root = Path(out_root) if out_root is not None else _default_out_root(loaded)
-    folder = root / _compare_id(names, hashes, split)
+    loaded, analyses, meta = _prepare(runs, split, spectral, compute=True, progress=progress)
+    names, hashes = list(meta["runs"]), list(meta["weights_hashes"])
+    folder = _folder(loaded, meta, out_root)
     if not force and (cached := _read(folder, meta)) is not None:
         return cached
     with locked(folder):

@@ -123,6 +123,12 @@ def _meta(run: Run, reps: int, seed: int) -> dict:
     )
 
 
+def load_spectral_basis(run: Run, *, reps: int = 4, seed: int = 0) -> SpectralBasis | None:
+    """The run's cached spectral basis for these parameters, or None (never computes)."""
+    got = load_npz(Path(run.path) / "analysis" / SPECTRAL_FILE)
+    return _from_arrays(got[0]) if got is not None and got[1] == _meta(run, reps, seed) else None
+
+
 @torch.no_grad()
 def spectral_basis(
     run: Run,
