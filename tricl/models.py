@@ -156,7 +156,6 @@ class Encoder(nn.Module):
             raise ValueError(
                 f"unknown s_param {s_param!r}; choose one of {sorted(S_PARAMETRIZATIONS)}"
             )
-        self.backbone_name = backbone
         self.backbone, self.feat_dim = BACKBONES[backbone].factory(in_channels)
         self.proj_dim = proj_dim
         self.s_param = s_param
