@@ -1,10 +1,117 @@
-"""The reproduction script (smoke version, as CI runs it) and the walkthrough notebook."""
+"""The experiments: shared helpers and the synthetic check (fast), the reproduction script (smoke
+version, as CI runs it), the known-answer synthetic test and the walkthrough notebook (slow)."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from tricl.analysis.features import extract
+from tricl.analysis.importance import compute_importance
+from tricl.analysis.metrics import METRICS
+from tricl.experiments.common import Variant, importance_order, train_seeds, validation_scores
+from tricl.experiments.synthetic import FactorEncoder, study, train_and_score
+from tricl.methods import METHODS
+from tricl.models import S_PARAMETRIZATIONS, Encoder
 
 REPO = Path(__file__).resolve().parents[1]
+
+TINY = dict(
+    dataset="digits",
+    backbone="small_cnn",
+    proj_hidden_dim=32,
+    proj_dim=16,
+    batch_size=128,
+    lr=2e-3,
+    warmup_epochs=0,
+    epochs=1,
+)
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory) -> dict:
+    """Two tiny triCL seeds and one SimCLR run on sklearn's digits (one epoch each)."""
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "tricl": train_seeds(Variant("tricl", {"method": "tricl"}), [0, 1], root, **TINY),
+        "simclr": train_seeds(Variant("simclr", {"method": "simclr"}), [0], root, **TINY),
+        "root": root,
+    }
+
+
+def test_validation_scores_report_every_registered_metric(seed_runs) -> None:
+    scores = validation_scores(seed_runs["tricl"])
+    assert set(scores) == set(METRICS) | {"top8_acc", "full_acc", "s_max_over_min"}
+    for name in METRICS:
+        assert 0.0 <= scores[name] <= 1.0 + 1e-9, name
+    assert scores["s_max_over_min"] > 1.0
+    assert 0.1 < scores["full_acc"] <= 1.0  # 10 classes: chance is 0.1
+
+
+def test_a_run_paired_with_itself_is_perfectly_identifiable(seed_runs) -> None:
+    run = seed_runs["simclr"][0]
+    scores = validation_scores([run, run], top=4)
+    for name in METRICS:
+        assert scores[name] == pytest.approx(1.0, abs=1e-6), name
+    assert "top4_acc" in scores and "s_max_over_min" not in scores
+
+
+@pytest.mark.parametrize("method", ["tricl", "simclr"])
+def test_importance_order_is_the_analysis_default_order(seed_runs, method) -> None:
+    run = seed_runs[method][0]
+    data = run.load_data()
+    z, _ = extract(run.encoder(), data.train_x, data.preprocess)  # (N, k)
+    s = run.encoder().importance()
+    expected = compute_importance(z, data.train_y.numpy(), None if s is None else s.detach())
+    assert expected.default == ("S" if METHODS[method].has_s else "variance")
+    np.testing.assert_array_equal(importance_order(run, z), expected.order())
+
+
+def test_train_seeds_reuses_finished_runs(seed_runs, tmp_path) -> None:
+    runs = seed_runs["tricl"]
+    mtimes = [r.weights_path.stat().st_mtime_ns for r in runs]
+    again = train_seeds(
+        Variant("tricl", {"method": "tricl"}), [0, 1], tmp_path, reuse=seed_runs["root"], **TINY
+    )
+    assert [r.path for r in again] == [r.path for r in runs]
+    assert [r.weights_path.stat().st_mtime_ns for r in runs] == mtimes
+    assert not any(tmp_path.iterdir())  # nothing trained again
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_synthetic_check_trains_every_method(method) -> None:
+    r = train_and_score(method, 0, steps=15, batch=64)
+    assert r.rank_corr.shape == r.best_corr.shape == (4,)
+    assert ((r.rank_corr >= 0) & (r.rank_corr <= r.best_corr + 1e-12)).all()
+    if METHODS[method].has_s:
+        assert r.importance.shape == (4,) and (np.diff(r.importance) <= 0).all()
+    else:
+        assert r.importance.size == 0
+
+
+@pytest.mark.parametrize("s_param", sorted(S_PARAMETRIZATIONS))
+def test_synthetic_s_is_the_encoders_s(s_param) -> None:
+    mlp = FactorEncoder(16, 4, uses_importance=True, s_param=s_param)
+    enc = Encoder("small_cnn", 1, 8, 4, uses_importance=True, s_param=s_param)
+    with torch.no_grad():
+        enc.importance_logits.copy_(mlp.logits)
+    torch.testing.assert_close(mlp.importance(), enc.importance())
+
+
+def test_synthetic_study_caches_its_results(tmp_path, monkeypatch) -> None:
+    cache = tmp_path / "synthetic.json"
+    first = study([0], steps=5, progress=False, cache=cache)
+    assert [label for label, _, _ in first][-1] == "simclr (variance order)"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached arm was trained again")
+
+    monkeypatch.setattr("tricl.experiments.synthetic.train_and_score", no_training)
+    again = study([0], steps=5, progress=False, cache=cache)
+    for (label, seed, a), (label2, seed2, b) in zip(first, again):
+        assert (label, seed) == (label2, seed2)
+        np.testing.assert_array_equal(a.rank_corr, b.rank_corr)
 
 
 @pytest.mark.slow

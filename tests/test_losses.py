@@ -1,4 +1,8 @@
-"""Tests for tricl.losses: loop references, closed forms, gradients, autocast, input errors."""
+"""Tests for tricl.losses: loop references, closed forms, gradients, autocast, input errors.
+
+Every test that concerns a method is parametrized over ``tricl.methods.METHODS``, so a new method
+is tested by default; its kernel's loop reference and closed form are looked up by kernel name.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tricl.losses import LOSSES, S_PLACEMENTS, LossError, LossTerms, compute_loss
+from tricl.losses import (
+    KERNELS,
+    S_PLACEMENTS,
+    LossError,
+    LossFn,
+    LossTerms,
+    build_loss,
+    compute_loss,
+)
+from tricl.methods import METHODS, MethodSpec
 
-# Each tri-factor method and the plain method it reduces to when S = I.
-TRI_TO_PLAIN = {"tricl": "simclr", "tri-spectral": "spectral"}
+ALL_METHODS = sorted(METHODS)
+# Each method with S and the method without S of the same kernel it reduces to when S = I.
+TRI_TO_PLAIN = {
+    tri.name: plain.name
+    for tri in METHODS.values()
+    for plain in METHODS.values()
+    if tri.has_s and not plain.has_s and tri.loss == plain.loss
+}
 
 
 # ---------------------------------------------------------------- slow loop references
@@ -78,13 +97,26 @@ def _loop_decorrelation(z1, z2) -> float:
     return total / (k * k)
 
 
-# method -> (loop contrastive term, has decorrelation term)
-REFERENCES = {
-    "simclr": (_loop_nt_xent, False),
-    "tricl": (_loop_nt_xent, True),
-    "spectral": (_loop_spectral, False),
-    "tri-spectral": (_loop_spectral, True),
-}
+# kernel -> loop reference of the contrastive term
+REFERENCES = {"nt_xent": _loop_nt_xent, "spectral": _loop_spectral}
+
+
+def _closed_nt_xent(weights: list[float], n: int, temperature: float) -> float:
+    # Each anchor's positive has similarity w_i / T, its 2N - 2 negatives 0.
+    per_anchor = [
+        -math.log(math.exp(w / temperature) / (math.exp(w / temperature) + 2 * n - 2))
+        for w in weights
+    ]
+    return sum(per_anchor) / len(per_anchor)
+
+
+def _closed_spectral(weights: list[float], n: int, temperature: float) -> float:
+    # Negatives have similarity 0, so only -mean_i w_i / T is left.
+    return -sum(weights) / len(weights) / temperature
+
+
+# kernel -> contrastive term for aligned views of one-hot rows: f(S weights of the N rows, N, T)
+CLOSED_FORMS = {"nt_xent": _closed_nt_xent, "spectral": _closed_spectral}
 
 
 def _views(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,17 +132,23 @@ def _importance(k: int, seed: int = 1) -> torch.Tensor:
 
 
 def _kwargs(method: str, k: int, seed: int = 1) -> dict:
-    return {"importance": _importance(k, seed) if LOSSES[method].uses_importance else None}
+    return {"importance": _importance(k, seed) if METHODS[method].has_s else None}
 
 
 # ------------------------------------------------------------------------------ tests
 
 
 def test_registry_has_the_contract_methods() -> None:
-    assert set(LOSSES) == {"simclr", "tricl", "spectral", "tri-spectral"}
-    for spec in LOSSES.values():
-        assert spec.description and "\n" not in spec.description
-    assert {m for m, s in LOSSES.items() if s.uses_importance} == set(TRI_TO_PLAIN)
+    assert {"simclr", "tricl", "spectral", "tri-spectral"} <= set(METHODS)
+    assert TRI_TO_PLAIN == {"tricl": "simclr", "tri-spectral": "spectral"}
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_names_a_kernel_with_a_loop_reference(method) -> None:
+    kernel = METHODS[method].loss
+    assert kernel in KERNELS, f"{method!r} names unknown kernel {kernel!r}"
+    assert kernel in REFERENCES, f"add a loop reference for kernel {kernel!r} to REFERENCES"
+    assert kernel in CLOSED_FORMS, f"add a closed form for kernel {kernel!r} to CLOSED_FORMS"
 
 
 def test_s_placements_match_config() -> None:
@@ -119,7 +157,7 @@ def test_s_placements_match_config() -> None:
     assert set(S_PLACEMENTS) == set(CONFIG_PLACEMENTS)
 
 
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 @pytest.mark.parametrize(
     ("n", "k", "temperature", "tau", "s_placement"),
     [
@@ -131,8 +169,7 @@ def test_s_placements_match_config() -> None:
     ],
 )
 def test_matches_loop_reference(method, n, k, temperature, tau, s_placement) -> None:
-    assert method in REFERENCES, f"add a loop reference for new loss {method!r} to REFERENCES"
-    reference, has_decorrelation = REFERENCES[method]
+    reference, has_decorrelation = REFERENCES[METHODS[method].loss], METHODS[method].has_s
     z1, z2 = _views(n, k, seed=n * 10 + k)
     importance = _kwargs(method, k, seed=k)["importance"]
 
@@ -186,26 +223,25 @@ def test_simclr_closed_form_for_aligned_orthogonal_views(n, temperature) -> None
     assert terms.total.item() == pytest.approx(-math.log(e / (e + 2 * n - 2)), rel=1e-6, abs=1e-6)
 
 
-def test_tricl_closed_form_weights_each_positive_by_its_importance() -> None:
-    # Sample i is the i-th one-hot vector, so its positive similarity is importance_i / T.
-    n, k, temperature = 4, 6, 0.5
-    z = torch.eye(k)[:n]
-    importance = torch.tensor([0.5, 1.0, 2.0, 3.0, 0.1, 0.2])
-    terms = compute_loss("tricl", z, z.clone(), importance, temperature=temperature)
-    per_sample = [
-        -math.log(math.exp(w / temperature) / (math.exp(w / temperature) + 2 * n - 2))
-        for w in importance[:n].tolist()
-    ]
-    assert terms.contrastive.item() == pytest.approx(sum(per_sample) / n, rel=1e-6)
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_closed_form_of_every_method_for_aligned_one_hot_views(method) -> None:
+    # Row i is (i + 1) e_i in both views: positives have cosine 1, all other pairs 0; with S the
+    # positive similarity of row i is S_i / T. Zn^T Zn / 2N is diag(1/N on the N used features, 0
+    # on the others), which gives the paper's decorrelation term in closed form.
+    n, k, temperature, tau = 3, 5, 0.4, 0.6
+    z = torch.eye(k)[:n] * torch.arange(1.0, n + 1.0).unsqueeze(1)
+    spec = METHODS[method]
+    importance = torch.tensor([0.5, 2.0, 1.5, 0.3, 0.9]) if spec.has_s else None
+    weights = importance[:n].tolist() if spec.has_s else [1.0] * n
+    terms = build_loss(method, temperature=temperature, tau=tau)(z, z.clone(), importance)
+    contrastive = CLOSED_FORMS[spec.loss](weights, n, temperature)
+    decorrelation = ((1 / n - 1) ** 2 * n + (k - n)) / k**2 if spec.has_s else 0.0
+    assert terms.contrastive.item() == pytest.approx(contrastive, rel=1e-6)
+    assert terms.decorrelation.item() == pytest.approx(decorrelation, rel=1e-6)
+    assert terms.total.item() == pytest.approx(contrastive + tau * decorrelation, rel=1e-6)
 
 
-def test_spectral_closed_form_for_aligned_orthogonal_views() -> None:
-    z = torch.eye(5)[:3]
-    terms = compute_loss("spectral", z, z.clone(), temperature=0.25)
-    assert terms.total.item() == pytest.approx(-4.0, rel=1e-6)
-
-
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_swapping_views_gives_the_same_loss(method) -> None:
     z1, z2 = _views(5, 4)
     kwargs = _kwargs(method, 4)
@@ -214,7 +250,7 @@ def test_swapping_views_gives_the_same_loss(method) -> None:
     torch.testing.assert_close(forward.total, swapped.total)
 
 
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_invariant_to_the_scale_of_z(method) -> None:
     z1, z2 = _views(5, 4)
     kwargs = _kwargs(method, 4)
@@ -293,15 +329,15 @@ def test_decorrelation_ignores_importance_and_placement(tri_method) -> None:
     assert values == pytest.approx([values[0]] * len(values), rel=1e-6)
 
 
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_gradients_reach_z_and_importance(method) -> None:
     z1, z2 = (z.requires_grad_() for z in _views(6, 5))
     logits = torch.randn(5, generator=torch.Generator().manual_seed(3), requires_grad=True)
-    importance = F.softplus(logits) if LOSSES[method].uses_importance else None
+    importance = F.softplus(logits) if METHODS[method].has_s else None
     compute_loss(method, z1, z2, importance, temperature=0.3).total.backward()
     for grad in (z1.grad, z2.grad):
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    if LOSSES[method].uses_importance:
+    if METHODS[method].has_s:
         assert logits.grad is not None and torch.isfinite(logits.grad).all()
         assert logits.grad.abs().sum() > 0
     else:
@@ -309,21 +345,19 @@ def test_gradients_reach_z_and_importance(method) -> None:
 
 
 @pytest.mark.parametrize("s_placement", S_PLACEMENTS)
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_adam_steps_lower_the_loss(method, s_placement) -> None:
     torch.manual_seed(0)
     z1 = torch.randn(8, 4, requires_grad=True)
     z2 = torch.randn(8, 4, requires_grad=True)
     logits = torch.zeros(4, requires_grad=True)
-    uses_importance = LOSSES[method].uses_importance
-    params = [z1, z2, logits] if uses_importance else [z1, z2]
+    has_s = METHODS[method].has_s
+    params = [z1, z2, logits] if has_s else [z1, z2]
     optimizer = torch.optim.Adam(params, lr=0.05)
+    loss_fn = build_loss(method, temperature=0.5, tau=1.0, s_placement=s_placement)
 
     def loss() -> torch.Tensor:
-        importance = F.softplus(logits) if uses_importance else None
-        return compute_loss(
-            method, z1, z2, importance, temperature=0.5, tau=1.0, s_placement=s_placement
-        ).total
+        return loss_fn(z1, z2, F.softplus(logits) if has_s else None).total
 
     initial = loss().item()
     for _ in range(25):
@@ -333,7 +367,7 @@ def test_adam_steps_lower_the_loss(method, s_placement) -> None:
     assert loss().item() < initial - 0.05
 
 
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_computes_in_float32_under_cpu_autocast(method) -> None:
     # Under autocast the matmuls would otherwise run in bfloat16 (~3 significant digits).
     z1, z2 = _views(16, 8)
@@ -345,7 +379,7 @@ def test_computes_in_float32_under_cpu_autocast(method) -> None:
     torch.testing.assert_close(got.total, expected.total, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_accepts_bfloat16_features_and_returns_float32(method) -> None:
     z1, z2 = (z.bfloat16().requires_grad_() for z in _views(6, 4))
     kwargs = _kwargs(method, 4)
@@ -358,7 +392,7 @@ def test_accepts_bfloat16_features_and_returns_float32(method) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_cuda_bf16_autocast_matches_float32(method) -> None:
     z1, z2 = (z.cuda() for z in _views(64, 16))
     importance = _kwargs(method, 16)["importance"]
@@ -411,5 +445,131 @@ def test_bad_input_raises_one_line_value_error(overrides, match) -> None:
 def test_unknown_method_lists_the_registered_names() -> None:
     with pytest.raises(LossError) as info:
         compute_loss("byol", _Z1, _Z2)
-    for name in LOSSES:
+    for name in METHODS:
         assert repr(name) in str(info.value)
+
+
+# ------------------------------------------------------------- built once, called many times
+
+BAD_HYPERPARAMETERS = [
+    ("zero temperature", dict(temperature=0.0), "temperature"),
+    ("inf temperature", dict(temperature=float("inf")), "temperature"),
+    ("string temperature", dict(temperature="0.2"), "temperature"),
+    ("negative tau", dict(tau=-1.0), "tau"),
+    ("nan tau", dict(tau=float("nan")), "tau"),
+    ("unknown placement", dict(s_placement="second_view"), "s_placement"),
+    ("unknown decorrelation", dict(decorrelation="zca"), "decorrelation"),
+    ("unknown hyperparameter", dict(temprature=0.2), "unknown loss hyperparameters"),
+]
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [c[1:] for c in BAD_HYPERPARAMETERS],
+    ids=[c[0] for c in BAD_HYPERPARAMETERS],
+)
+def test_bad_hyperparameters_raise_when_the_loss_is_built(method, overrides, match) -> None:
+    # No tensor is involved: the check happens at construction, before any batch.
+    with pytest.raises(LossError, match=match) as info:
+        build_loss(method, **overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_method_raises_when_the_loss_is_built() -> None:
+    with pytest.raises(LossError, match="unknown loss method 'byol'"):
+        build_loss("byol")
+
+
+def test_a_method_with_an_unregistered_kernel_raises_when_built(monkeypatch) -> None:
+    spec = MethodSpec(
+        "vicreg", "VICReg", "#000000", "not a kernel here", loss="vicreg", has_s=False
+    )
+    monkeypatch.setitem(METHODS, "vicreg", spec)
+    with pytest.raises(LossError, match="kernel 'vicreg'") as info:
+        build_loss("vicreg")
+    for kernel in KERNELS:
+        assert repr(kernel) in str(info.value)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_a_built_loss_does_not_validate_its_hyperparameters_again(method, monkeypatch) -> None:
+    loss_fn = build_loss(method, temperature=0.3, tau=0.5)
+    z1, z2 = _views(5, 4)
+    expected = loss_fn(z1, z2, **_kwargs(method, 4)).total
+
+    def fail(*args, **kwargs):
+        raise AssertionError("hyperparameters validated on a call")
+
+    monkeypatch.setattr("tricl.losses._check_hyperparameters", fail)
+    torch.testing.assert_close(loss_fn(z1, z2, **_kwargs(method, 4)).total, expected)
+    with pytest.raises(AssertionError, match="validated on a call"):
+        build_loss(method)
+
+
+def test_a_built_loss_is_frozen() -> None:
+    import dataclasses
+
+    loss_fn = build_loss("tricl")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loss_fn.temperature = -1.0  # type: ignore[misc]
+    assert loss_fn == LossFn("tricl", 0.2, 1.0, "both", "mean")
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_build_loss_reads_a_run_config(method) -> None:
+    from tricl.config import RunConfig
+
+    cfg = RunConfig(
+        method=method, temperature=0.3, tau=0.4, s_placement="first_view", decorrelation="whiten"
+    )
+    loss_fn = build_loss(cfg)
+    assert loss_fn == LossFn(method, 0.3, 0.4, "first_view", "whiten")
+    z1, z2 = _views(6, 5)
+    kwargs = _kwargs(method, 5)
+    expected = compute_loss(
+        method,
+        z1,
+        z2,
+        **kwargs,
+        temperature=0.3,
+        tau=0.4,
+        s_placement="first_view",
+        decorrelation="whiten",
+    )
+    assert torch.equal(loss_fn(z1, z2, **kwargs).total, expected.total)
+    # a keyword replaces the config's value
+    assert build_loss(cfg, temperature=0.5).temperature == 0.5
+
+
+def test_build_loss_names_what_a_config_lacks() -> None:
+    class Partial:
+        method = "tricl"
+        temperature = 0.2
+
+    with pytest.raises(LossError, match="tau") as info:
+        build_loss(Partial())
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_bad_tensors_raise_on_the_call(method) -> None:
+    loss_fn = build_loss(method)
+    with pytest.raises(LossError, match="same shape"):
+        loss_fn(_Z1, _Z2[:3], **_kwargs(method, 3))
+    wrong = None if METHODS[method].has_s else _W
+    with pytest.raises(LossError, match="importance"):
+        loss_fn(_Z1, _Z2, wrong)
+
+
+def test_losses_view_is_derived_from_methods() -> None:
+    from tricl.losses import LOSSES
+
+    assert list(LOSSES) == list(METHODS)
+    z1, z2 = _views(5, 4)
+    for name, spec in METHODS.items():
+        assert LOSSES[name].uses_importance == spec.has_s
+        assert LOSSES[name].description == spec.description
+        kwargs = _kwargs(name, 4)
+        got = LOSSES[name].fn(z1, z2, **kwargs, temperature=0.3).total
+        torch.testing.assert_close(got, compute_loss(name, z1, z2, **kwargs, temperature=0.3).total)

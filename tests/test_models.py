@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tricl.models import BACKBONES, Encoder
+from tricl.models import BACKBONES, S_PARAMETRIZATIONS, Encoder, importance_from_logits
 
 # input sizes each backbone is meant for; small enough to stay fast on 2 cores
 SIZES = {"small_cnn": 28, "resnet18_cifar": 32, "resnet18": 64, "resnet50": 64}
@@ -66,3 +66,31 @@ def test_geometric_s_init_spans_the_requested_decades():
     assert s[0].item() == pytest.approx(1.0, rel=1e-5)
     assert s[-1].item() == pytest.approx(0.01, rel=1e-4)
     assert (s[1:] < s[:-1]).all()
+
+
+@pytest.mark.parametrize("s_param", sorted(S_PARAMETRIZATIONS))
+def test_encoder_s_is_the_one_definition_from_logits(s_param):
+    enc = Encoder("small_cnn", 1, 16, 8, uses_importance=True, s_init_std=1.0, s_param=s_param)
+    s = enc.importance()
+    assert torch.equal(s, importance_from_logits(enc.importance_logits, s_param))
+    assert (s > 0).all()
+
+
+def test_importance_from_logits_closed_forms():
+    logits = torch.tensor([0.0, 1.0, -2.0])
+    softplus = torch.log1p(torch.exp(logits))
+    torch.testing.assert_close(importance_from_logits(logits), softplus)
+    torch.testing.assert_close(
+        importance_from_logits(logits, "softplus_mean1"), softplus / softplus.mean()
+    )
+
+
+def test_unknown_s_param_is_refused_when_the_encoder_is_built():
+    with pytest.raises(ValueError, match="unknown s_param 'exp'"):
+        Encoder("small_cnn", 1, 16, 8, uses_importance=True, s_param="exp")
+
+
+def test_s_parametrizations_match_config():
+    from tricl.config import S_PARAMETRIZATIONS as CONFIG_S_PARAMS
+
+    assert set(S_PARAMETRIZATIONS) == set(CONFIG_S_PARAMS)

@@ -1,32 +1,43 @@
-"""Contrastive losses as pure functions of tensors, looked up by name in ``LOSSES``.
+"""Contrastive losses as pure functions of tensors, built once per run by :func:`build_loss`.
 
-Four methods, each taking the two views' raw projector outputs ``z1``, ``z2`` of shape (N, k):
+A loss is one of two contrastive kernels over the two views' raw projector outputs ``z1``, ``z2``
+of shape (N, k), named by the method's entry in :data:`tricl.methods.METHODS`:
 
-- ``simclr``: NT-Xent (Chen et al., "A Simple Framework for Contrastive Learning of Visual
-  Representations", ICML 2020).
+- ``nt_xent``: NT-Xent (Chen et al., "A Simple Framework for Contrastive Learning of Visual
+  Representations", ICML 2020); method ``simclr``.
 - ``spectral``: spectral contrastive loss (HaoChen et al., "Provable Guarantees for Self-Supervised
-  Deep Learning with Spectral Contrastive Loss", NeurIPS 2021).
-- ``tricl`` and ``tri-spectral``: the tri-factor versions of the two (Zhang, Wang & Wang,
-  "Identifiable Contrastive Learning with Automatic Feature Importance Discovery", NeurIPS 2023).
-  Every similarity goes through a positive diagonal importance matrix S,
-  ``sim_ij = z_i^T diag(importance) z_j / T``, and a decorrelation penalty on the normalised
-  features is added with weight ``tau``.
+  Deep Learning with Spectral Contrastive Loss", NeurIPS 2021); method ``spectral``.
+
+A method with S (``tricl``, ``tri-spectral``) is the same kernel in its tri-factor form (Zhang,
+Wang & Wang, "Identifiable Contrastive Learning with Automatic Feature Importance Discovery",
+NeurIPS 2023): every similarity goes through a positive diagonal importance matrix S,
+``sim_ij = z_i^T diag(importance) z_j / T``, and a decorrelation penalty on the normalised
+features is added with weight ``tau``.
 
 All methods use 2N anchors (every sample of both views), the other view of the same image as the
 positive, and the remaining 2N - 2 samples as negatives. The losses are always computed in float32,
 also inside ``torch.autocast``.
+
+Hyperparameters are checked once, when the loss is built; a call only checks its tensors::
+
+    loss_fn = build_loss(cfg)  # a RunConfig, or build_loss("tricl", temperature=0.2)
+    terms = loss_fn(z1, z2, encoder.importance())
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from tricl.methods import METHODS, MethodSpec
 
 
 class LossError(ValueError):
@@ -48,19 +59,7 @@ class LossTerms:
     decorrelation: Tensor
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    """One registered loss.
-
-    Attributes:
-        fn: ``fn(z1, z2, importance, *, temperature, tau, s_placement) -> LossTerms``.
-        uses_importance: whether the method needs the importance diagonal S (triCL methods).
-        description: one line for help texts and the dashboard.
-    """
-
-    fn: Callable[..., LossTerms]
-    uses_importance: bool
-    description: str
+# ------------------------------------------------------------------ where S enters the similarity
 
 
 def _scale_both(zn: Tensor, importance: Tensor) -> Tensor:
@@ -92,7 +91,7 @@ def _scale_first_view(zn: Tensor, importance: Tensor) -> Tensor:
     return torch.cat([zn[:n] * importance, zn[n:]])  # (2N, k)
 
 
-# Where S enters the similarity; the keys are the valid values of ``s_placement``.
+# The keys are the valid values of ``s_placement``.
 _S_PLACEMENTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "both": _scale_both,
     "first_view": _scale_first_view,
@@ -100,110 +99,7 @@ _S_PLACEMENTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 S_PLACEMENTS: tuple[str, ...] = tuple(_S_PLACEMENTS)
 
 
-def _check_inputs(
-    method: str,
-    z1: Tensor,
-    z2: Tensor,
-    importance: Tensor | None,
-    temperature: float,
-    tau: float,
-    s_placement: str,
-    uses_importance: bool,
-    decorrelation: str = "mean",
-) -> None:
-    """Raises LossError with a one-line message if any input or hyperparameter is invalid."""
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)) or not (
-        temperature > 0
-    ):
-        raise LossError(f"temperature must be a finite number > 0, got {temperature!r}; try 0.2")
-    if not (isinstance(tau, numbers.Real) and math.isfinite(tau)) or not (tau >= 0):
-        raise LossError(f"tau must be a finite number >= 0, got {tau!r}; try 1.0 (0 disables it)")
-    if s_placement not in _S_PLACEMENTS:
-        raise LossError(f"unknown s_placement {s_placement!r}; choose one of {S_PLACEMENTS}")
-    if decorrelation not in _DECORRELATIONS:
-        raise LossError(f"unknown decorrelation {decorrelation!r}; choose one of {DECORRELATIONS}")
-    if z1.ndim != 2 or z2.ndim != 2:
-        raise LossError(
-            f"z1 and z2 must be 2-D (N, k), got shapes {tuple(z1.shape)} and {tuple(z2.shape)}; "
-            "flatten the projector output to (batch, proj_dim)"
-        )
-    if z1.shape != z2.shape:
-        raise LossError(
-            f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}; "
-            "pass the two views of the same batch"
-        )
-    n, k = z1.shape
-    if n < 2:
-        raise LossError(f"need at least 2 samples per view to have negatives, got N={n}")
-    if k < 1:
-        raise LossError("z1 and z2 have 0 features; the projector must output proj_dim >= 1")
-    if not uses_importance:
-        if importance is not None:
-            raise LossError(
-                f"method {method!r} has no importance matrix S; pass importance=None "
-                "or use a triCL method such as 'tricl'"
-            )
-        return
-    if importance is None:
-        raise LossError(
-            f"method {method!r} needs importance (the diagonal of S, shape ({k},)); "
-            "pass encoder.importance()"
-        )
-    if importance.shape != (k,):
-        raise LossError(
-            f"importance must have shape ({k},) to match z's k={k} features, "
-            f"got {tuple(importance.shape)}; pass the diagonal of S"
-        )
-    # One host sync per call; cheap next to the forward pass, and a zero or NaN weight would
-    # otherwise silently remove a feature from the loss.
-    if not bool(((importance > 0) & torch.isfinite(importance)).all()):
-        raise LossError(
-            "importance must be finite and > 0 everywhere; pass softplus(logits), not raw logits"
-        )
-
-
-def _normalized_views(z1: Tensor, z2: Tensor) -> Tensor:
-    """L2-normalises both views in float32 and stacks them, view 1 first.
-
-    Args:
-        z1: features of view 1. Shape: (N, k).
-        z2: features of view 2. Shape: (N, k).
-
-    Returns:
-        Unit-norm rows. Shape: (2N, k).
-    """
-    return torch.cat([F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)])
-
-
-def _similarities(
-    zn: Tensor, importance: Tensor | None, temperature: float, s_placement: str
-) -> Tensor:
-    """All pairwise similarities ``rows_i^T zn_j / T``, rows weighted by S where it applies.
-
-    Args:
-        zn: normalised features of both views, view 1 first. Shape: (2N, k).
-        importance: the diagonal of S, or None for no S. Shape: (k,).
-        temperature: the temperature T > 0.
-        s_placement: which anchor rows S multiplies, a key of ``_S_PLACEMENTS``.
-
-    Returns:
-        Row i holds anchor i's similarity to every sample, self included. Shape: (2N, 2N).
-    """
-    rows = zn if importance is None else _S_PLACEMENTS[s_placement](zn, importance.float())
-    return rows @ zn.T / temperature  # (2N, k) @ (k, 2N) -> (2N, 2N)
-
-
-def _positive_index(n: int, device: torch.device) -> Tensor:
-    """Index of each anchor's positive: sample i of one view pairs with sample i of the other.
-
-    Args:
-        n: samples per view, N.
-        device: where to put the index.
-
-    Returns:
-        ``(i + N) mod 2N`` for i in 0..2N-1. Shape: (2N,).
-    """
-    return (torch.arange(2 * n, device=device) + n) % (2 * n)
+# ------------------------------------------------------------------------ decorrelation terms
 
 
 def _decorrelation_mean(zn: Tensor) -> Tensor:
@@ -249,12 +145,28 @@ def _decorrelation_whiten(zn: Tensor) -> Tensor:
     return (second - eye).pow(2).sum() / k
 
 
-# How the decorrelation term is computed; the keys are the valid values of ``decorrelation``.
+# The keys are the valid values of ``decorrelation``.
 _DECORRELATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "mean": _decorrelation_mean,
     "whiten": _decorrelation_whiten,
 }
 DECORRELATIONS: tuple[str, ...] = tuple(_DECORRELATIONS)
+
+
+# ------------------------------------------------------------------------ contrastive kernels
+
+
+def _positive_index(n: int, device: torch.device) -> Tensor:
+    """Index of each anchor's positive: sample i of one view pairs with sample i of the other.
+
+    Args:
+        n: samples per view, N.
+        device: where to put the index.
+
+    Returns:
+        ``(i + N) mod 2N`` for i in 0..2N-1. Shape: (2N,).
+    """
+    return (torch.arange(2 * n, device=device) + n) % (2 * n)
 
 
 def _nt_xent(sim: Tensor) -> Tensor:
@@ -296,218 +208,215 @@ def _spectral(sim: Tensor) -> Tensor:
     return -positive.mean() + negative.mean()
 
 
-def _terms(
-    contrastive: Tensor, zn: Tensor, tau: float, with_decorrelation: bool, decorrelation: str
-) -> LossTerms:
-    """Bundles the contrastive term with the decorrelation term (or zeros) into LossTerms.
-
-    Args:
-        contrastive: the contrastive term. Shape: ().
-        zn: normalised features of both views, view 1 first. Shape: (2N, k).
-        tau: weight of the decorrelation term.
-        with_decorrelation: False for methods without the term (it is then zeros).
-        decorrelation: a key of ``_DECORRELATIONS``.
-    """
-    if not with_decorrelation:
-        zero = torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)
-        return LossTerms(total=contrastive, contrastive=contrastive, decorrelation=zero)
-    penalty = _DECORRELATIONS[decorrelation](zn)
-    return LossTerms(
-        total=contrastive + tau * penalty, contrastive=contrastive, decorrelation=penalty
-    )
-
-
-def _float32_loss(
-    method: str,
-    contrastive_fn: Callable[[Tensor], Tensor],
-    with_s: bool,
-    z1: Tensor,
-    z2: Tensor,
-    importance: Tensor | None,
-    temperature: float,
-    tau: float,
-    s_placement: str,
-    decorrelation: str,
-) -> LossTerms:
-    """Validates the inputs and computes one method's terms in float32, autocast off."""
-    _check_inputs(method, z1, z2, importance, temperature, tau, s_placement, with_s, decorrelation)
-    # Autocast would run the matmuls in bf16/fp16 even on float32 inputs; exp/log of similarities
-    # divided by a small T need float32.
-    with torch.autocast(device_type=z1.device.type, enabled=False):
-        zn = _normalized_views(z1, z2)  # (2N, k)
-        sim = _similarities(zn, importance, temperature, s_placement)  # (2N, 2N)
-        return _terms(contrastive_fn(sim), zn, tau, with_s, decorrelation)
-
-
-def simclr_loss(
-    z1: Tensor,
-    z2: Tensor,
-    importance: Tensor | None = None,
-    *,
-    temperature: float = 0.2,
-    tau: float = 1.0,
-    s_placement: str = "both",
-    decorrelation: str = "mean",
-) -> LossTerms:
-    """SimCLR's NT-Xent loss (Chen et al., ICML 2020) on L2-normalised features.
-
-    Each of the 2N samples is an anchor; its positive is the other view of the same image and
-    its negatives are the other 2N - 2 samples; ``sim_ij = z_i^T z_j / T``.
-
-    Args:
-        z1: raw projector outputs of view 1. Shape: (N, k).
-        z2: raw projector outputs of view 2, row i the same image as z1's row i. Shape: (N, k).
-        importance: must be None (SimCLR has no S).
-        temperature: T > 0.
-        tau: checked (>= 0) but unused: there is no decorrelation term.
-        s_placement: checked but unused.
-        decorrelation: checked but unused.
-
-    Returns:
-        LossTerms with ``total == contrastive`` and ``decorrelation == 0``, float32, Shape: ().
-
-    Raises:
-        LossError: on invalid shapes or hyperparameters, or if importance is given.
-    """
-    return _float32_loss(
-        "simclr", _nt_xent, False, z1, z2, importance, temperature, tau, s_placement, decorrelation
-    )
-
-
-def tricl_loss(
-    z1: Tensor,
-    z2: Tensor,
-    importance: Tensor | None = None,
-    *,
-    temperature: float = 0.2,
-    tau: float = 1.0,
-    s_placement: str = "both",
-    decorrelation: str = "mean",
-) -> LossTerms:
-    """Tri-factor NT-Xent, triCL (Zhang, Wang & Wang, NeurIPS 2023).
-
-    NT-Xent as ``simclr_loss`` with ``sim_ij = z_i^T diag(importance) z_j / T`` on L2-normalised
-    features, plus ``tau * mean((Zn^T Zn / 2N - I_k)^2)``, Zn the (2N, k) stacked normalised views.
-
-    Args:
-        z1: raw projector outputs of view 1. Shape: (N, k).
-        z2: raw projector outputs of view 2, row i the same image as z1's row i. Shape: (N, k).
-        importance: positive diagonal of S, e.g. ``softplus(logits)``. Shape: (k,).
-        temperature: T > 0.
-        tau: weight of the decorrelation term, >= 0.
-        s_placement: ``"both"`` (the paper: S in every similarity) or ``"first_view"`` (the
-            official code: only view 1's anchors are weighted by S, view 2's anchors are not;
-            all anchors are compared with the unweighted normalised samples).
-        decorrelation: ``"mean"`` (the paper's and official code's term, above) or
-            ``"whiten"`` (``||k Zn^T Zn / 2N - I_k||_F^2 / k``, see ``_decorrelation_whiten``).
-
-    Returns:
-        LossTerms ``total = contrastive + tau * decorrelation``, float32, each Shape: ().
-
-    Raises:
-        LossError: on invalid shapes or hyperparameters, or if importance is None or not > 0.
-    """
-    return _float32_loss(
-        "tricl", _nt_xent, True, z1, z2, importance, temperature, tau, s_placement, decorrelation
-    )
-
-
-def spectral_loss(
-    z1: Tensor,
-    z2: Tensor,
-    importance: Tensor | None = None,
-    *,
-    temperature: float = 0.2,
-    tau: float = 1.0,
-    s_placement: str = "both",
-    decorrelation: str = "mean",
-) -> LossTerms:
-    """Spectral contrastive loss (HaoChen et al., NeurIPS 2021) on L2-normalised features.
-
-    With ``sim_ij = z_i^T z_j / T`` over 2N anchors:
-    ``-mean_i sim(i, pos(i)) + mean_i mean_{j negative of i} sim_ij^2``.
-
-    Args:
-        z1: raw projector outputs of view 1. Shape: (N, k).
-        z2: raw projector outputs of view 2, row i the same image as z1's row i. Shape: (N, k).
-        importance: must be None (no S).
-        temperature: T > 0.
-        tau: checked (>= 0) but unused: there is no decorrelation term.
-        s_placement: checked but unused.
-        decorrelation: checked but unused.
-
-    Returns:
-        LossTerms with ``total == contrastive`` and ``decorrelation == 0``, float32, Shape: ().
-
-    Raises:
-        LossError: on invalid shapes or hyperparameters, or if importance is given.
-    """
-    return _float32_loss(
-        "spectral",
-        _spectral,
-        False,
-        z1,
-        z2,
-        importance,
-        temperature,
-        tau,
-        s_placement,
-        decorrelation,
-    )
-
-
-def tri_spectral_loss(
-    z1: Tensor,
-    z2: Tensor,
-    importance: Tensor | None = None,
-    *,
-    temperature: float = 0.2,
-    tau: float = 1.0,
-    s_placement: str = "both",
-    decorrelation: str = "mean",
-) -> LossTerms:
-    """Tri-factor spectral contrastive loss, tri-SCL (Zhang, Wang & Wang, NeurIPS 2023).
-
-    ``spectral_loss`` with ``sim_ij = z_i^T diag(importance) z_j / T`` on L2-normalised
-    features, plus ``tau * mean((Zn^T Zn / 2N - I_k)^2)``, Zn the (2N, k) stacked normalised views.
-
-    Args:
-        z1: raw projector outputs of view 1. Shape: (N, k).
-        z2: raw projector outputs of view 2, row i the same image as z1's row i. Shape: (N, k).
-        importance: positive diagonal of S, e.g. ``softplus(logits)``. Shape: (k,).
-        temperature: T > 0.
-        tau: weight of the decorrelation term, >= 0.
-        s_placement: ``"both"`` or ``"first_view"``, as in ``tricl_loss``.
-        decorrelation: ``"mean"`` or ``"whiten"``, as in ``tricl_loss``.
-
-    Returns:
-        LossTerms ``total = contrastive + tau * decorrelation``, float32, each Shape: ().
-
-    Raises:
-        LossError: on invalid shapes or hyperparameters, or if importance is None or not > 0.
-    """
-    return _float32_loss(
-        "tri-spectral",
-        _spectral,
-        True,
-        z1,
-        z2,
-        importance,
-        temperature,
-        tau,
-        s_placement,
-        decorrelation,
-    )
-
-
-LOSSES: dict[str, LossSpec] = {
-    "simclr": LossSpec(simclr_loss, False, "SimCLR NT-Xent (Chen et al. 2020)"),
-    "tricl": LossSpec(tricl_loss, True, "tri-SimCLR: NT-Xent through S + decorrelation"),
-    "spectral": LossSpec(spectral_loss, False, "spectral contrastive loss (HaoChen et al. 2021)"),
-    "tri-spectral": LossSpec(
-        tri_spectral_loss, True, "tri-SCL: spectral loss through S + decorrelation"
-    ),
+# Contrastive kernels by the name a MethodSpec's ``loss`` gives: (2N, 2N) similarities -> ().
+KERNELS: dict[str, Callable[[Tensor], Tensor]] = {
+    "nt_xent": _nt_xent,
+    "spectral": _spectral,
 }
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def _check_hyperparameters(
+    temperature: float, tau: float, s_placement: str, decorrelation: str
+) -> None:
+    """Raises LossError with a one-line message if a hyperparameter is invalid."""
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)) or not (
+        temperature > 0
+    ):
+        raise LossError(f"temperature must be a finite number > 0, got {temperature!r}; try 0.2")
+    if not (isinstance(tau, numbers.Real) and math.isfinite(tau)) or not (tau >= 0):
+        raise LossError(f"tau must be a finite number >= 0, got {tau!r}; try 1.0 (0 disables it)")
+    if s_placement not in _S_PLACEMENTS:
+        raise LossError(f"unknown s_placement {s_placement!r}; choose one of {S_PLACEMENTS}")
+    if decorrelation not in _DECORRELATIONS:
+        raise LossError(f"unknown decorrelation {decorrelation!r}; choose one of {DECORRELATIONS}")
+
+
+def _check_views(z1: Tensor, z2: Tensor) -> None:
+    """Raises LossError unless z1 and z2 are two (N, k) views with N >= 2 and k >= 1."""
+    if z1.ndim != 2 or z2.ndim != 2:
+        raise LossError(
+            f"z1 and z2 must be 2-D (N, k), got shapes {tuple(z1.shape)} and {tuple(z2.shape)}; "
+            "flatten the projector output to (batch, proj_dim)"
+        )
+    if z1.shape != z2.shape:
+        raise LossError(
+            f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}; "
+            "pass the two views of the same batch"
+        )
+    n, k = z1.shape
+    if n < 2:
+        raise LossError(f"need at least 2 samples per view to have negatives, got N={n}")
+    if k < 1:
+        raise LossError("z1 and z2 have 0 features; the projector must output proj_dim >= 1")
+
+
+def _check_importance(method: str, has_s: bool, importance: Tensor | None, k: int) -> None:
+    """Raises LossError unless ``importance`` is what the method needs: None, or S's diagonal."""
+    if not has_s:
+        if importance is not None:
+            raise LossError(
+                f"method {method!r} has no importance matrix S; pass importance=None "
+                "or use a triCL method such as 'tricl'"
+            )
+        return
+    if importance is None:
+        raise LossError(
+            f"method {method!r} needs importance (the diagonal of S, shape ({k},)); "
+            "pass encoder.importance()"
+        )
+    if importance.shape != (k,):
+        raise LossError(
+            f"importance must have shape ({k},) to match z's k={k} features, "
+            f"got {tuple(importance.shape)}; pass the diagonal of S"
+        )
+    # One host sync per call; cheap next to the forward pass, and a zero or NaN weight would
+    # otherwise silently remove a feature from the loss.
+    if not bool(((importance > 0) & torch.isfinite(importance)).all()):
+        raise LossError(
+            "importance must be finite and > 0 everywhere; pass softplus(logits), not raw logits"
+        )
+
+
+# ------------------------------------------------------------------------------ the loss
+
+
+def _normalized_views(z1: Tensor, z2: Tensor) -> Tensor:
+    """L2-normalises both views in float32 and stacks them, view 1 first.
+
+    Args:
+        z1: features of view 1. Shape: (N, k).
+        z2: features of view 2. Shape: (N, k).
+
+    Returns:
+        Unit-norm rows. Shape: (2N, k).
+    """
+    return torch.cat([F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)])
+
+
+@dataclass(frozen=True)
+class LossFn:
+    """A method's loss with its hyperparameters, checked once when built; call it on tensors.
+
+    Build it with :func:`build_loss`. The method's entry in :data:`tricl.methods.METHODS` says
+    which contrastive kernel it uses and whether it has S; a method with S gets the tri-factor form
+    (similarities through S, plus ``tau`` times the decorrelation term).
+
+    Attributes:
+        method: a key of :data:`tricl.methods.METHODS`.
+        temperature: T > 0.
+        tau: weight of the decorrelation term, >= 0 (unused by methods without S).
+        s_placement: ``"both"`` (the paper: S in every similarity) or ``"first_view"`` (the
+            official code: only view 1's anchors are weighted by S; all anchors are compared with
+            the unweighted normalised samples). Unused by methods without S.
+        decorrelation: ``"mean"`` (the paper's and official code's term,
+            ``mean((Zn^T Zn / 2N - I_k)^2)``) or ``"whiten"`` (see ``_decorrelation_whiten``).
+            Unused by methods without S.
+
+    Raises:
+        LossError: on construction, for an unknown method or an invalid hyperparameter.
+    """
+
+    method: str
+    temperature: float = 0.2
+    tau: float = 1.0
+    s_placement: str = "both"
+    decorrelation: str = "mean"
+    spec: MethodSpec = field(init=False, repr=False, compare=False)
+    kernel: Callable[[Tensor], Tensor] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        spec = METHODS.get(self.method)
+        if spec is None:
+            raise LossError(f"unknown loss method {self.method!r}; choose one of {sorted(METHODS)}")
+        kernel = KERNELS.get(spec.loss)
+        if kernel is None:
+            raise LossError(
+                f"method {self.method!r} names loss kernel {spec.loss!r}, which is not registered;"
+                f" choose one of {sorted(KERNELS)} in its MethodSpec"
+            )
+        _check_hyperparameters(self.temperature, self.tau, self.s_placement, self.decorrelation)
+        object.__setattr__(self, "spec", spec)
+        object.__setattr__(self, "kernel", kernel)
+
+    def __call__(self, z1: Tensor, z2: Tensor, importance: Tensor | None = None) -> LossTerms:
+        """The loss of one batch of pairs, in float32 (autocast off).
+
+        Args:
+            z1: raw projector outputs of view 1 (gathered across ranks by the caller).
+                Shape: (N, k).
+            z2: raw projector outputs of view 2, row i the same image as z1's row i. Shape: (N, k).
+            importance: for methods with S its positive diagonal, e.g. ``softplus(logits)``,
+                else None. Shape: (k,).
+
+        Returns:
+            LossTerms in float32, each Shape: (); ``decorrelation`` is zeros without S.
+
+        Raises:
+            LossError: on invalid shapes, or if importance is missing, given without S, or not > 0.
+        """
+        _check_views(z1, z2)
+        _check_importance(self.method, self.spec.has_s, importance, z1.shape[1])
+        # Autocast would run the matmuls in bf16/fp16 even on float32 inputs; exp/log of
+        # similarities divided by a small T need float32.
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            zn = _normalized_views(z1, z2)  # (2N, k)
+            rows = zn
+            if importance is not None:
+                rows = _S_PLACEMENTS[self.s_placement](zn, importance.float())  # (2N, k)
+            sim = rows @ zn.T / self.temperature  # (2N, k) @ (k, 2N) -> (2N, 2N)
+            contrastive = self.kernel(sim)
+            if not self.spec.has_s:
+                zero = torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)
+                return LossTerms(total=contrastive, contrastive=contrastive, decorrelation=zero)
+            penalty = _DECORRELATIONS[self.decorrelation](zn)
+            return LossTerms(
+                total=contrastive + self.tau * penalty,
+                contrastive=contrastive,
+                decorrelation=penalty,
+            )
+
+
+class LossConfig(Protocol):
+    """What :func:`build_loss` reads from a config, e.g. a :class:`tricl.config.RunConfig`."""
+
+    method: str
+    temperature: float
+    tau: float
+    s_placement: str
+    decorrelation: str
+
+
+_HYPERPARAMETERS = ("temperature", "tau", "s_placement", "decorrelation")
+
+
+def build_loss(cfg: LossConfig | str, **hyperparameters: Any) -> LossFn:
+    """Builds (and validates, once) the loss of a run.
+
+    Args:
+        cfg: a :class:`tricl.config.RunConfig` (or any object with the attributes ``method``,
+            ``temperature``, ``tau``, ``s_placement`` and ``decorrelation``), or a method name.
+        **hyperparameters: values for ``temperature``, ``tau``, ``s_placement`` or
+            ``decorrelation`` that replace the config's (or the defaults of :class:`LossFn`).
+
+    Returns:
+        The frozen, callable :class:`LossFn`: ``loss_fn(z1, z2, importance) -> LossTerms``.
+
+    Raises:
+        LossError: for an unknown method or hyperparameter, or an invalid value.
+    """
+    unknown = sorted(set(hyperparameters) - set(_HYPERPARAMETERS))
+    if unknown:
+        raise LossError(f"unknown loss hyperparameters {unknown}; choose from {_HYPERPARAMETERS}")
+    if isinstance(cfg, str):
+        return LossFn(cfg, **hyperparameters)
+    missing = [a for a in ("method", *_HYPERPARAMETERS) if not hasattr(cfg, a)]
+    if missing:
+        raise LossError(f"{type(cfg).__name__} has no {missing}; pass a RunConfig or a method name")
+    values = {name: getattr(cfg, name) for name in _HYPERPARAMETERS} | hyperparameters
+    return LossFn(cfg.method, **values)
 
 
 def compute_loss(
@@ -521,19 +430,20 @@ def compute_loss(
     s_placement: str = "both",
     decorrelation: str = "mean",
 ) -> LossTerms:
-    """Computes the registered loss ``method`` on two views.
+    """One-off form of ``build_loss(method, ...)(z1, z2, importance)``.
+
+    A training loop should build the loss once with :func:`build_loss` instead: this checks the
+    hyperparameters on every call.
 
     Args:
-        method: a key of ``LOSSES``.
-        z1: raw projector outputs of view 1 (gathered across ranks by the caller). Shape: (N, k).
+        method: a key of :data:`tricl.methods.METHODS`.
+        z1: raw projector outputs of view 1. Shape: (N, k).
         z2: raw projector outputs of view 2, row i the same image as z1's row i. Shape: (N, k).
-        importance: positive diagonal of S for methods with ``uses_importance``, else None.
-            Shape: (k,).
+        importance: positive diagonal of S for methods with S, else None. Shape: (k,).
         temperature: T > 0.
-        tau: weight of the decorrelation term (triCL methods), >= 0.
-        s_placement: ``"both"`` or ``"first_view"`` (triCL methods; see ``tricl_loss``).
-        decorrelation: ``"mean"`` (the paper's term) or ``"whiten"`` (triCL methods; see
-            ``_decorrelation_whiten``).
+        tau: weight of the decorrelation term (methods with S), >= 0.
+        s_placement: ``"both"`` or ``"first_view"`` (see :class:`LossFn`).
+        decorrelation: ``"mean"`` or ``"whiten"`` (see :class:`LossFn`).
 
     Returns:
         LossTerms in float32, each Shape: ().
@@ -541,15 +451,38 @@ def compute_loss(
     Raises:
         LossError: for an unknown method or any invalid input.
     """
-    spec = LOSSES.get(method)
-    if spec is None:
-        raise LossError(f"unknown loss method {method!r}; choose one of {sorted(LOSSES)}")
-    return spec.fn(
-        z1,
-        z2,
-        importance,
-        temperature=temperature,
-        tau=tau,
-        s_placement=s_placement,
-        decorrelation=decorrelation,
-    )
+    loss_fn = LossFn(method, temperature, tau, s_placement, decorrelation)
+    return loss_fn(z1, z2, importance)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A method's loss as older callers saw it (see :data:`LOSSES`).
+
+    Attributes:
+        fn: ``fn(z1, z2, importance, *, temperature, tau, s_placement, decorrelation)``.
+        uses_importance: whether the method needs the importance diagonal S.
+        description: one line for help texts and the dashboard.
+    """
+
+    fn: Callable[..., LossTerms]
+    uses_importance: bool
+    description: str
+
+
+class _LossesView(Mapping[str, LossSpec]):
+    """Read-only view of :data:`tricl.methods.METHODS` in the shape of the former registry."""
+
+    def __getitem__(self, method: str) -> LossSpec:
+        spec = METHODS[method]
+        return LossSpec(partial(compute_loss, method), spec.has_s, spec.description)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(METHODS)
+
+    def __len__(self) -> int:
+        return len(METHODS)
+
+
+# Backward compatibility: method name -> LossSpec, derived from METHODS (new code reads METHODS).
+LOSSES: Mapping[str, LossSpec] = _LossesView()

@@ -2,6 +2,9 @@
 
 Every backbone factory takes the number of input channels and returns ``(module, feat_dim)``; the
 module maps images ``(B, C, H, W)`` to features ``(B, feat_dim)``.
+
+:func:`importance_from_logits` is the one definition of S from its logits, for every model that
+learns S (the Encoder here, the synthetic experiment's MLP).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tricl.methods import get_method
 
 
 @dataclass(frozen=True)
@@ -97,12 +102,38 @@ def resnet50(in_channels: int) -> tuple[nn.Module, int]:
     return _torchvision_resnet("resnet50", in_channels, cifar_stem=False)
 
 
+def _softplus_mean1(logits: Tensor) -> Tensor:
+    s = F.softplus(logits)
+    return s / s.mean()
+
+
+# S from its logits, by the name ``RunConfig.s_param`` gives: (k,) -> (k,), every entry > 0.
+S_PARAMETRIZATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "softplus": F.softplus,  # the paper and the official code
+    # divided by its mean: S's spread no longer moves its overall scale, i.e. the temperature
+    "softplus_mean1": _softplus_mean1,
+}
+
+
+def importance_from_logits(logits: Tensor, s_param: str = "softplus") -> Tensor:
+    """The diagonal of S from its learnable logits.
+
+    Args:
+        logits: the importance logits ``s``. Shape: (k,).
+        s_param: a key of :data:`S_PARAMETRIZATIONS`.
+
+    Returns:
+        ``softplus(s)``, or ``softplus(s) / mean(softplus(s))`` for ``"softplus_mean1"``.
+        Shape: (k,).
+    """
+    return S_PARAMETRIZATIONS[s_param](logits)
+
+
 class Encoder(nn.Module):
     """Backbone, projector and (for triCL-type methods) the importance logits ``s``.
 
     ``z = projector(backbone(x))`` are the k features of the paper; ``importance()`` is the diagonal
-    of S, ``softplus(s)`` (or ``softplus(s)`` divided by its mean when ``s_param="softplus_mean1"``,
-    which decouples S's spread from its overall scale, i.e. from the temperature).
+    of S, ``importance_from_logits(s, s_param)``.
     """
 
     def __init__(
@@ -121,7 +152,10 @@ class Encoder(nn.Module):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
-        self.backbone_name = backbone
+        if s_param not in S_PARAMETRIZATIONS:
+            raise ValueError(
+                f"unknown s_param {s_param!r}; choose one of {sorted(S_PARAMETRIZATIONS)}"
+            )
         self.backbone, self.feat_dim = BACKBONES[backbone].factory(in_channels)
         self.proj_dim = proj_dim
         self.s_param = s_param
@@ -143,13 +177,13 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels: int) -> Encoder:
-        """Build the encoder a :class:`~tricl.config.RunConfig` describes."""
+        """The encoder a :class:`~tricl.config.RunConfig` describes; S if its method has S."""
         return cls(
             backbone=cfg.backbone,
             in_channels=in_channels,
             proj_hidden_dim=cfg.proj_hidden_dim,
             proj_dim=cfg.proj_dim,
-            uses_importance=cfg.uses_importance,
+            uses_importance=get_method(cfg.method).has_s,
             s_init_std=cfg.s_init_std,
             s_param=cfg.s_param,
             proj_batchnorm=cfg.proj_batchnorm,
@@ -173,10 +207,7 @@ class Encoder(nn.Module):
         """Diagonal of S. Shape: (k,), or None for methods without S."""
         if self.importance_logits is None:
             return None
-        s = F.softplus(self.importance_logits)
-        if self.s_param == "softplus_mean1":
-            s = s / s.mean()
-        return s
+        return importance_from_logits(self.importance_logits, self.s_param)
 
     def last_conv_layer(self) -> nn.Module:
         """The last convolution of the backbone (the layer Grad-CAM attributes to)."""

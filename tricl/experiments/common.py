@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tricl.analysis.downstream import linear_probe
-from tricl.analysis.identifiability import pair_scores
+from tricl.analysis.features import extract
+from tricl.analysis.importance import order_from_scores, variance_scores
+from tricl.analysis.metrics import METRICS, score_pair
 from tricl.config import RunConfig
 from tricl.runs import Run
 from tricl.train import default_run_name, train
@@ -77,63 +77,65 @@ def train_seeds(
     return runs
 
 
-@torch.no_grad()
-def encode(run: Run, x: torch.Tensor, preprocess, batch: int = 500) -> np.ndarray:
-    """Projector outputs z of uint8 images ``x`` (N, C, H, W). Shape: (N, k)."""
-    enc = run.encoder()
-    out = [enc(preprocess(x[i : i + batch])) for i in range(0, len(x), batch)]
-    return torch.cat(out).numpy()
-
-
 def importance_order(run: Run, z: np.ndarray) -> np.ndarray:
-    """softplus(s) order for runs with S, variance order otherwise (most important first)."""
+    """The run's default feature order, most important first: S if its method has S, else variance.
+
+    The analysis's definitions (:mod:`tricl.analysis.importance`): S is ``Encoder.importance()``,
+    variance that of the L2-normalised features.
+
+    Args:
+        run: the trained run.
+        z: its features on the train split. Shape: (N, k).
+
+    Returns:
+        Feature indices. Shape: (k,).
+    """
     s = run.encoder().importance()
-    scores = s.detach().numpy() if s is not None else z.var(axis=0)
-    return np.argsort(-scores, kind="stable")
+    return order_from_scores(variance_scores(z) if s is None else s.detach().numpy())
+
+
+def _probe_accuracies(
+    zs: list[np.ndarray], ordered: list[np.ndarray], y: np.ndarray, top: int
+) -> dict[str, float]:
+    """Mean linear-probe accuracy on the top features and on all, fitted on 3/4 of the rows.
+
+    Args:
+        zs: each run's features. Shape: (N, k) each.
+        ordered: the same, columns in the run's importance order. Shape: (N, k) each.
+        y: labels. Shape: (N,).
+        top: features the top-k probe keeps.
+    """
+    perm = np.random.RandomState(0).permutation(len(y))  # a probe split that mixes classes
+    fit, held = perm[: len(y) * 3 // 4], perm[len(y) * 3 // 4 :]
+
+    def accuracy(z: np.ndarray) -> float:
+        return linear_probe(z[fit], y[fit], z[held], y[held]).accuracy
+
+    return {
+        f"top{top}_acc": float(np.mean([accuracy(z[:, :top]) for z in ordered])),
+        "full_acc": float(np.mean([accuracy(z) for z in zs])),
+    }
 
 
 def validation_scores(runs: list[Run], top: int = 8) -> dict[str, float]:
-    """Identifiability across seed pairs and probe accuracy, on the train split only."""
+    """Identifiability across seed pairs and probe accuracy, on the TRAIN split only.
+
+    Args:
+        runs: runs of one recipe that differ only in seed (at least two).
+        top: features the top-k probe keeps.
+
+    Returns:
+        The mean over seed pairs of every metric of :data:`tricl.analysis.metrics.METRICS` (its
+        names as keys), ``top{top}_acc`` and ``full_acc`` (mean probe accuracy over the runs) and,
+        for runs with S, ``s_max_over_min`` (mean spread of S).
+    """
     data = runs[0].load_data()
-    x, y = data.train_x, data.train_y.numpy()
-    zs = [encode(r, x, data.preprocess) for r in runs]
+    zs = [extract(r.encoder(), data.train_x, data.preprocess)[0] for r in runs]  # (N, k) each
     ordered = [z[:, importance_order(r, z)] for r, z in zip(runs, zs)]
-    pairs = [pair_scores(a, b)[0] for a, b in itertools.combinations(ordered, 2)]
-    perm = np.random.RandomState(0).permutation(len(y))  # a probe split that mixes classes
-    zs, y = [z[perm] for z in zs], y[perm]
-    ordered = [z[perm] for z in ordered]
-    n_fit = len(y) * 3 // 4
-    top_acc = [
-        linear_probe(z[:n_fit, :top], y[:n_fit], z[n_fit:, :top], y[n_fit:]).accuracy
-        for z in ordered
-    ]
-    full_acc = [linear_probe(z[:n_fit], y[:n_fit], z[n_fit:], y[n_fit:]).accuracy for z in zs]
-    s_spread = []
-    for r in runs:
-        s = r.encoder().importance()
-        if s is not None:
-            s_spread.append(float((s.max() / s.min()).detach()))
-    out = {
-        "ordered_corr_top8": float(np.mean([p.ordered_corr_top8 for p in pairs])),
-        "ordered_corr": float(np.mean([p.ordered_corr for p in pairs])),
-        "mcc": float(np.mean([p.mcc for p in pairs])),
-        "cka": float(np.mean([p.cka for p in pairs])),
-        "rank_match_top8": float(np.mean([p.rank_match_top8 for p in pairs])),
-        "top8_acc": float(np.mean(top_acc)),
-        "full_acc": float(np.mean(full_acc)),
-    }
-    if s_spread:
-        out["s_max_over_min"] = float(np.mean(s_spread))
+    pairs = [score_pair(a, b)[0] for a, b in itertools.combinations(ordered, 2)]
+    out = {name: float(np.mean([p[name] for p in pairs])) for name in METRICS}
+    out |= _probe_accuracies(zs, ordered, data.train_y.numpy(), top)
+    spreads = [s.max() / s.min() for s in (r.encoder().importance() for r in runs) if s is not None]
+    if spreads:
+        out["s_max_over_min"] = float(np.mean([float(v.detach()) for v in spreads]))
     return out
-
-
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0

@@ -27,8 +27,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tricl.analysis.identifiability import corr_matrix
+from tricl.analysis.importance import order_from_scores, variance_scores
 from tricl.analysis.store import load_json, save_json
-from tricl.losses import LOSSES, compute_loss
+from tricl.losses import LossFn, build_loss
+from tricl.methods import get_method
+from tricl.models import importance_from_logits
 
 DEFAULT_EIGENVALUES = (0.6, 0.5, 0.4, 0.35)
 
@@ -67,7 +70,7 @@ class FactorData:
 
 
 class FactorEncoder(nn.Module):
-    """MLP encoder with the importance logits of the tri-factor methods."""
+    """MLP encoder with the importance logits of the tri-factor methods (S as in the Encoder)."""
 
     def __init__(
         self, d: int, k: int, uses_importance: bool, hidden: int = 128, s_param: str = "softplus"
@@ -88,10 +91,10 @@ class FactorEncoder(nn.Module):
         return self.net(x)
 
     def importance(self) -> Tensor | None:
+        """Diagonal of S, :func:`tricl.models.importance_from_logits`. Shape: (k,), or None."""
         if self.logits is None:
             return None
-        s = torch.nn.functional.softplus(self.logits)
-        return s / s.mean() if self.s_param == "softplus_mean1" else s
+        return importance_from_logits(self.logits, self.s_param)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,47 @@ class RecoveryResult:
     rank_corr: np.ndarray
     best_corr: np.ndarray
     importance: np.ndarray
+
+
+def _fit(
+    enc: FactorEncoder,
+    loss_fn: LossFn,
+    data: FactorData,
+    g: torch.Generator,
+    steps: int,
+    batch: int,
+    lr: float,
+    s_lr_mult: float,
+) -> None:
+    """Adam with cosine decay on ``steps`` fresh batches of pairs; S at ``s_lr_mult`` times lr."""
+    groups = [{"params": list(enc.net.parameters()), "mult": 1.0}]
+    if enc.logits is not None:
+        groups.append({"params": [enc.logits], "mult": s_lr_mult})
+    opt = torch.optim.Adam(groups, lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:  # cosine decay
+            group["lr"] = group["mult"] * lr * 0.5 * (1 + np.cos(np.pi * step / steps))
+        x1, x2 = data.pair(batch, g)
+        terms = loss_fn(enc(x1), enc(x2), enc.importance())
+        opt.zero_grad()
+        terms.total.backward()
+        opt.step()
+
+
+@torch.no_grad()
+def _score(enc: FactorEncoder, data: FactorData, g: torch.Generator) -> RecoveryResult:
+    """Recovery of the factors on 4096 fresh samples, features in the analysis's default order."""
+    c = data.factors(4096, g)  # (4096, m)
+    z = enc(data.observe(c, g)).numpy()  # (4096, k)
+    s = enc.importance()
+    s = None if s is None else s.numpy()
+    order = order_from_scores(variance_scores(z) if s is None else s)  # (k,)
+    corr = np.abs(corr_matrix(z[:, order], c.numpy()))  # (k ranks, m factors)
+    return RecoveryResult(
+        rank_corr=np.diagonal(corr).copy(),
+        best_corr=corr.max(axis=0),
+        importance=np.array([]) if s is None else s[order],
+    )
 
 
 def train_and_score(
@@ -125,47 +169,17 @@ def train_and_score(
     """Train a small MLP with ``method`` on factor pairs and score recovery on fresh samples.
 
     The defaults are the recipe that recovers the factors in order (``RECIPES["whiten"]``);
-    ``RECIPES["paper"]`` is the paper's loss, which does not.
+    ``RECIPES["paper"]`` is the paper's loss, which does not. Features are ranked by S for a
+    method with S, else by variance (:mod:`tricl.analysis.importance`).
     """
+    loss_fn = build_loss(method, temperature=temperature, tau=tau, decorrelation=decorrelation)
     data = data or FactorData.make()
     m = len(data.flip)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    enc = FactorEncoder(data.mixing.shape[0], m, LOSSES[method].uses_importance, s_param=s_param)
-    groups = [{"params": list(enc.net.parameters()), "mult": 1.0}]
-    if enc.logits is not None:
-        groups.append({"params": [enc.logits], "mult": s_lr_mult})
-    opt = torch.optim.Adam(groups, lr=lr)
-    for step in range(steps):
-        for group in opt.param_groups:  # cosine decay
-            group["lr"] = group["mult"] * lr * 0.5 * (1 + np.cos(np.pi * step / steps))
-        x1, x2 = data.pair(batch, g)
-        terms = compute_loss(
-            method,
-            enc(x1),
-            enc(x2),
-            enc.importance(),
-            temperature=temperature,
-            tau=tau,
-            decorrelation=decorrelation,
-        )
-        opt.zero_grad()
-        terms.total.backward()
-        opt.step()
-    with torch.no_grad():
-        c = data.factors(4096, g)
-        z = enc(data.observe(c, g)).numpy()
-        s = enc.importance()
-    if s is not None:
-        order = np.argsort(-s.numpy(), kind="stable")
-        importance = s.numpy()[order]
-    else:
-        order = np.argsort(-z.var(axis=0), kind="stable")
-        importance = np.array([])
-    corr = np.abs(corr_matrix(z[:, order], c.numpy()))  # (k ranks, m factors)
-    return RecoveryResult(
-        rank_corr=np.diagonal(corr).copy(), best_corr=corr.max(axis=0), importance=importance
-    )
+    enc = FactorEncoder(data.mixing.shape[0], m, get_method(method).has_s, s_param=s_param)
+    _fit(enc, loss_fn, data, g, steps, batch, lr, s_lr_mult)
+    return _score(enc, data, g)
 
 
 # Named training recipes of the check. "paper": the paper's loss (its decorrelation term, S at the
@@ -198,7 +212,12 @@ def study(
     done: dict[str, dict[str, list[float]]] = (load_json(cache) if cache else None) or {}
     out = []
     for label, method, kw, seed in tqdm(jobs, desc="synthetic", disable=not progress):
-        key = json.dumps([label, kw, seed, steps, list(DEFAULT_EIGENVALUES)], sort_keys=True)
+        key_parts: list[Any] = [label, kw, seed, steps, list(DEFAULT_EIGENVALUES)]
+        if not get_method(method).has_s:
+            # variance order changed from raw z to L2-normalised z (tricl.analysis.importance):
+            # results cached under the old key ranked differently, so they are not reused
+            key_parts.append("variance of L2-normalised z")
+        key = json.dumps(key_parts, sort_keys=True)
         if key not in done:
             r = train_and_score(method, seed, steps=steps, **kw)
             done[key] = {

@@ -1,8 +1,13 @@
 """The training methods, one declaration each.
 
 A method names its label and colour (the one source the app, the CLI and the experiments read),
-what a training pair is, whether it has the learnable importance diagonal S, and its loss. Every
-list of methods (``--method`` choices, chart legends, study arms) is derived from :data:`METHODS`.
+what a training pair is, the encoders it trains, its contrastive loss kernel and whether it has the
+learnable importance diagonal S. Every list of methods (``--method`` choices, chart legends, study
+arms, the loss tests) is derived from :data:`METHODS`; adding a method is one
+:func:`register_method` call.
+
+A method with S is the tri-factor form of its kernel: :func:`tricl.losses.build_loss` routes its
+similarities through S and adds the decorrelation term. That is data here, not a separate loss.
 
 This module is light on purpose (no torch at import time): the dashboard reads labels and colours
 from it before it needs a model.
@@ -10,13 +15,30 @@ from it before it needs a model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PAIRS = ("views",)  # "views": two augmented views of one image
 
 
 class MethodError(ValueError):
     """An unknown method; the one-line message names the choices."""
+
+
+def build_image_encoder(cfg: Any, in_channels: int) -> nn.Module:
+    """The :class:`tricl.models.Encoder` (backbone, projector, S if the method has it) of ``cfg``.
+
+    Args:
+        cfg: a :class:`tricl.config.RunConfig`.
+        in_channels: image channels of the dataset.
+    """
+    from tricl.models import Encoder  # torch is imported only when a model is built
+
+    return Encoder.from_config(cfg, in_channels)
 
 
 @dataclass(frozen=True)
@@ -28,25 +50,33 @@ class MethodSpec:
         label: how charts and tables name it.
         color: its colour on every chart (hex).
         description: one line for help texts and the dashboard.
-        has_s: whether it learns the importance diagonal S (tri-factor methods); its features are
-            then ordered by ``softplus(s)``, else by variance.
+        loss: its contrastive kernel, a key of :data:`tricl.losses.KERNELS` (``"nt_xent"`` or
+            ``"spectral"``).
+        has_s: whether it learns the importance diagonal S (tri-factor methods: the kernel's
+            similarities go through S and the decorrelation term is added); its features are then
+            ordered by S, else by variance.
         pair: what a training pair is (see :data:`PAIRS`).
-        loss: the name of its loss in :data:`tricl.losses.LOSSES`.
+        encoders: ``encoders(cfg, in_channels)`` builds the modules it trains.
     """
 
     name: str
     label: str
     color: str
     description: str
+    loss: str
     has_s: bool
     pair: str = "views"
-    loss: str = ""
+    encoders: Callable[[Any, int], nn.Module] = build_image_encoder
 
     def __post_init__(self) -> None:
         if self.pair not in PAIRS:
             raise ValueError(f"method {self.name!r}: pair {self.pair!r} is not one of {PAIRS}")
         if not self.loss:
-            object.__setattr__(self, "loss", self.name)
+            raise ValueError(f"method {self.name!r} names no loss kernel; set loss='nt_xent'")
+
+    def build_encoders(self, cfg: Any, in_channels: int) -> nn.Module:
+        """The modules this method trains for ``cfg`` (a RunConfig), on ``in_channels`` images."""
+        return self.encoders(cfg, in_channels)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -86,7 +116,14 @@ def method_color(name: str) -> str:
 
 
 register_method(
-    MethodSpec("simclr", "SimCLR", "#4C78A8", "SimCLR NT-Xent (Chen et al. 2020)", has_s=False)
+    MethodSpec(
+        "simclr",
+        "SimCLR",
+        "#4C78A8",
+        "SimCLR NT-Xent (Chen et al. 2020)",
+        loss="nt_xent",
+        has_s=False,
+    )
 )
 register_method(
     MethodSpec(
@@ -94,6 +131,7 @@ register_method(
         "triCL",
         "#E4572E",
         "tri-SimCLR: NT-Xent through S + decorrelation",
+        loss="nt_xent",
         has_s=True,
     )
 )
@@ -103,6 +141,7 @@ register_method(
         "Spectral",
         "#54A24B",
         "spectral contrastive loss (HaoChen et al. 2021)",
+        loss="spectral",
         has_s=False,
     )
 )
@@ -112,6 +151,7 @@ register_method(
         "tri-Spectral",
         "#B279A2",
         "tri-SCL: spectral loss through S + decorrelation",
+        loss="spectral",
         has_s=True,
     )
 )

@@ -1,0 +1,106 @@
+"""The methods registry: one declaration per method; every entry honours the same contract."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tricl.methods import (
+    METHODS,
+    PAIRS,
+    UNKNOWN_COLOR,
+    MethodError,
+    MethodSpec,
+    get_method,
+    method_color,
+    method_label,
+    register_method,
+)
+
+ALL_METHODS = sorted(METHODS)
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_every_method_declares_a_complete_entry(name) -> None:
+    spec = METHODS[name]
+    assert spec.name == name
+    assert spec.label and spec.description and "\n" not in spec.description
+    assert re.fullmatch(r"#[0-9A-Fa-f]{6}", spec.color)
+    assert spec.pair in PAIRS
+    assert method_label(name) == spec.label and method_color(name) == spec.color
+
+
+def test_labels_and_colours_tell_the_methods_apart() -> None:
+    assert len({s.label for s in METHODS.values()}) == len(METHODS)
+    assert len({s.color.lower() for s in METHODS.values()}) == len(METHODS)
+    assert UNKNOWN_COLOR not in {s.color for s in METHODS.values()}
+
+
+def test_tri_factor_methods_are_their_kernel_with_s() -> None:
+    by_kernel: dict[str, set[bool]] = {}
+    for spec in METHODS.values():
+        by_kernel.setdefault(spec.loss, set()).add(spec.has_s)
+    assert by_kernel == {"nt_xent": {False, True}, "spectral": {False, True}}
+    assert {n for n, s in METHODS.items() if s.has_s} == {"tricl", "tri-spectral"}
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_build_encoders_gives_an_encoder_with_s_exactly_when_the_method_has_it(name) -> None:
+    from tricl.config import RunConfig
+    from tricl.models import Encoder
+
+    cfg = RunConfig(method=name, proj_hidden_dim=16, proj_dim=8)
+    enc = get_method(name).build_encoders(cfg, 1).eval()
+    assert isinstance(enc, Encoder)
+    with torch.no_grad():
+        z = enc(torch.randn(2, 1, 28, 28))
+    assert z.shape == (2, 8)
+    s = enc.importance()
+    assert (s is not None) == METHODS[name].has_s
+    if s is not None:
+        assert s.shape == (8,) and (s > 0).all()
+    # the run loader's path builds the same module layout
+    assert set(Encoder.from_config(cfg, 1).state_dict()) == set(enc.state_dict())
+
+
+def test_unknown_method_names_the_choices() -> None:
+    with pytest.raises(MethodError) as info:
+        get_method("byol")
+    assert "\n" not in str(info.value)
+    for name in METHODS:
+        assert repr(name) in str(info.value)
+    # charts still draw a run of a method this version does not know
+    assert method_label("byol") == "byol" and method_color("byol") == UNKNOWN_COLOR
+
+
+def test_a_method_is_registered_once(monkeypatch) -> None:
+    monkeypatch.setattr("tricl.methods.METHODS", dict(METHODS))
+    import tricl.methods as methods
+
+    spec = MethodSpec("byol", "BYOL", "#123456", "one line", loss="nt_xent", has_s=False)
+    register_method(spec)
+    assert methods.METHODS["byol"] is spec
+    with pytest.raises(ValueError, match="registered twice"):
+        register_method(spec)
+    assert "byol" not in METHODS  # the real registry was untouched
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [({"pair": "image_text"}, "pair"), ({"loss": ""}, "loss kernel")],
+)
+def test_a_malformed_entry_is_refused(changes, match) -> None:
+    fields = dict(name="x", label="X", color="#000000", description="d", loss="nt_xent")
+    with pytest.raises(ValueError, match=match):
+        MethodSpec(**{**fields, "has_s": False, **changes})
+
+
+def test_the_registry_imports_without_torch() -> None:
+    # The dashboard reads labels and colours before it needs a model.
+    code = "import sys, tricl.methods; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
