@@ -12,6 +12,7 @@ tokenizer.json that does not belong to the weights is refused with a one-line er
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,23 @@ def train_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(captions, trainer=trainer)
+    tokenizer.model = _canonical_bpe(tokenizer)
     return _configure(tokenizer, context_length)
+
+
+def _canonical_bpe(tokenizer: Tokenizer) -> models.BPE:
+    """The trained BPE with ids in a fixed order: special tokens, sorted alphabet, merges.
+
+    The trainer's merges are deterministic but it numbers the initial alphabet in hash-map order,
+    so the same captions gave different ids (and tokenizer.json hashes) from run to run.
+    """
+    state = json.loads(tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    merged = {a + b for a, b in merges}
+    alphabet = sorted(set(state["vocab"]) - merged - set(SPECIAL_TOKENS))
+    order = [*SPECIAL_TOKENS, *alphabet, *(a + b for a, b in merges)]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(order))}
+    return models.BPE(vocab, merges, unk_token="[UNK]", end_of_word_suffix=WORD_END)
 
 
 def load_tokenizer(path: str | Path, expected_sha256: str | None = None) -> TextTokenizer:
