@@ -15,6 +15,7 @@ from tricl.text.tokenizer import (
     TokenizerError,
     load_tokenizer,
     train_tokenizer,
+    trim_padding,
 )
 
 CAPTIONS = [
@@ -63,6 +64,14 @@ def test_long_captions_are_truncated_counted_and_keep_eos(tokenizer):
     assert encoded.truncated == 2
     assert encoded.ids.shape == (3, 12) and encoded.ids[0, -1] == EOS_ID
     assert encoded.summary() == "3 captions, 2 truncated to 12 tokens"
+
+
+def test_trim_padding_keeps_the_longest_caption(tokenizer):
+    ids = tokenizer.encode(["a one", "a small, thin handwritten two"]).ids
+    trimmed = trim_padding(ids)
+    longest = int((ids[1] != PAD_ID).sum())
+    assert trimmed.shape == (2, longest) and trimmed[1, -1] == EOS_ID
+    torch.testing.assert_close(trimmed, ids[:, :longest])
 
 
 def test_unknown_characters_map_to_unk(tokenizer):

@@ -296,7 +296,7 @@ def read_caption_csv(
     """
     if not path.is_file():
         raise DatasetError(f"caption file {path} does not exist; pass captions:PATH.csv")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of the header
         reader = csv.DictReader(fh, delimiter=csv_separator)
         columns = reader.fieldnames or []
         wanted = {"image_column": image_column, "caption_column": caption_column}

@@ -115,6 +115,22 @@ class TextTokenizer:
         return path
 
 
+def trim_padding(ids: Tensor) -> Tensor:
+    """Drops the trailing columns that are [PAD] in every row.
+
+    The text encoder's output does not depend on padding, and mnist5k captions use about half of
+    the 32-token context, so a batch trimmed to its longest caption runs about twice as fast.
+
+    Args:
+        ids: token ids from :meth:`TextTokenizer.encode`. Shape: (N, L).
+
+    Returns:
+        The first L' columns, L' the longest caption's length. Shape: (N, L').
+    """
+    longest = int((ids != PAD_ID).sum(dim=1).max()) if ids.numel() else 0
+    return ids[:, :longest]
+
+
 def _configure(tokenizer: Tokenizer, context_length: int) -> TextTokenizer:
     """Sets [SOS]/[EOS] wrapping, truncation and padding to L; hashes the JSON form."""
     tokenizer.post_processor = processors.TemplateProcessing(
