@@ -5,7 +5,7 @@ mask (each token attends to itself and earlier tokens, as in CLIP) -> final Laye
 state at the [EOS] position (B, width) -> projector ``Linear, ReLU, Linear`` (like the image
 encoder's) -> z (B, k). Because attention is causal and [PAD] keys are masked, the tokens after
 [EOS] cannot change the output: padding a batch to any length up to the context length gives the
-same features. The defaults (width 128, 2 layers, 4 heads, vocab ~130, L 32) have about 0.5M
+same features. The defaults (width 128, 2 layers, 4 heads, vocab 165, L 32, k 128) have 0.55M
 parameters, so CPU training is fast.
 
 The config (:meth:`TextEncoder.config`) is a JSON-serialisable dict that holds everything needed to

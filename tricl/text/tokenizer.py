@@ -152,8 +152,8 @@ def train_tokenizer(
 
     Args:
         captions: the training captions.
-        vocab_size: at most this many ids; a small caption vocabulary (mnist5k-captions: about
-            100 words) stops earlier, when every word is one token.
+        vocab_size: at most this many ids; a small caption vocabulary (mnist5k-captions: 165
+            ids) stops earlier, when every word is one token.
         context_length: L, tokens per caption with [SOS] and [EOS]; >= 3.
 
     Returns:
