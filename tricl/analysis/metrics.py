@@ -117,6 +117,41 @@ register_metric(
 )
 
 
+def procrustes_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |corr| of a's features with b's after the best rotation of b onto a.
+
+    Both runs are centred, b is rotated onto a by orthogonal Procrustes (``R = U V^T`` from the
+    SVD of ``b^T a``), and the correlations of matching columns of ``a`` and ``b R`` are averaged
+    over all of a's features. Unlike ordered correlation it ignores any rotation of the features;
+    unlike CKA it reads each feature. The features are centred but not standardised one by one:
+    rescaling columns does not commute with a rotation, so ``b = a R`` would score below 1.
+
+    Args:
+        a: features of run a. Shape: (N, k_a).
+        b: features of run b on the same images. Shape: (N, k_b).
+
+    Returns:
+        The correlation in [0, 1]: 1 when b is a rotation of a (k_b >= k_a).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    u, _, vt = np.linalg.svd(b.T @ a, full_matrices=False)  # (k_b, m), (m, k_a)
+    return ordered_correlation(corr_matrix(a, b @ (u @ vt)))  # b @ R: (N, k_a)
+
+
+register_metric(
+    Metric(
+        "procrustes_corr",
+        "Procrustes corr",
+        "mean |corr| of each feature with its partner after the best rotation of one run onto the"
+        " other: the same features up to a rotation (high for any two good encoders)",
+        True,
+        lambda a, b, corr: procrustes_correlation(a, b),
+    )
+)
+
+
 def metric_columns(spectral: bool = True) -> list[str]:
     """Score columns in registry order: every metric, then the spectral-basis ones."""
     cols = list(METRICS)
