@@ -12,7 +12,7 @@ weights hashes, split and importance orders):
 - ``pairs.csv(.json)``: one row per ordered pair (a before b in the given order): ``run_a, run_b``
   and one column per identifiability metric (:data:`tricl.analysis.metrics.METRICS`), then with
   ``spectral=True`` each spectral metric's score with both runs rotated onto their spectral bases
-  (column ``Metric.spectral_name``, e.g. ``spectral_ordered_corr_top8``);
+  (column ``Metric.spectral_name``, e.g. ``spectral_corr_top8``, ``spectral_mcc``);
 - ``corr.npz``: ``corr_<i>_<j>``, the signed correlation matrix between the ordered features of run
   i (rows) and run j (columns), and ``order_<i>``, each run's order (raw feature indices);
 - ``matches.csv(.json)``: for each feature of the first run, its Hungarian match in every other run.

@@ -7,7 +7,8 @@ one :func:`register_metric` call here and its test.
 A metric scores one pair of runs from their features on the same images, each with its columns in
 its own importance order (most important first), and from their signed correlation matrix. Metrics
 with ``spectral=True`` are scored a second time with both runs rotated onto their spectral bases
-(:mod:`tricl.analysis.spectral`); that score's column is ``spectral_<name>``.
+(:mod:`tricl.analysis.spectral`); that score's column is :attr:`Metric.spectral_name`
+(``spectral_<name>``, or the metric's ``spectral_column``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class Metric:
         help: one sentence: what the number means and what a high value says.
         higher_is_better: whether a larger value means "more identifiable".
         fn: ``fn(a, b, corr) -> float`` (see the module docstring for the shapes).
-        spectral: also scored in the spectral basis, as column ``spectral_<name>``.
+        spectral: also scored in the spectral basis, as column :attr:`spectral_name`.
+        spectral_column: that column's name when it is not ``spectral_<name>`` (kept for the
+            name files, notebooks and pages already use).
     """
 
     name: str
@@ -48,11 +51,12 @@ class Metric:
     higher_is_better: bool
     fn: MetricFn
     spectral: bool = False
+    spectral_column: str | None = None
 
     @property
     def spectral_name(self) -> str:
-        """Column of this metric's spectral-basis score."""
-        return f"spectral_{self.name}"
+        """Column of this metric's spectral-basis score (read it here, never spell it)."""
+        return self.spectral_column or f"spectral_{self.name}"
 
 
 METRICS: dict[str, Metric] = {}
@@ -84,6 +88,7 @@ register_metric(
         True,
         lambda a, b, corr: ordered_correlation(corr, top=8),
         spectral=True,
+        spectral_column="spectral_corr_top8",  # the name the study, notebook and runs use
     )
 )
 register_metric(
