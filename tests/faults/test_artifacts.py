@@ -13,18 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tricl.analysis import analyze, compare, load_analysis, load_comparison
+from tricl.analysis import analyze, compare, comparison, load_analysis, load_comparison
 from tricl.analysis.spectral import load_spectral_basis
 from tricl.cli import main
 from tricl.config import RunConfig
+from tricl.runs import Run
 from tricl.train import train
 
 TINY = {"dataset": "digits", "proj_dim": 8, "proj_hidden_dim": 16, "epochs": 1, "batch_size": 128}
 ANALYSIS_NPZ = ["features", "importance", "stats", "top_images", "embedding"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_pass_spectral():
+    """Spectral bases from one pass over the train split (the default 4 take ~4x as long)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(comparison.SPECTRAL_PARAMS, "reps", 1)
+        yield
+
+
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
+def pristine(tmp_path_factory, one_pass_spectral) -> Path:
     """A runs root with two analysed tiny runs and their comparison (spectral scores included)."""
     root = tmp_path_factory.mktemp("pristine")
     runs = [train(RunConfig(seed=s, **TINY), runs_root=root, progress=False) for s in (0, 1)]
@@ -32,6 +41,10 @@ def pristine(tmp_path_factory) -> Path:
         analyze(r, progress=False)
     compare(runs, progress=False)
     return root
+
+
+def _spectral(run_path: Path):
+    return load_spectral_basis(Run.load(run_path), **comparison.SPECTRAL_PARAMS)
 
 
 # --------------------------------------------------------------------------- the faults
@@ -144,9 +157,7 @@ def test_a_corrupt_cache_file_is_recomputed_never_a_traceback(
         assert load_analysis(runs[0]) is None
         argv = ["analyze", str(runs[0]), "--no-progress"]
     elif where == "run":
-        from tricl.runs import Run
-
-        assert load_spectral_basis(Run.load(runs[0])) is None
+        assert _spectral(runs[0]) is None
         argv = ["compare", *map(str, runs), "--no-progress", "--force"]
     else:
         assert load_comparison(runs) is None
@@ -156,9 +167,7 @@ def test_a_corrupt_cache_file_is_recomputed_never_a_traceback(
     assert main(argv) == 0, capsys.readouterr().err
     assert load_analysis(runs[0]) is not None
     assert load_comparison(runs) is not None
-    from tricl.runs import Run
-
-    assert load_spectral_basis(Run.load(runs[0])) is not None
+    assert _spectral(runs[0]) is not None
 
 
 def test_the_matrix_covers_every_file_of_analysis_and_compare(pristine):
