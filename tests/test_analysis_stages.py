@@ -92,3 +92,22 @@ def test_bumping_a_comparison_stage_recomputes_it_and_its_dependants(shipped_cop
     comp = compare(runs, progress=False)
     assert comp.recomputed == ("corr", "matches")  # pairs do not need corr: kept
     assert load_comparison(runs).recomputed == ()
+
+
+def test_compare_json_prints_every_metric_of_every_pair(shipped_copy, capsys):
+    import json
+
+    from tricl.analysis.comparison import pair_columns
+    from tricl.cli import main
+
+    runs = [str(shipped_copy / n) for n in TRICL_SEEDS]
+    capsys.readouterr()
+    assert main(["compare", *runs, "--json", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 3 and all(list(r) == pair_columns(spectral=True) for r in rows)
+    assert (rows[0]["run_a"], rows[0]["run_b"]) == tuple(TRICL_SEEDS[:2])
+    assert all(0 <= r["procrustes_corr"] <= 1 for r in rows)
+    # the table: the same columns, derived from the registry
+    assert main(["compare", *runs, "--no-progress", "--no-spectral"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == pair_columns(spectral=False)
