@@ -40,6 +40,7 @@ from tricl.analysis.stages import (
     Target,
     need_arrays,
     need_columns,
+    read_stages,
     register_stage,
     run_stages,
 )
@@ -324,7 +325,7 @@ def load_comparison(
     target = _prepare(runs, split, spectral, out_root, compute=False, progress=False)
     if target is None:
         return None
-    res = run_stages(COMPARE_STAGES, COMPARE_STAGES, target, compute=False)
+    res = read_stages(COMPARE_STAGES, COMPARE_STAGES, target)
     return None if res is None else _comparison(target, res)
 
 
@@ -357,7 +358,6 @@ def compare(
         AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
     """
     target = _prepare(runs, split, spectral, out_root, compute=True, progress=progress)
-    assert target is not None  # compute=True never returns None
-    res = run_stages(COMPARE_STAGES, COMPARE_STAGES, target, force=force)
-    assert res is not None
-    return _comparison(target, res)
+    if target is None:  # compute=True analyses every run, so this cannot happen
+        raise AnalysisError("an analysis went missing while comparing; run the compare again")
+    return _comparison(target, run_stages(COMPARE_STAGES, COMPARE_STAGES, target, force=force))

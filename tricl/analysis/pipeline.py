@@ -52,6 +52,7 @@ from tricl.analysis.stages import (
     Target,
     need_arrays,
     need_columns,
+    read_stages,
     register_stage,
     run_stages,
 )
@@ -174,16 +175,16 @@ def feature_order(analysis: Analysis, name: str | None = None) -> np.ndarray:
 
 
 class _Progress:
-    """A tqdm bar over work units, or nothing."""
+    """A tqdm bar over work units, drawn from the first unit of work on; or nothing."""
 
     def __init__(self, enabled: bool, desc: str) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=0, desc=desc, unit="step", dynamic_ncols=True)
+        self.enabled, self.desc, self.bar = enabled, desc, None
 
     def add(self, n: int) -> None:
+        if self.enabled and self.bar is None:  # a cached analysis never draws a bar
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=0, desc=self.desc, unit="step", dynamic_ncols=True)
         if self.bar is not None:
             self.bar.total += n
             self.bar.refresh()
@@ -601,7 +602,7 @@ def load_analysis(
     """
     r = load_run(run)
     target = _target(r, split, dataset, 1, device="cpu", progress=_Progress(False, ""))
-    res = run_stages(ANALYSIS_STAGES, STAGES, target, compute=False, check_params=False)
+    res = read_stages(ANALYSIS_STAGES, STAGES, target, check_params=False)
     return None if res is None else _assemble(target.ctx, res)
 
 
@@ -657,17 +658,10 @@ def analyze(
         AnalysisError: broken run, unavailable or mismatched dataset, bad arguments.
     """
     r = load_run(run)
-    bar = _Progress(False, "")
-    target = _target(r, split, dataset, top_n, device=device, progress=bar)
-    if not force:
-        cached = run_stages(ANALYSIS_STAGES, STAGES, target, compute=False)
-        if cached is not None:
-            return _assemble(target.ctx, cached)
     bar = _Progress(progress, f"analyze {r.name}")
     target = _target(r, split, dataset, top_n, device=device, progress=bar)
     try:
         res = run_stages(ANALYSIS_STAGES, STAGES, target, force=force, on_stage=bar.stage)
     finally:
         bar.close()
-    assert res is not None  # compute=True always returns results
     return _assemble(target.ctx, res)

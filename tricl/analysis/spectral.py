@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tricl.analysis.stages import Output, Stage, Target, need_arrays, register_stage, run_stages
+from tricl.analysis.stages import (
+    Output,
+    Stage,
+    Target,
+    need_arrays,
+    read_stages,
+    register_stage,
+    run_stages,
+)
 from tricl.analysis.store import normalise_meta
 from tricl.runs import Run
 
@@ -192,7 +200,7 @@ def _target(run: Run, reps: int, seed: int, batch: int = 500, device: str = "cpu
 
 def load_spectral_basis(run: Run, *, reps: int = 4, seed: int = 0) -> SpectralBasis | None:
     """The run's cached spectral basis for these parameters, or None (never computes)."""
-    res = run_stages(RUN_STAGES, ["spectral"], _target(run, reps, seed), compute=False)
+    res = read_stages(RUN_STAGES, ["spectral"], _target(run, reps, seed))
     return None if res is None else res.values["spectral"]
 
 
@@ -220,6 +228,4 @@ def spectral_basis(
         The :class:`SpectralBasis`.
     """
     target = _target(run, reps, seed, batch, device)
-    res = run_stages(RUN_STAGES, ["spectral"], target, force=force)
-    assert res is not None  # compute=True always returns results
-    return res.values["spectral"]
+    return run_stages(RUN_STAGES, ["spectral"], target, force=force).values["spectral"]

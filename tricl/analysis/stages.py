@@ -10,12 +10,15 @@ computes and loads. A stage registry is an ordered ``dict`` of stages; three exi
 - :data:`tricl.analysis.comparison.COMPARE_STAGES`: several runs, ``<root>/_compare/<id>/``.
 
 :func:`run_stages` resolves what a request needs (topological order), reads what is fresh and
-computes the rest under the folder's lock. An artifact is fresh when its meta holds the target's
-key (weights hash, dataset, split...), the stage's name and version, the versions of every stage it
-needs (directly or not) and, when asked, the parameters. So bumping one stage's ``version``
-recomputes that stage and its dependants only. A file that cannot be read, or whose content does
-not have the declared type and shape (``load`` raises), counts as missing: it is a cache, so it is
-recomputed.
+computes the rest under the folder's lock; :func:`read_stages` only reads (the dashboard's path).
+An artifact is fresh when its meta holds the target's key (weights hash, dataset, split...), the
+stage's name and version, the versions of every stage it needs (directly or not) and, when asked,
+the parameters. So bumping one stage's ``version`` recomputes that stage and its dependants only.
+A file that cannot be read, or whose content does not have the declared type and shape (``load``
+raises), counts as missing: it is a cache, so it is recomputed.
+
+Adding a stage to a registry touches its module (the declaration, and for the per-split stages the
+field of :class:`tricl.analysis.pipeline.Analysis` that holds its value) and its test.
 """
 
 from __future__ import annotations
@@ -243,37 +246,50 @@ def _compute(registry: dict[str, Stage], name: str, target: Target, got: dict) -
     got[name] = read
 
 
+def read_stages(
+    registry: dict[str, Stage], wanted: Iterable[str], target: Target, *, check_params: bool = True
+) -> StageResults | None:
+    """The wanted stages (and what they need) from the cache; None if one is missing or stale.
+
+    Never computes and never raises for a bad file (the dashboard's read path).
+
+    Args:
+        registry: the stages.
+        wanted: names of the stages whose values are wanted.
+        target: folder, key and context.
+        check_params: False accepts artifacts computed with other parameters (not another key or
+            other versions), e.g. another ``top_n``.
+    """
+    names = resolve(registry, wanted)
+    got = _read_all(registry, names, target, check_params)
+    if len(got) < len(names):
+        return None
+    return StageResults({n: got[n][0] for n in names}, {n: got[n][1] for n in names})
+
+
 def run_stages(
     registry: dict[str, Stage],
     wanted: Iterable[str],
     target: Target,
     *,
     force: bool = False,
-    compute: bool = True,
-    check_params: bool = True,
     on_stage: Callable[[str], None] | None = None,
-) -> StageResults | None:
-    """Read the wanted stages (and what they need) from the cache, computing what is missing.
+) -> StageResults:
+    """The wanted stages (and what they need): read if fresh, else computed under the lock.
 
     Args:
         registry: the stages, each registered after the ones it needs.
         wanted: names of the stages whose values are wanted.
         target: folder, key and context.
         force: recompute every resolved stage even if cached.
-        compute: False: never compute (the dashboard's read path); return None if one is missing.
-        check_params: False accepts artifacts computed with other parameters (not other key or
-            versions), e.g. another ``top_n``.
         on_stage: called with each stage's name before it is computed (progress display).
 
     Returns:
-        The :class:`StageResults`, or None when something is missing and ``compute`` is False.
+        The :class:`StageResults`; ``recomputed`` names the stages this call computed.
     """
+    if not force and (cached := read_stages(registry, wanted, target)) is not None:
+        return cached
     names = resolve(registry, wanted)
-    got = {} if force else _read_all(registry, names, target, check_params)
-    if len(got) == len(names):
-        return StageResults({n: got[n][0] for n in names}, {n: got[n][1] for n in names})
-    if not compute:
-        return None
     timings: dict[str, float] = {}
     with locked(target.folder):
         # another process may have finished the work while this one waited for the lock
