@@ -341,7 +341,7 @@ def write_report(
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -401,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny version for CI: digits, 1 epoch, 2 seeds, simclr and tricl",
     )
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
 
-    progress = not args.no_progress
+
+def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[ArmResult], dict]]:
+    """Train, analyse and compare every arm of every study the arguments ask for."""
     sections = []
     if args.smoke:
         base = {
@@ -435,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
                 for m in args.cifar_methods
             ]
             sections.append(("CIFAR-10 subset (small CNN, 128 features)", cres, cbase))
+    return sections
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    progress = not args.no_progress
+    sections = _sections(args, progress)
     synthetic = None
     if args.synthetic_seeds and not args.smoke:
         from tricl.experiments.synthetic import study
