@@ -111,3 +111,18 @@ def test_compare_json_prints_every_metric_of_every_pair(shipped_copy, capsys):
     assert main(["compare", *runs, "--no-progress", "--no-spectral"]) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
     assert header == pair_columns(spectral=False)
+
+
+def test_registering_a_metric_recomputes_the_pairs_only(shipped_copy, monkeypatch):
+    from tricl.analysis.metrics import METRICS, Metric
+
+    runs = [shipped_copy / n for n in TRICL_SEEDS]
+    toy = Metric("top1_corr", "top-1 corr", "|corr| of feature #1 with feature #1", True,
+                 lambda a, b, corr: float(abs(corr[0, 0])))  # fmt: skip
+    monkeypatch.setitem(METRICS, toy.name, toy)
+    assert load_comparison(runs) is None  # the cached pairs lack the new column
+    comp = compare(runs, progress=False)
+    assert comp.recomputed == ("pairs",)
+    np.testing.assert_allclose(
+        comp.pairs["top1_corr"], [abs(c[0, 0]) for c in comp.corr.values()], rtol=1e-5
+    )
