@@ -20,7 +20,8 @@ from tricl.analysis import (
     feature_order,
     load_analysis,
 )
-from tricl.analysis.comparison import SPECTRAL_COLUMNS
+from tricl.analysis.comparison import pair_columns
+from tricl.analysis.metrics import METRICS, metric_columns
 from tricl.config import RunConfig
 from tricl.runs import Run, atomic_write_bytes, read_weights, weights_to_bytes
 from tricl.train import train
@@ -279,14 +280,7 @@ def test_compare_run_with_its_copy_scores_one(tricl_run, analysis, tmp_path):
     comp = compare([tricl_run, twin], out_root=tmp_path / "cmp", progress=False)
     assert load_analysis(twin).top_images.top_indices.shape == (16, 5)  # compare kept top_n
     row = comp.pairs.iloc[0]
-    for col in (
-        "ordered_corr",
-        "ordered_corr_top8",
-        "mcc",
-        "cka",
-        "rank_match_top8",
-        *SPECTRAL_COLUMNS,
-    ):
+    for col in metric_columns(spectral=True):
         assert row[col] == pytest.approx(1.0, abs=1e-3), col
     assert (comp.matches["rank_a"] == comp.matches["rank_b"]).all()
     assert (comp.matches["sign"] == 1).all()
@@ -295,17 +289,9 @@ def test_compare_run_with_its_copy_scores_one(tricl_run, analysis, tmp_path):
 def test_compare_tricl_with_simclr(tricl_run, simclr_run, runs_root):
     comp = compare([tricl_run, simclr_run], progress=False)
     assert comp.recomputed and comp.path.parent == runs_root / "_compare"
-    assert list(comp.pairs.columns) == [
-        "run_a",
-        "run_b",
-        "ordered_corr",
-        "ordered_corr_top8",
-        "mcc",
-        "cka",
-        "rank_match_top8",
-        *SPECTRAL_COLUMNS,
-    ]
-    assert comp.pairs[SPECTRAL_COLUMNS].stack().between(0, 1).all()
+    assert list(comp.pairs.columns) == pair_columns(spectral=True)
+    spectral = [m.spectral_name for m in METRICS.values() if m.spectral]
+    assert comp.pairs[spectral].stack().between(0, 1).all()
     row = comp.pairs.iloc[0]
     assert (row.run_a, row.run_b) == (tricl_run.name, simclr_run.name)
     assert 0 <= row.ordered_corr <= row.mcc <= 1  # matching can only raise the mean |corr|

@@ -319,14 +319,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from tricl.analysis.metrics import METRICS
+
+    metrics = "; ".join(f"{m.name}: {m.help}" for m in METRICS.values())
     p = sub.add_parser(
         "compare",
-        help="identifiability between runs (ordered corr, MCC, CKA)",
-        description="Compare runs (e.g. the same config with different seeds): ordered"
-        " correlation, top-8 ordered correlation, MCC after Hungarian matching, linear CKA,"
-        " and the same top-8 scores in each run's spectral basis (features rotated onto the"
-        " eigenvectors of the augmentation's positive-pair covariance, estimated on train"
-        " pairs). Stored under RUNS_ROOT/_compare/.",
+        help="identifiability between runs (ordered corr, MCC, CKA, ...)",
+        description="Compare runs (e.g. the same config with different seeds), one score per"
+        f" metric ({metrics}), and the spectral ones again in each run's spectral basis (features"
+        " rotated onto the eigenvectors of the augmentation's positive-pair covariance, estimated"
+        " on train pairs; column spectral_<metric>). Stored under RUNS_ROOT/_compare/.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -337,12 +339,21 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="skip the spectral-basis scores (they need the model and the train images: about"
         " 20 s per run on a CPU the first time)",
     )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per pair (run_a, run_b and every metric by its column name)"
+        " instead of the table, for scripts",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
     from tricl.analysis import compare
+    from tricl.analysis.comparison import pair_columns
 
     if len(args.runs) < 2:
         print("error: compare needs at least two runs (e.g. two seeds)", file=sys.stderr)
@@ -354,7 +365,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         spectral=not args.no_spectral,
     )
-    print(comp.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    pairs = comp.pairs[pair_columns(not args.no_spectral)]
+    if args.json:
+        for row in pairs.to_dict(orient="records"):
+            print(json.dumps(row))
+    else:
+        print(pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

@@ -14,7 +14,9 @@ Modules: :mod:`~tricl.analysis.features` (z and h), :mod:`~tricl.analysis.import
 :mod:`~tricl.analysis.embedding` (UMAP), :mod:`~tricl.analysis.downstream` (probes, retrieval,
 few-feature curves), :mod:`~tricl.analysis.identifiability` (metrics),
 :mod:`~tricl.analysis.saliency` (captum maps), :mod:`~tricl.analysis.store` (files, locking),
-:mod:`~tricl.analysis.pipeline` (``analyze``), :mod:`~tricl.analysis.comparison` (``compare``).
+:mod:`~tricl.analysis.stages` (the stage runner), :mod:`~tricl.analysis.pipeline` (``analyze``),
+:mod:`~tricl.analysis.comparison` (``compare``), :mod:`~tricl.analysis.metrics` (the metrics),
+:mod:`~tricl.analysis.spectral` (spectral basis).
 
 The artifact dataclasses hold NumPy arrays, so they are frozen but compare by identity
 (``eq=False``): compare their fields with ``np.testing`` instead.
@@ -38,12 +40,16 @@ _EXPORTS = {
     "Comparison": "comparison",
     "compare": "comparison",
     "load_comparison": "comparison",
+    "spectral_basis": "spectral",
+    "load_spectral_basis": "spectral",
+    "METRICS": "metrics",
     "Embedding": "embedding",
     "Features": "features",
     "Importance": "importance",
     "TopImages": "activations",
 }
 __all__ = [
+    "METRICS",
     "STAGES",
     "Analysis",
     "AnalysisError",
@@ -58,6 +64,8 @@ __all__ = [
     "feature_order",
     "load_analysis",
     "load_comparison",
+    "load_spectral_basis",
+    "spectral_basis",
 ]
 
 if TYPE_CHECKING:
@@ -66,6 +74,7 @@ if TYPE_CHECKING:
     from tricl.analysis.embedding import Embedding
     from tricl.analysis.features import Features
     from tricl.analysis.importance import Importance
+    from tricl.analysis.metrics import METRICS
     from tricl.analysis.pipeline import (
         STAGES,
         Analysis,
@@ -74,6 +83,7 @@ if TYPE_CHECKING:
         feature_order,
         load_analysis,
     )
+    from tricl.analysis.spectral import load_spectral_basis, spectral_basis
     from tricl.analysis.store import AnalysisError
 
 

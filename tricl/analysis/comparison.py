@@ -5,12 +5,14 @@ importance order, so "feature #i" means the same thing as on the run's own pages
 been evaluated on the same images (same dataset, split, image size and order), which the features'
 image hash checks.
 
-Files in ``<out_root>/<id>/`` where ``id`` hashes the runs' names and weights:
+Files in ``<out_root>/<id>/`` where ``id`` hashes the runs' names and weights, one per stage of
+:data:`COMPARE_STAGES` (run by :func:`tricl.analysis.stages.run_stages`, keyed by the runs' names,
+weights hashes, split and importance orders):
 
-- ``pairs.csv(.json)``: one row per ordered pair (a before b in the given order) with
-  ``run_a, run_b, ordered_corr, ordered_corr_top8, mcc, cka, rank_match_top8``, and with
-  ``spectral=True`` the top-8 ordered |corr|, top-8 rank match and MCC of the two runs' features
-  in their spectral bases (``spectral_corr_top8, spectral_rank_match_top8, spectral_mcc``);
+- ``pairs.csv(.json)``: one row per ordered pair (a before b in the given order): ``run_a, run_b``
+  and one column per identifiability metric (:data:`tricl.analysis.metrics.METRICS`), then with
+  ``spectral=True`` each spectral metric's score with both runs rotated onto their spectral bases
+  (column ``Metric.spectral_name``, e.g. ``spectral_corr_top8``, ``spectral_mcc``);
 - ``corr.npz``: ``corr_<i>_<j>``, the signed correlation matrix between the ordered features of run
   i (rows) and run j (columns), and ``order_<i>``, each run's order (raw feature indices);
 - ``matches.csv(.json)``: for each feature of the first run, its Hungarian match in every other run.
@@ -28,33 +30,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tricl.analysis.identifiability import hungarian_match, pair_scores
+from tricl.analysis.identifiability import corr_matrix, hungarian_match
+from tricl.analysis.metrics import METRICS, metric_columns, score_pair
 from tricl.analysis.pipeline import Analysis, analyze, feature_order, load_analysis, load_run
-from tricl.analysis.store import (
-    FORMAT_VERSION,
-    AnalysisError,
-    load_npz,
-    load_table,
-    locked,
-    normalise_meta,
-    save_npz,
-    save_table,
-    to_json,
+from tricl.analysis.stages import (
+    Output,
+    Stage,
+    StageResults,
+    Target,
+    need_arrays,
+    need_columns,
+    read_stages,
+    register_stage,
+    run_stages,
 )
+from tricl.analysis.store import AnalysisError, normalise_meta, to_json
 from tricl.runs import Run, default_runs_root
 
-PAIR_COLUMNS = [
-    "run_a",
-    "run_b",
-    "ordered_corr",
-    "ordered_corr_top8",
-    "mcc",
-    "cka",
-    "rank_match_top8",
-]
-# The same pair scores after rotating each run onto its spectral basis (tricl.analysis.spectral):
-# the order the augmentation graph's eigenvalues give, estimated on train pairs.
-SPECTRAL_COLUMNS = ["spectral_corr_top8", "spectral_rank_match_top8", "spectral_mcc"]
 MATCH_COLUMNS = [
     "rank_a",
     "feature_a",
@@ -75,7 +67,7 @@ class Comparison:
         runs: run names, in the order given.
         weights_hashes: each run's weights hash.
         split: evaluation split the features come from.
-        pairs: one row per pair i < j, columns :data:`PAIR_COLUMNS`.
+        pairs: one row per pair i < j, columns :func:`pair_columns`.
         corr: ``(i, j)`` -> signed correlations between run i's features (rows) and run j's
             (columns), both in their own importance order. Shape: (k_i, k_j).
         orders: each run's importance order (raw feature indices, most important first).
@@ -84,7 +76,7 @@ class Comparison:
             feature in each other run (``rank_b``, raw ``feature_b``), with the signed ``corr``,
             ``abs_corr`` and ``sign``; columns :data:`MATCH_COLUMNS`.
         path: folder the artifacts live in.
-        recomputed: whether this call computed them (False: read from the cache).
+        recomputed: the stages this call computed (empty, so falsy: all read from the cache).
     """
 
     runs: list[str]
@@ -95,7 +87,7 @@ class Comparison:
     orders: list[np.ndarray]
     matches: pd.DataFrame
     path: Path
-    recomputed: bool = False
+    recomputed: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def abs_corr(self, i: int, j: int) -> np.ndarray:
@@ -108,18 +100,123 @@ class Comparison:
 SPECTRAL_PARAMS = {"reps": 4, "seed": 0}
 
 
-def _spectral_scores(runs: list[Run], analyses: list[Analysis]) -> pd.DataFrame:
-    """Pair scores of the runs' evaluation features in their spectral bases, one row per pair."""
-    from tricl.analysis.spectral import spectral_basis
+def pair_columns(spectral: bool = True) -> list[str]:
+    """Columns of :attr:`Comparison.pairs`: the two runs, then every metric's score."""
+    return ["run_a", "run_b", *metric_columns(spectral)]
 
-    rotated = [
-        spectral_basis(r, **SPECTRAL_PARAMS).project(a.features.z) for r, a in zip(runs, analyses)
-    ]
-    rows = []
-    for i, j in itertools.combinations(range(len(runs)), 2):
-        scores, _ = pair_scores(rotated[i], rotated[j])
-        rows.append((scores.ordered_corr_top8, scores.rank_match_top8, scores.mcc))
-    return pd.DataFrame(rows, columns=SPECTRAL_COLUMNS)
+
+@dataclass(frozen=True)
+class _CompareJob:
+    """The comparison stages' context: the runs, their analyses and whether to score spectrally."""
+
+    runs: list[Run]
+    analyses: list[Analysis]
+    spectral: bool
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.runs]
+
+    def ordered(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each run's default order and its evaluation features in that order: (N, k_i) each."""
+        orders = [feature_order(a) for a in self.analyses]
+        return orders, [a.features.z[:, o] for a, o in zip(self.analyses, orders)]
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return list(itertools.combinations(range(len(self.runs)), 2))
+
+
+CorrValue = tuple[dict[tuple[int, int], np.ndarray], list[np.ndarray]]
+
+
+def _compute_corr(job: _CompareJob, inputs: dict[str, Any]) -> Output:
+    orders, ordered = job.ordered()
+    arrays = {
+        f"corr_{i}_{j}": corr_matrix(ordered[i], ordered[j]).astype(np.float32)
+        for i, j in job.pairs()
+    }
+    arrays.update({f"order_{i}": o for i, o in enumerate(orders)})
+    return Output(arrays)
+
+
+def _load_corr(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _CompareJob) -> CorrValue:
+    n = len(job.runs)
+    need_arrays(arrays, {f"order_{i}": 1 for i in range(n)})
+    orders = [arrays[f"order_{i}"] for i in range(n)]
+    corr = {(i, j): arrays[f"corr_{i}_{j}"] for i, j in job.pairs()}
+    for (i, j), c in corr.items():
+        if c.shape != (len(orders[i]), len(orders[j])):
+            raise ValueError(f"corr_{i}_{j} has shape {c.shape}, not the runs' feature counts")
+    return corr, orders
+
+
+def _compute_matches(job: _CompareJob, inputs: dict[str, Any]) -> Output:
+    corr, orders = inputs["corr"]
+    names, rows = job.names, []
+    for j in range(1, len(job.runs)):
+        m = hungarian_match(corr[(0, j)])
+        for ra, rb, c in zip(m.rows, m.cols, m.corr):
+            ra, rb, c = int(ra), int(rb), float(c)
+            sign = 1 if c >= 0 else -1
+            rows.append((ra, int(orders[0][ra]), names[j], rb, int(orders[j][rb]), c, abs(c), sign))
+    return Output(pd.DataFrame(rows, columns=MATCH_COLUMNS))
+
+
+def _load_table(columns: list[str]) -> Any:
+    def load(table: pd.DataFrame, meta: dict[str, Any], job: _CompareJob) -> pd.DataFrame:
+        need_columns(table, columns if columns else pair_columns(job.spectral))
+        return table
+
+    return load
+
+
+def _compute_pairs(job: _CompareJob, inputs: dict[str, Any]) -> Output:
+    _, ordered = job.ordered()
+    rows = [{"run_a": job.names[i], "run_b": job.names[j]} for i, j in job.pairs()]
+    for row, (i, j) in zip(rows, job.pairs()):
+        row.update(score_pair(ordered[i], ordered[j])[0])
+    if job.spectral:
+        # the same scores after rotating each run onto its spectral basis
+        # (tricl.analysis.spectral): the order the augmentation graph's eigenvalues give
+        from tricl.analysis.spectral import spectral_basis
+
+        rotated = [
+            spectral_basis(r, **SPECTRAL_PARAMS).project(a.features.z)
+            for r, a in zip(job.runs, job.analyses)
+        ]
+        for row, (i, j) in zip(rows, job.pairs()):
+            scores, _ = score_pair(rotated[i], rotated[j], only_spectral=True)
+            row.update({METRICS[name].spectral_name: v for name, v in scores.items()})
+    return Output(pd.DataFrame(rows, columns=pair_columns(job.spectral)))
+
+
+# The comparison's stages, in ``<root>/_compare/<id>/``. The pairs' parameters list the metric
+# columns, so registering a metric recomputes the pairs (only).
+COMPARE_STAGES: dict[str, Stage] = {}
+register_stage(COMPARE_STAGES, Stage("corr", "corr.npz", _compute_corr, _load_corr))
+register_stage(
+    COMPARE_STAGES,
+    Stage(
+        "matches",
+        "matches.csv",
+        _compute_matches,
+        _load_table(MATCH_COLUMNS),
+        needs=("corr",),
+    ),
+)
+register_stage(
+    COMPARE_STAGES,
+    Stage(
+        "pairs",
+        "pairs.csv",
+        _compute_pairs,
+        _load_table([]),
+        params=lambda job: {
+            "columns": pair_columns(job.spectral),
+            "spectral": SPECTRAL_PARAMS if job.spectral else None,
+        },
+    ),
+)
 
 
 def _check_same_images(analyses: list[Analysis]) -> None:
@@ -145,33 +242,7 @@ def _compare_id(names: list[str], hashes: list[str], split: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _read(folder: Path, meta: dict[str, Any]) -> Comparison | None:
-    pairs = load_table(folder / "pairs.csv")
-    matches = load_table(folder / "matches.csv")
-    arrays = load_npz(folder / "corr.npz")
-    if pairs is None or matches is None or arrays is None:
-        return None
-    if not all(m == meta for m in (pairs[1], matches[1], arrays[1])):
-        return None
-    n = len(meta["runs"])
-    return Comparison(
-        runs=list(meta["runs"]),
-        weights_hashes=list(meta["weights_hashes"]),
-        split=meta["split"],
-        pairs=pairs[0],
-        corr={(i, j): arrays[0][f"corr_{i}_{j}"] for i, j in itertools.combinations(range(n), 2)},
-        orders=[arrays[0][f"order_{i}"] for i in range(n)],
-        matches=matches[0],
-        path=folder,
-        meta=meta,
-    )
-
-
-def _prepare(
-    runs: Sequence[Run | str | Path], split: str, spectral: bool, compute: bool, progress: bool
-) -> tuple[list[Run], list[Analysis], dict[str, Any]] | None:
-    """The runs, their analyses and the comparison's meta; None when an analysis is missing and
-    ``compute`` is False."""
+def _load_runs(runs: Sequence[Run | str | Path]) -> list[Run]:
     loaded = [load_run(r) for r in runs]
     if len(loaded) < 2:
         raise AnalysisError("compare needs at least two runs, e.g. the same config with two seeds")
@@ -183,6 +254,19 @@ def _prepare(
             f"two runs share a folder name ({', '.join(names)}); rename one so results can be told"
             " apart"
         )
+    return loaded
+
+
+def _prepare(
+    runs: Sequence[Run | str | Path],
+    split: str,
+    spectral: bool,
+    out_root: Path | None,
+    compute: bool,
+    progress: bool,
+) -> Target | None:
+    """The comparison's target; None when an analysis is missing and ``compute`` is False."""
+    loaded = _load_runs(runs)
     # an existing analysis is used as it is (whatever its top_n); only missing ones are computed
     analyses = []
     for r in loaded:
@@ -193,22 +277,34 @@ def _prepare(
             a = analyze(r, split=split, progress=progress)
         analyses.append(a)
     _check_same_images(analyses)
-    meta = normalise_meta(
+    names, hashes = [r.name for r in loaded], [a.weights_hash for a in analyses]
+    key = normalise_meta(
         {
             "runs": names,
-            "weights_hashes": [a.weights_hash for a in analyses],
+            "weights_hashes": hashes,
             "split": split,
-            "format": FORMAT_VERSION,
             "orders": [a.importance.default for a in analyses],
-            "spectral": SPECTRAL_PARAMS if spectral else None,
         }
     )
-    return loaded, analyses, meta
-
-
-def _folder(loaded: list[Run], meta: dict[str, Any], out_root: Path | None) -> Path:
     root = Path(out_root) if out_root is not None else _default_out_root(loaded)
-    return root / _compare_id(meta["runs"], meta["weights_hashes"], meta["split"])
+    folder = root / _compare_id(names, hashes, split)
+    return Target(folder, key, _CompareJob(loaded, analyses, spectral))
+
+
+def _comparison(target: Target, res: StageResults) -> Comparison:
+    corr, orders = res.values["corr"]
+    return Comparison(
+        runs=list(target.key["runs"]),
+        weights_hashes=list(target.key["weights_hashes"]),
+        split=target.key["split"],
+        pairs=res.values["pairs"],
+        corr=corr,
+        orders=orders,
+        matches=res.values["matches"],
+        path=target.folder,
+        recomputed=res.recomputed,
+        meta=res.metas["pairs"],
+    )
 
 
 def load_comparison(
@@ -220,16 +316,17 @@ def load_comparison(
 ) -> Comparison | None:
     """The cached comparison of ``runs``, or None if it (or a run's analysis) is not cached.
 
-    Never computes anything (the dashboard's read path); arguments as in :func:`compare`.
+    Never computes anything and never raises for a corrupt cache file (the dashboard's read
+    path); arguments as in :func:`compare`.
 
     Raises:
         AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
     """
-    prepared = _prepare(runs, split, spectral, compute=False, progress=False)
-    if prepared is None:
+    target = _prepare(runs, split, spectral, out_root, compute=False, progress=False)
+    if target is None:
         return None
-    loaded, _, meta = prepared
-    return _read(_folder(loaded, meta, out_root), meta)
+    res = read_stages(COMPARE_STAGES, COMPARE_STAGES, target)
+    return None if res is None else _comparison(target, res)
 
 
 def compare(
@@ -241,7 +338,7 @@ def compare(
     progress: bool = True,
     spectral: bool = True,
 ) -> Comparison:
-    """Identifiability between every pair of runs (ordered correlation, MCC, CKA, rank match).
+    """Identifiability between every pair of runs, one score per registered metric.
 
     Args:
         runs: two or more runs (or their folders), e.g. one config trained with several seeds.
@@ -260,55 +357,7 @@ def compare(
     Raises:
         AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
     """
-    loaded, analyses, meta = _prepare(runs, split, spectral, compute=True, progress=progress)
-    names, hashes = list(meta["runs"]), list(meta["weights_hashes"])
-    folder = _folder(loaded, meta, out_root)
-    if not force and (cached := _read(folder, meta)) is not None:
-        return cached
-    with locked(folder):
-        if not force and (cached := _read(folder, meta)) is not None:
-            return cached
-        orders = [feature_order(a) for a in analyses]
-        ordered = [a.features.z[:, o] for a, o in zip(analyses, orders)]  # (N, k_i) each
-        rows, corr = [], {}
-        for i, j in itertools.combinations(range(len(analyses)), 2):
-            scores, c = pair_scores(ordered[i], ordered[j])
-            corr[(i, j)] = c.astype(np.float32)
-            rows.append((names[i], names[j], *vars(scores).values()))
-        pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
-        if spectral:
-            pairs = pairs.join(_spectral_scores(loaded, analyses))
-        match_rows = []
-        for j in range(1, len(analyses)):
-            m = hungarian_match(corr[(0, j)])
-            for ra, rb, c in zip(m.rows, m.cols, m.corr):
-                match_rows.append(
-                    (
-                        int(ra),
-                        int(orders[0][ra]),
-                        names[j],
-                        int(rb),
-                        int(orders[j][rb]),
-                        float(c),
-                        abs(float(c)),
-                        1 if c >= 0 else -1,
-                    )
-                )
-        matches = pd.DataFrame(match_rows, columns=MATCH_COLUMNS)
-        arrays = {f"corr_{i}_{j}": c for (i, j), c in corr.items()}
-        arrays.update({f"order_{i}": o for i, o in enumerate(orders)})
-        save_npz(folder / "corr.npz", arrays, meta)
-        save_table(folder / "pairs.csv", pairs, meta)
-        save_table(folder / "matches.csv", matches, meta)
-    return Comparison(
-        runs=names,
-        weights_hashes=hashes,
-        split=split,
-        pairs=pairs,
-        corr=corr,
-        orders=orders,
-        matches=matches,
-        path=folder,
-        recomputed=True,
-        meta=meta,
-    )
+    target = _prepare(runs, split, spectral, out_root, compute=True, progress=progress)
+    if target is None:  # compute=True analyses every run, so this cannot happen
+        raise AnalysisError("an analysis went missing while comparing; run the compare again")
+    return _comparison(target, run_stages(COMPARE_STAGES, COMPARE_STAGES, target, force=force))

@@ -18,10 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 # Inverse L2 strength of the probe on standardised features; mild, as in linear evaluation.
 PROBE_C = 1.0
@@ -86,6 +82,12 @@ def linear_probe(
     Returns:
         The :class:`ProbeResult` on the evaluation rows.
     """
+    # imported here so that reading artifacts (the dashboard) never loads scikit-learn
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
     scaler = StandardScaler().fit(x_train)
     model = LogisticRegression(C=c, max_iter=max_iter, warm_start=init is not None)
     if init is not None:

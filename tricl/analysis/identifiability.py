@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 def corr_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,6 +88,8 @@ def hungarian_match(corr: np.ndarray) -> Matching:
     Returns:
         The :class:`Matching`; its ``mcc`` is the MCC.
     """
+    from scipy.optimize import linear_sum_assignment  # only when scoring, not when reading
+
     rows, cols = linear_sum_assignment(-np.abs(corr))
     return Matching(rows=rows, cols=cols, corr=corr[rows, cols])
 
@@ -137,17 +138,23 @@ def rank_match(corr: np.ndarray, top: int = 8) -> float:
 
 @dataclass(frozen=True)
 class PairScores:
-    """Identifiability scores of one pair of runs (see the module docstring)."""
+    """Every registered metric's score of one pair (:data:`tricl.analysis.metrics.METRICS`).
 
-    ordered_corr: float
-    ordered_corr_top8: float
-    mcc: float
-    cka: float
-    rank_match_top8: float
+    Derived from the registry: ``scores.ordered_corr_top8`` reads ``scores.values[
+    "ordered_corr_top8"]``, so a new metric shows up here with no edit.
+    """
+
+    values: dict[str, float]
+
+    def __getattr__(self, name: str) -> float:
+        values = self.__dict__.get("values", {})
+        if name not in values:
+            raise AttributeError(f"no metric {name!r}; known: {list(values)}")
+        return values[name]
 
 
 def pair_scores(a: np.ndarray, b: np.ndarray) -> tuple[PairScores, np.ndarray]:
-    """All identifiability scores of two runs.
+    """All registered identifiability scores of two runs.
 
     Args:
         a: run a's features, columns in a's importance order. Shape: (N, k_a).
@@ -156,12 +163,7 @@ def pair_scores(a: np.ndarray, b: np.ndarray) -> tuple[PairScores, np.ndarray]:
     Returns:
         ``(scores, corr)`` where ``corr`` is the signed correlation matrix. Shape: (k_a, k_b).
     """
-    corr = corr_matrix(a, b)
-    scores = PairScores(
-        ordered_corr=ordered_correlation(corr),
-        ordered_corr_top8=ordered_correlation(corr, top=8),
-        mcc=mcc(corr),
-        cka=linear_cka(a, b),
-        rank_match_top8=rank_match(corr, top=8),
-    )
-    return scores, corr
+    from tricl.analysis.metrics import score_pair  # the registry imports this module
+
+    values, corr = score_pair(a, b)
+    return PairScores(values), corr

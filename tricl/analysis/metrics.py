@@ -7,7 +7,8 @@ one :func:`register_metric` call here and its test.
 A metric scores one pair of runs from their features on the same images, each with its columns in
 its own importance order (most important first), and from their signed correlation matrix. Metrics
 with ``spectral=True`` are scored a second time with both runs rotated onto their spectral bases
-(:mod:`tricl.analysis.spectral`); that score's column is ``spectral_<name>``.
+(:mod:`tricl.analysis.spectral`); that score's column is :attr:`Metric.spectral_name`
+(``spectral_<name>``, or the metric's ``spectral_column``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class Metric:
         help: one sentence: what the number means and what a high value says.
         higher_is_better: whether a larger value means "more identifiable".
         fn: ``fn(a, b, corr) -> float`` (see the module docstring for the shapes).
-        spectral: also scored in the spectral basis, as column ``spectral_<name>``.
+        spectral: also scored in the spectral basis, as column :attr:`spectral_name`.
+        spectral_column: that column's name when it is not ``spectral_<name>`` (kept for the
+            name files, notebooks and pages already use).
     """
 
     name: str
@@ -48,11 +51,12 @@ class Metric:
     higher_is_better: bool
     fn: MetricFn
     spectral: bool = False
+    spectral_column: str | None = None
 
     @property
     def spectral_name(self) -> str:
-        """Column of this metric's spectral-basis score."""
-        return f"spectral_{self.name}"
+        """Column of this metric's spectral-basis score (read it here, never spell it)."""
+        return self.spectral_column or f"spectral_{self.name}"
 
 
 METRICS: dict[str, Metric] = {}
@@ -84,6 +88,7 @@ register_metric(
         True,
         lambda a, b, corr: ordered_correlation(corr, top=8),
         spectral=True,
+        spectral_column="spectral_corr_top8",  # the name the study, notebook and runs use
     )
 )
 register_metric(
@@ -113,6 +118,41 @@ register_metric(
         True,
         lambda a, b, corr: rank_match(corr, top=8),
         spectral=True,
+    )
+)
+
+
+def procrustes_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |corr| of a's features with b's after the best rotation of b onto a.
+
+    Both runs are centred, b is rotated onto a by orthogonal Procrustes (``R = U V^T`` from the
+    SVD of ``b^T a``), and the correlations of matching columns of ``a`` and ``b R`` are averaged
+    over all of a's features. Unlike ordered correlation it ignores any rotation of the features;
+    unlike CKA it reads each feature. The features are centred but not standardised one by one:
+    rescaling columns does not commute with a rotation, so ``b = a R`` would score below 1.
+
+    Args:
+        a: features of run a. Shape: (N, k_a).
+        b: features of run b on the same images. Shape: (N, k_b).
+
+    Returns:
+        The correlation in [0, 1]: 1 when b is a rotation of a (k_b >= k_a).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    u, _, vt = np.linalg.svd(b.T @ a, full_matrices=False)  # (k_b, m), (m, k_a)
+    return ordered_correlation(corr_matrix(a, b @ (u @ vt)))  # b @ R: (N, k_a)
+
+
+register_metric(
+    Metric(
+        "procrustes_corr",
+        "Procrustes corr",
+        "mean |corr| of each feature with its partner after the best rotation of one run onto the"
+        " other: the same features up to a rotation (high for any two good encoders)",
+        True,
+        lambda a, b, corr: procrustes_correlation(a, b),
     )
 )
 

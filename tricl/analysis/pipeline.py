@@ -14,15 +14,17 @@ embedding       embedding.npz          2-D UMAP coordinates (+ parameters in the
 downstream      downstream.csv(.json)  few-feature curves; full linear-probe and k-NN accuracy
 ==============  =====================  =========================================================
 
-Every file records the key it belongs to (weights hash, dataset, split, format version) and its
-parameters. A stage whose file is missing, torn, from other weights or other parameters is
-recomputed; the others are read. Only the features stage needs the dataset and the model.
+Each stage is one declaration in :data:`ANALYSIS_STAGES` (file, needs, version, params, compute,
+load); :func:`tricl.analysis.stages.run_stages` orders them, reads the fresh ones and computes the
+rest. Every file records the key it belongs to (weights hash, dataset, split), its stage's version,
+the versions of the stages it needs, and its parameters. A stage whose file is missing, torn,
+malformed, from other weights, another version or other parameters is recomputed, with its
+dependants when its version changed; the others are read. Only the features stage needs the
+dataset and the model. Adding a stage: register it below and add its field to :class:`Analysis`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,21 +45,21 @@ from tricl.analysis.activations import (
 from tricl.analysis.embedding import UMAP_PARAMS, Embedding, umap_embedding
 from tricl.analysis.features import Features, extract, images_hash, n_batches
 from tricl.analysis.importance import Importance
-from tricl.analysis.store import (
-    FORMAT_VERSION,
-    AnalysisError,
-    analysis_dir,
-    load_npz,
-    load_table,
-    locked,
-    normalise_meta,
-    save_npz,
-    save_table,
+from tricl.analysis.stages import (
+    Output,
+    Stage,
+    StageResults,
+    Target,
+    need_arrays,
+    need_columns,
+    read_stages,
+    register_stage,
+    run_stages,
 )
+from tricl.analysis.store import AnalysisError, analysis_dir, normalise_meta
 from tricl.runs import Run, RunError
 
 SPLITS = ("test", "train")
-STAGES = ("features", "importance", "stats", "top_images", "embedding", "downstream")
 SELECTIVITY_TOP = 100  # class selectivity is measured on each feature's top-100 images
 HISTOGRAM_BINS = 40
 
@@ -172,196 +174,17 @@ def feature_order(analysis: Analysis, name: str | None = None) -> np.ndarray:
     return analysis.importance.order(name)
 
 
-# --------------------------------------------------------------------------- run handling
-
-
-def load_run(run: Run | str | Path) -> Run:
-    """A :class:`~tricl.runs.Run` from a run or a path; a broken run raises AnalysisError."""
-    if isinstance(run, Run):
-        return run
-    try:
-        return Run.load(Path(run))
-    except RunError as exc:
-        raise AnalysisError(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What one analyze call is about: run, split, dataset, and every stage's parameters."""
-
-    run: Run
-    split: str
-    dataset: str
-    dataset_override: str | None
-    folder: Path
-    key: dict[str, Any]
-    params: dict[str, dict[str, Any]]
-
-
-def _job(run: Run, split: str, dataset: str | None, top_n: int) -> _Job:
-    if split not in SPLITS:
-        raise AnalysisError(f"unknown split {split!r}; use one of {SPLITS}")
-    if top_n < 1:
-        raise AnalysisError(f"top_n must be >= 1, got {top_n}; the default is 32")
-    override = None if dataset in (None, run.config.dataset) else dataset
-    spec = run.config.dataset if override is None else override
-    key = {
-        "weights_hash": run.weights_hash,
-        "dataset": spec,
-        "image_size": run.config.image_size,
-        "split": split,
-        "format": FORMAT_VERSION,
-    }
-    probe = {"c": ds.PROBE_C, "max_iter": ds.PROBE_MAX_ITER}
-    importance = {
-        "probe": probe,
-        "val_fraction": imp.ABLATION_VAL_FRACTION,
-        "seed": imp.ABLATION_SEED,
-    }
-    params = {
-        "features": {"knn_k": ds.KNN_K, "knn_temperature": ds.KNN_TEMPERATURE, "probe": probe},
-        "importance": importance,
-        "stats": {"selectivity_top": SELECTIVITY_TOP, "bins": HISTOGRAM_BINS},
-        "top_images": {"top_n": top_n},
-        "embedding": dict(UMAP_PARAMS),
-        "downstream": {
-            "importance": importance,
-            "probe": probe,
-            "knn_k": ds.KNN_K,
-            "knn_temperature": ds.KNN_TEMPERATURE,
-            "random_seeds": list(ds.RANDOM_SEEDS),
-            "retrieval_max_queries": ds.RETRIEVAL_MAX_QUERIES,
-            "retrieval_max_database": ds.RETRIEVAL_MAX_DATABASE,
-            "retrieval_similarity": "-||a-b||^2 on L2-normalised z, then feature subset",
-        },
-    }
-    folder = analysis_dir(run.path, split, override)
-    return _Job(run, split, spec, override, folder, key, normalise_meta(params))
-
-
-def _meta(job: _Job, stage: str, **extra: Any) -> dict[str, Any]:
-    return {"key": job.key, "params": job.params[stage], "stage": stage, **extra}
-
-
-def _fresh(meta: dict[str, Any], job: _Job, stage: str, check_params: bool) -> bool:
-    if meta.get("key") != normalise_meta(job.key) or meta.get("stage") != stage:
-        return False
-    return not check_params or meta.get("params") == job.params[stage]
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _read_stage(job: _Job, stage: str, check_params: bool) -> Any | None:
-    """The stage's artifact if it is present and fresh, else None."""
-    if stage == "downstream":
-        table = load_table(job.folder / "downstream.csv")
-        if table is None or not _fresh(table[1], job, stage, check_params):
-            return None
-        return table
-    loaded = load_npz(job.folder / f"{stage}.npz")
-    if loaded is None or not _fresh(loaded[1], job, stage, check_params):
-        return None
-    return loaded
-
-
-def _read_all(job: _Job, check_params: bool) -> dict[str, Any]:
-    return {s: got for s in STAGES if (got := _read_stage(job, s, check_params)) is not None}
-
-
-def _features_from(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Features:
-    return Features(
-        z=arrays["z"].astype(np.float32),
-        h=arrays["h"].astype(np.float32),
-        labels=arrays["labels"],
-        indices=arrays["indices"],
-        train_z=arrays["train_z"].astype(np.float32),
-        train_labels=arrays["train_labels"],
-        s=arrays.get("s"),
-        classes=list(meta["classes"]),
-        dataset=meta["key"]["dataset"],
-        split=meta["key"]["split"],
-        images_hash=meta["images_hash"],
-    )
-
-
-def _importance_from(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Importance:
-    names = meta["orders"]
-    return Importance(
-        default=meta["default"],
-        scores={n: arrays[f"score_{n}"] for n in names},
-        orders={n: arrays[f"order_{n}"] for n in names},
-        ablation_loss_increase=arrays["ablation_loss_increase"],
-        ablation_base_acc=float(meta["ablation_base_acc"]),
-    )
-
-
-def _stats_from(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FeatureStats:
-    return FeatureStats(selectivity_n=int(meta["selectivity_n"]), **arrays)
-
-
-def _assemble(
-    job: _Job, got: dict[str, Any], recomputed: tuple[str, ...], timings: dict[str, float]
-) -> Analysis:
-    feat_arrays, feat_meta = got["features"]
-    table, down_meta = got["downstream"]
-    return Analysis(
-        run_name=job.run.name,
-        run_path=job.run.path,
-        method=job.run.config.method,
-        split=job.split,
-        dataset=job.dataset,
-        weights_hash=job.key["weights_hash"],
-        features=_features_from(feat_arrays, feat_meta),
-        importance=_importance_from(*got["importance"]),
-        stats=_stats_from(*got["stats"]),
-        top_images=TopImages(**got["top_images"][0]),
-        embedding=Embedding(
-            coords=got["embedding"][0]["coords"], params=got["embedding"][1]["effective"]
-        ),
-        downstream=table,
-        full={**feat_meta["backbone"], **down_meta["full"]},
-        params={s: got[s][1]["params"] for s in STAGES},
-        recomputed=recomputed,
-        timings=timings,
-    )
-
-
-def load_analysis(
-    run: Run | str | Path, *, split: str = "test", dataset: str | None = None
-) -> Analysis | None:
-    """The cached analysis of a run, or None if any artifact is missing or from other weights.
-
-    Never computes anything (the dashboard's read path). Artifacts computed with other parameters
-    (e.g. another ``top_n``) are accepted as long as they belong to the current weights.
-
-    Args:
-        run: a run or its folder.
-        split: evaluation split.
-        dataset: the dataset it was analysed on, if not the run's own.
-    """
-    r = load_run(run)
-    job = _job(r, split, dataset, top_n=1)
-    got = _read_all(job, check_params=False)
-    if len(got) < len(STAGES):
-        return None
-    return _assemble(job, got, (), {})
-
-
-# --------------------------------------------------------------------------- computing
-
-
 class _Progress:
-    """A tqdm bar over work units, or nothing."""
+    """A tqdm bar over work units, drawn from the first unit of work on; or nothing."""
 
     def __init__(self, enabled: bool, desc: str) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=0, desc=desc, unit="step", dynamic_ncols=True)
+        self.enabled, self.desc, self.bar = enabled, desc, None
 
     def add(self, n: int) -> None:
+        if self.enabled and self.bar is None:  # a cached analysis never draws a bar
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=0, desc=self.desc, unit="step", dynamic_ncols=True)
         if self.bar is not None:
             self.bar.total += n
             self.bar.refresh()
@@ -379,37 +202,100 @@ class _Progress:
             self.bar.close()
 
 
-def _load_images(job: _Job) -> Any:
-    """The dataset, checked against the run's input format."""
-    from tricl.data import DatasetError, load_dataset
+# --------------------------------------------------------------------------- run handling
 
-    run = job.run
+
+def load_run(run: Run | str | Path) -> Run:
+    """A :class:`~tricl.runs.Run` from a run or a path; a broken run raises AnalysisError."""
+    if isinstance(run, Run):
+        return run
     try:
-        data = load_dataset(job.dataset, image_size=run.config.image_size)
-    except DatasetError as exc:
-        raise AnalysisError(f"cannot analyze {run.name}: {exc}") from None
-    want_c, want_size = run.in_channels, run.dataset_info.get("image_size")
-    if data.channels != want_c or (want_size is not None and data.image_size != int(want_size)):
-        raise AnalysisError(
-            f"dataset {job.dataset} has {data.channels}x{data.image_size}px images but"
-            f" {run.name} was trained on {want_c}x{want_size}px; pick a dataset of the same format"
-        )
-    return data
+        return Run.load(Path(run))
+    except RunError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
-def _compute_features(job: _Job, device: str, progress: _Progress) -> None:
-    data = _load_images(job)
+@dataclass(frozen=True)
+class _Job:
+    """The stages' context: run, split, dataset, settings and progress of one analyze call."""
+
+    run: Run
+    split: str
+    dataset: str
+    dataset_override: str | None
+    top_n: int
+    device: str
+    progress: _Progress
+
+
+def _target(run: Run, split: str, dataset: str | None, top_n: int, **ctx: Any) -> Target:
+    if split not in SPLITS:
+        raise AnalysisError(f"unknown split {split!r}; use one of {SPLITS}")
+    if top_n < 1:
+        raise AnalysisError(f"top_n must be >= 1, got {top_n}; the default is 32")
+    override = None if dataset in (None, run.config.dataset) else dataset
+    spec = run.config.dataset if override is None else override
+    key = {
+        "weights_hash": run.weights_hash,
+        "dataset": spec,
+        "image_size": run.config.image_size,
+        "split": split,
+    }
+    job = _Job(run, split, spec, override, top_n, **ctx)
+    return Target(analysis_dir(run.path, split, override), normalise_meta(key), job)
+
+
+def _probe_params() -> dict[str, Any]:
+    return {"c": ds.PROBE_C, "max_iter": ds.PROBE_MAX_ITER}
+
+
+def _importance_params(job: _Job) -> dict[str, Any]:
+    return {
+        "probe": _probe_params(),
+        "val_fraction": imp.ABLATION_VAL_FRACTION,
+        "seed": imp.ABLATION_SEED,
+    }
+
+
+# --------------------------------------------------------------------------- the stages
+
+ANALYSIS_STAGES: dict[str, Stage] = {}
+
+
+def _load_features(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _Job) -> Features:
+    need_arrays(
+        arrays, {"z": 2, "h": 2, "labels": 1, "indices": 1, "train_z": 2, "train_labels": 1}
+    )
+    if not len(arrays["z"]) == len(arrays["labels"]) == len(arrays["indices"]):
+        raise ValueError("z, labels and indices disagree in length")
+    return Features(
+        z=arrays["z"].astype(np.float32),
+        h=arrays["h"].astype(np.float32),
+        labels=arrays["labels"],
+        indices=arrays["indices"],
+        train_z=arrays["train_z"].astype(np.float32),
+        train_labels=arrays["train_labels"],
+        s=arrays.get("s"),
+        classes=[str(c) for c in meta["classes"]],
+        dataset=meta["key"]["dataset"],
+        split=meta["key"]["split"],
+        images_hash=str(meta["images_hash"]),
+    )
+
+
+def _compute_features(job: _Job, inputs: dict[str, Any]) -> Output:
+    data, progress = _load_images(job), job.progress
     eval_x, eval_y = data.split(job.split)
     train_x, train_y = data.train_x, data.train_y
     same = job.split == "train"
     progress.add(n_batches(len(eval_x)) + (0 if same else n_batches(len(train_x))) + 2)
-    encoder = job.run.encoder(device)
-    z, h = extract(encoder, eval_x, data.preprocess, device=device, tick=progress.tick)
+    encoder = job.run.encoder(job.device)
+    z, h = extract(encoder, eval_x, data.preprocess, device=job.device, tick=progress.tick)
     if same:
         train_z, train_h = z, h
     else:
         train_z, train_h = extract(
-            encoder, train_x, data.preprocess, device=device, tick=progress.tick
+            encoder, train_x, data.preprocess, device=job.device, tick=progress.tick
         )
     s = encoder.importance()
     eval_y_np, train_y_np = eval_y.numpy().astype(np.int64), train_y.numpy().astype(np.int64)
@@ -432,37 +318,97 @@ def _compute_features(job: _Job, device: str, progress: _Progress) -> None:
     }
     if s is not None:
         arrays["s"] = s.detach().float().cpu().numpy()
-    meta = _meta(
-        job,
-        "features",
-        classes=list(data.classes),
-        images_hash=images_hash(eval_x, eval_y),
-        backbone=backbone,
-    )
-    save_npz(job.folder / "features.npz", arrays, meta)
     progress.tick()
+    meta = {
+        "classes": list(data.classes),
+        "images_hash": images_hash(eval_x, eval_y),
+        "backbone": backbone,
+    }
+    return Output(arrays, meta)
 
 
-def _compute_importance(job: _Job, f: Features, progress: _Progress) -> None:
-    progress.add(f.k + 1)
-    res = imp.compute_importance(f.train_z, f.train_labels, f.s, tick=progress.tick)
+register_stage(
+    ANALYSIS_STAGES,
+    Stage(
+        "features",
+        "features.npz",
+        _compute_features,
+        _load_features,
+        params=lambda job: {
+            "knn_k": ds.KNN_K,
+            "knn_temperature": ds.KNN_TEMPERATURE,
+            "probe": _probe_params(),
+        },
+    ),
+)
+
+
+def _load_importance(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _Job) -> Importance:
+    names = [str(n) for n in meta["orders"]]
+    need_arrays(arrays, {f"order_{n}": 1 for n in names} | {"ablation_loss_increase": 1})
+    if meta["default"] not in names:
+        raise ValueError(f"default order {meta['default']!r} is not among {names}")
+    return Importance(
+        default=meta["default"],
+        scores={n: arrays[f"score_{n}"] for n in names},
+        orders={n: arrays[f"order_{n}"] for n in names},
+        ablation_loss_increase=arrays["ablation_loss_increase"],
+        ablation_base_acc=float(meta["ablation_base_acc"]),
+    )
+
+
+def _compute_importance(job: _Job, inputs: dict[str, Any]) -> Output:
+    f: Features = inputs["features"]
+    job.progress.add(f.k + 1)
+    res = imp.compute_importance(f.train_z, f.train_labels, f.s, tick=job.progress.tick)
     arrays = {"ablation_loss_increase": res.ablation_loss_increase}
     for name in res.orders:
         arrays[f"score_{name}"] = res.scores[name]
         arrays[f"order_{name}"] = res.orders[name]
-    meta = _meta(
-        job,
+    job.progress.tick()
+    meta = {
+        "default": res.default,
+        "orders": list(res.orders),
+        "ablation_base_acc": res.ablation_base_acc,
+    }
+    return Output(arrays, meta)
+
+
+register_stage(
+    ANALYSIS_STAGES,
+    Stage(
         "importance",
-        default=res.default,
-        orders=list(res.orders),
-        ablation_base_acc=res.ablation_base_acc,
+        "importance.npz",
+        _compute_importance,
+        _load_importance,
+        needs=("features",),
+        params=_importance_params,
+    ),
+)
+
+_STATS_NDIM = {
+    "class_means": 2,
+    "mean": 1,
+    "std": 1,
+    "dominant_class": 1,
+    "dominant_share": 1,
+    "class_entropy": 1,
+    "class_counts": 2,
+    "hist_counts": 2,
+    "hist_edges": 2,
+}
+
+
+def _load_stats(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _Job) -> FeatureStats:
+    need_arrays(arrays, _STATS_NDIM)
+    return FeatureStats(
+        selectivity_n=int(meta["selectivity_n"]), **{n: arrays[n] for n in _STATS_NDIM}
     )
-    save_npz(job.folder / "importance.npz", arrays, meta)
-    progress.tick()
 
 
-def _compute_stats(job: _Job, f: Features, progress: _Progress) -> None:
-    progress.add(1)
+def _compute_stats(job: _Job, inputs: dict[str, Any]) -> Output:
+    f: Features = inputs["features"]
+    job.progress.add(1)
     n_sel = min(SELECTIVITY_TOP, len(f.z))
     top = top_bottom_images(iter_chunks(f.z, f.indices), n_sel)
     # top_indices are dataset indices; labels are indexed by row, so map through the rows
@@ -481,59 +427,204 @@ def _compute_stats(job: _Job, f: Features, progress: _Progress) -> None:
         "hist_counts": counts,
         "hist_edges": edges,
     }
-    save_npz(job.folder / "stats.npz", arrays, _meta(job, "stats", selectivity_n=n_sel))
-    progress.tick()
+    job.progress.tick()
+    return Output(arrays, {"selectivity_n": n_sel})
 
 
-def _compute_top_images(job: _Job, f: Features, progress: _Progress) -> None:
-    progress.add(1)
-    top_n = job.params["top_images"]["top_n"]
-    top = top_bottom_images(iter_chunks(f.z, f.indices), min(top_n, len(f.z)))
-    save_npz(job.folder / "top_images.npz", vars(top), _meta(job, "top_images"))
-    progress.tick()
+register_stage(
+    ANALYSIS_STAGES,
+    Stage(
+        "stats",
+        "stats.npz",
+        _compute_stats,
+        _load_stats,
+        needs=("features",),
+        params=lambda job: {"selectivity_top": SELECTIVITY_TOP, "bins": HISTOGRAM_BINS},
+    ),
+)
 
 
-def _compute_embedding(job: _Job, f: Features, progress: _Progress) -> None:
-    progress.add(1)
-    emb = umap_embedding(f.z, job.params["embedding"])
-    save_npz(
-        job.folder / "embedding.npz",
-        {"coords": emb.coords},
-        _meta(job, "embedding", effective=emb.params),
-    )
-    progress.tick()
+def _load_top_images(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _Job) -> TopImages:
+    fields = ("top_indices", "top_values", "bottom_indices", "bottom_values")
+    need_arrays(arrays, dict.fromkeys(fields, 2))
+    return TopImages(**{n: arrays[n] for n in fields})
 
 
-def _compute_downstream(
-    job: _Job, f: Features, importance: Importance, progress: _Progress
-) -> None:
-    progress.add(ds.n_curve_points(f.k, len(importance.orders)) + 1)
+def _compute_top_images(job: _Job, inputs: dict[str, Any]) -> Output:
+    f: Features = inputs["features"]
+    job.progress.add(1)
+    top = top_bottom_images(iter_chunks(f.z, f.indices), min(job.top_n, len(f.z)))
+    job.progress.tick()
+    return Output(dict(vars(top)))
+
+
+register_stage(
+    ANALYSIS_STAGES,
+    Stage(
+        "top_images",
+        "top_images.npz",
+        _compute_top_images,
+        _load_top_images,
+        needs=("features",),
+        params=lambda job: {"top_n": job.top_n},
+    ),
+)
+
+
+def _load_embedding(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _Job) -> Embedding:
+    need_arrays(arrays, {"coords": 2})
+    if arrays["coords"].shape[1] != 2 or not isinstance(meta["effective"], dict):
+        raise ValueError("the embedding is not a 2-D map with its parameters")
+    return Embedding(coords=arrays["coords"], params=meta["effective"])
+
+
+def _compute_embedding(job: _Job, inputs: dict[str, Any]) -> Output:
+    job.progress.add(1)
+    emb = umap_embedding(inputs["features"].z, dict(UMAP_PARAMS))
+    job.progress.tick()
+    return Output({"coords": emb.coords}, {"effective": emb.params})
+
+
+register_stage(
+    ANALYSIS_STAGES,
+    Stage(
+        "embedding",
+        "embedding.npz",
+        _compute_embedding,
+        _load_embedding,
+        needs=("features",),
+        params=lambda job: dict(UMAP_PARAMS),
+    ),
+)
+
+DOWNSTREAM_COLUMNS = [
+    "order",
+    "selection",
+    "k",
+    "linear_acc",
+    "retrieval_map",
+    "linear_acc_std",
+    "retrieval_map_std",
+]
+
+
+def _load_downstream(table: pd.DataFrame, meta: dict[str, Any], job: _Job) -> pd.DataFrame:
+    need_columns(table, DOWNSTREAM_COLUMNS)
+    if not {"linear_acc", "knn_acc"} <= set(meta["full"]):
+        raise ValueError("the downstream meta lacks the full-feature accuracies")
+    return table
+
+
+def _compute_downstream(job: _Job, inputs: dict[str, Any]) -> Output:
+    f: Features = inputs["features"]
+    importance: Importance = inputs["importance"]
+    job.progress.add(ds.n_curve_points(f.k, len(importance.orders)) + 1)
     same = job.split == "train"
-    inputs = ds.DownstreamInputs.build(f.train_z, f.train_labels, f.z, f.labels, same_split=same)
-    full_acc, full_map = inputs.evaluate(np.arange(f.k))  # also the curves' k = all point
+    data = ds.DownstreamInputs.build(f.train_z, f.train_labels, f.z, f.labels, same_split=same)
+    full_acc, full_map = data.evaluate(np.arange(f.k))  # also the curves' k = all point
     full = {
         "linear_acc": full_acc,
         "knn_acc": ds.knn_accuracy(
-            inputs.train,
-            inputs.train_y,
-            inputs.test,
-            inputs.test_y,
-            exclude=np.arange(len(inputs.test)) if same else None,
+            data.train,
+            data.train_y,
+            data.test,
+            data.test_y,
+            exclude=np.arange(len(data.test)) if same else None,
         ),
         "retrieval_map": full_map,
     }
-    progress.tick()
-    table = ds.few_feature_curves(inputs, importance.orders, tick=progress.tick)
-    save_table(job.folder / "downstream.csv", table, _meta(job, "downstream", full=full))
+    job.progress.tick()
+    table = ds.few_feature_curves(data, importance.orders, tick=job.progress.tick)
+    return Output(table, {"full": full})
 
 
-# the stages' compute functions after features: (job, features, progress[, importance])
-_AFTER_FEATURES: dict[str, Callable[..., None]] = {
-    "importance": _compute_importance,
-    "stats": _compute_stats,
-    "top_images": _compute_top_images,
-    "embedding": _compute_embedding,
-}
+register_stage(
+    ANALYSIS_STAGES,
+    Stage(
+        "downstream",
+        "downstream.csv",
+        _compute_downstream,
+        _load_downstream,
+        needs=("features", "importance"),
+        params=lambda job: {
+            "importance": _importance_params(job),
+            "probe": _probe_params(),
+            "knn_k": ds.KNN_K,
+            "knn_temperature": ds.KNN_TEMPERATURE,
+            "random_seeds": list(ds.RANDOM_SEEDS),
+            "retrieval_max_queries": ds.RETRIEVAL_MAX_QUERIES,
+            "retrieval_max_database": ds.RETRIEVAL_MAX_DATABASE,
+            "retrieval_similarity": "-||a-b||^2 on L2-normalised z, then feature subset",
+        },
+    ),
+)
+
+# the stages analyze computes, in dependency order (derived: register a stage above to add one)
+STAGES = tuple(ANALYSIS_STAGES)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _assemble(job: _Job, res: StageResults) -> Analysis:
+    v, m = res.values, res.metas
+    return Analysis(
+        run_name=job.run.name,
+        run_path=job.run.path,
+        method=job.run.config.method,
+        split=job.split,
+        dataset=job.dataset,
+        weights_hash=m["features"]["key"]["weights_hash"],
+        **{name: v[name] for name in STAGES},
+        full={**m["features"]["backbone"], **m["downstream"]["full"]},
+        params={s: m[s]["params"] for s in STAGES},
+        recomputed=res.recomputed,
+        timings=res.timings,
+    )
+
+
+def load_analysis(
+    run: Run | str | Path, *, split: str = "test", dataset: str | None = None
+) -> Analysis | None:
+    """The cached analysis of a run, or None if any artifact is missing, corrupt or stale.
+
+    Never computes anything and never raises for a bad cache file (the dashboard's read path).
+    Artifacts computed with other parameters (e.g. another ``top_n``) are accepted as long as they
+    belong to the current weights and stage versions.
+
+    Args:
+        run: a run or its folder.
+        split: evaluation split.
+        dataset: the dataset it was analysed on, if not the run's own.
+
+    Raises:
+        AnalysisError: a broken run or an unknown split.
+    """
+    r = load_run(run)
+    target = _target(r, split, dataset, 1, device="cpu", progress=_Progress(False, ""))
+    res = read_stages(ANALYSIS_STAGES, STAGES, target, check_params=False)
+    return None if res is None else _assemble(target.ctx, res)
+
+
+# --------------------------------------------------------------------------- computing
+
+
+def _load_images(job: _Job) -> Any:
+    """The dataset, checked against the run's input format."""
+    from tricl.data import DatasetError, load_dataset
+
+    run = job.run
+    try:
+        data = load_dataset(job.dataset, image_size=run.config.image_size)
+    except DatasetError as exc:
+        raise AnalysisError(f"cannot analyze {run.name}: {exc}") from None
+    want_c, want_size = run.in_channels, run.dataset_info.get("image_size")
+    if data.channels != want_c or (want_size is not None and data.image_size != int(want_size)):
+        raise AnalysisError(
+            f"dataset {job.dataset} has {data.channels}x{data.image_size}px images but"
+            f" {run.name} was trained on {want_c}x{want_size}px; pick a dataset of the same format"
+        )
+    return data
 
 
 def analyze(
@@ -567,36 +658,10 @@ def analyze(
         AnalysisError: broken run, unavailable or mismatched dataset, bad arguments.
     """
     r = load_run(run)
-    job = _job(r, split, dataset, top_n)
-    if not force:
-        got = _read_all(job, check_params=True)
-        if len(got) == len(STAGES):
-            return _assemble(job, got, (), {})
     bar = _Progress(progress, f"analyze {r.name}")
-    timings: dict[str, float] = {}
+    target = _target(r, split, dataset, top_n, device=device, progress=bar)
     try:
-        with locked(job.folder):
-            # another process may have finished the work while this one waited for the lock
-            got = {} if force else _read_all(job, check_params=True)
-            todo = [s for s in STAGES if s not in got]
-            for stage in todo:
-                t0 = time.perf_counter()
-                bar.stage(stage)
-                if stage == "features":
-                    _compute_features(job, device, bar)
-                else:
-                    feats = _features_from(*got["features"])
-                    if stage == "downstream":
-                        _compute_downstream(job, feats, _importance_from(*got["importance"]), bar)
-                    else:
-                        _AFTER_FEATURES[stage](job, feats, bar)
-                got[stage] = _read_stage(job, stage, check_params=True)
-                if got[stage] is None:
-                    raise AnalysisError(
-                        f"{job.folder} lost its {stage} artifact right after writing it; check"
-                        " that nothing else writes there and that the disk is not full"
-                    )
-                timings[stage] = time.perf_counter() - t0
+        res = run_stages(ANALYSIS_STAGES, STAGES, target, force=force, on_stage=bar.stage)
     finally:
         bar.close()
-    return _assemble(job, got, tuple(todo), timings)
+    return _assemble(target.ctx, res)

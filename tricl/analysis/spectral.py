@@ -17,7 +17,8 @@ except inside eigenvalue clusters whose gaps are below the estimation noise
 (``split_half_diff``): there the order is not identifiable from the data at all.
 
 The basis is estimated on augmented pairs of the TRAIN split (``reps`` passes with the run's own
-augmentation), never on the evaluation images, and cached in ``RUN/analysis/spectral.npz``.
+augmentation), never on the evaluation images, and cached in ``RUN/analysis/spectral.npz`` by the
+``spectral`` stage of :data:`RUN_STAGES` (:mod:`tricl.analysis.stages`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tricl.analysis.store import FORMAT_VERSION, load_npz, locked, normalise_meta, save_npz
+from tricl.analysis.stages import (
+    Output,
+    Stage,
+    Target,
+    need_arrays,
+    read_stages,
+    register_stage,
+    run_stages,
+)
+from tricl.analysis.store import normalise_meta
 from tricl.runs import Run
 
 SPECTRAL_FILE = "spectral.npz"
@@ -111,25 +121,89 @@ def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
     )
 
 
-def _meta(run: Run, reps: int, seed: int) -> dict:
-    return normalise_meta(
-        {
-            "weights_hash": run.weights_hash,
-            "dataset": run.config.dataset,
-            "format": FORMAT_VERSION,
-            "stage": "spectral",
-            "params": {"reps": reps, "seed": seed, "split": "train"},
-        }
+@dataclass(frozen=True)
+class _SpectralJob:
+    """The spectral stage's context: the run and how to estimate its basis."""
+
+    run: Run
+    reps: int
+    seed: int
+    batch: int
+    device: str
+
+
+def _load_basis(arrays: dict[str, np.ndarray], meta: dict, job: _SpectralJob) -> SpectralBasis:
+    need_arrays(
+        arrays, {"mean": 1, "rotation": 2, "eigenvalues": 1, "split_half_diff": 1, "pairs": 0}
     )
+    if arrays["rotation"].shape[1] != len(arrays["eigenvalues"]):
+        raise ValueError("rotation and eigenvalues disagree in length")
+    return SpectralBasis(
+        mean=arrays["mean"],
+        rotation=arrays["rotation"],
+        eigenvalues=arrays["eigenvalues"],
+        split_half_diff=arrays["split_half_diff"],
+        pairs=int(arrays["pairs"]),
+    )
+
+
+@torch.no_grad()
+def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
+    from tricl.data import build_augmentation
+
+    # building the model and drawing augmentations use torch's global RNG: fork it, so the
+    # estimate is repeatable and the caller's random stream is left as it was
+    dev = torch.device(job.device)
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(job.seed)
+        data = job.run.load_data()
+        encoder = job.run.encoder(job.device).eval()
+        augment = build_augmentation(data).to(dev)
+        views: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        x = data.train_x
+        for _ in range(job.reps):
+            for i in range(0, len(x), job.batch):
+                xb = x[i : i + job.batch].to(dev)
+                views[0].append(encoder(augment(xb)).float().cpu())
+                views[1].append(encoder(augment(xb)).float().cpu())
+    basis = estimate(torch.cat(views[0]), torch.cat(views[1]))
+    arrays = {
+        "mean": basis.mean,
+        "rotation": basis.rotation,
+        "eigenvalues": basis.eigenvalues,
+        "split_half_diff": basis.split_half_diff,
+        "pairs": np.array(basis.pairs),
+    }
+    return Output(arrays)
+
+
+# Stages of one run that do not depend on the evaluation split, in ``RUN/analysis/``.
+RUN_STAGES: dict[str, Stage] = {}
+register_stage(
+    RUN_STAGES,
+    Stage(
+        "spectral",
+        SPECTRAL_FILE,
+        _compute_basis,
+        _load_basis,
+        params=lambda job: {"reps": job.reps, "seed": job.seed, "split": "train"},
+    ),
+)
+
+
+def _target(run: Run, reps: int, seed: int, batch: int = 500, device: str = "cpu") -> Target:
+    key = normalise_meta({"weights_hash": run.weights_hash, "dataset": run.config.dataset})
+    job = _SpectralJob(run, reps, seed, batch, device)
+    return Target(Path(run.path) / "analysis", key, job)
 
 
 def load_spectral_basis(run: Run, *, reps: int = 4, seed: int = 0) -> SpectralBasis | None:
     """The run's cached spectral basis for these parameters, or None (never computes)."""
-    got = load_npz(Path(run.path) / "analysis" / SPECTRAL_FILE)
-    return _from_arrays(got[0]) if got is not None and got[1] == _meta(run, reps, seed) else None
+    res = read_stages(RUN_STAGES, ["spectral"], _target(run, reps, seed))
+    return None if res is None else res.values["spectral"]
 
 
-@torch.no_grad()
 def spectral_basis(
     run: Run,
     *,
@@ -153,56 +227,5 @@ def spectral_basis(
     Returns:
         The :class:`SpectralBasis`.
     """
-    from tricl.data import build_augmentation
-
-    path = Path(run.path) / "analysis" / SPECTRAL_FILE
-    meta = _meta(run, reps, seed)
-
-    def cached() -> SpectralBasis | None:
-        got = None if force else load_npz(path)
-        return _from_arrays(got[0]) if got is not None and got[1] == meta else None
-
-    if (basis := cached()) is not None:
-        return basis
-    with locked(path.parent):  # another process may have written it while we waited
-        if (basis := cached()) is not None:
-            return basis
-        # building the model and drawing augmentations use torch's global RNG: fork it, so
-        # the estimate is repeatable and the caller's random stream is left as it was
-        dev = torch.device(device)
-        cuda = [dev.index or 0] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            data = run.load_data()
-            encoder = run.encoder(device).eval()
-            augment = build_augmentation(data).to(dev)
-            views: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-            x = data.train_x
-            for _ in range(reps):
-                for i in range(0, len(x), batch):
-                    xb = x[i : i + batch].to(dev)
-                    views[0].append(encoder(augment(xb)).float().cpu())
-                    views[1].append(encoder(augment(xb)).float().cpu())
-        basis = estimate(torch.cat(views[0]), torch.cat(views[1]))
-        save_npz(
-            path,
-            {
-                "mean": basis.mean,
-                "rotation": basis.rotation,
-                "eigenvalues": basis.eigenvalues,
-                "split_half_diff": basis.split_half_diff,
-                "pairs": np.array(basis.pairs),
-            },
-            meta,
-        )
-    return basis
-
-
-def _from_arrays(arrays: dict[str, np.ndarray]) -> SpectralBasis:
-    return SpectralBasis(
-        mean=arrays["mean"],
-        rotation=arrays["rotation"],
-        eigenvalues=arrays["eigenvalues"],
-        split_half_diff=arrays["split_half_diff"],
-        pairs=int(arrays["pairs"]),
-    )
+    target = _target(run, reps, seed, batch, device)
+    return run_stages(RUN_STAGES, ["spectral"], target, force=force).values["spectral"]

@@ -1,10 +1,15 @@
 """Storage of analysis artifacts: atomic files that carry their own provenance, and a lock.
 
-Every array artifact is one ``.npz`` file whose ``__meta__`` entry is a JSON string holding the key
-it was computed for (weights hash, dataset, split, format version) and its parameters; a file whose
-meta does not match what is asked for is stale and gets recomputed. Tables are CSV files with a JSON
+Every array artifact is one ``.npz`` file whose ``__meta__`` entry is a JSON object holding the key
+it was computed for (weights hash, dataset, split), its stage's version and its parameters; a file
+whose meta does not match what is asked for is stale and gets recomputed
+(:mod:`tricl.analysis.stages`). Tables are CSV files with a JSON
 sidecar that records the same meta plus the SHA-256 of the CSV bytes, so a reader can never pair a
 table with the wrong sidecar. Arrays are read with ``np.load(allow_pickle=False)`` only.
+
+The readers are typed: a file that is torn, garbage, or valid JSON / npz of the wrong type (a meta
+that is a list, a sidecar without its hash) reads as None, exactly like a missing file, so the
+caller recomputes a cache instead of failing on it.
 
 Writers hold an exclusive ``fcntl`` lock on ``<dir>/.lock`` while they compute and write; each file
 is written to a temporary name and renamed into place (``tricl.runs.atomic_path``), so readers that
@@ -14,12 +19,15 @@ do not lock still only ever see whole files.
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import hashlib
 import io
 import json
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +37,20 @@ import pandas as pd
 
 from tricl.runs import atomic_path, atomic_write_bytes
 
-# Bump when an artifact's content or meaning changes: every cached artifact then recomputes.
-FORMAT_VERSION = 2  # 2: feature matrices stored as float16
 META_KEY = "__meta__"
 LOCK_FILE = ".lock"
+# What reading a torn or garbage file raises (numpy, zipfile, json, pandas' parser)
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    csv.Error,
+)
 
 
 class AnalysisError(ValueError):
@@ -121,7 +139,8 @@ def load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """Read an artifact written by :func:`save_npz`.
 
     Returns:
-        ``(arrays, meta)``, or None when the file is missing, unreadable or has no meta.
+        ``(arrays, meta)``, or None when the file is missing, unreadable, has no meta or a meta
+        that is not a JSON object.
     """
     if not path.is_file():
         return None
@@ -129,9 +148,9 @@ def load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         meta = json.loads(str(arrays.pop(META_KEY)))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except _UNREADABLE:
         return None
-    return arrays, meta
+    return (arrays, meta) if isinstance(meta, dict) else None
 
 
 def save_table(path: Path, table: pd.DataFrame, meta: dict[str, Any]) -> None:
@@ -159,14 +178,26 @@ def load_table(path: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     try:
         side = json.loads(side_path.read_text())
         data = path.read_bytes()
-    except (OSError, json.JSONDecodeError):
+    except _UNREADABLE:
         return None
-    if side.get("sha256") != hashlib.sha256(data).hexdigest():
+    if not (
+        isinstance(side, dict)
+        and isinstance(side.get("meta"), dict)
+        and isinstance(side.get("dtypes", {}), dict)
+        and side.get("sha256") == hashlib.sha256(data).hexdigest()
+    ):
         return None
+    try:
+        return _typed_table(data, side.get("dtypes", {})), side["meta"]
+    except _UNREADABLE:
+        return None
+
+
+def _typed_table(data: bytes, dtypes: dict[str, str]) -> pd.DataFrame:
     # read every column as text, then restore the recorded dtypes: a run named "123" or "NA"
     # stays a string, and "nan" becomes NaN only in float columns
     table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    for col, dtype in side.get("dtypes", {}).items():
+    for col, dtype in dtypes.items():
         kind = np.dtype(dtype).kind
         if col not in table.columns:
             continue
@@ -174,7 +205,7 @@ def load_table(path: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
             table[col] = table[col] == "True"
         elif kind in "iuf":
             table[col] = table[col].astype(np.dtype(dtype))
-    return table, side["meta"]
+    return table
 
 
 def _sidecar(path: Path) -> Path:
@@ -188,8 +219,8 @@ def save_json(path: Path, obj: Any) -> None:
 
 
 def load_json(path: Path) -> Any | None:
-    """Read a JSON document; None when missing or unreadable."""
+    """Read a JSON document; None when missing or unreadable (the caller checks its type)."""
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except _UNREADABLE:
         return None

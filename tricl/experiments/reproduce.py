@@ -94,26 +94,28 @@ def _mean_std(values) -> str:
     return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
+def _shown_metrics(results: list[ArmResult]) -> list[tuple[str, str]]:
+    """``(column, label)`` of every registered metric the arms' pair tables hold, registry order."""
+    from tricl.analysis.metrics import column_info, metric_columns
+
+    have = set().union(*(r.pairs.columns for r in results)) if results else set()
+    shown = []
+    for col in metric_columns(spectral=True):
+        if col in have:
+            metric, spectral = column_info(col)
+            shown.append((col, f"{metric.label}, spectral basis" if spectral else metric.label))
+    return shown
+
+
 def identifiability_table(results: list[ArmResult]) -> pd.DataFrame:
+    """Mean ± std over seed pairs of every registered metric, one row per arm."""
+    arms = [r for r in results if not r.pairs.empty]
+    metrics = _shown_metrics(arms)
     rows = []
-    for r in results:
-        if r.pairs.empty:
-            continue
-        rows.append(
-            {
-                "method": r.name,
-                "ordered corr (top-8)": _mean_std(r.pairs["ordered_corr_top8"]),
-                "ordered corr (all)": _mean_std(r.pairs["ordered_corr"]),
-                "rank match (top-8)": _mean_std(r.pairs["rank_match_top8"]),
-                "MCC": _mean_std(r.pairs["mcc"]),
-                "CKA": _mean_std(r.pairs["cka"]),
-                "ordered corr (top-8), spectral basis": _mean_std(r.pairs["spectral_corr_top8"]),
-                "rank match (top-8), spectral basis": _mean_std(
-                    r.pairs["spectral_rank_match_top8"]
-                ),
-                "seed pairs": len(r.pairs),
-            }
-        )
+    for r in arms:
+        row = {"method": r.name}
+        row.update({label: _mean_std(r.pairs[col]) for col, label in metrics})
+        rows.append({**row, "seed pairs": len(r.pairs)})
     return pd.DataFrame(rows)
 
 
@@ -151,16 +153,9 @@ def plot_identifiability(results: list[ArmResult], path: Path, title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [
-        ("ordered_corr_top8", "ordered corr\n(top-8)"),
-        ("ordered_corr", "ordered corr"),
-        ("rank_match_top8", "rank match\n(top-8)"),
-        ("mcc", "MCC"),
-        ("cka", "CKA"),
-        ("spectral_corr_top8", "ordered corr\n(top-8, spectral)"),
-    ]
     shown = [r for r in results if not r.pairs.empty]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    metrics = _shown_metrics(shown)
+    fig, ax = plt.subplots(figsize=(max(10, 1.3 * len(metrics)), 3.8))
     width = 0.8 / max(1, len(shown))
     for i, r in enumerate(shown):
         means = [r.pairs[m].mean() for m, _ in metrics]
@@ -168,7 +163,7 @@ def plot_identifiability(results: list[ArmResult], path: Path, title: str) -> No
         xs = np.arange(len(metrics)) + i * width
         ax.bar(xs, means, width, yerr=stds, label=r.name, color=ARMS[r.name][1], capsize=2)
     ax.set_xticks(np.arange(len(metrics)) + width * (len(shown) - 1) / 2)
-    ax.set_xticklabels([label for _, label in metrics])
+    ax.set_xticklabels([label.replace(", ", "\n") for _, label in metrics], fontsize=8)
     ax.set_ylim(0, 1.3)
     ax.set_ylabel("mean over seed pairs")
     ax.set_title(title)
@@ -346,7 +341,7 @@ def write_report(
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -406,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny version for CI: digits, 1 epoch, 2 seeds, simclr and tricl",
     )
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
 
-    progress = not args.no_progress
+
+def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[ArmResult], dict]]:
+    """Train, analyse and compare every arm of every study the arguments ask for."""
     sections = []
     if args.smoke:
         base = {
@@ -440,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
                 for m in args.cifar_methods
             ]
             sections.append(("CIFAR-10 subset (small CNN, 128 features)", cres, cbase))
+    return sections
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    progress = not args.no_progress
+    sections = _sections(args, progress)
     synthetic = None
     if args.synthetic_seeds and not args.smoke:
         from tricl.experiments.synthetic import study
