@@ -123,10 +123,12 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     wf, wr = weights(full), weights(resumed)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     assert [r["epoch"] for r in resumed.metrics()] == [1, 2, 3]
-    # resuming a finished run is a no-op, also when it was shipped without its train state
+    # resuming a finished run is a no-op; without its train state (as shipped) it is refused
     assert train(resume=resumed.path, progress=False).epochs_done == 3
     (resumed.path / STATE_FILE).unlink()
-    assert train(resume=resumed.path, progress=False).epochs_done == 3
+    with pytest.raises(RunError, match=r"finished \(3/3 epochs\).*nothing to resume") as err:
+        train(resume=resumed.path, progress=False)
+    assert "\n" not in str(err.value)
     assert weights(Run.load(resumed.path))["importance_logits"].equal(wr["importance_logits"])
 
 
