@@ -290,10 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tricl`` console script."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "no_progress", False):
-        from tricl.data import set_progress
+    from tricl.data import set_progress
 
-        set_progress(False)  # dataset loading too, whatever command loads the data
+    # --no-progress silences dataset loading too, whatever command loads the data
+    set_progress(not getattr(args, "no_progress", False))
     user_errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
     try:
         return args.func(args)
@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        set_progress(True)
 
 
 def _is_ours(exc: BaseException) -> bool:

@@ -657,7 +657,8 @@ def open_for_resume(run_dir: Path) -> ResumePoint:
             raise RunError(
                 f"{run_dir} is finished ({done}/{cfg.epochs} epochs) and has no {STATE_FILE}"
                 " (shipped runs come without optimizer state), so there is nothing to resume;"
-                " train a new run instead, e.g. `tricl train --epochs N --name NEW ...`"
+                f" train a new run instead: `tricl train --method {cfg.method} --dataset"
+                f" {cfg.dataset} --seed {cfg.seed}` (add --epochs N, --name NEW to vary it)"
             )
         raise RunError(
             f"cannot resume {run_dir}: {STATE_FILE} is missing after epoch {done};"
