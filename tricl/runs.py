@@ -739,6 +739,63 @@ def _hyper(ckpt: dict[str, Any], key: str) -> Any:
     return None
 
 
+def _split_foreign(path: Path, sd: dict[str, torch.Tensor]) -> tuple[dict, dict, str]:
+    """The backbone's and the projector's tensors of a foreign state dict, and the backbone name."""
+    backbone_sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    proj_sd = {k: v for k, v in sd.items() if k.startswith("projector.")}
+    conv1 = backbone_sd.get("conv1.weight")
+    if conv1 is None or not proj_sd:
+        raise RunError(
+            f"{path} lacks backbone.conv1.weight or projector.* weights; only ResNet"
+            " checkpoints of solo-learn / triCL with a projector can be imported"
+        )
+    deep = any(k.startswith("layer1.0.conv3") for k in backbone_sd)
+    cifar_stem = conv1.shape[-1] == 3
+    if deep and cifar_stem:
+        raise RunError(
+            f"{path} is a ResNet-50 with a CIFAR stem, which tricl has no backbone for;"
+            " use a ResNet-18 CIFAR or an ImageNet-stem checkpoint"
+        )
+    backbone = "resnet50" if deep else ("resnet18_cifar" if cifar_stem else "resnet18")
+    return backbone_sd, proj_sd, backbone
+
+
+def _foreign_encoder(path: Path, cfg: RunConfig, sd: dict[str, torch.Tensor]):
+    """Our Encoder holding a foreign checkpoint's backbone, projector and S (strictly loaded)."""
+    from tricl.models import Encoder
+
+    backbone_sd, proj_sd, _ = _split_foreign(path, sd)
+    linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
+    enc = Encoder.from_config(cfg, in_channels=int(backbone_sd["conv1.weight"].shape[1]))
+    state = {f"backbone.{k}": v for k, v in backbone_sd.items() if not k.startswith("fc.")}
+    if cfg.proj_batchnorm:  # solo-learn: Linear, BN, ReLU, Linear -> our indices match
+        state.update(proj_sd)
+    else:  # Linear, ReLU, Linear
+        state.update(
+            {
+                f"projector.{i}.{k.split('.', 2)[2]}": v
+                for i, key in ((0, linears[0]), (2, linears[-1]))
+                for k, v in proj_sd.items()
+                if k.startswith(key.rsplit(".", 1)[0] + ".")
+            }
+        )
+    if enc.importance_logits is not None:
+        if "scale_param" not in sd:
+            raise RunError(
+                f"--method {cfg.method} needs S, but {path} has no scale_param; use"
+                " --method simclr or spectral"
+            )
+        state["importance_logits"] = sd["scale_param"]
+    try:
+        enc.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RunError(
+            f"{path} does not fit a {cfg.backbone} encoder ({_first_line(exc)}); it is not a"
+            " supported layout"
+        ) from None
+    return enc
+
+
 def import_checkpoint(
     path: str | Path,
     *,
@@ -758,35 +815,17 @@ def import_checkpoint(
     ensure_new_run(root / (name or path.stem), "pass --name to import under another name")
     ckpt = load_foreign_checkpoint(path)
     sd = {str(k): v for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
-    backbone_sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
-    proj_sd = {k: v for k, v in sd.items() if k.startswith("projector.")}
-    conv1 = backbone_sd.get("conv1.weight")
-    if conv1 is None or not proj_sd:
-        raise RunError(
-            f"{path} lacks backbone.conv1.weight or projector.* weights; only ResNet"
-            " checkpoints of solo-learn / triCL with a projector can be imported"
-        )
-    deep = any(k.startswith("layer1.0.conv3") for k in backbone_sd)
-    cifar_stem = conv1.shape[-1] == 3
-    if deep and cifar_stem:
-        raise RunError(
-            f"{path} is a ResNet-50 with a CIFAR stem, which tricl has no backbone for;"
-            " use a ResNet-18 CIFAR or an ImageNet-stem checkpoint"
-        )
-    backbone = "resnet50" if deep else ("resnet18_cifar" if cifar_stem else "resnet18")
+    backbone_sd, proj_sd, backbone = _split_foreign(path, sd)
     linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
-    batchnorm = any(k.endswith("running_mean") for k in proj_sd)
-    hidden, k_dim = proj_sd[linears[0]].shape[0], proj_sd[linears[-1]].shape[0]
-    has_s = "scale_param" in sd
-    method = method or ("tricl" if has_s else "simclr")
+    epoch = ckpt.get("epoch")
     cfg = RunConfig(
-        method=method,
+        method=method or ("tricl" if "scale_param" in sd else "simclr"),
         dataset=dataset,
         backbone=backbone,
-        proj_hidden_dim=int(hidden),
-        proj_dim=int(k_dim),
-        proj_batchnorm=batchnorm,
-        epochs=int(ckpt.get("epoch", 0) or 0) + 1 if isinstance(ckpt.get("epoch"), int) else 1,
+        proj_hidden_dim=int(proj_sd[linears[0]].shape[0]),
+        proj_dim=int(proj_sd[linears[-1]].shape[0]),
+        proj_batchnorm=any(k.endswith("running_mean") for k in proj_sd),
+        epochs=epoch + 1 if isinstance(epoch, int) and epoch >= 0 else 1,
         temperature=float(_hyper(ckpt, "temperature") or 0.2),
         tau=float(_hyper(ckpt, "tau") or 1.0),
         s_placement="first_view",
@@ -794,47 +833,15 @@ def import_checkpoint(
         name=name or path.stem,
         extra={"imported_from": str(path)},
     )
-    from tricl.models import Encoder
-
-    enc = Encoder.from_config(cfg, in_channels=int(conv1.shape[1]))
-    state = {f"backbone.{k}": v for k, v in backbone_sd.items() if not k.startswith("fc.")}
-    if batchnorm:  # solo-learn: Linear, BN, ReLU, Linear -> our indices match
-        state.update(proj_sd)
-    else:  # Linear, ReLU, Linear
-        state.update(
-            {
-                f"projector.{i}.{k.split('.', 2)[2]}": v
-                for i, key in ((0, linears[0]), (2, linears[-1]))
-                for k, v in proj_sd.items()
-                if k.startswith(key.rsplit(".", 1)[0] + ".")
-            }
-        )
-    if enc.importance_logits is not None:
-        if not has_s:
-            raise RunError(
-                f"--method {method} needs S, but {path} has no scale_param; use"
-                " --method simclr or spectral"
-            )
-        state["importance_logits"] = sd["scale_param"]
-    try:
-        enc.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise RunError(
-            f"{path} does not fit a {backbone} encoder"
-            f" ({str(exc).splitlines()[0][:160]}); it is not a supported layout"
-        ) from None
+    enc = _foreign_encoder(path, cfg, sd)
+    meta = {"epoch": str(cfg.epochs), "format": WEIGHTS_FORMAT, "imported": "1"}
+    in_channels = int(backbone_sd["conv1.weight"].shape[1])
     run_dir = create_run_dir(
         root,
         cfg,
-        {"in_channels": int(conv1.shape[1]), "image_size": 0, "classes": []},
+        {"in_channels": in_channels, "image_size": 0, "classes": []},
         name=cfg.name,
         info={"imported_from": str(path)},
-        files={
-            WEIGHTS_FILE: weights_to_bytes(
-                enc.state_dict(),
-                {"epoch": str(cfg.epochs), "format": WEIGHTS_FORMAT, "imported": "1"},
-            ),
-            METRICS_FILE: b"",
-        },
+        files={WEIGHTS_FILE: weights_to_bytes(enc.state_dict(), meta), METRICS_FILE: b""},
     )
     return Run.load(run_dir)

@@ -353,16 +353,20 @@ def setup(
         data.train_x.to(device), steps, start_epoch, rank, world,
     )  # fmt: skip
     if progress and rank == 0 and start_epoch < cfg.epochs:
-        from tqdm.auto import tqdm
-
-        session.bar = tqdm(
-            total=cfg.epochs * steps,
-            initial=start_epoch * steps,
-            unit="step",
-            desc=run_dir.name,
-            dynamic_ncols=True,
-        )
+        session.bar = _progress_bar(session)
     return session
+
+
+def _progress_bar(s: Session):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=s.cfg.epochs * s.steps_per_epoch,
+        initial=s.start_epoch * s.steps_per_epoch,
+        unit="step",
+        desc=s.run_dir.name,
+        dynamic_ncols=True,
+    )
 
 
 def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
