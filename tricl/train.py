@@ -331,6 +331,7 @@ def setup(
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(encoder, cfg)
+    augment = build_augmentation(data).to(device)
     # per-rank augmentation streams that a seed fixes; a checkpoint's RNG state replaces it, so a
     # run resumed before its first checkpoint trains exactly like a fresh one
     torch.manual_seed(cfg.seed * 1000 + rank)
@@ -349,7 +350,7 @@ def setup(
         )
     steps = len(data.train_y) // cfg.batch_size
     session = Session(
-        cfg, run_dir, device, encoder, model, optimizer, build_augmentation(data).to(device),
+        cfg, run_dir, device, encoder, model, optimizer, augment,
         data.train_x.to(device), steps, start_epoch, rank, world,
     )  # fmt: skip
     if progress and rank == 0 and start_epoch < cfg.epochs:
