@@ -99,3 +99,45 @@ def test_train_decorrelation_flag_reaches_the_run_and_compare_prints_spectral_sc
     assert "spectral_corr_top8" in out and "ordered_corr_top8" in out
     assert main(["compare", *map(str, runs), "--no-progress", "--no-spectral"]) == 0
     assert "spectral_corr_top8" not in capsys.readouterr().out
+
+
+def test_train_flags_are_generated_from_the_run_config():
+    import dataclasses
+
+    from tricl.config import RunConfig
+    from tricl.methods import METHODS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    actions = {a.dest: a for a in sub.choices["train"]._actions}
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "extra":
+            continue
+        assert f.name in actions, f.name
+        assert actions[f.name].help.startswith(f.metadata["help"][:20]) or f.name == "dataset"
+        if f.type != "bool":
+            assert actions[f.name].default == f.default, f.name
+    assert sorted(actions["method"].choices) == sorted(METHODS)
+    assert RunConfig().epochs == 15  # the shipped runs' recipe
+
+
+def test_no_progress_silences_the_image_folder_loading_bar(tmp_path, capsys, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import tricl.data
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 20 * i + 50 * (c == "b"), np.uint8)).save(
+                tmp_path / "imgs" / c / f"{i}.png"
+            )
+    monkeypatch.setattr(tricl.data, "PROGRESS_MIN_IMAGES", 0)  # a bar even for 20 images
+    argv = ["train", "--dataset", f"folder:{tmp_path / 'imgs'}", "--epochs", "1", "--proj-dim"]
+    argv += ["4", "--proj-hidden-dim", "8", "--batch-size", "4", "--warmup-epochs", "0"]
+    argv += ["--runs-root", str(tmp_path / "runs")]
+    assert main([*argv, "--name", "quiet", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "--name", "loud"]) == 0
+    assert "loading imgs" in capsys.readouterr().err

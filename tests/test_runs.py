@@ -58,9 +58,8 @@ def test_truncated_weights_are_a_one_line_error(runs_root, tmp_path):
         (broken / f.name).write_bytes(f.read_bytes())
     data = (broken / WEIGHTS_FILE).read_bytes()
     (broken / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
-    run = Run.load(broken)
     with pytest.raises(RunError, match="truncated or corrupt") as err:
-        run.encoder()
+        Run.load(broken)  # the header check catches it before any tensor is read
     assert "\n" not in str(err.value)
 
 
@@ -162,3 +161,73 @@ def test_import_rejects_non_checkpoints_without_leaving_a_run(tmp_path):
     with pytest.raises(RunError, match=r"lacks backbone\.conv1\.weight"):
         import_checkpoint(no_bb, runs_root=tmp_path / "runs")
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_new_runs_go_to_the_user_root_and_the_shipped_root_is_the_repos(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from tricl.runs import SHIPPED_RUNS_ROOT, default_runs_root, run_roots
+
+    assert Path(__file__).resolve().parents[1] / "checkpoints" == SHIPPED_RUNS_ROOT
+    monkeypatch.delenv("TRICL_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_runs_root() == Path("runs")
+    assert run_roots()[0] == Path("runs")
+    monkeypatch.setenv("TRICL_RUNS", str(tmp_path / "mine"))
+    assert default_runs_root() == tmp_path / "mine"
+
+
+def test_shipped_runs_load_unchanged_and_new_runs_keep_their_format(runs_root):
+    import json
+
+    from tricl.runs import SHIPPED_RUNS_ROOT
+
+    shipped = [r for r in list_runs(SHIPPED_RUNS_ROOT) if isinstance(r, Run)]
+    if not shipped:
+        pytest.skip("no shipped runs in checkpoints/")
+    assert not [r for r in list_runs(SHIPPED_RUNS_ROOT) if isinstance(r, BrokenRun)]
+    new = json.loads((next(runs_root.iterdir()) / "config.json").read_text())
+    for run in shipped:
+        assert run.shipped and run.epochs_done == run.config.epochs == 15
+        assert set(run.info) == set(new)  # format, config, dataset, versions, git_commit, created
+        assert set(run.info["dataset"]) == set(new["dataset"])
+        assert set(run.info["config"]) <= set(new["config"])
+        assert run.summary()["final_loss"] == run.metrics()[-1]["loss"]
+
+
+def test_one_function_creates_runs_and_records_a_parent(tmp_path):
+    import json
+
+    from tricl.runs import create_run_dir
+
+    cfg = TINY.replace(name="derived")
+    facts = {"in_channels": 1, "image_size": 8, "classes": ["a"]}
+    path = create_run_dir(tmp_path, cfg, facts, name="derived", parent="../base")
+    info = json.loads((path / "config.json").read_text())
+    assert info["parent"] == "../base" and info["format"] == "tricl-run-1"
+    assert info["config"] == cfg.to_dict() and info["dataset"] == facts
+    assert {"versions", "git_commit", "created"} <= set(info)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["derived"]  # nothing half-built left
+    with pytest.raises(RunError, match="already exists"):
+        create_run_dir(tmp_path, cfg, facts, name="derived")
+
+
+@pytest.mark.parametrize(
+    ("config_json", "reason"),
+    [
+        ("{}", "no 'config' object"),
+        ('{"config": {}, "dataset": {"in_channels": 1}}', "lacks the required keys"),
+        ('{"config": [], "dataset": {"in_channels": 1}}', "no 'config' object"),
+        ("[1, 2]", "no 'config' object"),
+    ],
+)
+def test_an_incomplete_config_is_broken_not_filled_with_defaults(
+    runs_root, tmp_path, config_json, reason
+):
+    good = next(p for p in runs_root.iterdir() if p.is_dir())
+    (tmp_path / "r").mkdir()
+    for f in good.iterdir():
+        (tmp_path / "r" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "r" / "config.json").write_text(config_json)
+    (broken,) = list_runs(tmp_path)
+    assert isinstance(broken, BrokenRun) and reason in broken.reason

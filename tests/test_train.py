@@ -123,11 +123,28 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     wf, wr = weights(full), weights(resumed)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     assert [r["epoch"] for r in resumed.metrics()] == [1, 2, 3]
-    # resuming a finished run is a no-op, also when it was shipped without its train state
+    # resuming a finished run is a no-op; without its train state (as shipped) it is refused
     assert train(resume=resumed.path, progress=False).epochs_done == 3
     (resumed.path / STATE_FILE).unlink()
-    assert train(resume=resumed.path, progress=False).epochs_done == 3
+    with pytest.raises(RunError, match=r"finished \(3/3 epochs\).*nothing to resume") as err:
+        train(resume=resumed.path, progress=False)
+    assert "\n" not in str(err.value)
     assert weights(Run.load(resumed.path))["importance_logits"].equal(wr["importance_logits"])
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_like_a_fresh_run(tmp_path):
+    from tricl.data import load_dataset
+    from tricl.runs import create_run_dir
+    from tricl.train import dataset_facts
+
+    fresh = train(tiny(epochs=2), runs_root=tmp_path / "fresh", progress=False)
+    cfg = tiny(epochs=2)
+    facts = dataset_facts(load_dataset("digits"))
+    run_dir = create_run_dir(tmp_path / "killed", cfg, facts, name=fresh.name)  # no checkpoint
+    torch.manual_seed(1234)  # whatever the process did before must not matter
+    resumed = train(resume=run_dir, progress=False)
+    wf, wr = weights(fresh), weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
 
 
 def test_resume_rolls_an_interrupted_checkpoint_forward(tmp_path):

@@ -8,179 +8,64 @@ half-written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from tricl.config import RunConfig
 
-_D = RunConfig()
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr, exit status 2, like tricl's own."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`RunConfig` field, with the field's own help text and choices."""
+    from tricl.config import field_choices
+    from tricl.data import DATASETS
+
+    for f in dataclasses.fields(RunConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        help_text = f.metadata["help"]
+        if f.name == "dataset":
+            names = sorted(k for k in DATASETS if k != "folder")
+            help_text = f"one of {names}, or " + help_text.removeprefix("a dataset name or ")
+        if f.type == "bool":
+            p.add_argument(_flag(f.name), action="store_true", help=help_text)
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        choices = field_choices(f) or None
+        p.add_argument(_flag(f.name), type=kind, default=f.default, choices=choices, help=help_text)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from tricl.data import DATASETS
-    from tricl.losses import LOSSES
-    from tricl.models import BACKBONES
-
     p = sub.add_parser(
         "train",
         help="train a SimCLR / triCL encoder and write a run directory",
         description="Train an encoder with a contrastive method and write a run directory"
         " (config.json, model.safetensors, train_state.pt, metrics.jsonl) under --runs-root."
-        " On several GPUs: torchrun --nproc_per_node N -m tricl train ...",
+        " New runs go to $TRICL_RUNS or ./runs; the runs shipped in checkpoints/ are never"
+        " touched unless you pass --runs-root checkpoints. On several GPUs: torchrun"
+        " --nproc_per_node N -m tricl train ...",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    a = p.add_argument
-    a(
-        "--method",
-        default=_D.method,
-        choices=sorted(LOSSES),
-        help="loss: 'tricl' (z^T S z' with learnable diagonal S + decorrelation; the paper),"
-        " 'simclr' (NT-Xent baseline), 'spectral' / 'tri-spectral' (spectral contrastive loss"
-        " without / with S). Recommended: tricl, and simclr with the same seeds to compare",
-    )
-    a(
-        "--dataset",
-        default=_D.dataset,
-        help=f"one of {sorted(k for k in DATASETS if k != 'folder')} or folder:PATH (an ImageFolder"
-        " tree, with train/ and test/ or split 80/20). mnist5k ships with the install; cifar10,"
-        " cifar100 and stl10 download on first use into $TRICL_DATA",
-    )
-    a(
-        "--backbone",
-        default=_D.backbone,
-        choices=sorted(BACKBONES),
-        help="small_cnn for CPU work on 28-32px images; resnet18_cifar for the paper's CIFAR setup"
-        " (GPU); resnet18/resnet50 for 64px and larger",
-    )
-    a(
-        "--proj-dim",
-        type=int,
-        default=_D.proj_dim,
-        help="k, the number of features (projector output width). Paper: 256 on CIFAR; 64 is"
-        " plenty for digits and keeps the dashboard readable",
-    )
-    a(
-        "--proj-hidden-dim",
-        type=int,
-        default=_D.proj_hidden_dim,
-        help="projector hidden width (paper: 2048 with ResNet-18)",
-    )
-    a(
-        "--proj-batchnorm",
-        action="store_true",
-        help="add BatchNorm1d to the projector (solo-learn's SimCLR head). Off matches the"
-        " official triCL code",
-    )
-    a(
-        "--epochs",
-        type=int,
-        default=_D.epochs,
-        help="training epochs (paper: 200 on CIFAR-10). Fewer than ~10 on mnist5k leaves"
-        " features unordered",
-    )
-    a(
-        "--batch-size",
-        type=int,
-        default=_D.batch_size,
-        help="global batch (split over GPUs). Paper: 256. Smaller batches give fewer negatives",
-    )
-    a(
-        "--optimizer",
-        default=_D.optimizer,
-        choices=["adamw", "sgd", "lars"],
-        help="adamw for small CPU runs; lars (lr 0.4) for the paper's ResNet recipe",
-    )
-    a(
-        "--lr",
-        type=float,
-        default=_D.lr,
-        help="peak learning rate after warmup (adamw: 1e-3; lars: 0.4 x batch/256). Too high"
-        " makes the loss non-finite",
-    )
-    a("--weight-decay", type=float, default=_D.weight_decay, help="weight decay (paper: 1e-5)")
-    a(
-        "--warmup-epochs",
-        type=int,
-        default=_D.warmup_epochs,
-        help="linear warmup before cosine decay (paper: 10 of 200)",
-    )
-    a(
-        "--temperature",
-        type=float,
-        default=_D.temperature,
-        help="softmax temperature (paper: 0.2). Lower sharpens negatives and can diverge",
-    )
-    a(
-        "--tau",
-        type=float,
-        default=_D.tau,
-        help="weight of the decorrelation term (see --decorrelation; paper: 1.0)",
-    )
-    a(
-        "--decorrelation",
-        default=_D.decorrelation,
-        choices=["mean", "whiten"],
-        help="'mean': the paper's mean((Z^T Z/N - I)^2) on unit-norm rows (it cannot reach 0 and"
-        " is nearly inert); 'whiten': ||k Z^T Z/N - I||^2 / k, a whitening constraint the"
-        " features can meet; with --s-lr-mult 10 it lets a learned S order known latent"
-        " factors (docs/RESULTS.md), though not MNIST's near-degenerate classes",
-    )
-    a(
-        "--s-placement",
-        default=_D.s_placement,
-        choices=["both", "first_view"],
-        help="'both': every similarity goes through S (the paper's z^T S z'); 'first_view': S"
-        " scales only the first view's rows, as the official code does",
-    )
-    a(
-        "--s-frozen",
-        action="store_true",
-        help="keep S at its random init, as the official code does (its s never reaches the"
-        " optimizer). Off by default: the paper learns S",
-    )
-    a(
-        "--s-param",
-        default=_D.s_param,
-        choices=["softplus", "softplus_mean1"],
-        help="S = softplus(s) (paper), or softplus(s) / mean (decouples S's spread from its"
-        " scale, which otherwise acts as an inverse temperature)",
-    )
-    a("--s-lr-mult", type=float, default=_D.s_lr_mult, help="learning-rate factor for S's logits")
-    a(
-        "--s-init-std",
-        type=float,
-        default=_D.s_init_std,
-        help="std of S's logits at init (official code: 0.1)",
-    )
-    a(
-        "--s-init",
-        default=_D.s_init,
-        choices=["random", "geometric"],
-        help="S's initial values: 'random' (softplus(0.1*randn), the official code) or"
-        " 'geometric' (1 down to 10^-spread: distinct from the start)",
-    )
-    a(
-        "--s-init-spread",
-        type=float,
-        default=_D.s_init_spread,
-        help="decades spanned by a geometric S init (1.0: S from 1 to 0.1)",
-    )
-    a("--seed", type=int, default=_D.seed, help="seed; a CPU run is repeatable bit for bit")
-    a("--device", default=_D.device, help="auto (CUDA if present), cpu, cuda, cuda:1")
-    a(
-        "--image-size",
-        type=int,
-        default=_D.image_size,
-        help="resize images to this size (0: the dataset's own)",
-    )
-    a("--name", default="", help="run folder name (default: method_dataset_backbone_kK_seedS)")
-    a(
+    _add_config_flags(p)
+    p.add_argument(
         "--runs-root",
         type=Path,
         default=None,
-        help="folder of run directories (default: $TRICL_RUNS or ./checkpoints)",
+        help="folder of run directories (default: $TRICL_RUNS or ./runs)",
     )
-    a(
+    p.add_argument(
         "--resume",
         type=Path,
         default=None,
@@ -188,7 +73,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="continue a killed or unfinished run from its last epoch (other flags ignored);"
         " ends with the same weights as an uninterrupted run",
     )
-    a("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars at all (logs, CI)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -198,34 +83,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         run = train(resume=args.resume, progress=not args.no_progress)
     else:
-        cfg = RunConfig(
-            method=args.method,
-            dataset=args.dataset,
-            backbone=args.backbone,
-            proj_hidden_dim=args.proj_hidden_dim,
-            proj_dim=args.proj_dim,
-            proj_batchnorm=args.proj_batchnorm,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_epochs=args.warmup_epochs,
-            s_lr_mult=args.s_lr_mult,
-            temperature=args.temperature,
-            tau=args.tau,
-            decorrelation=args.decorrelation,
-            s_init_std=args.s_init_std,
-            s_placement=args.s_placement,
-            s_frozen=args.s_frozen,
-            s_param=args.s_param,
-            s_init=args.s_init,
-            s_init_spread=args.s_init_spread,
-            seed=args.seed,
-            device=args.device,
-            image_size=args.image_size,
-            name=args.name,
-        )
+        names = [f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("cli", True)]
+        cfg = RunConfig(**{name: getattr(args, name) for name in names})
         run = train(cfg, runs_root=args.runs_root, progress=not args.no_progress)
     from tricl import distributed
 
@@ -240,37 +99,52 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "runs",
         help="list runs with method, dataset, seed, epochs, final loss",
-        description="List the run directories under the runs root.",
+        description="List the run directories: yours ($TRICL_RUNS or ./runs) and the runs"
+        " shipped in the repository's checkpoints/, or those of one --runs-root.",
     )
     p.add_argument(
         "--runs-root",
         type=Path,
         default=None,
-        help="folder of runs (default: $TRICL_RUNS or ./checkpoints)",
+        help="list only this folder of runs (default: $TRICL_RUNS or ./runs, and the shipped runs)",
     )
     p.set_defaults(func=_cmd_runs)
 
 
-def _cmd_runs(args: argparse.Namespace) -> int:
-    from tricl.runs import BrokenRun, default_runs_root, list_runs
+def _print_runs(runs: list) -> None:
+    from tricl.runs import BrokenRun
 
-    root = args.runs_root or default_runs_root()
-    runs = list_runs(root)
-    if not runs:
-        print(f"no runs under {root}; train one: tricl train --method tricl --dataset mnist5k")
-        return 0
-    header = f"{'run':<44} {'method':<12} {'dataset':<12} {'seed':>4} {'epochs':>7} {'loss':>9}"
-    print(header)
+    print(f"{'run':<44} {'method':<12} {'dataset':<12} {'seed':>4} {'epochs':>7} {'loss':>9}")
     for r in runs:
         if isinstance(r, BrokenRun):
             print(f"{r.name:<44} BROKEN: {r.reason}")
             continue
         s = r.summary()
-        loss = f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "-"
+        loss = f"{s['final_loss']:.4f}" if isinstance(s["final_loss"], int | float) else "-"
         print(
             f"{s['run']:<44} {s['method']:<12} {s['dataset'][:12]:<12} {s['seed']:>4}"
             f" {s['epochs']:>7} {loss:>9}"
         )
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from tricl.runs import SHIPPED_RUNS_ROOT, list_runs, run_roots
+
+    roots = [args.runs_root] if args.runs_root is not None else run_roots()
+    listed = [(root, list_runs(root)) for root in roots]
+    if not any(runs for _, runs in listed):
+        shown = " or ".join(str(r) for r in roots)
+        print(f"no runs under {shown}; train one: tricl train --method tricl --dataset mnist5k")
+        return 0
+    for i, (root, runs) in enumerate(listed):
+        shipped = root.resolve() == SHIPPED_RUNS_ROOT
+        if len(listed) > 1:
+            title = "shipped runs (read-only examples)" if shipped else "your runs"
+            print(("\n" if i else "") + f"{title} in {root}:")
+        if runs:
+            _print_runs(runs)
+        else:
+            print("  (none yet)")
     return 0
 
 
@@ -395,7 +269,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         "--runs-root",
         type=Path,
         default=None,
-        help="folder of runs (default: $TRICL_RUNS or ./checkpoints)",
+        help="folder of runs (default: $TRICL_RUNS or ./runs)",
     )
     p.set_defaults(func=_cmd_import)
 
@@ -418,7 +292,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tricl",
         description="Train, analyse and compare SimCLR / triCL encoders. Dashboard:"
         " streamlit run app/main.py",
@@ -432,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tricl`` console script."""
     args = build_parser().parse_args(argv)
+    from tricl.data import set_progress
+
+    # --no-progress silences dataset loading too, whatever command loads the data
+    set_progress(not getattr(args, "no_progress", False))
     user_errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
     try:
         return args.func(args)
@@ -446,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        set_progress(True)
 
 
 def _is_ours(exc: BaseException) -> bool:

@@ -44,6 +44,7 @@ TEST_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FOLDER_FALLBACK_SIZE = 32  # folder images of mixed (or non-square) sizes are resized to this
 PROGRESS_MIN_IMAGES = 1000  # folders with more images than this show a progress bar
+_progress_default = True  # what load_dataset(progress=None) does; the CLI's --no-progress sets it
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"})
 
 MNIST_STATS = ((0.1307,), (0.3081,))
@@ -174,6 +175,7 @@ class LoadRequest:
     image_size: int  # 0 = native; loaders may use it (folders resize while decoding)
     download: bool
     family: str  # the registry entry's family, for ImageData.family
+    progress: bool = True  # loaders that take long (large folders) may draw a progress bar
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ def load_dataset(
     root: str | Path | None = None,
     image_size: int = 0,
     download: bool = True,
+    progress: bool | None = None,
 ) -> ImageData:
     """Load a dataset fully into memory.
 
@@ -225,6 +228,8 @@ def load_dataset(
         image_size: if > 0, resize every image to ``image_size`` x ``image_size`` (bilinear,
             antialiased); 0 keeps the native size.
         download: allow downloading missing files (only happens when they are absent).
+        progress: show a progress bar while a large image folder is decoded; None follows
+            :func:`set_progress` (on unless a command was given ``--no-progress``).
 
     Returns:
         The :class:`ImageData`.
@@ -251,6 +256,7 @@ def load_dataset(
         image_size=image_size,
         download=download,
         family=entry.family,
+        progress=_progress_default if progress is None else progress,
     )
     data = entry.loader(request)
     if image_size > 0 and data.train_x.shape[-2:] != (image_size, image_size):
@@ -530,7 +536,13 @@ def _decode_image(path: Path, mode: str, size: int | None) -> np.ndarray:
         raise _unreadable(path, exc) from exc
 
 
-def _decode_all(paths: list[Path], image_size: int, desc: str) -> Tensor:
+def set_progress(enabled: bool) -> None:
+    """Turn dataset-loading progress bars on or off for this process (``--no-progress``)."""
+    global _progress_default
+    _progress_default = enabled
+
+
+def _decode_all(paths: list[Path], image_size: int, desc: str, progress: bool = True) -> Tensor:
     """Decode image files into uint8 (N, C, S, S), C = 1 if every image is grayscale else 3.
 
     S is ``image_size`` if > 0; else the native size if all images share one square size; else
@@ -556,7 +568,7 @@ def _decode_all(paths: list[Path], image_size: int, desc: str) -> Tensor:
                 total=len(paths),
                 desc=desc,
                 unit="img",
-                disable=len(paths) <= PROGRESS_MIN_IMAGES,
+                disable=not progress or len(paths) <= PROGRESS_MIN_IMAGES,
             )
         )
     x = np.stack(images)  # (N, S, S) or (N, S, S, 3)
@@ -594,7 +606,9 @@ def _load_folder(request: LoadRequest) -> ImageData:
             test += [(files[c][j], i) for j in te]
     train, test = _mixed(train), _mixed(test)
     items = train + test
-    x = _decode_all([p for p, _ in items], request.image_size, desc=f"loading {path.name}")
+    x = _decode_all(
+        [p for p, _ in items], request.image_size, f"loading {path.name}", request.progress
+    )
     y = torch.tensor([label for _, label in items], dtype=torch.int64)
     n = len(train)
     mean, std = _channel_stats(x[:n])

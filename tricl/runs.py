@@ -1,15 +1,17 @@
-"""Run directories: create, load (weights only, never code), list, import foreign checkpoints.
+"""Run directories: create, checkpoint, recover, load (weights only, never code), list, import.
 
-A run directory (DESIGN.md)::
+This module is the only writer of a run directory (DESIGN.md)::
 
-    <run>/config.json        RunConfig + dataset facts + library versions + git commit
+    <run>/config.json        RunConfig + dataset facts + library versions + git commit (+ parent)
     <run>/model.safetensors  encoder weights; metadata holds the epoch
     <run>/train_state.pt     optimizer + RNG state for --resume, loaded with weights_only=True
     <run>/metrics.jsonl      one JSON line per epoch
     <run>/analysis/          artifacts of tricl.analysis
 
-Every file is written to a temporary name in the same folder, flushed and renamed into place, so a
-crash or Ctrl-C never leaves half a file.
+Every file is written to a temporary name in the same folder, flushed and renamed into place, and a
+new run is assembled in a hidden folder that is renamed into place, so a crash or Ctrl-C never
+leaves half a file or half a run. New runs go to the user's runs root (``$TRICL_RUNS`` or
+``./runs``); the runs shipped with the repository live in :data:`SHIPPED_RUNS_ROOT`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ import hashlib
 import io
 import json
 import os
+import platform
+import shutil
+import signal
+import subprocess
 import uuid
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,11 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 FORMAT_VERSION = "tricl-run-1"
+WEIGHTS_FORMAT = "tricl-1"
+SHIPPED_RUNS_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+# test hook: SIGKILL this process at the N-th fault point (a torn temporary write or a rename)
+FAULT_ENV = "TRICL_FAULT_KILL_AT_WRITE"
+_faults_seen = 0
 
 
 class RunError(ValueError):
@@ -41,8 +54,32 @@ class RunError(ValueError):
 
 
 def default_runs_root() -> Path:
-    """Where runs live: ``$TRICL_RUNS`` if set, else ``./checkpoints``."""
-    return Path(os.environ.get("TRICL_RUNS", "checkpoints"))
+    """Where new runs go: ``$TRICL_RUNS`` if set, else ``./runs`` (never the shipped runs)."""
+    return Path(os.environ.get("TRICL_RUNS") or "runs")
+
+
+def run_roots() -> list[Path]:
+    """The roots listed by default: the user's runs, then the shipped ones (when both exist)."""
+    roots = [default_runs_root()]
+    if SHIPPED_RUNS_ROOT.is_dir() and SHIPPED_RUNS_ROOT.resolve() != roots[0].resolve():
+        roots.append(SHIPPED_RUNS_ROOT)
+    return roots
+
+
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` is one of the runs shipped with the repository."""
+    return Path(path).resolve().parent == SHIPPED_RUNS_ROOT
+
+
+def _fault_point() -> None:
+    """Count a fault point; at the one ``$TRICL_FAULT_KILL_AT_WRITE`` names, die like a crash."""
+    global _faults_seen
+    target = os.environ.get(FAULT_ENV)
+    if not target:
+        return
+    _faults_seen += 1
+    if _faults_seen == int(target):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -52,6 +89,24 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _write_temp(tmp: Path, data: bytes) -> None:
+    """Write and flush ``data`` to a temporary file (a fault here leaves it torn)."""
+    with open(tmp, "wb") as fh:
+        half = len(data) // 2
+        fh.write(data[:half])
+        if os.environ.get(FAULT_ENV):
+            fh.flush()
+            _fault_point()
+        fh.write(data[half:])
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _rename(tmp: Path, path: Path) -> None:
+    _fault_point()
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -66,7 +121,7 @@ def atomic_path(path: str | Path, tmp_name: str | None = None) -> Iterator[Path]
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _rename(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -75,8 +130,15 @@ def atomic_path(path: str | Path, tmp_name: str | None = None) -> Iterator[Path]
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary name, fsync, rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        _write_temp(tmp, data)
+        _rename(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -91,7 +153,12 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def weights_to_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def weights_to_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """Serialise a state dict to safetensors bytes (tensors only: nothing executable)."""
     from safetensors.torch import save
 
@@ -99,32 +166,89 @@ def weights_to_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -
     return save(tensors, metadata=metadata)
 
 
+def _corrupt(path: Path, reason: str) -> RunError:
+    return RunError(
+        f"{path} is truncated or corrupt ({reason}); restore it from a copy, or retrain the run"
+    )
+
+
+def read_weights_header(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, after a cheap structural check (header only).
+
+    The 8-byte header length, the JSON header and the tensors' byte ranges must agree with the file
+    size, so a truncated, emptied or foreign file is caught without reading the tensors.
+
+    Raises:
+        RunError: the file is missing, truncated or not a tricl weights file.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little") if size >= 8 else -1
+            if not 0 < n <= min(size - 8, 100_000_000):
+                raise _corrupt(path, f"{size} bytes, no safetensors header")
+            header = json.loads(fh.read(n))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(path, _first_line(exc)) from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "the header is not a JSON object")
+    ends = []
+    for key, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if key != "__metadata__":
+            if not (isinstance(offsets, list) and all(isinstance(o, int) for o in offsets)):
+                raise _corrupt(path, f"tensor {key!r} has no byte range")
+            ends.append(offsets[-1] if offsets else -1)
+    if max(ends, default=0) != size - 8 - n:
+        raise _corrupt(path, "the tensors do not fill the file")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not str(meta.get("epoch", "")).isdigit():
+        raise _corrupt(path, "no epoch in its metadata; it was not written by tricl")
+    return meta
+
+
+def weights_epoch(path: Path) -> int:
+    """The epochs of training the weights hold (from the header; cheap)."""
+    return int(read_weights_header(path)["epoch"])
+
+
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file; a truncated or corrupt file raises :class:`RunError`."""
+    """Read a safetensors file fully; a truncated or corrupt file raises :class:`RunError`."""
     from safetensors import safe_open
 
+    read_weights_header(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises several types for a damaged header/body
-        raise RunError(
-            f"{path} is truncated or corrupt ({type(exc).__name__}); restore it, or retrain the run"
-            " with `tricl train --resume` from an intact copy"
-        ) from None
+        raise _corrupt(path, type(exc).__name__) from None
     return tensors, metadata
+
+
+def _state_refused(path: Path, reason: str) -> RunError:
+    return RunError(
+        f"{path} cannot be loaded safely ({reason}); it is truncated, tampered with or not a"
+        " tricl train state: delete it to keep the weights (no --resume then), or retrain"
+    )
+
+
+def check_state_file(path: Path) -> None:
+    """Cheap check of ``train_state.pt`` (a complete zip archive, as torch.save writes)."""
+    if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
+        raise _state_refused(path, "not a complete torch.save archive")
 
 
 def load_state_file(path: Path) -> dict[str, Any]:
     """Load ``train_state.pt`` with ``weights_only=True``: a checkpoint never executes code."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise RunError(
-            f"{path} cannot be loaded safely ({reason}); it is truncated, tampered with or not a"
-            " tricl train state: delete it to keep the weights, or retrain"
-        ) from None
+        raise _state_refused(path, _first_line(exc)) from None
+    keys = {"epoch": int, "optimizer": dict, "rng": dict, "model_sha256": str}
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), t) for k, t in keys.items()):
+        raise _state_refused(path, f"it lacks one of {sorted(keys)}")
+    return state
 
 
 def state_to_bytes(state: dict[str, Any]) -> bytes:
@@ -133,19 +257,35 @@ def state_to_bytes(state: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def _sweep_temporaries(run_dir: Path) -> None:
+    """Remove the hidden temporaries of :func:`atomic_write_bytes` a crash left behind."""
+    for name in (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, STATE_FILE):
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def recover_checkpoint(run_dir: Path) -> None:
     """Finish or undo a checkpoint write that a crash interrupted.
 
-    The trainer writes ``model.safetensors.tmp`` then ``train_state.pt.tmp``, then renames the
-    model, then the state. A lone state temporary means the crash fell between the two renames:
-    roll it forward. Any other leftover temporary belongs to an unfinished write: drop it.
+    :func:`write_checkpoint` writes both temporaries, then renames the model, then the state. A
+    complete state temporary (it loads, and it names the hash of the model temporary, or of the
+    model in place when that rename already happened) means the checkpoint was fully written: roll
+    it forward. Anything else is an unfinished write: drop it. Call only while no trainer runs.
     """
     model_tmp = run_dir / (WEIGHTS_FILE + ".tmp")
     state_tmp = run_dir / (STATE_FILE + ".tmp")
-    if state_tmp.exists() and not model_tmp.exists():
-        os.replace(state_tmp, run_dir / STATE_FILE)
+    if state_tmp.exists():
+        with contextlib.suppress(RunError):
+            digest = load_state_file(state_tmp)["model_sha256"]
+            model = model_tmp if model_tmp.exists() else run_dir / WEIGHTS_FILE
+            if model.exists() and file_sha256(model) == digest:
+                if model == model_tmp:
+                    os.replace(model_tmp, run_dir / WEIGHTS_FILE)
+                os.replace(state_tmp, run_dir / STATE_FILE)
+                _fsync_dir(run_dir)
     for tmp in (model_tmp, state_tmp):
         tmp.unlink(missing_ok=True)
+    _sweep_temporaries(run_dir)
 
 
 def write_checkpoint(run_dir: Path, weights: bytes, state: dict[str, Any]) -> None:
@@ -153,14 +293,176 @@ def write_checkpoint(run_dir: Path, weights: bytes, state: dict[str, Any]) -> No
     model_tmp = run_dir / (WEIGHTS_FILE + ".tmp")
     state_tmp = run_dir / (STATE_FILE + ".tmp")
     state = {**state, "model_sha256": hashlib.sha256(weights).hexdigest()}
-    for tmp, data in ((model_tmp, weights), (state_tmp, state_to_bytes(state))):
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(model_tmp, run_dir / WEIGHTS_FILE)
-    os.replace(state_tmp, run_dir / STATE_FILE)
+    _write_temp(model_tmp, weights)
+    _write_temp(state_tmp, state_to_bytes(state))
+    _rename(model_tmp, run_dir / WEIGHTS_FILE)
+    _rename(state_tmp, run_dir / STATE_FILE)
     _fsync_dir(run_dir)
+
+
+def save_epoch(run_dir: Path, weights: Mapping[str, torch.Tensor], state: dict, row: dict) -> None:
+    """Checkpoint the end of epoch ``row["epoch"]``: its metrics line, then weights and state.
+
+    Metrics go first: a crash after them re-runs the epoch, and resume trims lines past the
+    checkpoint (:func:`trim_metrics`).
+    """
+    epoch = int(row["epoch"])
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] < epoch]
+    text = "".join(json.dumps(r) + "\n" for r in [*rows, row])
+    atomic_write_text(run_dir / METRICS_FILE, text)
+    meta = {"epoch": str(epoch), "format": WEIGHTS_FORMAT}
+    write_checkpoint(run_dir, weights_to_bytes(weights, meta), {**state, "epoch": epoch})
+
+
+def read_metrics(run_dir: Path, upto: int | None = None) -> list[dict[str, Any]]:
+    """The per-epoch rows of ``metrics.jsonl``: unreadable lines (a torn or damaged log) are
+    skipped, and so are rows past ``upto`` (epochs the weights do not hold)."""
+    p = run_dir / METRICS_FILE
+    try:
+        lines = p.read_bytes().decode(errors="replace").splitlines() if p.is_file() else []
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            row = json.loads(line)
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                rows.append(row)
+    return [r for r in rows if upto is None or r["epoch"] <= upto]
+
+
+def trim_metrics(run_dir: Path, epoch: int) -> None:
+    """Drop metrics lines past ``epoch`` (written just before a crash, for an unsaved epoch)."""
+    p = run_dir / METRICS_FILE
+    rows = read_metrics(run_dir, upto=epoch)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if not p.is_file() or p.read_bytes() != text.encode():
+        atomic_write_text(p, text)
+
+
+def git_commit() -> str:
+    """The commit of the tricl checkout (``unknown`` outside git)."""
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    from tricl import __version__
+
+    return {
+        "tricl": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def ensure_new_run(run_dir: Path, fix: str) -> None:
+    """Refuse a run name that is taken; ``fix`` says what to do instead."""
+    if run_dir.exists():
+        raise RunError(f"run directory {run_dir} already exists; {fix}")
+
+
+def _sweep_partial_runs(root: Path) -> None:
+    """Remove hidden half-built run folders whose builder process is gone (killed)."""
+    for tmp in root.glob(".new-*"):
+        pid = tmp.name.rsplit(".", 2)[-2] if tmp.name.count(".") >= 3 else ""
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def create_run_dir(
+    root: Path,
+    cfg: RunConfig,
+    dataset: Mapping[str, Any],
+    *,
+    name: str,
+    parent: str | None = None,
+    info: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Create the run directory ``root/name``: config.json (+ ``files``), all or nothing.
+
+    The folder is assembled under a hidden name and renamed into place, so a crash never leaves a
+    half-made run. Call it only after every argument check has passed.
+
+    Args:
+        root: the runs root.
+        cfg: the run's configuration.
+        dataset: dataset facts (``in_channels``, ``image_size``, ``classes``, ...).
+        name: the folder name.
+        parent: the run this one is derived from (e.g. ``tricl align``), if any.
+        info: more top-level keys for config.json (e.g. ``imported_from``).
+        files: more files to put in the new folder (name -> bytes), e.g. imported weights.
+
+    Returns:
+        The run directory.
+    """
+    run_dir = root / name
+    ensure_new_run(run_dir, "pick another --name")
+    record: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "dataset": dict(dataset),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(info or {}),
+    }
+    if parent is not None:
+        record["parent"] = parent
+    root.mkdir(parents=True, exist_ok=True)
+    _sweep_partial_runs(root)
+    tmp_dir = root / f".new-{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    tmp_dir.mkdir()
+    try:
+        atomic_write_text(tmp_dir / CONFIG_FILE, json.dumps(record, indent=2))
+        for fname, data in (files or {}).items():
+            atomic_write_bytes(tmp_dir / fname, data)
+        _rename(tmp_dir, run_dir)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def read_run_info(run_dir: Path) -> tuple[dict[str, Any], RunConfig]:
+    """Read and check ``config.json``: the record and its :class:`RunConfig`.
+
+    Raises:
+        RunError: the file is missing, not JSON, or lacks or mistypes a required value.
+    """
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise RunError(
+            f"{run_dir} has no {CONFIG_FILE}, so it is not a tricl run; train one with"
+            " `tricl train` or convert a checkpoint with `tricl import`"
+        )
+    try:
+        info = json.loads(cfg_path.read_bytes())
+        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+            raise ConfigError("no 'config' object")
+        dataset = info.get("dataset")
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("in_channels"), int):
+            raise ConfigError("no 'dataset' object with in_channels")
+        config = RunConfig.from_dict(info["config"])
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, ConfigError
+        raise RunError(
+            f"{cfg_path} is unreadable ({_first_line(exc)}); restore it or retrain"
+        ) from None
+    return info, config
 
 
 @dataclass
@@ -194,28 +496,26 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
-        """Open a run directory and check that it can be used (config readable, weights present)."""
+        """Open a run directory and check it cheaply: config complete, weights and train state
+        structurally whole (headers only; :meth:`state_dict` reads the tensors)."""
         path = Path(path)
         if not path.is_dir():
             raise RunError(f"run directory {path} does not exist; list runs with `tricl runs`")
-        cfg_path = path / CONFIG_FILE
-        if not cfg_path.is_file():
-            raise RunError(
-                f"{path} has no {CONFIG_FILE}, so it is not a tricl run; train one with"
-                " `tricl train` or convert a checkpoint with `tricl import`"
-            )
-        try:
-            info = json.loads(cfg_path.read_text())
-            config = RunConfig.from_dict(info["config"])
-        except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RunError(f"{cfg_path} is unreadable ({msg}); restore it or retrain") from None
+        info, config = read_run_info(path)
         if not (path / WEIGHTS_FILE).is_file():
             raise RunError(
                 f"{path} has no {WEIGHTS_FILE} yet (training stopped before its first epoch ended);"
                 f" continue with `tricl train --resume {path}` or delete the folder"
             )
+        read_weights_header(path / WEIGHTS_FILE)
+        if (path / STATE_FILE).exists():
+            check_state_file(path / STATE_FILE)
         return cls(path, config, info)
+
+    @property
+    def shipped(self) -> bool:
+        """Whether this is one of the runs shipped with the repository."""
+        return is_shipped(self.path)
 
     @property
     def weights_path(self) -> Path:
@@ -248,8 +548,8 @@ class Run:
 
     @property
     def epochs_done(self) -> int:
-        _, meta = read_weights(self.weights_path)
-        return int(meta.get("epoch", 0))
+        """The epochs the weights hold (from their header, not from the metrics log)."""
+        return weights_epoch(self.weights_path)
 
     def encoder(self, device: str | torch.device = "cpu"):
         """The trained encoder in eval mode, rebuilt from ``config.json`` and the weights."""
@@ -260,23 +560,15 @@ class Run:
         try:
             enc.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
             raise RunError(
-                f"{self.weights_path} does not match config.json ({first}); the files come from"
-                " different runs: restore the matching pair"
+                f"{self.weights_path} does not match config.json ({_first_line(exc)}); the files"
+                " come from different runs: restore the matching pair"
             ) from None
         return enc.to(device).eval()
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The per-epoch rows of ``metrics.jsonl`` (a torn last line is skipped)."""
-        p = self.path / METRICS_FILE
-        if not p.exists():
-            return []
-        rows = []
-        for line in p.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                rows.append(json.loads(line))
-        return rows
+        """The per-epoch rows of ``metrics.jsonl`` up to the epoch the weights hold."""
+        return read_metrics(self.path, upto=self.epochs_done)
 
     def load_data(self, **kwargs: Any):
         """The run's dataset (see :func:`tricl.data.load_dataset`)."""
@@ -287,10 +579,9 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         """One row for run tables: method, dataset, seed, epochs, final loss."""
-        rows = self.metrics()
-        last = rows[-1] if rows else {}
-        # the weights file is read only for runs without metrics (imported ones)
-        done = rows[-1].get("epoch", 0) if rows else self.epochs_done
+        done = self.epochs_done
+        rows = read_metrics(self.path, upto=done)
+        last = rows[-1] if rows and rows[-1]["epoch"] == done else {}
         return {
             "run": self.name,
             "method": self.config.method,
@@ -300,6 +591,7 @@ class Run:
             "seed": self.config.seed,
             "epochs": f"{done}/{self.config.epochs}",
             "final_loss": last.get("loss"),
+            "shipped": self.shipped,
         }
 
 
@@ -317,6 +609,69 @@ def list_runs(root: str | Path | None = None) -> list[Run | BrokenRun]:
         except RunError as exc:
             out.append(BrokenRun(p, str(exc)))
     return out
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run continues: its record, config, and the last checkpoint (none: epoch 0).
+
+    Attributes:
+        weights: the encoder's tensors at ``epoch`` (None before the first checkpoint).
+        state: optimizer and RNG state at ``epoch`` (None before the first checkpoint).
+    """
+
+    info: dict[str, Any]
+    config: RunConfig
+    epoch: int
+    weights: dict[str, torch.Tensor] | None
+    state: dict[str, Any] | None
+
+
+def open_for_resume(run_dir: Path) -> ResumePoint:
+    """Recover an interrupted checkpoint write, then read and check the last checkpoint.
+
+    Raises:
+        RunError: not a run, a damaged file, or nothing to resume (a finished run without its
+            train state, such as a shipped run); the message names what to do.
+    """
+    if not run_dir.is_dir():
+        raise RunError(f"cannot resume {run_dir}: no such run; `tricl runs` lists runs")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(
+            f"cannot resume {run_dir}: it has no {CONFIG_FILE}, so it is not a tricl run; check"
+            " the path (`tricl runs` lists runs)"
+        )
+    info, cfg = read_run_info(run_dir)
+    weights_file, state_file = run_dir / WEIGHTS_FILE, run_dir / STATE_FILE
+    recover_checkpoint(run_dir)
+    if not weights_file.exists():
+        if state_file.exists():
+            raise RunError(
+                f"cannot resume {run_dir}: it has {STATE_FILE} but no {WEIGHTS_FILE}; restore"
+                " the weights, or delete the folder and train again"
+            )
+        return ResumePoint(info, cfg, 0, None, None)  # killed before the first checkpoint
+    done = weights_epoch(weights_file)
+    if not state_file.exists():
+        if done >= cfg.epochs:
+            raise RunError(
+                f"{run_dir} is finished ({done}/{cfg.epochs} epochs) and has no {STATE_FILE}"
+                " (shipped runs come without optimizer state), so there is nothing to resume;"
+                f" train a new run instead: `tricl train --method {cfg.method} --dataset"
+                f" {cfg.dataset} --seed {cfg.seed}` (add --epochs N, --name NEW to vary it)"
+            )
+        raise RunError(
+            f"cannot resume {run_dir}: {STATE_FILE} is missing after epoch {done};"
+            " restore it, or train a new run with the same settings"
+        )
+    state = load_state_file(state_file)
+    if state["model_sha256"] != file_sha256(weights_file) or state["epoch"] != done:
+        raise RunError(
+            f"{weights_file} does not match {STATE_FILE} (tampered or mixed from another run);"
+            " restore both files from one checkpoint, or retrain"
+        )
+    tensors, _ = read_weights(weights_file)
+    return ResumePoint(info, cfg, done, tensors, state)
 
 
 class _Inert:
@@ -384,23 +739,8 @@ def _hyper(ckpt: dict[str, Any], key: str) -> Any:
     return None
 
 
-def import_checkpoint(
-    path: str | Path,
-    *,
-    runs_root: str | Path | None = None,
-    dataset: str = "cifar10",
-    method: str | None = None,
-    name: str = "",
-) -> Run:
-    """Turn a solo-learn / official triCL checkpoint into a run directory.
-
-    Backbone (ResNet-18/50, CIFAR stem or not), projector widths (with or without batch norm) and
-    input channels are read from the tensor shapes; ``scale_param`` becomes S's logits. The run
-    records the official code's behaviour: S on the first view's rows, S frozen.
-    """
-    path = Path(path)
-    ckpt = load_foreign_checkpoint(path)
-    sd = {str(k): v for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+def _split_foreign(path: Path, sd: dict[str, torch.Tensor]) -> tuple[dict, dict, str]:
+    """The backbone's and the projector's tensors of a foreign state dict, and the backbone name."""
     backbone_sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
     proj_sd = {k: v for k, v in sd.items() if k.startswith("projector.")}
     conv1 = backbone_sd.get("conv1.weight")
@@ -417,31 +757,18 @@ def import_checkpoint(
             " use a ResNet-18 CIFAR or an ImageNet-stem checkpoint"
         )
     backbone = "resnet50" if deep else ("resnet18_cifar" if cifar_stem else "resnet18")
-    linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
-    batchnorm = any(k.endswith("running_mean") for k in proj_sd)
-    hidden, k_dim = proj_sd[linears[0]].shape[0], proj_sd[linears[-1]].shape[0]
-    has_s = "scale_param" in sd
-    method = method or ("tricl" if has_s else "simclr")
-    cfg = RunConfig(
-        method=method,
-        dataset=dataset,
-        backbone=backbone,
-        proj_hidden_dim=int(hidden),
-        proj_dim=int(k_dim),
-        proj_batchnorm=batchnorm,
-        epochs=int(ckpt.get("epoch", 0) or 0) + 1 if isinstance(ckpt.get("epoch"), int) else 1,
-        temperature=float(_hyper(ckpt, "temperature") or 0.2),
-        tau=float(_hyper(ckpt, "tau") or 1.0),
-        s_placement="first_view",
-        s_frozen=True,
-        name=name or path.stem,
-        extra={"imported_from": str(path)},
-    )
+    return backbone_sd, proj_sd, backbone
+
+
+def _foreign_encoder(path: Path, cfg: RunConfig, sd: dict[str, torch.Tensor]):
+    """Our Encoder holding a foreign checkpoint's backbone, projector and S (strictly loaded)."""
     from tricl.models import Encoder
 
-    enc = Encoder.from_config(cfg, in_channels=int(conv1.shape[1]))
+    backbone_sd, proj_sd, _ = _split_foreign(path, sd)
+    linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
+    enc = Encoder.from_config(cfg, in_channels=int(backbone_sd["conv1.weight"].shape[1]))
     state = {f"backbone.{k}": v for k, v in backbone_sd.items() if not k.startswith("fc.")}
-    if batchnorm:  # solo-learn: Linear, BN, ReLU, Linear -> our indices match
+    if cfg.proj_batchnorm:  # solo-learn: Linear, BN, ReLU, Linear -> our indices match
         state.update(proj_sd)
     else:  # Linear, ReLU, Linear
         state.update(
@@ -453,9 +780,9 @@ def import_checkpoint(
             }
         )
     if enc.importance_logits is not None:
-        if not has_s:
+        if "scale_param" not in sd:
             raise RunError(
-                f"--method {method} needs S, but {path} has no scale_param; use"
+                f"--method {cfg.method} needs S, but {path} has no scale_param; use"
                 " --method simclr or spectral"
             )
         state["importance_logits"] = sd["scale_param"]
@@ -463,33 +790,58 @@ def import_checkpoint(
         enc.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise RunError(
-            f"{path} does not fit a {backbone} encoder"
-            f" ({str(exc).splitlines()[0][:160]}); it is not a supported layout"
+            f"{path} does not fit a {cfg.backbone} encoder ({_first_line(exc)}); it is not a"
+            " supported layout"
         ) from None
-    root = Path(runs_root) if runs_root is not None else default_runs_root()
-    run_dir = root / cfg.name
-    if run_dir.exists():
-        raise RunError(
-            f"run directory {run_dir} already exists; pass --name to import under another name"
-        )
-    # build in a hidden temporary folder and rename it into place: never half a run
-    tmp_dir = root / f".import-{cfg.name}-{uuid.uuid4().hex[:6]}"
-    tmp_dir.mkdir(parents=True)
-    try:
-        info = {
-            "format": FORMAT_VERSION,
-            "config": cfg.to_dict(),
-            "dataset": {"in_channels": int(conv1.shape[1]), "image_size": 0, "classes": []},
-            "imported_from": str(path),
-        }
-        atomic_write_text(tmp_dir / CONFIG_FILE, json.dumps(info, indent=2))
-        meta = {"epoch": str(cfg.epochs), "format": "tricl-1", "imported": "1"}
-        atomic_write_bytes(tmp_dir / WEIGHTS_FILE, weights_to_bytes(enc.state_dict(), meta))
-        atomic_write_text(tmp_dir / METRICS_FILE, "")
-        os.replace(tmp_dir, run_dir)
-    except BaseException:
-        import shutil
+    return enc
 
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+
+def import_checkpoint(
+    path: str | Path,
+    *,
+    runs_root: str | Path | None = None,
+    dataset: str = "cifar10",
+    method: str | None = None,
+    name: str = "",
+) -> Run:
+    """Turn a solo-learn / official triCL checkpoint into a run directory.
+
+    Backbone (ResNet-18/50, CIFAR stem or not), projector widths (with or without batch norm) and
+    input channels are read from the tensor shapes; ``scale_param`` becomes S's logits. The run
+    records the official code's behaviour: S on the first view's rows, S frozen.
+    """
+    path = Path(path)
+    root = Path(runs_root) if runs_root is not None else default_runs_root()
+    ensure_new_run(root / (name or path.stem), "pass --name to import under another name")
+    ckpt = load_foreign_checkpoint(path)
+    sd = {str(k): v for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+    backbone_sd, proj_sd, backbone = _split_foreign(path, sd)
+    linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
+    epoch = ckpt.get("epoch")
+    cfg = RunConfig(
+        method=method or ("tricl" if "scale_param" in sd else "simclr"),
+        dataset=dataset,
+        backbone=backbone,
+        proj_hidden_dim=int(proj_sd[linears[0]].shape[0]),
+        proj_dim=int(proj_sd[linears[-1]].shape[0]),
+        proj_batchnorm=any(k.endswith("running_mean") for k in proj_sd),
+        epochs=epoch + 1 if isinstance(epoch, int) and epoch >= 0 else 1,
+        temperature=float(_hyper(ckpt, "temperature") or 0.2),
+        tau=float(_hyper(ckpt, "tau") or 1.0),
+        s_placement="first_view",
+        s_frozen=True,
+        name=name or path.stem,
+        extra={"imported_from": str(path)},
+    )
+    enc = _foreign_encoder(path, cfg, sd)
+    meta = {"epoch": str(cfg.epochs), "format": WEIGHTS_FORMAT, "imported": "1"}
+    in_channels = int(backbone_sd["conv1.weight"].shape[1])
+    run_dir = create_run_dir(
+        root,
+        cfg,
+        {"in_channels": in_channels, "image_size": 0, "classes": []},
+        name=cfg.name,
+        info={"imported_from": str(path)},
+        files={WEIGHTS_FILE: weights_to_bytes(enc.state_dict(), meta), METRICS_FILE: b""},
+    )
     return Run.load(run_dir)

@@ -1,15 +1,18 @@
-"""train(config) -> Run: epochs, progress bar, AMP on GPU, DDP, atomic checkpoints and resume."""
+"""train(config) -> Run: epochs, progress bar, AMP on GPU, DDP, atomic checkpoints and resume.
+
+:func:`train` is three steps: :func:`setup` checks everything (config, device, dataset, batch size)
+before the run directory is written, then :func:`train_epoch` and :func:`save_epoch` alternate.
+Data order depends only on (seed, epoch) and the RNG state is checkpointed, so a resumed run ends
+with the same weights as an uninterrupted one, bit for bit on a CPU.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import platform
-import subprocess
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from tricl import distributed as dist_utils
+from tricl import runs
 from tricl.config import RunConfig
 from tricl.losses import LossTerms, compute_loss
 from tricl.models import Encoder
-from tricl.runs import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    STATE_FILE,
-    WEIGHTS_FILE,
-    Run,
-    RunError,
-    atomic_write_text,
-    default_runs_root,
-    file_sha256,
-    load_state_file,
-    read_weights,
-    recover_checkpoint,
-    weights_to_bytes,
-    write_checkpoint,
-)
+from tricl.runs import Run, default_runs_root
 
 
 class TrainingError(RuntimeError):
@@ -48,11 +37,16 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(
             f"--device {name} asked for CUDA but none is available; use --device cpu"
         )
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainingError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return dev
 
 
@@ -146,18 +140,21 @@ def param_groups(encoder: Encoder, cfg: RunConfig) -> list[dict[str, Any]]:
     return groups
 
 
+def _plain(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
+
+
+OPTIMIZER_BUILDERS: dict[str, Any] = {
+    "adamw": lambda groups, lr: torch.optim.AdamW(_plain(groups), lr=lr),
+    "sgd": lambda groups, lr: torch.optim.SGD(_plain(groups), lr=lr, momentum=0.9),
+    "lars": lambda groups, lr: LARS(groups, lr=lr),
+}
+
+
 def build_optimizer(encoder: Encoder, cfg: RunConfig) -> torch.optim.Optimizer:
-    """The optimiser ``cfg.optimizer`` names, over :func:`param_groups`."""
-    groups = param_groups(encoder, cfg)
-    if cfg.optimizer == "adamw":
-        for g in groups:
-            g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    if cfg.optimizer == "sgd":
-        for g in groups:
-            g.pop("lars_exclude", None)
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
-    return LARS(groups, lr=cfg.lr)
+    """The optimiser ``cfg.optimizer`` names (see :data:`OPTIMIZER_BUILDERS`), over
+    :func:`param_groups`."""
+    return OPTIMIZER_BUILDERS[cfg.optimizer](param_groups(encoder, cfg), cfg.lr)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -194,33 +191,6 @@ def step_loss(model: nn.Module, x1: Tensor, x2: Tensor, cfg: RunConfig) -> LossT
     )
 
 
-def _git_commit() -> str:
-    with contextlib.suppress(Exception):
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if out.returncode == 0:
-            return out.stdout.strip()
-    return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    from tricl import __version__
-
-    return {
-        "tricl": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -247,6 +217,237 @@ def _s_stats(encoder: Encoder) -> dict[str, float]:
     }
 
 
+def dataset_facts(data) -> dict[str, Any]:
+    """What config.json records about the training data (see :func:`tricl.runs.create_run_dir`)."""
+    return {
+        "in_channels": data.channels,
+        "image_size": data.image_size,
+        "classes": list(data.classes),
+        "num_train": len(data.train_y),
+        "num_test": len(data.test_y),
+        "family": data.family,
+    }
+
+
+@dataclass
+class Session:
+    """A training run in progress: what :func:`setup` built and the epochs read and update."""
+
+    cfg: RunConfig
+    run_dir: Path
+    device: torch.device
+    encoder: Encoder
+    model: nn.Module  # the encoder, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    augment: nn.Module
+    train_x: Tensor  # uint8 (N, C, H, W) on the training device
+    steps_per_epoch: int
+    start_epoch: int
+    rank: int
+    world: int
+    bar: Any = None
+
+
+def _target(
+    cfg: RunConfig | None, runs_root: str | Path | None, resume: str | Path | None
+) -> tuple[RunConfig, Path]:
+    """The run's config and directory; reads config.json on resume, writes nothing."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if (run_dir / runs.CONFIG_FILE).is_file():
+            return runs.read_run_info(run_dir)[1], run_dir
+        runs.open_for_resume(run_dir)  # raises the one-line reason
+    if cfg is None:
+        raise ValueError("train() needs a RunConfig or resume=RUN_DIR")
+    root = Path(runs_root) if runs_root is not None else default_runs_root()
+    run_dir = root / default_run_name(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:  # before the process group exists
+        runs.ensure_new_run(
+            run_dir,
+            f"continue it with `tricl train --resume {run_dir}` or pick another --name/--seed",
+        )
+    return cfg, run_dir
+
+
+def _checkpoint(run_dir: Path, rank: int) -> runs.ResumePoint:
+    """Rank 0 recovers an interrupted write first; the other ranks then read the result."""
+    if rank == 0:
+        point = runs.open_for_resume(run_dir)
+    if dist_utils.is_distributed():
+        torch.distributed.barrier()
+    return point if rank == 0 else runs.open_for_resume(run_dir)
+
+
+def _load_data(cfg: RunConfig, rank: int, world: int, progress: bool):
+    """Load the data (rank 0 first: it may download) and check the batch against it."""
+    from tricl.data import load_dataset
+
+    if cfg.batch_size % world:
+        raise TrainingError(
+            f"batch_size {cfg.batch_size} is not divisible by {world} processes;"
+            f" pick a multiple of {world}"
+        )
+    if dist_utils.is_distributed() and rank != 0:
+        torch.distributed.barrier()
+    data = load_dataset(cfg.dataset, image_size=cfg.image_size, progress=progress and rank == 0)
+    if dist_utils.is_distributed() and rank == 0:
+        torch.distributed.barrier()
+    if len(data.train_y) // cfg.batch_size == 0:
+        raise TrainingError(
+            f"batch_size {cfg.batch_size} is larger than the {len(data.train_y)}"
+            f" training images of {cfg.dataset}; lower --batch-size"
+        )
+    return data
+
+
+def setup(
+    cfg: RunConfig | None,
+    *,
+    runs_root: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> Session:
+    """Check everything, then create (or reopen) the run directory and build the model.
+
+    Nothing is written before the config, device, dataset and batch size have passed their checks.
+    """
+    from tricl.data import build_augmentation
+
+    cfg, run_dir = _target(cfg, runs_root, resume)
+    device = resolve_device(cfg.device)
+    dist_utils.init_from_env(device)
+    world, rank = dist_utils.world_size(), dist_utils.rank()
+    point = _checkpoint(run_dir, rank) if resume is not None else None
+    data = _load_data(cfg, rank, world, progress)
+    if point is None and rank == 0:
+        runs.create_run_dir(run_dir.parent, cfg, dataset_facts(data), name=run_dir.name)
+    if dist_utils.is_distributed():
+        torch.distributed.barrier()
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    encoder = Encoder.from_config(cfg, data.channels).to(device)
+    if encoder.importance_logits is not None and cfg.s_frozen:
+        encoder.importance_logits.requires_grad_(False)
+    if device.type == "cuda":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(encoder, cfg)
+    augment = build_augmentation(data).to(device)
+    # per-rank augmentation streams that a seed fixes; a checkpoint's RNG state replaces it, so a
+    # run resumed before its first checkpoint trains exactly like a fresh one
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    start_epoch = 0
+    if point is not None and point.state is not None:
+        encoder.load_state_dict(point.weights)
+        optimizer.load_state_dict(point.state["optimizer"])
+        _set_rng_state(point.state["rng"], device)
+        start_epoch = point.epoch
+    if point is not None and rank == 0:
+        runs.trim_metrics(run_dir, start_epoch)
+    model: nn.Module = encoder
+    if dist_utils.is_distributed():
+        model = nn.parallel.DistributedDataParallel(
+            encoder, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    steps = len(data.train_y) // cfg.batch_size
+    session = Session(
+        cfg, run_dir, device, encoder, model, optimizer, augment,
+        data.train_x.to(device), steps, start_epoch, rank, world,
+    )  # fmt: skip
+    if progress and rank == 0 and start_epoch < cfg.epochs:
+        session.bar = _progress_bar(session)
+    return session
+
+
+def _progress_bar(s: Session):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=s.cfg.epochs * s.steps_per_epoch,
+        initial=s.start_epoch * s.steps_per_epoch,
+        unit="step",
+        desc=s.run_dir.name,
+        dynamic_ncols=True,
+    )
+
+
+def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
+    """One optimizer step on batch ``i`` of the epoch's permutation."""
+    cfg = s.cfg
+    total_steps = cfg.epochs * s.steps_per_epoch
+    step = epoch * s.steps_per_epoch + i
+    factor = lr_factor(step, total_steps, cfg.warmup_epochs * s.steps_per_epoch)
+    for g in s.optimizer.param_groups:
+        g["lr"] = cfg.lr * g.get("lr_mult", 1.0) * factor
+    local_bs = cfg.batch_size // s.world
+    idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+    idx = idx[s.rank * local_bs : (s.rank + 1) * local_bs]  # this rank's share of the batch
+    xb = s.train_x[idx]
+    x1, x2 = s.augment(xb), s.augment(xb)  # (B_local, C, H, W) float each
+    if s.device.type == "cuda":
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
+    with amp:
+        terms = step_loss(s.model, x1, x2, cfg)
+    if not torch.isfinite(terms.total):
+        raise TrainingError(
+            f"loss became non-finite ({terms.total.item()}) at epoch {epoch + 1} step {i + 1};"
+            f" lower --lr (now {cfg.lr}) or raise --temperature; {s.run_dir} keeps its last good"
+            f" checkpoint (epoch {epoch})"
+        )
+    s.optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    s.optimizer.step()
+    return terms
+
+
+def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
+    """Train epoch ``epoch`` (0-based) and return its metrics row."""
+    cfg = s.cfg
+    t0 = time.perf_counter()
+    # data order depends only on (seed, epoch): a resumed run sees the same batches
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    perm = torch.randperm(len(s.train_x), generator=gen).to(s.device)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if s.device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    sums = {"loss": 0.0, "contrastive": 0.0, "decorrelation": 0.0}
+    s.model.train()
+    for i in range(s.steps_per_epoch):
+        terms = _step(s, epoch, i, perm, amp)
+        values = {k: getattr(terms, "total" if k == "loss" else k).item() for k in sums}
+        for k, v in values.items():
+            sums[k] += v
+        if s.bar is not None:
+            s.bar.set_postfix(
+                epoch=f"{epoch + 1}/{cfg.epochs}",
+                loss=f"{values['loss']:.4f}",
+                con=f"{values['contrastive']:.4f}",
+                dec=f"{values['decorrelation']:.4f}",
+                img_s=f"{(i + 1) * cfg.batch_size / max(time.perf_counter() - t0, 1e-9):.0f}",
+            )
+            s.bar.update(1)
+    seconds = time.perf_counter() - t0
+    return {
+        "epoch": epoch + 1,
+        **{k: v / s.steps_per_epoch for k, v in sums.items()},
+        "lr": s.optimizer.param_groups[0]["lr"],
+        **_s_stats(s.encoder),
+        "seconds": seconds,
+        "images_per_s": s.steps_per_epoch * cfg.batch_size / seconds,
+    }
+
+
+def save_epoch(s: Session, row: dict[str, Any]) -> None:
+    """Checkpoint the epoch ``row`` ends (rank 0 writes; every rank waits for it)."""
+    if s.rank == 0:
+        state = {"optimizer": s.optimizer.state_dict(), "rng": _rng_state(s.device)}
+        runs.save_epoch(s.run_dir, s.encoder.state_dict(), state, row)
+    if dist_utils.is_distributed():
+        torch.distributed.barrier()
+
+
 def train(
     cfg: RunConfig | None = None,
     *,
@@ -259,224 +460,26 @@ def train(
 
     Args:
         cfg: what to train. Ignored when ``resume`` is given (the run's own config is used).
-        runs_root: folder that holds run directories (default ``$TRICL_RUNS`` or ``checkpoints``).
+        runs_root: folder that holds run directories (default :func:`tricl.runs.default_runs_root`:
+            ``$TRICL_RUNS`` or ``./runs``).
         resume: an existing run directory to continue from its last finished epoch.
-        progress: draw a tqdm progress bar (loss terms, images/s, ETA).
+        progress: draw progress bars (dataset loading; loss terms, images/s, ETA).
         stop_after_epoch: stop (as if killed) once this epoch is checkpointed; for tests and for
             training in slices.
 
     Returns:
         The :class:`~tricl.runs.Run` (complete, or partial when ``stop_after_epoch`` stopped it).
+
+    Raises:
+        RunError, ConfigError, DatasetError, TrainingError: one-line reasons with the fix.
     """
-    from tricl.data import build_augmentation, load_dataset
-
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise RunError(
-                f"cannot resume {run_dir}: it has no {CONFIG_FILE}; check the path"
-                " (`tricl runs` lists runs)"
-            )
-        info = json.loads((run_dir / CONFIG_FILE).read_text())
-        cfg = RunConfig.from_dict(info["config"])
-    elif cfg is None:
-        raise ValueError("train() needs a RunConfig or resume=RUN_DIR")
-    else:
-        root = Path(runs_root) if runs_root is not None else default_runs_root()
-        run_dir = root / default_run_name(cfg)
-
-    device = resolve_device(cfg.device)
-    dist_utils.init_from_env(device)
-    world, rank = dist_utils.world_size(), dist_utils.rank()
-    if cfg.batch_size % world:
-        raise TrainingError(
-            f"batch_size {cfg.batch_size} is not divisible by {world} processes;"
-            f" pick a multiple of {world}"
-        )
-
-    # refuse an existing run before the (possibly long) data load
-    if resume is None and rank == 0 and (run_dir / CONFIG_FILE).exists():
-        raise RunError(
-            f"run directory {run_dir} already exists; continue it with"
-            f" `tricl train --resume {run_dir}` or pick another --name/--seed"
-        )
-    # rank 0 loads (and on first use downloads) the data before the others read it
-    if dist_utils.is_distributed() and rank != 0:
-        torch.distributed.barrier()
-    data = load_dataset(cfg.dataset, image_size=cfg.image_size)
-    if dist_utils.is_distributed() and rank == 0:
-        torch.distributed.barrier()
-    if resume is None and rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        info = {
-            "format": "tricl-run-1",
-            "config": cfg.to_dict(),
-            "dataset": {
-                "in_channels": data.channels,
-                "image_size": data.image_size,
-                "classes": list(data.classes),
-                "num_train": len(data.train_y),
-                "num_test": len(data.test_y),
-                "family": data.family,
-            },
-            "versions": _versions(),
-            "git_commit": _git_commit(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(info, indent=2))
-    if dist_utils.is_distributed():
-        torch.distributed.barrier()
-
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    encoder = Encoder.from_config(cfg, data.channels).to(device)
-    if encoder.importance_logits is not None and cfg.s_frozen:
-        encoder.importance_logits.requires_grad_(False)
-    if device.type == "cuda":
-        encoder = encoder.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(encoder, cfg)
-
-    steps_per_epoch = len(data.train_y) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise TrainingError(
-            f"batch_size {cfg.batch_size} is larger than the {len(data.train_y)}"
-            f" training images of {cfg.dataset}; lower --batch-size"
-        )
-    start_epoch = 0
-    if resume is not None:
-        recover_checkpoint(run_dir)
-        start_epoch = _load_resume_state(run_dir, encoder, optimizer, device)
-        if start_epoch >= cfg.epochs:
-            return Run.load(run_dir)
-    else:
-        # a fresh run: per-rank augmentation streams that a seed fixes
-        torch.manual_seed(cfg.seed * 1000 + rank)
-
-    model: nn.Module = encoder
-    if dist_utils.is_distributed():
-        model = nn.parallel.DistributedDataParallel(
-            encoder, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    augment = build_augmentation(data).to(device)
-    train_x = data.train_x.to(device)  # uint8 (N, C, H, W), stays on the training device
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = cfg.warmup_epochs * steps_per_epoch
-    local_bs = cfg.batch_size // world
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else (contextlib.nullcontext())
-    )
-
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=total_steps,
-            initial=start_epoch * steps_per_epoch,
-            unit="step",
-            desc=f"{run_dir.name}",
-            dynamic_ncols=True,
-        )
-    model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        # data order depends only on (seed, epoch): a resumed run sees the same batches
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(len(train_x), generator=gen).to(device)
-        sums = {"loss": 0.0, "contrastive": 0.0, "decorrelation": 0.0}
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            for g in optimizer.param_groups:
-                g["lr"] = (
-                    cfg.lr * g.get("lr_mult", 1.0) * lr_factor(step, total_steps, warmup_steps)
-                )
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            idx = idx[rank * local_bs : (rank + 1) * local_bs]  # this rank's share of the batch
-            xb = train_x[idx]
-            x1, x2 = augment(xb), augment(xb)  # (B_local, C, H, W) float each
-            if device.type == "cuda":
-                x1 = x1.contiguous(memory_format=torch.channels_last)
-                x2 = x2.contiguous(memory_format=torch.channels_last)
-            with amp:
-                terms = step_loss(model, x1, x2, cfg)
-            if not torch.isfinite(terms.total):
-                if bar is not None:
-                    bar.close()
-                raise TrainingError(
-                    f"loss became non-finite ({terms.total.item()}) at epoch {epoch + 1} step"
-                    f" {i + 1}; lower --lr (now {cfg.lr}) or raise --temperature; {run_dir} keeps"
-                    f" its last good checkpoint (epoch {epoch})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            optimizer.step()
-            sums["loss"] += terms.total.item()
-            sums["contrastive"] += terms.contrastive.item()
-            sums["decorrelation"] += terms.decorrelation.item()
-            if bar is not None:
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(
-                    epoch=f"{epoch + 1}/{cfg.epochs}",
-                    loss=f"{terms.total.item():.4f}",
-                    con=f"{terms.contrastive.item():.4f}",
-                    dec=f"{terms.decorrelation.item():.4f}",
-                    img_s=f"{(i + 1) * cfg.batch_size / max(elapsed, 1e-9):.0f}",
-                )
-                bar.update(1)
-        seconds = time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            **{k: v / steps_per_epoch for k, v in sums.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            **_s_stats(encoder),
-            "seconds": seconds,
-            "images_per_s": steps_per_epoch * cfg.batch_size / seconds,
-        }
-        if rank == 0:
-            _save_epoch(run_dir, encoder, optimizer, epoch + 1, row, device)
-        if dist_utils.is_distributed():
-            torch.distributed.barrier()
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
-    if bar is not None:
-        bar.close()
-    return Run.load(run_dir)
-
-
-def _save_epoch(
-    run_dir: Path, encoder: Encoder, optimizer, epoch: int, row: dict, device: torch.device
-) -> None:
-    weights = weights_to_bytes(encoder.state_dict(), {"epoch": str(epoch), "format": "tricl-1"})
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "rng": _rng_state(device)}
-    # metrics first: a crash after it re-runs this epoch, and resume trims rows past the checkpoint
-    metrics = run_dir / METRICS_FILE
-    lines = metrics.read_text().splitlines() if metrics.exists() else []
-    lines = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) < epoch]
-    atomic_write_text(metrics, "\n".join([*lines, json.dumps(row)]) + "\n")
-    write_checkpoint(run_dir, weights, state)
-
-
-def _load_resume_state(run_dir: Path, encoder: Encoder, optimizer, device: torch.device) -> int:
-    """Restore weights, optimizer and RNG from the last checkpoint; return the epochs done."""
-    if not (run_dir / WEIGHTS_FILE).exists():
-        return 0  # killed before the first checkpoint: start over
-    if not (run_dir / STATE_FILE).exists():
-        done = int(read_weights(run_dir / WEIGHTS_FILE)[1].get("epoch", 0))
-        if done >= json.loads((run_dir / CONFIG_FILE).read_text())["config"]["epochs"]:
-            return done  # a finished run shipped without its optimizer state
-        raise RunError(
-            f"cannot resume {run_dir}: {STATE_FILE} is missing after epoch {done};"
-            " restore it, or train a new run with the same settings"
-        )
-    state = load_state_file(run_dir / STATE_FILE)
-    if state.get("model_sha256") != file_sha256(run_dir / WEIGHTS_FILE):
-        raise RunError(
-            f"{run_dir / WEIGHTS_FILE} does not match {STATE_FILE} (tampered or mixed"
-            " from another run); restore both files from one checkpoint, or retrain"
-        )
-    tensors, _ = read_weights(run_dir / WEIGHTS_FILE)
-    encoder.load_state_dict(tensors)
-    optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"], device)
-    return int(state["epoch"])
+    s = setup(cfg, runs_root=runs_root, resume=resume, progress=progress)
+    try:
+        for epoch in range(s.start_epoch, s.cfg.epochs):
+            save_epoch(s, train_epoch(s, epoch))
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+    finally:
+        if s.bar is not None:
+            s.bar.close()
+    return Run.load(s.run_dir)
