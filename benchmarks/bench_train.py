@@ -19,6 +19,7 @@ import torch
 
 from tricl.config import RunConfig
 from tricl.data import build_augmentation, load_dataset
+from tricl.losses import build_loss
 from tricl.models import Encoder
 from tricl.train import build_optimizer, step_loss
 
@@ -32,7 +33,7 @@ def time_steps(cfg: RunConfig, x: torch.Tensor, steps: int) -> list[float]:
     times = []
     for i in range(steps + 3):
         t0 = time.perf_counter()
-        terms = step_loss(enc, x1, x2, cfg)
+        terms = step_loss(enc, x1, x2, build_loss(cfg))
         opt.zero_grad()
         terms.total.backward()
         opt.step()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tricl.config import RunConfig
-from tricl.losses import LOSSES
+from tricl.losses import LOSSES, build_loss
 from tricl.models import Encoder
 from tricl.train import step_loss
 
@@ -29,6 +29,7 @@ def _setup(method: str):
 WORKER = """
 import sys, torch, torch.distributed as dist
 from test_distributed import B, _setup
+from tricl.losses import build_loss
 from tricl.train import step_loss
 rank, world, init_file, method, out = int(sys.argv[1]), 2, sys.argv[2], sys.argv[3], sys.argv[4]
 dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -36,7 +37,7 @@ torch.set_num_threads(1)
 cfg, enc, x1, x2 = _setup(method)
 model = torch.nn.parallel.DistributedDataParallel(enc)
 share = slice(rank * B // world, (rank + 1) * B // world)
-terms = step_loss(model, x1[share], x2[share], cfg)
+terms = step_loss(model, x1[share], x2[share], build_loss(cfg))
 terms.total.backward()
 if rank == 0:
     grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
@@ -50,7 +51,7 @@ dist.destroy_process_group()
 @pytest.mark.parametrize("method", ["simclr", "tricl"])
 def test_two_process_gloo_equals_one_process(tmp_path, method):
     cfg, enc, x1, x2 = _setup(method)
-    ref = step_loss(enc, x1, x2, cfg)
+    ref = step_loss(enc, x1, x2, build_loss(cfg))
     ref.total.backward()
     out = tmp_path / "rank0.pt"
     # two fresh interpreters (not multiprocessing.spawn, which re-imports the parent's __main__)

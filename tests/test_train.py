@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tricl.config import ConfigError, RunConfig
-from tricl.losses import LOSSES
+from tricl.losses import LOSSES, build_loss
 from tricl.runs import STATE_FILE, WEIGHTS_FILE, Run, RunError, read_weights
 from tricl.train import TrainingError, build_optimizer, lr_factor, step_loss, train
 
@@ -69,7 +69,7 @@ def test_s_receives_gradient_and_moves_in_training(tmp_path):
     cfg = tiny()
     enc = Encoder.from_config(cfg, 1)
     x1, x2 = torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)
-    step_loss(enc, x1, x2, cfg).total.backward()
+    step_loss(enc, x1, x2, build_loss(cfg)).total.backward()
     assert enc.importance_logits.grad is not None
     assert enc.importance_logits.grad.abs().sum() > 0
 
@@ -97,7 +97,7 @@ def test_a_few_steps_lower_the_loss_for_every_method(method):
     losses = []
     for step in range(12):
         x1, x2 = views[step % 2]
-        terms = step_loss(enc, x1, x2, cfg)
+        terms = step_loss(enc, x1, x2, build_loss(cfg))
         opt.zero_grad()
         terms.total.backward()
         opt.step()

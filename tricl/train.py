@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tricl import distributed as dist_utils
 from tricl import runs
 from tricl.config import RunConfig
-from tricl.losses import LossTerms, compute_loss
+from tricl.losses import LossFn, LossTerms, build_loss
 from tricl.models import Encoder
 from tricl.runs import Run, default_runs_root
 
@@ -165,30 +165,21 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def step_loss(model: nn.Module, x1: Tensor, x2: Tensor, cfg: RunConfig) -> LossTerms:
+def step_loss(model: nn.Module, x1: Tensor, x2: Tensor, loss_fn: LossFn) -> LossTerms:
     """Forward both views, gather them from every rank (gradients kept), and compute the loss.
 
     Args:
         model: the Encoder, possibly wrapped in DistributedDataParallel.
         x1: first views of this rank's samples. Shape: (B_local, C, H, W).
         x2: second views of the same samples. Shape: (B_local, C, H, W).
-        cfg: the run's configuration (method, temperature, tau, S placement).
+        loss_fn: the run's loss, built (and validated) once by ``build_loss(cfg)``.
     """
     encoder: Encoder = model.module if hasattr(model, "module") else model
     z = model(torch.cat([x1, x2]))  # (2 * B_local, k)
     z1, z2 = z.chunk(2)  # (B_local, k) each
     z1 = dist_utils.gather_with_grad(z1)  # (B_global, k)
     z2 = dist_utils.gather_with_grad(z2)  # (B_global, k)
-    return compute_loss(
-        cfg.method,
-        z1,
-        z2,
-        encoder.importance(),
-        temperature=cfg.temperature,
-        tau=cfg.tau,
-        s_placement=cfg.s_placement,
-        decorrelation=cfg.decorrelation,
-    )
+    return loss_fn(z1, z2, encoder.importance())
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -239,6 +230,7 @@ class Session:
     encoder: Encoder
     model: nn.Module  # the encoder, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
+    loss_fn: LossFn
     augment: nn.Module
     train_x: Tensor  # uint8 (N, C, H, W) on the training device
     steps_per_epoch: int
@@ -350,7 +342,7 @@ def setup(
         )
     steps = len(data.train_y) // cfg.batch_size
     session = Session(
-        cfg, run_dir, device, encoder, model, optimizer, augment,
+        cfg, run_dir, device, encoder, model, optimizer, build_loss(cfg), augment,
         data.train_x.to(device), steps, start_epoch, rank, world,
     )  # fmt: skip
     if progress and rank == 0 and start_epoch < cfg.epochs:
@@ -387,7 +379,7 @@ def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
         x1 = x1.contiguous(memory_format=torch.channels_last)
         x2 = x2.contiguous(memory_format=torch.channels_last)
     with amp:
-        terms = step_loss(s.model, x1, x2, cfg)
+        terms = step_loss(s.model, x1, x2, s.loss_fn)
     if not torch.isfinite(terms.total):
         raise TrainingError(
             f"loss became non-finite ({terms.total.item()}) at epoch {epoch + 1} step {i + 1};"
