@@ -76,11 +76,9 @@ def analysis_of(run: Run) -> Any:
 
 def comparison(runs: Sequence[Run], *, key: str) -> Any | None:
     """The stored comparison of the runs, or None after offering the job (or explaining why)."""
-    from tricl.analysis import AnalysisError
-
     try:
         got = readers.comparison(runs)
-    except (AnalysisError, OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # unreadable files: say so, keep the page working
         st.error(f"cannot compare {', '.join(r.name for r in runs)}: {exc}")
         return None
     if isinstance(got, readers.Missing):
@@ -130,15 +128,21 @@ def _job_panel(
         if status is not None and status.state in (FAILED, STALE):
             log = store.folder(status.id) / "log.txt"
             tail = log.read_bytes()[-1500:].decode(errors="replace") if log.is_file() else ""
-            st.error(
-                f"The last try {status.state} (exit code {status.exit_code}):",
-                icon=":material/error:",
+            how = (
+                f"failed (exit code {status.exit_code})"
+                if status.state == FAILED
+                else "stopped without finishing (its process is gone)"
             )
+            st.error(f"The last try {how}; the end of its log:", icon=":material/error:")
             st.code(log_tail(tail), language=None)
         elif status is not None and status.state == CANCELLED:
             st.caption("The last try was cancelled.")
         if st.button(label, key=f"start_{key}", type="primary", icon=":material/play_arrow:"):
-            store.start(command)
+            try:
+                store.start(command)
+            except OSError as exc:  # e.g. the runs folder is read-only
+                st.error(f"cannot start the job in {store.root}: {exc}")
+                return
             st.rerun()
 
 

@@ -147,7 +147,9 @@ def embed_image(run: Run, analysis: Any, image: np.ndarray) -> np.ndarray:
     import torch
 
     data = dataset_of(run, analysis)
-    with torch.inference_mode():
+    # no_grad, not inference_mode: tensors the dataset caches on first use (normalisation) must
+    # stay usable by the saliency maps' autograd afterwards
+    with torch.no_grad():
         return encoder_of(run)(data.preprocess(torch.tensor(image[None])))[0].float().numpy()
 
 

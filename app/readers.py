@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from tricl.runs import Run, RunError
+from tricl.runs import Run
 
 EVAL_SPLIT = "test"
 
@@ -101,13 +101,11 @@ def analysis_or_none(run: Run) -> Any | None:
 
 def analyses(runs: Sequence[Run]) -> Analyses:
     """The stored analysis of every run; runs without one are listed, broken ones explained."""
-    from tricl.analysis import AnalysisError
-
     out = Analyses()
     for r in runs:
         try:
             got = analysis_or_none(r)
-        except (AnalysisError, RunError, OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # corrupt files of one run must not break the others
             out.errors[r.name] = f"{type(exc).__name__}: {exc}"
             continue
         if got is None:

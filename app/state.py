@@ -327,9 +327,22 @@ def current_run() -> Run:
 def current_order(analysis: Any) -> str:
     """The importance order in the URL if the run's analysis has it, else the run's default."""
     order = st.session_state.get(URL_ORDER)
-    return order if order in analysis.importance.orders else analysis.importance.default
+    orders, default = analysis.importance.orders, analysis.importance.default
+    if order and order not in orders:
+        st.info(
+            f"This run has no importance order {str(order)[:40]!r} (it has "
+            f"{', '.join(orders)}); showing {default}.",
+            icon=":material/info:",
+        )
+    return order if order in orders else default
 
 
 def current_feature(k: int) -> int:
-    """The feature rank (1-based) in the URL, clamped to the run's k."""
-    return int(min(max(1, st.session_state.get(URL_FEATURE, 1)), k))
+    """The feature rank (1-based) in the URL, clamped to the run's k (saying so if it was)."""
+    rank = int(max(1, st.session_state.get(URL_FEATURE, 1)))
+    if rank > k:
+        st.info(
+            f"This run has {k} features; showing #{k} instead of #{rank}.", icon=":material/info:"
+        )
+        st.session_state[URL_FEATURE] = rank = k
+    return rank

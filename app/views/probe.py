@@ -27,21 +27,23 @@ def _open_image(data: bytes, name: str):
     """The decoded PIL image, refusing non-images, truncated files and oversized images."""
     from PIL import Image, UnidentifiedImageError
 
+    too_big = (
+        f"{name} is too large; upload an image at most {MAX_SIDE} pixels on a side (it is "
+        "shrunk to a few dozen pixels anyway)"
+    )
+    unreadable = f"{name} is not an image that can be read ({{}}); upload a {IMAGE_TYPES} file"
     try:
-        img = Image.open(io.BytesIO(data))
-        if max(img.size) > MAX_SIDE or min(img.size) < 1:
-            raise NotAnImage(
-                f"{name} is {img.size[0]}×{img.size[1]} pixels; upload an image at most "
-                f"{MAX_SIDE} pixels on a side (it is shrunk to a few dozen pixels anyway)"
-            )
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise NotAnImage(too_big) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
+    if max(img.size) > MAX_SIDE or min(img.size) < 1:
+        raise NotAnImage(too_big)
+    try:
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, NotAnImage):
-            raise
-        raise NotAnImage(
-            f"{name} is not an image that can be read ({type(exc).__name__}); upload a "
-            f"{IMAGE_TYPES} file"
-        ) from None
+    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
     return img
 
 
