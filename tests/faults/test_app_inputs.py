@@ -86,6 +86,12 @@ def _png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _noise_png(side: int = 64) -> bytes:
+    """An RGB PNG of noise (it does not compress, so a cut lands inside the pixel data)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return _png(Image.fromarray(pixels))
+
+
 def _encoded(mode: str, fmt: str, size: tuple[int, int] = (24, 20)) -> bytes:
     rng = np.random.default_rng(0)
     if mode in ("I;16", "I"):
@@ -103,7 +109,7 @@ def _encoded(mode: str, fmt: str, size: tuple[int, int] = (24, 20)) -> bytes:
 UPLOADS = {
     "text": ("notes.txt", b"these are not pixels", "is not an image"),
     "empty": ("empty.png", b"", "is not an image"),
-    "truncated_png": ("cut.png", _encoded("RGB", "PNG", (64, 64))[:80], "is not an image"),
+    "truncated_png": ("cut.png", _noise_png()[:400], "is not an image"),
     "huge_header": ("bomb.png", _png_claiming(100_000, 100_000), "at most 8192 pixels"),
     "wide": ("wide.png", _png_claiming(9000, 2), "at most 8192 pixels"),
     "rgba": ("rgba.png", _encoded("RGBA", "PNG"), None),
