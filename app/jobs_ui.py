@@ -82,10 +82,9 @@ def comparison(runs: Sequence[Run], *, key: str) -> Any | None:
         st.error(f"cannot compare {', '.join(r.name for r in runs)}: {exc}")
         return None
     if isinstance(got, readers.Missing):
-        command = compare_command([r.path for r in runs], readers.EVAL_SPLIT)
         _job_panel(
             job_store(runs),
-            [*command, "--force"] if got.stale else command,
+            compare_command([r.path for r in runs], readers.EVAL_SPLIT),
             f"{got.reason.capitalize()}.",
             COMPARE_WHAT,
             "Compare now",

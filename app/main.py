@@ -41,7 +41,7 @@ def _set_root() -> None:
     ss["_url_errors"] = []
     try:
         new, picked = state.opened_folder(opts, text)
-    except (state.RunRefused, OSError) as exc:
+    except (ValueError, OSError) as exc:  # RunRefused, or a path the OS rejects (NUL byte)
         ss["_url_errors"] = [str(exc)]
         ss["_w_root"] = str(opts.runs_root)
         return

@@ -31,12 +31,10 @@ class Missing:
     Attributes:
         runs: the runs concerned.
         reason: one line for the page.
-        stale: the artifact exists but is older than the analyses it compares (recompute it).
     """
 
     runs: tuple[Run, ...]
     reason: str
-    stale: bool = False
 
 
 @dataclass
@@ -133,19 +131,14 @@ def comparison(runs: Sequence[Run]) -> Any | Missing:
         AnalysisError: the runs cannot be compared (e.g. evaluated on different images).
     """
     paths = tuple(str(r.path) for r in runs)
-    folders = [_analysis_folder(p) for p in paths]
-    stamps = tuple(artifact_stamp(f) for f in folders)
+    stamps = tuple(artifact_stamp(_analysis_folder(p)) for p in paths)
     try:
         comp = _comparison(paths, stamps)
     except _NotCached:
         names = ", ".join(r.name for r in runs)
         return Missing(tuple(runs), f"no stored comparison of {names} yet")
-    newest = max((max(s, default=0) for s in stamps), default=0)
-    written = max(artifact_stamp(comp.path), default=0)
-    if written < newest:
-        return Missing(
-            tuple(runs), "a run was analysed again after this comparison was stored", stale=True
-        )
+    # no file-time check against the analyses: a stored comparison names the weights hashes
+    # and importance orders it was computed from, and load_comparison refuses it if they moved
     return comp
 
 

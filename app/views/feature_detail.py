@@ -132,18 +132,8 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
             _partner(comp, run, other, rank, images)
 
 
-def main() -> None:
-    draw.page_header(
-        "Feature detail",
-        "One feature up close: the images that drive it highest and lowest, how its activation "
-        "differs between classes, which pixels it looks at (saliency), and whether the other "
-        "seeds of the same configuration learned the same feature.",
-    )
-    jobs_ui.require_runs()
-    run = state.current_run()
-    analysis = jobs_ui.analysis_of(run)
-    order = state.current_order(analysis)
-    o = analysis.importance.order(order)
+def pick_feature(analysis, order: str) -> tuple[int, int]:
+    """The feature number box and the headline metrics; returns (rank, raw feature index)."""
     k = analysis.k
     ss = st.session_state
     rank = state.current_feature(k)
@@ -159,7 +149,7 @@ def main() -> None:
             key="_w_feature",
             on_change=state.bind(state.URL_FEATURE, "_w_feature"),
         )
-    feature = int(o[rank - 1])
+    feature = int(analysis.importance.order(order)[rank - 1])
     score = float(analysis.importance.scores[order][feature])
     dominant = analysis.classes[int(analysis.stats.dominant_class[feature])]
     share = float(analysis.stats.dominant_share[feature])
@@ -169,8 +159,11 @@ def main() -> None:
         m2.metric(f"Importance ({order})", f"{score:.4f}")
         m3.metric("Dominant class", str(dominant))
         m4.metric("Selectivity", f"{share:.0%}", help="share of its top-100 images in that class")
-    st.caption(draw.order_caption(analysis, order))
-    images = models.eval_images(run, analysis)
+    return rank, feature
+
+
+def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) -> None:
+    """Top and bottom images, activation by class and class means."""
     top = analysis.top_images
     n_avail = top.top_indices.shape[1]
     choices = [n for n in (8, 16, 24, 32) if n <= n_avail] or [n_avail]
@@ -199,6 +192,9 @@ def main() -> None:
         st.markdown("**Class means**")
         draw.show_figure(bars, f"feature{rank}_class_means")
 
+
+def saliency(run, analysis, feature: int, rank: int) -> None:
+    """Saliency overlays of the feature on its top images (a few forward/backward passes)."""
     st.subheader("Saliency on its top images")
     c1, c2 = st.columns([2, 1])
     with c1:
@@ -209,7 +205,7 @@ def main() -> None:
         )
     with c2:
         smooth = st.checkbox("SmoothGrad (slower)", help="average over 8 noisy copies")
-    idxs = tuple(int(i) for i in top.top_indices[feature, :SALIENCY_N])
+    idxs = tuple(int(i) for i in analysis.top_images.top_indices[feature, :SALIENCY_N])
     with st.spinner("Computing saliency maps..."):
         tiles, acts = models.saliency_grid(
             str(run.path),
@@ -227,6 +223,24 @@ def main() -> None:
         f"Bright = pixels that move feature #{rank} most ({method}); "
         f"activations {acts[0]:.2f} … {acts[-1]:.2f}."
     )
+
+
+def main() -> None:
+    draw.page_header(
+        "Feature detail",
+        "One feature up close: the images that drive it highest and lowest, how its activation "
+        "differs between classes, which pixels it looks at (saliency), and whether the other "
+        "seeds of the same configuration learned the same feature.",
+    )
+    jobs_ui.require_runs()
+    run = state.current_run()
+    analysis = jobs_ui.analysis_of(run)
+    order = state.current_order(analysis)
+    rank, feature = pick_feature(analysis, order)
+    st.caption(draw.order_caption(analysis, order))
+    images = models.eval_images(run, analysis)
+    images_and_classes(analysis, feature, rank, images)
+    saliency(run, analysis, feature, rank)
     matched_in_other_seeds(run, analysis, feature, images)
 
 
