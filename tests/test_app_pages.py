@@ -316,6 +316,24 @@ def test_missing_analysis_runs_as_a_job_and_the_page_reads_it(runs, tmp_path, mo
     assert at.dataframe[0].value["linear probe acc"].between(0, 1).all()
 
 
+def test_running_job_can_be_cancelled_from_the_page(runs, tmp_path, monkeypatch):
+    root = tmp_path / "fresh"
+    src = runs["tricl_digits_small_cnn_k16_seed1"].path
+    shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("analysis"))
+    monkeypatch.setenv("PYTHONPATH", str(APP.parent))
+    at = open_page(app_at(root, monkeypatch), "features.py")
+    at.button(key=f"start_analyse_{src.name}").click().run()
+    store = JobStore(root / "_jobs")
+    job = store.find(analyze_command([root / src.name]))
+    assert job is not None and job.running
+    at.button(key=f"cancel_analyse_{src.name}").click().run()
+    assert not at.exception
+    assert store.status(job.id).state == "cancelled"
+    assert "The last try was cancelled." in texts(at)
+    assert at.button(key=f"start_analyse_{src.name}").label == "Analyse now"  # offered again
+    assert not (root / src.name / "analysis" / "test" / "downstream.csv").exists()
+
+
 def test_page_source_never_computes():
     """No module of the app calls the compute paths of the analysis package."""
     for path in [*APP.glob("*.py"), *APP.glob("views/*.py")]:
