@@ -1,6 +1,6 @@
 """Cached readers of stored artifacts: analyses and comparisons. They never compute.
 
-A missing or stale artifact is reported as such (:class:`Missing`); the page then offers a job
+A missing artifact is reported as such (:class:`Missing`); the page then offers a job
 (:mod:`jobs_ui`) that computes it outside the page's script run.
 
 Caching: :func:`st.cache_resource` holds the loaded artifacts. They are read-only objects shared by

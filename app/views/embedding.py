@@ -47,7 +47,7 @@ def scatter(analysis, color_by: str, feature: int | None) -> tuple[go.Figure, li
                 )
             )
     else:
-        z = analysis.features.z[:, feature]
+        z = analysis.features.z[:, feature].astype(np.float32)  # stored as float16
         rows.append(np.arange(len(xy)))
         fig.add_trace(
             go.Scattergl(

@@ -20,7 +20,7 @@ MATCH_STRIP_N = 8
 
 def class_figures(analysis, feature: int) -> tuple[go.Figure, go.Figure]:
     """Activation distribution split by class, and class-mean bars, of a raw feature index."""
-    z = analysis.features.z[:, feature]
+    z = analysis.features.z[:, feature].astype(np.float32)  # stored as float16
     labels = analysis.features.labels
     classes = analysis.classes
     dominant = int(analysis.stats.dominant_class[feature])
