@@ -1,6 +1,6 @@
-"""tricl dashboard: ``streamlit run app/main.py [-- --runs-root DIR] [-- --run RUN_DIR ...]``.
+"""tricl dashboard: ``streamlit run app/main.py [-- --runs-root DIR] [--run DIR ...] [--confine]``.
 
-The router: reads the runs root, draws the sidebar (runs folder, run picker), restores the run,
+The router: reads the runs roots, draws the sidebar (runs folder, run picker), restores the run,
 compared runs, feature and importance order from the URL, keeps them in the URL while the user
 moves between pages, and runs the selected page (one file per page under ``views/``).
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import common
+import labels
+import state
 import streamlit as st
 
 PAGES = [
@@ -30,62 +31,69 @@ PAGES = [
 
 def _set_root() -> None:
     """Sidebar path changed: a run directory is added to the list and picked; any other folder
-    becomes the runs root (its runs listed, the picked ones forgotten)."""
+    becomes the runs root (its runs listed, the picked ones forgotten). With ``--confine`` a
+    folder outside the roots the server was started with is refused."""
     ss = st.session_state
     text = ss["_w_root"].strip()
     if not text:
         return
-    opts: common.AppOptions = ss["_options"]
-    path = Path(text).expanduser().resolve()
-    ss.pop("_w_run", None)
+    opts: state.AppOptions = ss["_options"]
     ss["_url_errors"] = []
-    if (path / "config.json").is_file():
-        ss["_options"] = common.AppOptions(opts.runs_root, (*opts.extra_runs, path))
-        ss[common.URL_RUN] = path.name
+    try:
+        new, picked = state.opened_folder(opts, text)
+    except (ValueError, OSError) as exc:  # RunRefused, or a path the OS rejects (NUL byte)
+        ss["_url_errors"] = [str(exc)]
         ss["_w_root"] = str(opts.runs_root)
         return
-    ss["_options"] = common.AppOptions(path, opts.extra_runs)
-    ss[common.URL_RUN] = None
-    ss[common.URL_RUNS] = []
+    ss.pop("_w_run", None)
+    ss["_options"] = new
+    if picked is not None:
+        ss[state.URL_RUN] = picked
+        ss["_w_root"] = str(opts.runs_root)
+        return
+    ss[state.URL_RUN] = None
+    ss[state.URL_RUNS] = []
 
 
 def _pick_run() -> None:
     ss = st.session_state
-    ss[common.URL_RUN] = ss["_w_run"]
+    ss[state.URL_RUN] = ss["_w_run"]
     ss["_url_errors"] = []
 
 
-def sidebar(idx: common.RunIndex) -> None:
+def sidebar(idx: state.RunIndex) -> None:
     """Runs folder, run picker, and a word about broken runs."""
     ss = st.session_state
+    opts = state.options()
     with st.sidebar:
-        common.seed_widget("_w_root", str(idx.root))
+        state.seed_widget("_w_root", str(idx.root))
         with st.expander("Runs folder", icon=":material/folder_open:"):
             st.text_input(
                 "Runs folder or run directory",
                 key="_w_root",
                 on_change=_set_root,
                 help="A folder whose sub-folders are runs (what `tricl train` writes), or one run "
-                "directory to add to the list (e.g. an imported checkpoint).",
+                "directory to add to the list (e.g. an imported checkpoint)."
+                + (" Only folders inside the runs root are accepted." if opts.confine else ""),
             )
             st.caption(f"{len(idx.runs)} run(s), {len(idx.broken)} broken")
         if not idx.runs:
             return
         names = idx.names
-        if ss.get(common.URL_RUN) not in names:
-            ss[common.URL_RUN] = names[0]
+        if ss.get(state.URL_RUN) not in names:
+            ss[state.URL_RUN] = names[0]
         if ss.get("_w_run") not in names:
-            ss["_w_run"] = ss[common.URL_RUN]
-        labels = common.run_labels(idx.runs)
+            ss["_w_run"] = ss[state.URL_RUN]
+        shown = labels.run_labels(idx.runs)
         st.selectbox(
             "Run",
             names,
             key="_w_run",
-            format_func=labels.__getitem__,
+            format_func=shown.__getitem__,
             on_change=_pick_run,
             help="The run the Features, Feature detail, Embedding and Probe pages show.",
         )
-        run = idx.get(ss[common.URL_RUN])
+        run = idx.get(ss[state.URL_RUN])
         if run is not None:
             st.caption(f"`{run.name}`")
         if idx.broken:
@@ -100,9 +108,9 @@ def main() -> None:
     )
     ss = st.session_state
     if "_options" not in ss:
-        ss["_options"] = common.env_options()
-    idx = common.index()
-    common.init_state(idx)
+        ss["_options"] = state.env_options()
+    idx = state.index()
+    state.init_state(idx)
     here = Path(__file__).parent
     pages = [
         st.Page(here / path, title=title, icon=icon, url_path=url, default=i == 0)
@@ -112,11 +120,11 @@ def main() -> None:
     sidebar(idx)
     for msg in ss.get("_url_errors", []):
         st.error(msg, icon=":material/block:")
-    common.sync_url()
+    state.sync_url()
     try:
         page.run()
     finally:
-        common.sync_url()
+        state.sync_url()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Dashboard benchmark in headless chromium, measured in one run on this machine.
 
 1. cold start: seconds from launching ``streamlit run app/main.py`` to the first page drawn
-   (Runs page; includes the analyses of runs that have none cached yet, which this prints);
+   (Runs page). Pages never compute an analysis (a run without one shows an "Analyse now"
+   button), so analyse the runs first (``tricl analyze RUN...``) to measure their pages;
 2. warm page draws: seconds from clicking a page in the sidebar to the page drawn (script done,
    every image decoded, every chart drawn), median and max over ``--repeats`` visits after one
    warm-up visit of every page (target: under 1.5 s each);
@@ -90,6 +91,8 @@ def main() -> None:
     root = Path(args.runs_root).resolve()
     done, total = analysed(root)
     print(f"runs root: {root} ({total} runs, {done} with cached analysis)")
+    if done < total:
+        print("  runs without an analysis show an 'Analyse now' panel; run `tricl analyze` first")
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
     port = free_port()
     cmd = streamlit_command(port, root)
@@ -127,6 +130,7 @@ def main() -> None:
                 print(f"  {label:<16} median {med:5.2f} s   max {top:5.2f} s   {flag}")
             print(f"slowest page median: {worst:.2f} s (target < {TARGET_S} s)")
             print(f"server resident memory, every page visited: {rss_mib(proc.pid):.0f} MiB")
+            print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         finally:
             browser.close()
             proc.terminate()

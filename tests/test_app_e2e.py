@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_app_pages import make_fixture_runs
 
+from tricl.analysis.metrics import METRICS
 from tricl.dashboard import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command, wait_healthy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,7 +125,8 @@ def test_study_results_draws_the_figures_of_results_md(page, server):
 
 def test_compare_page_reports_the_spectral_basis(page, server):
     _open(page, f"{server}/compare?run={RUN}", "compare_spectral")
-    page.get_by_text("top-8, spectral").first.wait_for()
+    label = METRICS["ordered_corr_top8"].label  # the registry names the page's columns
+    page.get_by_text(f"{label}, spectral basis").first.wait_for()
 
 
 def test_feature_detail_shows_feature_one_images(page, server):

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from tricl.analysis import analyze, compare
 from tricl.config import RunConfig
+from tricl.jobs import JobStore, analyze_command
 from tricl.runs import Run, list_runs
 from tricl.train import train
 
@@ -61,25 +63,29 @@ def runs(runs_root) -> dict[str, Run]:
     return {r.name: r for r in list_runs(runs_root) if isinstance(r, Run)}
 
 
-def _common():
-    """app/common.py as a module (the app's folder is not a package), loaded once."""
-    name = "tricl_app_common"
+def app_module(name: str):
+    """app/<name>.py as a module (the app's folder is not a package), loaded once.
+
+    It is registered under its plain name, the one the app's own ``import state`` uses, so the
+    tests and the AppTest runs share one copy.
+    """
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, APP / "common.py")
+        spec = importlib.util.spec_from_file_location(name, APP / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while the file runs
         spec.loader.exec_module(module)
     return sys.modules[name]
 
 
-def _app(root: Path, monkeypatch, **query: str) -> AppTest:
-    monkeypatch.setenv("TRICL_RUNS", str(root))
+def app_at(root: Path, monkeypatch, *args: str, **query: str) -> AppTest:
+    """The dashboard as ``streamlit run app/main.py -- --runs-root ROOT ARGS``, URL ``query``."""
+    monkeypatch.setattr(sys, "argv", ["app/main.py", "--runs-root", str(root), *args])
     at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT)
     at.query_params.update(query)
     return at
 
 
-def _open(at: AppTest, page: str) -> AppTest:
+def open_page(at: AppTest, page: str) -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     if page != "runs.py":
@@ -88,7 +94,7 @@ def _open(at: AppTest, page: str) -> AppTest:
     return at
 
 
-def _texts(at: AppTest) -> str:
+def texts(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
     parts += [e.value for e in at.error] + [i.value for i in at.info]
     parts += [h.value for h in (*at.title, *at.subheader)]
@@ -119,7 +125,7 @@ def test_every_page_file_is_in_the_navigation():
 
 @pytest.mark.parametrize("page", PAGE_FILES)
 def test_page_renders(page, runs_root, monkeypatch):
-    at = _open(_app(runs_root, monkeypatch), page)
+    at = open_page(app_at(runs_root, monkeypatch), page)
     assert len(at.title) == 1
     assert at.caption, "every page explains what it shows under its title"
     assert not at.error, [e.value for e in at.error]
@@ -128,7 +134,7 @@ def test_page_renders(page, runs_root, monkeypatch):
 
 
 def test_runs_page_table_and_charts(runs_root, runs, monkeypatch):
-    at = _open(_app(runs_root, monkeypatch), "runs.py")
+    at = open_page(app_at(runs_root, monkeypatch), "runs.py")
     table = at.dataframe[0].value
     assert sorted(table["run"]) == sorted(runs)
     assert {"method", "seed", "epochs", "loss", "linear probe acc", "top-8 acc"} <= set(table)
@@ -140,7 +146,7 @@ def test_runs_page_table_and_charts(runs_root, runs, monkeypatch):
 
 def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, monkeypatch):
     name = "tricl_digits_small_cnn_k16_seed0"
-    at = _open(_app(runs_root, monkeypatch, run=name), "features.py")
+    at = open_page(app_at(runs_root, monkeypatch, run=name), "features.py")
     table = at.dataframe[0].value
     a = analyze(runs[name], progress=False)
     assert list(table["#"]) == list(range(1, a.k + 1))
@@ -157,7 +163,7 @@ def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, 
 
 def test_feature_detail_defaults_to_feature_one(runs_root, runs, monkeypatch):
     name = "tricl_digits_small_cnn_k16_seed1"
-    at = _open(_app(runs_root, monkeypatch, run=name), "feature_detail.py")
+    at = open_page(app_at(runs_root, monkeypatch, run=name), "feature_detail.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Feature"] == "#1"
     a = analyze(runs[name], progress=False)
@@ -166,12 +172,12 @@ def test_feature_detail_defaults_to_feature_one(runs_root, runs, monkeypatch):
     # top-N, bottom-N, saliency grid, and this run + the other seed's matched feature
     assert len(at.image) >= 5
     assert len(_charts(at)) == 2  # activation by class, class means
-    assert "match: #" in _texts(at)
+    assert "match: #" in texts(at)
 
 
 def test_compare_page_gives_a_verdict_per_method(runs_root, monkeypatch):
-    at = _open(_app(runs_root, monkeypatch), "compare_seeds.py")
-    text = _texts(at)
+    at = open_page(app_at(runs_root, monkeypatch), "compare_seeds.py")
+    text = texts(at)
     assert "SimCLR" in text and "triCL" in text
     assert "identifiable" in text.lower()
     labels = [m.label for m in at.metric]
@@ -187,7 +193,7 @@ def test_compare_page_gives_a_verdict_per_method(runs_root, monkeypatch):
 
 def test_run_and_feature_come_from_the_url_and_stay_in_it(runs_root, monkeypatch):
     name = "simclr_digits_small_cnn_k16_seed1"
-    at = _open(_app(runs_root, monkeypatch, run=name, feature="3"), "feature_detail.py")
+    at = open_page(app_at(runs_root, monkeypatch, run=name, feature="3"), "feature_detail.py")
     assert at.selectbox(key="_w_run").value == name
     assert {m.label: m.value for m in at.metric}["Feature"] == "#3"
     at.number_input(key="_w_feature").set_value(5).run()
@@ -198,7 +204,7 @@ def test_run_and_feature_come_from_the_url_and_stay_in_it(runs_root, monkeypatch
 
 def test_compared_runs_live_in_the_url(runs_root, monkeypatch):
     pair = "tricl_digits_small_cnn_k16_seed0,tricl_digits_small_cnn_k16_seed1"
-    at = _open(_app(runs_root, monkeypatch, runs=pair), "compare_seeds.py")
+    at = open_page(app_at(runs_root, monkeypatch, runs=pair), "compare_seeds.py")
     assert at.multiselect(key="_w_runs").value == pair.split(",")
     assert at.query_params["runs"] == pair
     assert at.dataframe[1].value["a"].str.startswith("triCL").all()
@@ -206,7 +212,7 @@ def test_compared_runs_live_in_the_url(runs_root, monkeypatch):
 
 @pytest.mark.parametrize("bad", ["../outside_run", "/etc", "..", "a/../../b"])
 def test_url_naming_a_run_outside_the_root_is_refused(bad, runs_root, tmp_path, monkeypatch):
-    at = _open(_app(runs_root, monkeypatch, run=bad), "features.py")
+    at = open_page(app_at(runs_root, monkeypatch, run=bad), "features.py")
     errors = [e.value for e in at.error]
     assert any("outside the runs root" in e for e in errors), errors
     # the page still works, on a run of the root
@@ -219,7 +225,7 @@ def test_url_naming_a_real_run_outside_the_root_is_refused(runs_root, runs, tmp_
     src = runs["tricl_digits_small_cnn_k16_seed0"].path
     shutil.copytree(src, outside / "stray_run")
     rel = Path("..") / outside.relative_to(tmp_path.parent) / "stray_run"
-    at = _open(_app(runs_root, monkeypatch, run=str(rel)), "runs.py")
+    at = open_page(app_at(runs_root, monkeypatch, run=str(rel)), "runs.py")
     assert any("outside the runs root" in e.value for e in at.error)
     assert "stray_run" not in set(at.dataframe[0].value["run"])
 
@@ -227,8 +233,8 @@ def test_url_naming_a_real_run_outside_the_root_is_refused(runs_root, runs, tmp_
 def test_sidebar_opens_a_run_directory_or_another_root(runs_root, runs, tmp_path, monkeypatch):
     mine = tmp_path / "imports" / "my_run"
     shutil.copytree(runs["tricl_digits_small_cnn_k16_seed1"].path, mine)
-    at = _open(_app(tmp_path / "empty", monkeypatch), "runs.py")
-    assert "No runs in" in _texts(at)
+    at = open_page(app_at(tmp_path / "empty", monkeypatch), "runs.py")
+    assert "No runs in" in texts(at)
     at.text_input(key="_w_root").set_value(str(mine)).run()  # one run directory: added
     assert at.selectbox(key="_w_run").value == "my_run"
     at.switch_page("views/features.py").run()
@@ -242,8 +248,8 @@ def test_sidebar_opens_a_run_directory_or_another_root(runs_root, runs, tmp_path
 
 def test_empty_runs_folder_shows_how_to_train(tmp_path, monkeypatch):
     for page in ("runs.py", "features.py", "compare_seeds.py"):
-        at = _open(_app(tmp_path, monkeypatch), page)
-        text = _texts(at)
+        at = open_page(app_at(tmp_path, monkeypatch), page)
+        text = texts(at)
         assert "No runs in" in text, page
         assert "tricl train --method tricl" in text, page
 
@@ -253,7 +259,7 @@ def test_broken_run_is_listed_with_its_reason_and_the_others_work(runs_root, tmp
     shutil.copytree(runs_root, root)
     (root / "half_written").mkdir()
     (root / "half_written" / "config.json").write_text("{not json")
-    at = _open(_app(root, monkeypatch), "runs.py")
+    at = open_page(app_at(root, monkeypatch), "runs.py")
     tables = [d.value for d in at.dataframe]
     broken = next(t for t in tables if "reason" in t)
     assert list(broken["run"]) == ["half_written"]
@@ -265,7 +271,7 @@ def test_broken_run_is_listed_with_its_reason_and_the_others_work(runs_root, tmp
 
 
 def test_uploaded_non_image_gets_a_clear_message(runs_root, monkeypatch):
-    at = _open(_app(runs_root, monkeypatch), "probe.py")
+    at = open_page(app_at(runs_root, monkeypatch), "probe.py")
     at.radio[0].set_value("Upload").run()
     at.file_uploader[0].set_value(("notes.txt", b"these are not pixels", "text/plain")).run()
     assert not at.exception
@@ -275,65 +281,125 @@ def test_uploaded_non_image_gets_a_clear_message(runs_root, monkeypatch):
 
 
 def test_uploaded_image_is_probed(runs_root, monkeypatch):
-    at = _open(_app(runs_root, monkeypatch), "probe.py")
+    at = open_page(app_at(runs_root, monkeypatch), "probe.py")
     at.radio[0].set_value("Upload").run()
     at.file_uploader[0].set_value(("one.png", _png(), "image/png")).run()
     assert not at.exception and not at.error
     assert len(_charts(at)) == 1
-    assert "Feature #" in _texts(at)
+    assert "Feature #" in texts(at)
 
 
-def test_missing_analysis_is_computed_on_first_open(runs_root, runs, tmp_path, monkeypatch):
+def test_missing_analysis_runs_as_a_job_and_the_page_reads_it(runs, tmp_path, monkeypatch):
     root = tmp_path / "fresh"
     src = runs["simclr_digits_small_cnn_k16_seed0"].path
     shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("analysis"))
-    at = _open(_app(root, monkeypatch), "runs.py")
-    assert [s.label for s in at.status] == [
-        "Analysed 1 run(s); cached in each run's analysis/ folder"
-    ]
-    assert (root / src.name / "analysis" / "test" / "downstream.csv").is_file()
+    monkeypatch.setenv("PYTHONPATH", str(APP.parent))  # the job imports this checkout's tricl
+    at = open_page(app_at(root, monkeypatch), "runs.py")
+    assert "no stored analysis yet" in texts(at)
+    assert at.dataframe[0].value["linear probe acc"].isna().all()  # the table is drawn anyway
+    t0 = time.monotonic()
+    at.button(key="start_runs_page").click().run()
+    assert time.monotonic() - t0 < 30, "the script run waited for the analysis"
+    assert not at.exception
+    store = JobStore(root / "_jobs")
+    job = store.find(analyze_command([root / src.name]))
+    assert job is not None and job.running, "the click started a job that is still running"
+    assert at.get("progress"), "the page shows the job's progress"
+    at.switch_page("views/compare_seeds.py").run()  # other pages answer while the job runs
+    assert not at.exception and at.title[0].value == "Compare seeds"
+    deadline = time.monotonic() + 240
+    while store.status(job.id).running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.status(job.id).state == "done"
+    at.switch_page("views/runs.py").run()
+    assert "no stored analysis yet" not in texts(at)
     assert at.dataframe[0].value["linear probe acc"].between(0, 1).all()
+
+
+def test_running_job_can_be_cancelled_from_the_page(runs, tmp_path, monkeypatch):
+    root = tmp_path / "fresh"
+    src = runs["tricl_digits_small_cnn_k16_seed1"].path
+    shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("analysis"))
+    monkeypatch.setenv("PYTHONPATH", str(APP.parent))
+    at = open_page(app_at(root, monkeypatch), "features.py")
+    at.button(key=f"start_analyse_{src.name}").click().run()
+    store = JobStore(root / "_jobs")
+    job = store.find(analyze_command([root / src.name]))
+    assert job is not None and job.running
+    at.button(key=f"cancel_analyse_{src.name}").click().run()
+    assert not at.exception
+    assert store.status(job.id).state == "cancelled"
+    assert "The last try was cancelled." in texts(at)
+    assert at.button(key=f"start_analyse_{src.name}").label == "Analyse now"  # offered again
+    assert not (root / src.name / "analysis" / "test" / "downstream.csv").exists()
+
+
+def test_page_source_never_computes():
+    """No module of the app calls the compute paths of the analysis package."""
+    for path in [*APP.glob("*.py"), *APP.glob("views/*.py")]:
+        text = path.read_text().replace("load_comparison(", "").replace("load_analysis(", "")
+        for call in ("analyze(", "compare(", "spectral_basis(", "import analyze", "import compare"):
+            assert call not in text, f"{path.name} calls {call}"
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def test_runs_root_comes_from_argument_then_environment_then_repo(tmp_path):
-    common = _common()
-    arg = common.parse_options(["--runs-root", str(tmp_path)], {"TRICL_RUNS": "/elsewhere"})
-    assert arg.runs_root == tmp_path.resolve()
-    env = common.parse_options(["-x", "tests/test_app_pages.py"], {"TRICL_RUNS": str(tmp_path)})
-    assert env.runs_root == tmp_path.resolve()
-    default = common.parse_options([], {})
-    assert default.runs_root == APP.parent / "checkpoints"
-    extra = common.parse_options(["--run", str(tmp_path / "r")], {})
+def test_runs_roots_default_to_shipped_and_user_runs_and_the_flag_narrows(tmp_path):
+    state = app_module("state")
+    arg = state.parse_options(["--runs-root", str(tmp_path)], {"TRICL_RUNS": "/elsewhere"})
+    assert arg.roots == (tmp_path.resolve(),) and not arg.confine
+    env = state.parse_options(["-x", "tests/test_app_pages.py"], {"TRICL_RUNS": str(tmp_path)})
+    assert env.roots == ((APP.parent / "checkpoints").resolve(), tmp_path.resolve())
+    gone = state.parse_options([], {"TRICL_RUNS": str(tmp_path / "not_there")})
+    assert gone.roots == ((APP.parent / "checkpoints").resolve(),)
+    extra = state.parse_options(["--run", str(tmp_path / "r")], {})
     assert extra.extra_runs == ((tmp_path / "r").resolve(),)
+    assert state.parse_options(["--confine"], {}).confine
+    assert state.parse_options([], {"TRICL_CONFINE": "1"}).confine
+
+
+def test_confined_folder_box_accepts_only_folders_inside_the_root(runs_root, tmp_path):
+    state = app_module("state")
+    opts = state.parse_options(["--runs-root", str(runs_root), "--confine"], {})
+    run_dir = next(p for p in runs_root.iterdir() if (p / "config.json").is_file())
+    new, picked = state.opened_folder(opts, str(run_dir))
+    assert picked == run_dir.name and new.extra_runs == (run_dir.resolve(),)
+    for outside in (tmp_path, runs_root / "..", "/etc"):
+        with pytest.raises(state.RunRefused, match="outside the runs root"):
+            state.opened_folder(opts, str(outside))
+    link = tmp_path / "inside_root_link"
+    link.symlink_to(tmp_path.parent, target_is_directory=True)
+    with pytest.raises(state.RunRefused, match="outside the runs root"):
+        state.opened_folder(opts, str(link))  # resolved first: a symlink cannot leave the root
+    free = state.parse_options(["--runs-root", str(runs_root)], {})
+    assert state.opened_folder(free, str(tmp_path))[0].roots == (tmp_path.resolve(),)
 
 
 def test_run_passed_by_path_is_listed(runs_root, runs, tmp_path):
-    common = _common()
+    state = app_module("state")
     src = runs["tricl_digits_small_cnn_k16_seed0"].path
     mine = tmp_path / "mine" / "my_import"
     shutil.copytree(src, mine)
-    idx = common.run_index(common.AppOptions(tmp_path / "empty_root", (mine,)))
+    idx = state.run_index(state.AppOptions((tmp_path / "empty_root",), (mine,)))
     assert idx.names == ["my_import"]
-    assert common.resolve_run_name(idx, "my_import").path == mine
+    assert state.resolve_run_name(idx, "my_import").path == mine
 
 
 def test_resolve_run_name_refuses_paths(runs_root):
-    common = _common()
-    idx = common.run_index(common.AppOptions(runs_root))
+    state = app_module("state")
+    idx = state.run_index(state.AppOptions((runs_root,)))
     name = idx.names[0]
-    assert common.resolve_run_name(idx, name).name == name
-    for bad in ("..", "../x", "/abs", f"{name}/..", "a\\b", ""):
-        with pytest.raises(common.RunRefused, match="outside the runs root"):
-            common.resolve_run_name(idx, bad)
-    with pytest.raises(common.RunRefused, match="no run 'nope'"):
-        common.resolve_run_name(idx, "nope")
+    assert state.resolve_run_name(idx, name).name == name
+    for bad in ("..", "../x", "/abs", f"{name}/..", "a\\b", "", ".", "a\x00b"):
+        with pytest.raises(state.RunRefused, match="outside the runs root"):
+            state.resolve_run_name(idx, bad)
+    with pytest.raises(state.RunRefused, match="no run 'nope'"):
+        state.resolve_run_name(idx, "nope")
 
 
 def test_seed_groups_pair_runs_that_differ_only_by_seed(runs):
-    common = _common()
+    common = app_module("labels")
     groups = common.seed_groups(list(runs.values()))
     assert sorted(len(g) for g in groups) == [2, 2]
     for g in groups:
@@ -342,7 +408,7 @@ def test_seed_groups_pair_runs_that_differ_only_by_seed(runs):
 
 
 def test_grid_tiles_images_in_rows():
-    common = _common()
+    common = app_module("draw")
     imgs = np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(5)])  # (5, 4, 4, 3)
     g = common.grid(imgs, cols=3, scale=2, pad=1)
     assert g.shape == (2 * 8 + 1, 3 * 8 + 2, 3)
@@ -351,14 +417,14 @@ def test_grid_tiles_images_in_rows():
 
 
 def test_config_key_ignores_seed_and_name(runs):
-    common = _common()
+    common = app_module("labels")
     a, b = (runs[f"tricl_digits_small_cnn_k16_seed{s}"] for s in (0, 1))
     assert common.config_key(a) == common.config_key(b)
     assert json.loads(common.config_key(a))["method"] == "tricl"
 
 
 def test_group_label_names_non_default_recipe_settings(runs):
-    common = _common()
+    common = app_module("labels")
     a = runs["tricl_digits_small_cnn_k16_seed0"]
     assert common.recipe_changes(a) == ""
     variant = Run(a.path, a.config.replace(decorrelation="whiten", s_lr_mult=10.0), a.info)
@@ -368,8 +434,8 @@ def test_group_label_names_non_default_recipe_settings(runs):
 
 
 def test_study_page_shows_the_results_tables_and_figures(runs_root, monkeypatch):
-    at = _open(_app(runs_root, monkeypatch), "study.py")
-    text = _texts(at)
+    at = open_page(app_at(runs_root, monkeypatch), "study.py")
+    text = texts(at)
     if not (REPO_DOCS / "RESULTS.md").is_file():
         assert "tricl.experiments.reproduce" in text
         return
@@ -380,7 +446,7 @@ def test_study_page_shows_the_results_tables_and_figures(runs_root, monkeypatch)
 
 
 def test_study_blocks_split_markdown_around_images():
-    blocks = _common().markdown_blocks("# T\ntext\n![a](figures/a.png)\nmore\n![b](b.png)")
+    blocks = app_module("draw").markdown_blocks("# T\ntext\n![a](figures/a.png)\nmore\n![b](b.png)")
     assert blocks == [
         ("md", "# T\ntext"),
         ("img", "figures/a.png"),

@@ -3,6 +3,19 @@
 ``streamlit run app/main.py`` is the product's main job; this module only builds that command,
 finds a free local port, waits for the server's health check, and names the headless Chromium
 that drives it (Debian's package; playwright never downloads a browser here).
+
+What the server exposes: it listens on ``localhost`` only (``.streamlit/config.toml``), so only
+this machine can open it. It shows the runs of its runs roots (every run's config, metrics,
+analysis artifacts and the dataset images they point to), lets a visitor start ``tricl analyze``
+/ ``tricl compare`` jobs on those runs, runs uploaded images through a run's encoder, and by
+default lets a visitor type any folder of the server's disk into the sidebar's "Runs folder" box.
+To open it to a network::
+
+    streamlit run app/main.py --server.address 0.0.0.0 -- --confine
+
+``--confine`` (or ``TRICL_CONFINE=1``) keeps the "Runs folder" box inside the runs roots the
+server was started with; put an authenticating reverse proxy in front of it on an untrusted
+network (Streamlit has no login of its own).
 """
 
 from __future__ import annotations
@@ -37,8 +50,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def streamlit_command(port: int, runs_root: str | Path) -> list[str]:
-    """``streamlit run app/main.py -- --runs-root ROOT`` on 127.0.0.1:``port``, headless."""
+def streamlit_command(port: int, runs_root: str | Path, *app_args: str) -> list[str]:
+    """``streamlit run app/main.py -- --runs-root ROOT ARGS`` on 127.0.0.1:``port``, headless."""
     return [
         sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
         "--server.port", str(port),
@@ -46,7 +59,7 @@ def streamlit_command(port: int, runs_root: str | Path) -> list[str]:
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
-        "--", "--runs-root", str(runs_root),
+        "--", "--runs-root", str(runs_root), *app_args,
     ]  # fmt: skip
 
 

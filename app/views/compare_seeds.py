@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-import common
+import draw
+import jobs_ui
+import labels
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import readers
+import state
 import streamlit as st
 
-METRICS = {
-    "ordered_corr_top8": "top-8 ordered corr",
-    "ordered_corr": "ordered corr",
-    "mcc": "MCC",
-    "cka": "CKA",
-    "spectral_corr_top8": "top-8 ordered corr, spectral basis",
-}
-METRIC_HELP = {
-    "ordered_corr_top8": "mean |corr| of feature #i of one seed with feature #i of the other, "
-    "i = 1…8: the paper's claim (same features, same order, up to sign)",
-    "ordered_corr": "the same over all k features",
-    "mcc": "mean |corr| after the best one-to-one matching: same features in any order",
-    "cka": "linear CKA: same information up to a rotation (does not need identifiable axes)",
-    "spectral_corr_top8": "top-8 ordered corr after rotating each run onto its spectral basis "
-    "(eigenvectors of the augmentation's positive-pair covariance, estimated on train pairs, "
-    "most invariant first): the order the paper's theory predicts, read off post hoc",
-}
+from tricl.analysis.metrics import METRICS
+from tricl.methods import method_color, method_label
+
+SPECTRAL_HELP = (
+    "after rotating each run onto its spectral basis (eigenvectors of the augmentation's "
+    "positive-pair covariance, estimated on train pairs, most invariant first): the order the "
+    "paper's theory predicts, read off post hoc"
+)
+# The headline cards, by registry name (the spectral one is the top-8 score's spectral column).
+TOP8, MCC, CKA = "ordered_corr_top8", "mcc", "cka"
+SPECTRAL_TOP8 = METRICS[TOP8].spectral_name
+
+
+def score_columns(frame: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
+    """Canonical column name -> (column in ``frame``, label, help), in registry order.
+
+    Canonical names come from :data:`METRICS` (``name``, ``spectral_name``); the column in the
+    frame may carry an older spelling (see :func:`readers.metric_column`).
+    """
+    out = {}
+    for m in METRICS.values():
+        if col := readers.metric_column(frame, m):
+            out[m.name] = (col, m.label, m.help)
+    for m in METRICS.values():
+        if m.spectral and (col := readers.metric_column(frame, m, spectral=True)):
+            out[m.spectral_name] = (col, f"{m.label}, spectral basis", f"{m.help}; {SPECTRAL_HELP}")
+    return out
+
+
 # Verdict thresholds on the seed-averaged scores.
 IDENTIFIABLE = 0.8  # top-8 ordered corr at least this: same features, same order
 MATCHED = 0.8  # MCC at least this (but order lost): same features, arbitrary order
@@ -32,23 +48,23 @@ MATCHED = 0.8  # MCC at least this (but order lost): same features, arbitrary or
 
 def verdict(scores: pd.Series) -> str:
     """A one-line verdict (Streamlit markdown with a coloured icon) from seed-averaged scores."""
-    if scores["ordered_corr_top8"] >= IDENTIFIABLE:
+    if scores.get(TOP8, float("nan")) >= IDENTIFIABLE:
         return (
             ":green[:material/check_circle: **Identifiable**]: the seeds learn the same top "
             "features in the same order"
         )
-    if scores.get("spectral_corr_top8", float("nan")) >= IDENTIFIABLE:
+    if scores.get(SPECTRAL_TOP8, float("nan")) >= IDENTIFIABLE:
         return (
             ":orange[:material/rotate_right: **Identifiable after a spectral rotation**]: the "
             "seeds span the same space and its augmentation eigenvectors agree in order, but "
             "the trained features themselves do not"
         )
-    if scores["mcc"] >= MATCHED:
+    if scores.get(MCC, float("nan")) >= MATCHED:
         return (
             ":orange[:material/swap_vert: **Same features, order differs**] between seeds: "
             "identifiable up to a permutation only"
         )
-    if scores["cka"] >= IDENTIFIABLE:
+    if scores.get(CKA, float("nan")) >= IDENTIFIABLE:
         return (
             ":red[:material/cancel: **Not identifiable**]: same information, rotated "
             "differently in every seed"
@@ -56,95 +72,101 @@ def verdict(scores: pd.Series) -> str:
     return ":red[:material/cancel: **Not identifiable**]: the seeds learn different features"
 
 
-def group_scores(groups: list[list]) -> pd.DataFrame:
-    """Mean and spread of every metric over the seed pairs of each configuration."""
-    rows = []
+def group_scores(groups: list[list]) -> tuple[pd.DataFrame, dict[str, tuple[str, str, str]]]:
+    """Mean and spread of every metric over the seed pairs of each configuration.
+
+    Groups whose comparison is not stored yet get a job panel instead of a row.
+
+    Returns:
+        ``(table, columns)``: one row per configuration with ``<metric>`` and ``<metric>_std``
+        (canonical names), and the metrics found, as :func:`score_columns` gives them.
+    """
+    rows, columns = [], {}
     for g in groups:
-        comp = common.comparison(g)
+        comp = jobs_ui.comparison(g, key=f"group_{g[0].name}")
         if comp is None:
             continue
         p = comp.pairs
+        found = score_columns(p)
+        columns.update(found)
         row = {
-            "configuration": common.group_label(g),
+            "configuration": labels.group_label(g),
             "method": g[0].config.method,
             "seeds": len(g),
             "pairs": len(p),
         }
-        for m in METRICS:
-            values = p[m] if m in p else pd.Series([np.nan])
-            row[m] = float(values.mean())
-            row[f"{m}_std"] = float(values.std(ddof=0))
+        for name, (col, _, _) in found.items():
+            row[name] = float(p[col].mean())
+            row[f"{name}_std"] = float(p[col].std(ddof=0))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), columns
+
+
+def _card(row: pd.Series, columns: dict[str, tuple[str, str, str]]) -> None:
+    """One configuration's headline scores and verdict."""
+    color = method_color(row["method"])
+    st.markdown(
+        f"<h3 style='color:{color};margin:0'>{method_label(row['method'])}</h3>",
+        unsafe_allow_html=True,
+    )
+    st.caption(f"{row['configuration']} · {row['pairs']} seed pair(s)")
+    headline = [n for n in (TOP8, MCC, CKA, SPECTRAL_TOP8) if n in columns]
+    for cell, name in zip(st.columns(len(headline)), headline):
+        _, label, help_ = columns[name]
+        value = row.get(name, float("nan"))
+        cell.metric(label, "–" if pd.isna(value) else f"{value:.2f}", help=help_)
+    st.markdown(verdict(row))
+
+
+def _bars(table: pd.DataFrame, columns: dict[str, tuple[str, str, str]]) -> go.Figure:
+    fig = go.Figure()
+    for _, row in table.iterrows():
+        fig.add_trace(
+            go.Bar(
+                x=[label for _, label, _ in columns.values()],
+                y=[row.get(n) for n in columns],
+                error_y={"type": "data", "array": [row.get(f"{n}_std") for n in columns]},
+                name=method_label(row["method"]) + f" ({row['seeds']} seeds)",
+                marker_color=method_color(row["method"]),
+            )
+        )
+    fig.add_hline(y=IDENTIFIABLE, line_dash="dot", line_color="gray")
+    return draw.tidy(fig, height=340, barmode="group", yaxis={"range": [0, 1.05], "title": "score"})
 
 
 def summary(idx) -> None:
     st.subheader("SimCLR against triCL, across seeds")
-    groups = [g for g in common.seed_groups(list(idx.runs)) if len(g) >= 2]
+    groups = [g for g in labels.seed_groups(list(idx.runs)) if len(g) >= 2]
     if not groups:
         st.info(
             "No configuration has two seeds yet. Train the same settings with two `--seed` "
             "values (e.g. `tricl train --method tricl --seed 1`) to measure identifiability."
         )
         return
-    table = group_scores(groups)
+    table, columns = group_scores(groups)
     if table.empty:
         return
-    cols = st.columns(len(table))
-    for col, (_, row) in zip(cols, table.iterrows()):
+    for col, (_, row) in zip(st.columns(len(table)), table.iterrows()):
         with col, st.container(border=True):
-            color = common.method_color(row["method"])
-            st.markdown(
-                f"<h3 style='color:{color};margin:0'>{common.method_label(row['method'])}</h3>",
-                unsafe_allow_html=True,
-            )
-            st.caption(f"{row['configuration']} · {row['pairs']} seed pair(s)")
-            a, b, c, d = st.columns(4)
-            a.metric(METRICS["ordered_corr_top8"], f"{row['ordered_corr_top8']:.2f}")
-            b.metric("MCC", f"{row['mcc']:.2f}")
-            c.metric("CKA", f"{row['cka']:.2f}")
-            d.metric(
-                "top-8, spectral",
-                f"{row['spectral_corr_top8']:.2f}",
-                help=METRIC_HELP["spectral_corr_top8"],
-            )
-            st.markdown(verdict(row))
-    fig = go.Figure()
-    for _, row in table.iterrows():
-        fig.add_trace(
-            go.Bar(
-                x=list(METRICS.values()),
-                y=[row[m] for m in METRICS],
-                error_y={"type": "data", "array": [row[f"{m}_std"] for m in METRICS]},
-                name=common.method_label(row["method"]) + f" ({row['seeds']} seeds)",
-                marker_color=common.method_color(row["method"]),
-            )
-        )
-    fig.add_hline(y=IDENTIFIABLE, line_dash="dot", line_color="gray")
-    common.tidy(fig, height=340, barmode="group", yaxis={"range": [0, 1.05], "title": "score"})
+            _card(row, columns)
     left, right = st.columns([3, 2])
     with left:
-        common.show_figure(fig, "identifiability_by_method")
+        draw.show_figure(_bars(table, columns), "identifiability_by_method")
     with right:
         st.markdown(
-            "\n".join(f"- **{METRICS[m]}**: {METRIC_HELP[m]}" for m in METRICS)
+            "\n".join(f"- **{label}**: {help_}" for _, label, help_ in columns.values())
             + "\n\nSimCLR is expected to score high CKA but low ordered correlation (same "
             "information, arbitrary axes); triCL high on all of them."
         )
-    show = table.drop(columns=[f"{m}_std" for m in METRICS]).rename(columns=METRICS)
-    show["method"] = show["method"].map(common.method_label)
-    common.show_table(show, "identifiability_summary", csv=table, column_config=_fmt(show))
+    show = table.drop(columns=[f"{n}_std" for n in columns])
+    show = show.rename(columns={n: label for n, (_, label, _) in columns.items()})
+    show["method"] = show["method"].map(method_label)
+    draw.show_table(
+        show, "identifiability_summary", csv=table, column_config=draw.number_columns(show)
+    )
 
 
-def _fmt(df: pd.DataFrame) -> dict:
-    return {
-        c: st.column_config.NumberColumn(format="%.3f")
-        for c in df.columns
-        if df[c].dtype.kind == "f"
-    }
-
-
-def heatmap(comp, i: int, j: int, labels: dict[str, str]) -> go.Figure:
+def heatmap(comp, i: int, j: int, shown: dict[str, str]) -> go.Figure:
     corr = comp.abs_corr(i, j)  # (k_i, k_j)
     ticks_i = np.arange(1, corr.shape[0] + 1)
     ticks_j = np.arange(1, corr.shape[1] + 1)
@@ -160,12 +182,12 @@ def heatmap(comp, i: int, j: int, labels: dict[str, str]) -> go.Figure:
             hovertemplate="#%{y} vs #%{x}: |corr| %{z:.2f}<extra></extra>",
         )
     )
-    common.tidy(
+    draw.tidy(
         fig,
         height=560,
-        xaxis={"title": f"{labels[comp.runs[j]]}: feature #", "constrain": "domain"},
+        xaxis={"title": f"{shown[comp.runs[j]]}: feature #", "constrain": "domain"},
         yaxis={
-            "title": f"{labels[comp.runs[i]]}: feature #",
+            "title": f"{shown[comp.runs[i]]}: feature #",
             "autorange": "reversed",
             "scaleanchor": "x",
         },
@@ -176,20 +198,20 @@ def heatmap(comp, i: int, j: int, labels: dict[str, str]) -> go.Figure:
 def picked_runs(idx) -> list:
     """Runs to compare: from the URL, else the current run's seed group."""
     ss = st.session_state
-    names = [n for n in ss.get(common.URL_RUNS, []) if idx.get(n) is not None]
+    names = [n for n in ss.get(state.URL_RUNS, []) if idx.get(n) is not None]
     if not names:
-        names = [r.name for r in common.same_config_runs(common.current_run(), idx.runs)]
-    ss[common.URL_RUNS] = names
+        names = [r.name for r in labels.same_config_runs(state.current_run(), idx.runs)]
+    ss[state.URL_RUNS] = names
     ss["_w_runs"] = names
-    labels = common.run_labels(idx.runs)
+    shown = labels.run_labels(idx.runs)
     st.multiselect(
         "Runs to compare (same dataset)",
         idx.names,
         key="_w_runs",
-        format_func=labels.__getitem__,
-        on_change=common.bind(common.URL_RUNS, "_w_runs"),
+        format_func=shown.__getitem__,
+        on_change=state.bind(state.URL_RUNS, "_w_runs"),
     )
-    return [idx.get(n) for n in ss[common.URL_RUNS]]
+    return [idx.get(n) for n in ss[state.URL_RUNS]]
 
 
 def pairwise(idx) -> None:
@@ -198,23 +220,21 @@ def pairwise(idx) -> None:
     if len(runs) < 2:
         st.info("Pick at least two runs.")
         return
-    comp = common.comparison(runs)
+    comp = jobs_ui.comparison(runs, key="picked_runs")
     if comp is None:
         return
-    labels = common.run_labels(runs)
+    shown = labels.run_labels(runs)
     pairs = comp.pairs.copy()
-    pairs.insert(0, "b", pairs["run_b"].map(labels))
-    pairs.insert(0, "a", pairs["run_a"].map(labels))
+    pairs.insert(0, "b", pairs["run_b"].map(shown))
+    pairs.insert(0, "a", pairs["run_a"].map(shown))
     st.markdown("**Identifiability of every pair**")
+    columns = score_columns(pairs)
     show = pairs.drop(columns=["run_a", "run_b"]).rename(
-        columns={
-            **METRICS,
-            "rank_match_top8": "top-8 rank match",
-            "spectral_rank_match_top8": "top-8 rank match, spectral basis",
-            "spectral_mcc": "MCC, spectral basis",
-        }
+        columns={col: label for col, label, _ in columns.values()}
     )
-    common.show_table(show, "identifiability_pairs", csv=pairs, column_config=_fmt(show))
+    draw.show_table(
+        show, "identifiability_pairs", csv=pairs, column_config=draw.number_columns(show)
+    )
     st.markdown("**|corr| between two runs' features, both in their own importance order**")
     st.caption(
         "Identifiable features light up the diagonal (feature #i of one run is feature #i of the "
@@ -223,25 +243,25 @@ def pairwise(idx) -> None:
     )
     c1, c2 = st.columns(2)
     names = comp.runs
-    a = c1.selectbox("Rows", range(len(names)), format_func=lambda i: labels[names[i]])
-    b = c2.selectbox("Columns", range(len(names)), index=1, format_func=lambda i: labels[names[i]])
+    a = c1.selectbox("Rows", range(len(names)), format_func=lambda i: shown[names[i]])
+    b = c2.selectbox("Columns", range(len(names)), index=1, format_func=lambda i: shown[names[i]])
     if a == b:
         st.info("Pick two different runs.")
         return
-    fig = heatmap(comp, a, b, labels)
+    fig = heatmap(comp, a, b, shown)
     left, _ = st.columns([3, 1])
     with left:
-        common.show_figure(fig, "abs_corr_heatmap")
+        draw.show_figure(fig, "abs_corr_heatmap")
 
 
 def main() -> None:
-    common.page_header(
+    draw.page_header(
         "Compare seeds",
         "Runs that differ only in their seed should learn the same features if features are "
         "identifiable. Each score is in [0, 1], higher is more alike; the verdict per method "
         "averages over its seed pairs.",
     )
-    idx = common.require_runs()
+    idx = jobs_ui.require_runs()
     summary(idx)
     st.divider()
     pairwise(idx)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import common
+import draw
+import jobs_ui
+import models
 import numpy as np
 import plotly.graph_objects as go
+import state
 import streamlit as st
 
 MAX_SHOWN = 64
@@ -44,7 +47,7 @@ def scatter(analysis, color_by: str, feature: int | None) -> tuple[go.Figure, li
                 )
             )
     else:
-        z = analysis.features.z[:, feature]
+        z = analysis.features.z[:, feature].astype(np.float32)  # stored as float16
         rows.append(np.arange(len(xy)))
         fig.add_trace(
             go.Scattergl(
@@ -63,7 +66,7 @@ def scatter(analysis, color_by: str, feature: int | None) -> tuple[go.Figure, li
                 showlegend=False,
             )
         )
-    common.tidy(
+    draw.tidy(
         fig,
         height=600,
         dragmode="lasso",
@@ -86,21 +89,21 @@ def selected_rows(event, rows: list[np.ndarray]) -> np.ndarray:
 
 
 def main() -> None:
-    common.page_header(
+    draw.page_header(
         "Embedding",
         "Each dot is an evaluation image, placed by UMAP so that images with similar features sit "
         "together. Colour by class to see how the classes separate, or by one feature to see "
         "where it fires. Draw a lasso or box (or click) to see the selected images.",
     )
-    common.require_runs()
-    run = common.current_run()
-    analysis = common.analysis_of(run)
+    jobs_ui.require_runs()
+    run = state.current_run()
+    analysis = jobs_ui.analysis_of(run)
     ss = st.session_state
     c1, c2 = st.columns([1, 2])
     with c1:
         color_by = st.radio("Colour by", ["class", "feature activation"], horizontal=True)
     feature = None
-    rank = common.current_feature(analysis.k)
+    rank = state.current_feature(analysis.k)
     if color_by != "class":
         with c2:
             ss["_w_emb_feature"] = rank
@@ -109,11 +112,11 @@ def main() -> None:
                 min_value=1,
                 max_value=analysis.k,
                 key="_w_emb_feature",
-                on_change=common.bind(common.URL_FEATURE, "_w_emb_feature"),
+                on_change=state.bind(state.URL_FEATURE, "_w_emb_feature"),
             )
-        feature = int(analysis.importance.order(common.current_order(analysis))[rank - 1])
+        feature = int(analysis.importance.order(state.current_order(analysis))[rank - 1])
     fig, rows = scatter(analysis, color_by, feature)
-    event = common.show_figure(
+    event = draw.show_figure(
         fig,
         f"umap_{run.name}",
         key=f"umap_{run.name}_{color_by}_{feature}",
@@ -130,7 +133,7 @@ def main() -> None:
     if len(sel) == 0:
         st.info("Select points on the map (lasso, box or click) to see their images here.")
         return
-    images = common.eval_images(run, analysis)
+    images = models.eval_images(run, analysis)
     labels = analysis.features.labels[sel]
     counts = np.bincount(labels, minlength=len(analysis.classes))
     top = np.argsort(-counts)[:3]
@@ -140,7 +143,7 @@ def main() -> None:
     )
     shown = sel[:MAX_SHOWN]
     idx = analysis.features.indices[shown]
-    st.image(common.grid(common.to_rgb(images[idx]), cols=16), width="content")
+    st.image(draw.grid(draw.to_rgb(images[idx]), cols=16), width="content")
     if len(sel) > MAX_SHOWN:
         st.caption(f"The first {MAX_SHOWN} of {len(sel)} selected images.")
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import common
+import draw
+import jobs_ui
+import labels
+import models
 import numpy as np
 import plotly.graph_objects as go
+import readers
+import state
 import streamlit as st
 
-from tricl.analysis.saliency import SALIENCY_METHODS
-
 SALIENCY_N = 8
+# the dominant class stands out from the others on the class charts
+HIGHLIGHT, BASE = "#E4572E", "#4C78A8"
 MATCH_STRIP_N = 8
 
 
 def class_figures(analysis, feature: int) -> tuple[go.Figure, go.Figure]:
     """Activation distribution split by class, and class-mean bars, of a raw feature index."""
-    z = analysis.features.z[:, feature]
+    z = analysis.features.z[:, feature].astype(np.float32)  # stored as float16
     labels = analysis.features.labels
     classes = analysis.classes
     dominant = int(analysis.stats.dominant_class[feature])
@@ -28,29 +33,65 @@ def class_figures(analysis, feature: int) -> tuple[go.Figure, go.Figure]:
                 box_visible=True,
                 meanline_visible=True,
                 points=False,
-                line={"color": "#E4572E" if c == dominant else "#4C78A8"},
+                line={"color": HIGHLIGHT if c == dominant else BASE},
                 showlegend=False,
             )
         )
-    common.tidy(dist, height=320, xaxis_title="class", yaxis_title="activation z")
+    draw.tidy(dist, height=320, xaxis_title="class", yaxis_title="activation z")
     means = analysis.stats.class_means[feature]
     bars = go.Figure(
         go.Bar(
             x=[str(c) for c in classes],
             y=means,
-            marker_color=["#E4572E" if c == dominant else "#4C78A8" for c in range(len(classes))],
+            marker_color=[HIGHLIGHT if c == dominant else BASE for c in range(len(classes))],
             hovertemplate="class %{x}: mean %{y:.3f}<extra></extra>",
         )
     )
-    common.tidy(bars, height=320, xaxis_title="class", yaxis_title="mean activation")
+    draw.tidy(bars, height=320, xaxis_title="class", yaxis_title="mean activation")
     return dist, bars
 
 
 def image_block(title: str, images: np.ndarray, indices: np.ndarray, values: np.ndarray) -> None:
     st.markdown(f"**{title}**")
-    tiles = common.to_rgb(images[indices])
-    st.image(common.grid(tiles, cols=8), width="content")
-    st.caption(common.activation_caption(values))
+    tiles = draw.to_rgb(images[indices])
+    st.image(draw.grid(tiles, cols=8), width="content")
+    st.caption(draw.activation_caption(values))
+
+
+def match_in(comp, i: int, j: int, rank: int) -> tuple[int, int, float]:
+    """Run j's Hungarian partner of run i's feature at ``rank`` (0-based, importance order).
+
+    Read off the stored correlation matrix of the pair (a k × k assignment, milliseconds), so one
+    stored comparison per seed group serves the page of every run in it.
+
+    Returns:
+        ``(rank_b, feature_b, corr)``: the partner's rank and raw index in run j, and the
+        signed correlation.
+    """
+    from tricl.analysis.identifiability import hungarian_match
+
+    corr = comp.corr[(i, j)] if (i, j) in comp.corr else comp.corr[(j, i)].T  # (k_i, k_j)
+    m = hungarian_match(corr)
+    pos = int(np.flatnonzero(m.rows == rank)[0])
+    rank_b = int(m.cols[pos])
+    return rank_b, int(comp.orders[j][rank_b]), float(m.corr[pos])
+
+
+def _partner(comp, run, other, rank: int, images: np.ndarray) -> None:
+    """The other seed's matched feature: its strip and the two correlations."""
+    oa = readers.analyses([other]).found.get(other.name)
+    if oa is None:  # a comparison is stored only once both runs are analysed
+        return
+    i, j = comp.runs.index(run.name), comp.runs.index(other.name)
+    rank_b, feat_b, corr = match_in(comp, i, j, rank - 1)
+    tops = oa.top_images.top_indices if corr > 0 else oa.top_images.bottom_indices
+    same_rank = float(comp.abs_corr(i, j)[rank - 1, rank - 1])
+    st.markdown(f"**{labels.run_label(other)}**")
+    st.image(draw.feature_strip(images, tops[feat_b], MATCH_STRIP_N), width="stretch")
+    st.caption(
+        f"match: #{rank_b + 1}, |corr| {abs(corr):.2f}, sign {'+' if corr > 0 else '−'}"
+        f" · same rank #{rank}: |corr| {same_rank:.2f}"
+    )
 
 
 def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> None:
@@ -60,15 +101,15 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
     """
     rank = int(analysis.importance.rank()[feature]) + 1
     st.subheader("The same feature in the other seeds")
-    idx = common.index()
-    group = common.same_config_runs(run, idx.runs)
+    group = labels.same_config_runs(run, state.index().runs)
     if len(group) < 2:
         st.info(
             "No other seed of this configuration is in the runs folder; train one with the same "
             f"settings and another `--seed` to check that feature #{rank} comes back."
         )
         return
-    comp = common.comparison(group)
+    by_seed = sorted(group, key=lambda r: r.config.seed)  # the Compare page's seed group
+    comp = jobs_ui.comparison(by_seed, key=f"group_{by_seed[0].name}")
     if comp is None:
         return
     st.caption(
@@ -78,50 +119,25 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
         f"{rank} with |corr| near 1. A negative sign means the feature is flipped, so its "
         "bottom images are shown."
     )
-    matches = comp.matches[comp.matches["feature_a"] == feature]
     cols = st.columns(len(group))
     with cols[0]:
-        st.markdown(f"**{common.run_label(run)}** (this run)")
+        st.markdown(f"**{labels.run_label(run)}** (this run)")
         st.image(
-            common.feature_strip(images, analysis.top_images.top_indices[feature], MATCH_STRIP_N),
+            draw.feature_strip(images, analysis.top_images.top_indices[feature], MATCH_STRIP_N),
             width="stretch",
         )
         st.caption(f"#{rank}: top images")
-    for j, other in enumerate(group[1:], start=1):
-        row = matches[matches["run_b"] == other.name]
-        if row.empty:
-            continue
-        row = row.iloc[0]
-        oa = common.analyses([other])[other.name]
-        feat_b = int(row["feature_b"])
-        tops = oa.top_images.top_indices if row["sign"] > 0 else oa.top_images.bottom_indices
-        same_rank = float(comp.abs_corr(0, j)[rank - 1, rank - 1])
-        with cols[j]:
-            st.markdown(f"**{common.run_label(other)}**")
-            st.image(common.feature_strip(images, tops[feat_b], MATCH_STRIP_N), width="stretch")
-            st.caption(
-                f"match: #{int(row['rank_b']) + 1}, |corr| {row['abs_corr']:.2f}, "
-                f"sign {'+' if row['sign'] > 0 else '−'}"
-                f" · same rank #{rank}: |corr| {same_rank:.2f}"
-            )
+    for col, other in zip(cols[1:], group[1:]):
+        with col:
+            _partner(comp, run, other, rank, images)
 
 
-def main() -> None:
-    common.page_header(
-        "Feature detail",
-        "One feature up close: the images that drive it highest and lowest, how its activation "
-        "differs between classes, which pixels it looks at (saliency), and whether the other "
-        "seeds of the same configuration learned the same feature.",
-    )
-    common.require_runs()
-    run = common.current_run()
-    analysis = common.analysis_of(run)
-    order = common.current_order(analysis)
-    o = analysis.importance.order(order)
+def pick_feature(analysis, order: str) -> tuple[int, int]:
+    """The feature number box and the headline metrics; returns (rank, raw feature index)."""
     k = analysis.k
     ss = st.session_state
-    rank = common.current_feature(k)
-    ss[common.URL_FEATURE] = rank
+    rank = state.current_feature(k)
+    ss[state.URL_FEATURE] = rank
     c1, c2 = st.columns([1, 3])
     with c1:
         ss["_w_feature"] = rank
@@ -131,9 +147,9 @@ def main() -> None:
             max_value=k,
             step=1,
             key="_w_feature",
-            on_change=common.bind(common.URL_FEATURE, "_w_feature"),
+            on_change=state.bind(state.URL_FEATURE, "_w_feature"),
         )
-    feature = int(o[rank - 1])
+    feature = int(analysis.importance.order(order)[rank - 1])
     score = float(analysis.importance.scores[order][feature])
     dominant = analysis.classes[int(analysis.stats.dominant_class[feature])]
     share = float(analysis.stats.dominant_share[feature])
@@ -143,8 +159,11 @@ def main() -> None:
         m2.metric(f"Importance ({order})", f"{score:.4f}")
         m3.metric("Dominant class", str(dominant))
         m4.metric("Selectivity", f"{share:.0%}", help="share of its top-100 images in that class")
-    st.caption(common.order_caption(analysis, order))
-    images = common.eval_images(run, analysis)
+    return rank, feature
+
+
+def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) -> None:
+    """Top and bottom images, activation by class and class means."""
     top = analysis.top_images
     n_avail = top.top_indices.shape[1]
     choices = [n for n in (8, 16, 24, 32) if n <= n_avail] or [n_avail]
@@ -168,24 +187,27 @@ def main() -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Activation by class**")
-        common.show_figure(dist, f"feature{rank}_activation_by_class")
+        draw.show_figure(dist, f"feature{rank}_activation_by_class")
     with right:
         st.markdown("**Class means**")
-        common.show_figure(bars, f"feature{rank}_class_means")
+        draw.show_figure(bars, f"feature{rank}_class_means")
 
+
+def saliency(run, analysis, feature: int, rank: int) -> None:
+    """Saliency overlays of the feature on its top images (a few forward/backward passes)."""
     st.subheader("Saliency on its top images")
     c1, c2 = st.columns([2, 1])
     with c1:
         method = st.selectbox(
             "Method",
-            list(SALIENCY_METHODS),
-            format_func=lambda m: f"{m}: {SALIENCY_METHODS[m].description}",
+            list(models.saliency_methods()),
+            format_func=lambda m: f"{m}: {models.saliency_methods()[m].description}",
         )
     with c2:
         smooth = st.checkbox("SmoothGrad (slower)", help="average over 8 noisy copies")
-    idxs = tuple(int(i) for i in top.top_indices[feature, :SALIENCY_N])
+    idxs = tuple(int(i) for i in analysis.top_images.top_indices[feature, :SALIENCY_N])
     with st.spinner("Computing saliency maps..."):
-        tiles, acts = common.saliency_grid(
+        tiles, acts = models.saliency_grid(
             str(run.path),
             run.weights_hash,
             analysis.dataset,
@@ -201,6 +223,24 @@ def main() -> None:
         f"Bright = pixels that move feature #{rank} most ({method}); "
         f"activations {acts[0]:.2f} … {acts[-1]:.2f}."
     )
+
+
+def main() -> None:
+    draw.page_header(
+        "Feature detail",
+        "One feature up close: the images that drive it highest and lowest, how its activation "
+        "differs between classes, which pixels it looks at (saliency), and whether the other "
+        "seeds of the same configuration learned the same feature.",
+    )
+    jobs_ui.require_runs()
+    run = state.current_run()
+    analysis = jobs_ui.analysis_of(run)
+    order = state.current_order(analysis)
+    rank, feature = pick_feature(analysis, order)
+    st.caption(draw.order_caption(analysis, order))
+    images = models.eval_images(run, analysis)
+    images_and_classes(analysis, feature, rank, images)
+    saliency(run, analysis, feature, rank)
     matched_in_other_seeds(run, analysis, feature, images)
 
 

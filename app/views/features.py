@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import common
+import draw
+import jobs_ui
+import models
 import numpy as np
 import pandas as pd
+import state
 import streamlit as st
 
 STRIP_N = 8
@@ -24,7 +27,7 @@ def strips(
         _top: top-image indices of the features, rows already in importance order. Shape: (k, n).
     """
     del path, weights_hash, order
-    return [common.data_uri(common.feature_strip(_images, row, STRIP_N)) for row in _top]
+    return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N)) for row in _top]
 
 
 def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
@@ -55,19 +58,19 @@ def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
 
 
 def main() -> None:
-    common.page_header(
+    draw.page_header(
         "Features",
         "The features (projector outputs z) of one run, most important first, each with the "
         "images that excite it most. Selectivity is the share of the feature's top-100 images "
         "that belong to its dominant class: 100% means a pure class detector. Click a row to "
         "open the feature; click a column header to sort.",
     )
-    common.require_runs()
-    run = common.current_run()
-    analysis = common.analysis_of(run)
+    jobs_ui.require_runs()
+    run = state.current_run()
+    analysis = jobs_ui.analysis_of(run)
     ss = st.session_state
     orders = list(analysis.importance.orders)
-    order = common.current_order(analysis)
+    order = state.current_order(analysis)
     c1, c2, c3 = st.columns([1, 2, 1])
     with c1:
         ss["_w_order"] = order
@@ -76,21 +79,21 @@ def main() -> None:
             orders,
             key="_w_order",
             format_func=lambda o: f"{o} (default)" if o == analysis.importance.default else o,
-            on_change=common.bind(common.URL_ORDER, "_w_order"),
+            on_change=state.bind(state.URL_ORDER, "_w_order"),
         )
     with c2:
         picked = st.multiselect("Dominant class", analysis.classes, placeholder="all classes")
     with c3:
         min_sel = st.slider("Selectivity at least", 0.0, 1.0, 0.0, 0.05)
-    st.caption(common.order_caption(analysis, order))
-    images = common.eval_images(run, analysis)
+    st.caption(draw.order_caption(analysis, order))
+    images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images)
     keep = table["selectivity"] >= min_sel
     if picked:
         keep &= table["dominant class"].isin(picked)
     shown = table[keep].reset_index(drop=True)
     st.caption(f"{len(shown)} of {len(table)} features shown.")
-    event = common.show_table(
+    event = draw.show_table(
         shown,
         f"features_{run.name}",
         csv=shown.drop(columns="top images"),
@@ -116,7 +119,7 @@ def main() -> None:
     )
     rows = event.selection.rows if event is not None else []
     if rows:
-        ss[common.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
+        ss[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
         st.switch_page("views/feature_detail.py")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import common
+import draw
+import jobs_ui
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
+
+from tricl.methods import method_color, method_label
 
 DASH = {"top": "solid", "random": "dash", "bottom": "dot"}
 PANELS = {"linear_acc": "Linear probe accuracy", "retrieval_map": "Retrieval mAP"}
@@ -58,30 +61,30 @@ def figure(means: pd.DataFrame) -> go.Figure:
                     y=df[f"{metric}_mean"],
                     error_y={"type": "data", "array": df[f"{metric}_std"], "thickness": 1},
                     mode="lines+markers",
-                    name=f"{common.method_label(method)} {selection}-k",
+                    name=f"{method_label(method)} {selection}-k",
                     legendgroup=f"{method}-{selection}",
                     showlegend=col == 1,
-                    line={"color": common.method_color(method), "dash": DASH.get(selection)},
+                    line={"color": method_color(method), "dash": DASH.get(selection)},
                     hovertemplate=f"{method} {selection}-%{{x}}: %{{y:.3f}}<extra></extra>",
                 ),
                 row=1,
                 col=col,
             )
         fig.update_xaxes(type="log", dtick=0.30103, title_text="k features used", row=1, col=col)
-    common.tidy(fig, height=480)
+    draw.tidy(fig, height=480)
     fig.update_layout(legend={"y": -0.22, "yanchor": "top"}, margin={"b": 40})
     return fig
 
 
 def main() -> None:
-    common.page_header(
+    draw.page_header(
         "Few features",
         "How good are the k most important features alone? For k = 1, 2, 4, … all, a linear "
         "probe and image retrieval use only the top-k (solid), random-k (dashed) or bottom-k "
         "(dotted) features. If importance is meaningful, top-k climbs fast and bottom-k lags: "
         "the paper's Fig. 3 shows this for triCL and not for SimCLR.",
     )
-    idx = common.require_runs()
+    idx = jobs_ui.require_runs()
     datasets = sorted({r.config.dataset for r in idx.runs})
     c1, c2 = st.columns([1, 2])
     with c1:
@@ -94,16 +97,16 @@ def main() -> None:
             help="\n".join(f"- {k}: {v}" for k, v in ORDER_CHOICES.items()),
         )
     runs = [r for r in idx.runs if r.config.dataset == dataset]
-    found = common.analyses(runs)
+    found = jobs_ui.analyses(runs, key=f"few_features_{dataset}")
     table = curves_table(runs, found, choice)
     if table.empty:
         st.info("No run of this dataset has curves for this order.")
         return
     st.caption(f"Order: {ORDER_CHOICES[choice]}. Mean over seeds; error bars: std over seeds.")
     means = mean_curves(table)
-    common.show_figure(figure(means), f"few_features_{dataset}_{choice}")
+    draw.show_figure(figure(means), f"few_features_{dataset}_{choice}")
     with st.expander("Curves of every run"):
-        common.show_table(
+        draw.show_table(
             table,
             f"few_feature_curves_{dataset}_{choice}",
             column_config={

@@ -4,27 +4,67 @@ from __future__ import annotations
 
 import io
 
-import common
+import draw
+import jobs_ui
+import models
 import numpy as np
 import plotly.graph_objects as go
+import state
 import streamlit as st
-import torch
 
-from tricl.analysis.saliency import SALIENCY_METHODS
+from tricl.methods import method_color
 
 STRONGEST = 4
 IMAGE_TYPES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
+MAX_SIDE = 8192  # pixels; bigger uploads are refused before they are decoded
 
 
 class NotAnImage(ValueError):
     """An uploaded file is not a readable image; the message names the file and the fix."""
 
 
+def _open_image(data: bytes, name: str):
+    """The decoded PIL image, refusing non-images, truncated files and oversized images."""
+    from PIL import Image, UnidentifiedImageError
+
+    too_big = (
+        f"{name} is too large; upload an image at most {MAX_SIDE} pixels on a side (it is "
+        "shrunk to a few dozen pixels anyway)"
+    )
+    unreadable = f"{name} is not an image that can be read ({{}}); upload a {IMAGE_TYPES} file"
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise NotAnImage(too_big) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
+    if max(img.size) > MAX_SIDE or min(img.size) < 1:
+        raise NotAnImage(too_big)
+    try:
+        img.load()
+    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
+    return img
+
+
+def _to_8bit(img):
+    """16-bit, 32-bit and float images (modes I, I;16, F) scaled into 0 … 255 (mode L)."""
+    from PIL import Image
+
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    arr = np.nan_to_num(arr - arr.min(), nan=0.0, posinf=0.0)
+    top = arr.max()
+    return Image.fromarray((arr * (255.0 / top) if top > 0 else arr).astype(np.uint8))
+
+
 def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarray:
     """An uploaded file as the run's input format.
 
-    The image is converted to the run's channels (grey or RGB), centre-cropped to a square and
-    resized to the run's side length.
+    The image is converted to the run's channels (grey or RGB; transparency is dropped, 16-bit
+    and float images are scaled to 8 bits), centre-cropped to a square and resized to the run's
+    side length.
 
     Args:
         data: the file's bytes.
@@ -36,20 +76,20 @@ def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarra
         uint8 image. Shape: (C, H, W).
 
     Raises:
-        NotAnImage: the bytes are not an image PIL can read.
+        NotAnImage: the bytes are not an image PIL can read, or it is too large.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
+    img = _open_image(data, name)
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        img = _to_8bit(ImageOps.exif_transpose(img))
+        img = img.convert("L" if channels == 1 else "RGB")
+        img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+    except (OSError, ValueError) as exc:
         raise NotAnImage(
-            f"{name} is not an image that can be read ({type(exc).__name__}); upload a "
-            f"{IMAGE_TYPES} file"
+            f"{name} is a {img.mode} image that cannot be converted ({exc}); upload an 8-bit "
+            f"grey or colour {IMAGE_TYPES} file"
         ) from None
-    img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
-    img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -57,7 +97,7 @@ def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarra
 def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
     """The probed image (C, H, W) uint8 and a description, or None until one is chosen."""
     source = st.radio("Image", ["From the dataset", "Upload"], horizontal=True)
-    images = common.eval_images(run, analysis)
+    images = models.eval_images(run, analysis)
     _, c, h, _ = images.shape
     if source == "Upload":
         up = st.file_uploader(
@@ -72,7 +112,7 @@ def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
         except NotAnImage as exc:
             st.error(str(exc), icon=":material/hide_image:")
             return None, ""
-        data = common.dataset_of(run, analysis)
+        data = models.dataset_of(run, analysis)
         if data.family == "digits":
             bright = image.mean() > 127
             if st.checkbox(
@@ -110,52 +150,49 @@ def activation_figure(analysis, order: np.ndarray, z: np.ndarray, color: str) ->
             marker={"color": "#444", "size": 4},
         )
     )
-    return common.tidy(
+    return draw.tidy(
         fig, height=320, xaxis_title="feature # (importance order)", yaxis_title="activation z"
     )
 
 
 def main() -> None:
-    common.page_header(
+    draw.page_header(
         "Probe an image",
         "Upload an image or pick one from the dataset: the bars are its activations, most "
         "important feature first, against each feature's usual range; below, the features it "
         "excites most (relative to their usual range), where in the image they look, and the "
         "dataset images they usually respond to.",
     )
-    common.require_runs()
-    run = common.current_run()
-    analysis = common.analysis_of(run)
+    jobs_ui.require_runs()
+    run = state.current_run()
+    analysis = jobs_ui.analysis_of(run)
     left, right = st.columns([1, 3])
     with left:
         image, what = pick_image(run, analysis)
         if image is not None:
-            st.image(common.grid(common.to_rgb(image[None]), cols=1, scale=None), caption=what)
+            st.image(draw.grid(draw.to_rgb(image[None]), cols=1, scale=None), caption=what)
     if image is None:
         right.info("Choose an image to probe.")
         return
-    data = common.dataset_of(run, analysis)
-    enc = common.encoder_of(run)
-    with torch.inference_mode():
-        z = enc(data.preprocess(torch.tensor(image[None])))[0].float().numpy()  # (k,)
-    order = analysis.importance.order(common.current_order(analysis))
+    z = models.embed_image(run, analysis, image)  # (k,)
+    order = analysis.importance.order(state.current_order(analysis))
     with right:
-        common.show_figure(
-            activation_figure(analysis, order, z, common.method_color(run.config.method)),
+        draw.show_figure(
+            activation_figure(analysis, order, z, method_color(run.config.method)),
             "probe_activations",
         )
     std = np.maximum(analysis.stats.std, 1e-8)
     zscore = (z - analysis.stats.mean) / std  # (k,)
     strongest = np.argsort(-zscore)[:STRONGEST]
-    rank = analysis.importance.rank(common.current_order(analysis))
+    rank = analysis.importance.rank(state.current_order(analysis))
     st.subheader("Its strongest features")
     method = st.selectbox(
         "Saliency method",
-        list(SALIENCY_METHODS),
-        format_func=lambda m: f"{m}: {SALIENCY_METHODS[m].description}",
+        list(models.saliency_methods()),
+        format_func=lambda m: f"{m}: {models.saliency_methods()[m].description}",
     )
     with st.spinner("Computing saliency maps..."):
-        tiles, _ = common.image_saliency(
+        tiles, _ = models.image_saliency(
             str(run.path),
             run.weights_hash,
             analysis.dataset,
@@ -163,14 +200,14 @@ def main() -> None:
             tuple(int(f) for f in strongest),
             method,
         )
-    images = common.eval_images(run, analysis)
+    images = models.eval_images(run, analysis)
     cols = st.columns(STRONGEST)
     for col, f, tile in zip(cols, strongest, tiles):
         with col, st.container(border=True):
             st.markdown(f"**Feature #{int(rank[f]) + 1}** · z = {z[f]:.2f} ({zscore[f]:+.1f} σ)")
-            st.image(common.grid(tile[None], cols=1, scale=common.upscale(tile.shape[0], 112)))
+            st.image(draw.grid(tile[None], cols=1, scale=draw.upscale(tile.shape[0], 112)))
             top = images[analysis.top_images.top_indices[f, :8]]
-            st.image(common.grid(common.to_rgb(top), cols=4, pad=1), width="stretch")
+            st.image(draw.grid(draw.to_rgb(top), cols=4, pad=1), width="stretch")
             st.caption("saliency on this image · the feature's top dataset images")
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import common
+import draw
+import jobs_ui
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import readers
+import state
 import streamlit as st
+
+from tricl.methods import method_color, method_label
 
 
 def runs_table(runs: list, found: dict) -> pd.DataFrame:
@@ -18,7 +23,7 @@ def runs_table(runs: list, found: dict) -> pd.DataFrame:
         rows.append(
             {
                 "run": r.name,
-                "method": common.method_label(r.config.method),
+                "method": method_label(r.config.method),
                 "dataset": s["dataset"],
                 "backbone": s["backbone"],
                 "k": s["k"],
@@ -26,7 +31,7 @@ def runs_table(runs: list, found: dict) -> pd.DataFrame:
                 "epochs": s["epochs"],
                 "loss": s["final_loss"],
                 "linear probe acc": a.linear_acc if a else np.nan,
-                "top-8 acc": common.top8_accuracy(a) if a else np.nan,
+                "top-8 acc": readers.top8_accuracy(a) if a else np.nan,
                 "k-NN acc": a.knn_acc if a else np.nan,
                 "backbone probe acc": a.full.get("backbone_linear_acc", np.nan) if a else np.nan,
                 "importance": a.importance.default if a else "",
@@ -48,15 +53,15 @@ def curves_figure(runs: list, metric: str) -> go.Figure:
                 x=[row["epoch"] for row in rows],
                 y=[row[metric] for row in rows],
                 mode="lines+markers",
-                name=common.method_label(m),
+                name=method_label(m),
                 legendgroup=m,
                 showlegend=m not in seen,
-                line={"color": common.method_color(m)},
+                line={"color": method_color(m)},
                 hovertemplate=f"{r.name}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>",
             )
         )
         seen.add(m)
-    return common.tidy(fig, xaxis_title="epoch", yaxis_title=metric)
+    return draw.tidy(fig, xaxis_title="epoch", yaxis_title=metric)
 
 
 def spectrum_figure(runs: list, found: dict) -> go.Figure:
@@ -76,42 +81,42 @@ def spectrum_figure(runs: list, found: dict) -> go.Figure:
                 x=np.arange(1, len(share) + 1),
                 y=share,
                 mode="lines",
-                name=f"{common.method_label(m)} ({order})",
+                name=f"{method_label(m)} ({order})",
                 legendgroup=m,
                 showlegend=m not in seen,
-                line={"color": common.method_color(m)},
+                line={"color": method_color(m)},
                 hovertemplate=f"{r.name}<br>#%{{x}}: %{{y:.3%}} of the total<extra></extra>",
             )
         )
         seen.add(m)
-    return common.tidy(
+    return draw.tidy(
         fig, xaxis_title="feature rank (#1 = most important)", yaxis_title="share of importance"
     )
 
 
 def main() -> None:
-    common.page_header(
+    draw.page_header(
         "Runs",
         "Every run of the runs folder. The table gives each run's accuracy with all features and "
         "with only its 8 most important ones; the spectrum shows how unevenly a run spreads "
         "importance over its features (triCL: learned S; SimCLR has no S, so feature variance).",
     )
-    idx = common.index()
+    idx = state.index()
     if idx.broken:
         st.subheader("Broken runs")
         st.caption("These folders are not usable runs; the other runs work as usual.")
         broken = pd.DataFrame(
             {"run": [b.name for b in idx.broken], "reason": [b.reason for b in idx.broken]}
         )
-        common.show_table(broken, "broken_runs")
+        draw.show_table(broken, "broken_runs")
     if not idx.runs:
-        common.show_train_hint(idx.root)
+        draw.show_train_hint(idx.where)
         return
     runs = list(idx.runs)
-    found = common.analyses(runs)
-    st.subheader(f"{len(runs)} runs in `{idx.root}`")
+    found = jobs_ui.analyses(runs, key="runs_page")
+    st.subheader(f"{len(runs)} runs in {idx.where}")
     table = runs_table(runs, found)
-    common.show_table(
+    draw.show_table(
         table,
         "runs",
         column_config={
@@ -131,10 +136,10 @@ def main() -> None:
         preferred = [k for k in ("loss", "contrastive", "decorrelation", "s_max") if k in keys]
         metric = st.selectbox("Metric", preferred + [k for k in keys if k not in preferred])
         if metric:
-            common.show_figure(curves_figure(runs, metric), f"training_{metric}")
+            draw.show_figure(curves_figure(runs, metric), f"training_{metric}")
     with right:
         st.subheader("Importance spectrum")
-        common.show_figure(spectrum_figure(runs, found), "importance_spectrum")
+        draw.show_figure(spectrum_figure(runs, found), "importance_spectrum")
         st.caption(
             "A steep curve means a few features carry most of the importance: triCL's learned S "
             "ranks its features; a flat curve means no feature stands out."

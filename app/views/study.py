@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import common
+import draw
+import state
 import streamlit as st
 
-RESULTS = common.REPO_ROOT / "docs" / "RESULTS.md"
+RESULTS = state.REPO_ROOT / "docs" / "RESULTS.md"
 
 
 def render(path: Path) -> None:
@@ -19,12 +20,12 @@ def render(path: Path) -> None:
             icon=":material/info:",
         )
         return
-    for kind, value in common.markdown_blocks(path.read_text()):
+    for kind, value in draw.markdown_blocks(path.read_text()):
         if kind == "md":
             # one page title: the document's headings move one level down
             st.markdown(re.sub(r"^(#{1,5}) ", r"#\1 ", value, flags=re.M))
-        elif (path.parent / value).is_file():
-            st.image(str(path.parent / value))
+        elif (found := draw.local_image(path.parent, value)) is not None:
+            st.image(str(found))
         else:
             st.warning(f"figure `{value}` is missing; rerun the study to redraw it")
 

@@ -1,0 +1,189 @@
+"""What a page calls to get its artifacts: read them, or say what is missing and offer a job.
+
+A missing analysis or comparison is never computed inside the page's script run (it takes minutes
+and the server would answer nobody else meanwhile). The page shows what is missing and an
+"Analyse now" button that starts a :mod:`tricl.jobs` job (``tricl analyze`` / ``tricl compare``
+in a subprocess). While the job runs, a fragment redraws its progress every second (the rest of
+the page stays usable) with a Cancel button; when it ends the page reruns and reads the new files.
+A job already running for the same runs (started by another page or another visitor) is joined.
+
+The job does not start by itself on first open: an analysis costs minutes of CPU on a machine
+others share, and merely opening a link (or a crawler following one) should not spend it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import draw
+import models
+import readers
+import state
+import streamlit as st
+
+from tricl.jobs import CANCELLED, FAILED, STALE, JobStore, analyze_command, compare_command
+from tricl.runs import Run
+
+POLL_S = 1.0
+ANALYSIS_WHAT = (
+    "features, importance orders, per-feature statistics, top images, UMAP and few-feature "
+    "curves: about a minute per run on a laptop CPU"
+)
+COMPARE_WHAT = (
+    "ordered correlation, MCC, CKA and the same scores in each run's spectral basis (estimated "
+    "on augmented train pairs: about 20 s per run on a CPU the first time)"
+)
+
+
+def job_store(runs: Sequence[Run]) -> JobStore:
+    """Where the jobs of these runs live: ``_jobs`` beside the first run (as ``_compare``)."""
+    return JobStore(Path(runs[0].path).parent / "_jobs")
+
+
+def require_runs() -> state.RunIndex:
+    """The run index; a page with nothing to show explains how to train a run and stops."""
+    idx = state.index()
+    if not idx.runs:
+        draw.show_train_hint(idx.where)
+        st.stop()
+    return idx
+
+
+def analyses(runs: Sequence[Run], *, key: str) -> dict[str, Any]:
+    """The stored analyses of the runs; missing ones get a job panel, broken ones an error."""
+    got = readers.analyses(runs)
+    for name, msg in got.errors.items():
+        st.error(
+            f"the analysis files of {name} cannot be read ({msg}); analyse it again with "
+            f"`tricl analyze --force {name}`",
+            icon=":material/error:",
+        )
+    if got.missing:
+        offer_analysis(got.missing, key=key)
+    return got.found
+
+
+def analysis_of(run: Run) -> Any:
+    """One run's stored analysis; otherwise the page offers the job and stops."""
+    got = analyses([run], key=f"analyse_{run.name}")
+    if run.name not in got:
+        st.stop()
+    check_images(run, got[run.name])
+    return got[run.name]
+
+
+def comparison(runs: Sequence[Run], *, key: str) -> Any | None:
+    """The stored comparison of the runs, or None after offering the job (or explaining why)."""
+    try:
+        got = readers.comparison(runs)
+    except Exception as exc:  # unreadable files: say so, keep the page working
+        st.error(f"cannot compare {', '.join(r.name for r in runs)}: {exc}")
+        return None
+    if isinstance(got, readers.Missing):
+        _job_panel(
+            job_store(runs),
+            compare_command([r.path for r in runs], readers.EVAL_SPLIT),
+            f"{got.reason.capitalize()}.",
+            COMPARE_WHAT,
+            "Compare now",
+            key,
+        )
+        return None
+    return got
+
+
+def offer_analysis(runs: Sequence[Run], *, key: str, force: bool = False) -> None:
+    """Say which runs have no analysis and offer the job (or show the one running)."""
+    command = analyze_command([r.path for r in runs], readers.EVAL_SPLIT)
+    names = ", ".join(f"`{r.name}`" for r in runs)
+    what = (
+        f"Analyse {names} again."
+        if force
+        else f"{len(runs)} run(s) have no stored analysis yet: {names}."
+    )
+    label = "Analyse again" if force else "Analyse now"
+    _job_panel(
+        job_store(runs),
+        [*command, "--force"] if force else command,
+        what,
+        ANALYSIS_WHAT,
+        label,
+        key,
+    )
+
+
+def _job_panel(
+    store: JobStore, command: list[str], what: str, detail: str, label: str, key: str
+) -> None:
+    status = store.find(command)
+    with st.container(border=True):
+        st.markdown(f":material/hourglass_empty: {what}")
+        st.caption(f"Computes {detail}; stored on disk, so it happens once.")
+        if status is not None and status.running:
+            _progress(str(store.root), status.id, key)
+            return
+        if status is not None and status.state in (FAILED, STALE):
+            log = store.folder(status.id) / "log.txt"
+            tail = log.read_bytes()[-1500:].decode(errors="replace") if log.is_file() else ""
+            how = (
+                f"failed (exit code {status.exit_code})"
+                if status.state == FAILED
+                else "stopped without finishing (its process is gone)"
+            )
+            st.error(f"The last try {how}; the end of its log:", icon=":material/error:")
+            st.code(log_tail(tail), language=None)
+        elif status is not None and status.state == CANCELLED:
+            st.caption("The last try was cancelled.")
+        if st.button(label, key=f"start_{key}", type="primary", icon=":material/play_arrow:"):
+            try:
+                store.start(command)
+            except OSError as exc:  # e.g. the runs folder is read-only
+                st.error(f"cannot start the job in {store.root}: {exc}")
+                return
+            st.rerun()
+
+
+def log_tail(text: str, lines: int = 12) -> str:
+    """The last lines of a job's log, each tqdm bar collapsed to its last redraw."""
+    rows = []
+    for row in text.split("\n"):
+        drawn = [part for part in row.split("\r") if part.strip()]
+        if drawn:
+            rows.append(drawn[-1])
+    return "\n".join(rows[-lines:])
+
+
+@st.fragment(run_every=POLL_S)
+def _progress(root: str, job: str, key: str) -> None:
+    """The running job's progress bar and Cancel button; reruns the page when the job ends."""
+    store = JobStore(root)
+    status = store.status(job)
+    if status is None or not status.running:
+        st.rerun()  # the whole page: it now reads what the job wrote (or shows why it failed)
+    fraction = status.fraction
+    st.progress(
+        fraction if fraction is not None else 0.0,
+        text=f"Running for {status.elapsed:.0f} s · {status.progress or 'starting…'}",
+    )
+    if st.button("Cancel", key=f"cancel_{key}", icon=":material/cancel:"):
+        store.cancel(job)
+        st.rerun()
+
+
+def check_images(run: Run, analysis: Any) -> None:
+    """Warn (offering to analyse again) if the dataset no longer holds the analysed images.
+
+    That happens when the dataset's files or loading code changed after the analysis; the
+    artifacts then describe other images than the ones the pages would show.
+    """
+    models.dataset_of(run, analysis)
+    current = models.split_hash(analysis.dataset, run.config.image_size, analysis.split)
+    if current != analysis.features.images_hash:
+        st.warning(
+            f"The {analysis.dataset} {analysis.split} images changed since {run.name} was "
+            "analysed, so its pictures may not match its numbers; analyse it again.",
+            icon=":material/sync_problem:",
+        )
+        offer_analysis([run], key=f"reanalyse_{run.name}", force=True)

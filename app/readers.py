@@ -1,0 +1,167 @@
+"""Cached readers of stored artifacts: analyses and comparisons. They never compute.
+
+A missing artifact is reported as such (:class:`Missing`); the page then offers a job
+(:mod:`jobs_ui`) that computes it outside the page's script run.
+
+Caching: :func:`st.cache_resource` holds the loaded artifacts. They are read-only objects shared by
+every session, so the cache hands out the same object instead of unpickling a copy on every rerun
+(``st.cache_data`` would copy the arrays each time). Keys include the artifact files' times, so a
+job that writes new artifacts is picked up on the next rerun; "not there" is never cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from tricl.runs import Run
+
+EVAL_SPLIT = "test"
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Why an artifact cannot be read yet.
+
+    Attributes:
+        runs: the runs concerned.
+        reason: one line for the page.
+    """
+
+    runs: tuple[Run, ...]
+    reason: str
+
+
+@dataclass
+class Analyses:
+    """What :func:`analyses` found: the readable analyses, the missing ones, the broken ones."""
+
+    found: dict[str, Any] = field(default_factory=dict)
+    missing: list[Run] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class _NotCached(LookupError):
+    """Raised inside a cached reader so that "not there" is not remembered by the cache."""
+
+
+def _analysis_folder(path: str | Path) -> Path:
+    return Path(path) / "analysis" / EVAL_SPLIT
+
+
+def artifact_stamp(folder: Path) -> tuple[int, ...]:
+    """Modification times of a folder's files (empty if none): a new analysis moves them."""
+    try:
+        return tuple(sorted(f.stat().st_mtime_ns for f in folder.iterdir() if f.is_file()))
+    except OSError:
+        return ()
+
+
+def _slim(analysis: Any) -> Any:
+    """The analysis without what no page draws (backbone features h, train features), and z
+    kept in float16 as stored: one small copy per run in the server's memory."""
+    f = analysis.features
+    empty = np.empty((0, 0), np.float16)
+    slim = replace(f, z=f.z.astype(np.float16), h=empty, train_z=empty)
+    return replace(analysis, features=slim)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _analysis(path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
+    """The stored analysis of these weights (any parameters); raises :class:`_NotCached`."""
+    del weights_hash, stamp  # cache keys: a retrained or re-analysed run gets a new entry
+    from tricl.analysis import load_analysis
+
+    found = load_analysis(path, split=EVAL_SPLIT)
+    if found is None:
+        raise _NotCached(path)
+    return _slim(found)
+
+
+def analysis_or_none(run: Run) -> Any | None:
+    """The run's stored analysis, or None if it has none for its current weights.
+
+    Raises:
+        AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
+    """
+    try:
+        return _analysis(
+            str(run.path), run.weights_hash, artifact_stamp(_analysis_folder(run.path))
+        )
+    except _NotCached:
+        return None
+
+
+def analyses(runs: Sequence[Run]) -> Analyses:
+    """The stored analysis of every run; runs without one are listed, broken ones explained."""
+    out = Analyses()
+    for r in runs:
+        try:
+            got = analysis_or_none(r)
+        except Exception as exc:  # corrupt files of one run must not break the others
+            out.errors[r.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if got is None:
+            out.missing.append(r)
+        else:
+            out.found[r.name] = got
+    return out
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _comparison(paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...]) -> Any:
+    del stamps  # cache key: a re-analysed run or a new comparison gets a new entry
+    from tricl.analysis import load_comparison
+
+    got = load_comparison(list(paths), split=EVAL_SPLIT, spectral=True)
+    if got is None:
+        raise _NotCached(paths)
+    return got
+
+
+def comparison(runs: Sequence[Run]) -> Any | Missing:
+    """The stored comparison of the runs (in this order), or what is missing.
+
+    Raises:
+        AnalysisError: the runs cannot be compared (e.g. evaluated on different images).
+    """
+    paths = tuple(str(r.path) for r in runs)
+    stamps = tuple(artifact_stamp(_analysis_folder(p)) for p in paths)
+    try:
+        comp = _comparison(paths, stamps)
+    except _NotCached:
+        names = ", ".join(r.name for r in runs)
+        return Missing(tuple(runs), f"no stored comparison of {names} yet")
+    # no file-time check against the analyses: a stored comparison names the weights hashes
+    # and importance orders it was computed from, and load_comparison refuses it if they moved
+    return comp
+
+
+def metric_column(frame: Any, metric: Any, spectral: bool = False) -> str | None:
+    """The column of ``metric`` in a comparison table, or None if it has none.
+
+    Spectral-basis scores are ``metric.spectral_name``; comparisons stored before the columns
+    were named after the registry call the top-8 one ``spectral_corr_top8``.
+    """
+    if not spectral:
+        return metric.name if metric.name in frame else None
+    for name in (metric.spectral_name, metric.spectral_name.replace("ordered_", "")):
+        if name in frame:
+            return name
+    return None
+
+
+def top8_accuracy(analysis: Any, order: str | None = None) -> float:
+    """Linear-probe accuracy with the 8 most important features (fewer if k < 8)."""
+    curves = analysis.curves(order)
+    top = curves[curves["selection"] == "top"]
+    k = min(8, analysis.k)
+    row = top[top["k"] == k]
+    if row.empty:  # k = 8 is always a curve point when k >= 8; otherwise take the largest k <= 8
+        row = top[top["k"] <= k].sort_values("k").tail(1)
+    return float(row["linear_acc"].iloc[0]) if not row.empty else float("nan")
