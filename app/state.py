@@ -18,12 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from tricl.runs import BrokenRun, Run, RunError, list_runs
-
-try:
-    from tricl.runs import SHIPPED_RUNS_ROOT
-except ImportError:  # H1 adds it to tricl.runs; until that merge, the same name here
-    SHIPPED_RUNS_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+from tricl.runs import SHIPPED_RUNS_ROOT, BrokenRun, Run, RunError, default_runs_root, list_runs
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,15 +54,6 @@ class AppOptions:
         return self.roots[0]
 
 
-def user_runs_root(environ: Mapping[str, str]) -> Path:
-    """Where ``tricl train`` puts new runs: ``$TRICL_RUNS`` if set, else ``./runs``.
-
-    The same rule as ``tricl.runs.default_runs_root()`` (H1), read from ``environ`` so that
-    tests can pass their own.
-    """
-    return Path(environ.get("TRICL_RUNS") or "runs")
-
-
 def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> AppOptions:
     """Options from ``streamlit run app/main.py -- [--runs-root DIR] [--run DIR ...] [--confine]``.
 
@@ -82,7 +68,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> AppOptions
     if args.runs_root:
         roots = [Path(args.runs_root)]
     else:
-        user = user_runs_root(environ)
+        user = default_runs_root(environ)
         roots = [SHIPPED_RUNS_ROOT, *([user] if user.is_dir() else [])]
     resolved = tuple(dict.fromkeys(p.expanduser().resolve() for p in roots))
     confine = args.confine or environ.get("TRICL_CONFINE", "").lower() in TRUE_WORDS

@@ -53,9 +53,14 @@ class RunError(ValueError):
     """A run directory or checkpoint is missing, broken or refused; the message names the fix."""
 
 
-def default_runs_root() -> Path:
-    """Where new runs go: ``$TRICL_RUNS`` if set, else ``./runs`` (never the shipped runs)."""
-    return Path(os.environ.get("TRICL_RUNS") or "runs")
+def default_runs_root(environ: Mapping[str, str] | None = None) -> Path:
+    """Where new runs go: ``$TRICL_RUNS`` if set, else ``./runs`` (never the shipped runs).
+
+    Args:
+        environ: the environment to read (default ``os.environ``).
+    """
+    env = os.environ if environ is None else environ
+    return Path(env.get("TRICL_RUNS") or "runs")
 
 
 def run_roots() -> list[Path]:
