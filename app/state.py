@@ -20,7 +20,6 @@ import streamlit as st
 
 from tricl.runs import SHIPPED_RUNS_ROOT, BrokenRun, Run, RunError, default_runs_root, list_runs
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Keys of st.session_state that mirror the URL (st.query_params).
 URL_RUN, URL_RUNS, URL_FEATURE, URL_ORDER = "run", "runs", "feature", "order"
