@@ -29,15 +29,15 @@ def _flag(name: str) -> str:
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`RunConfig` field, with the field's own help text and choices."""
+    from tricl.catalog import DATASET_INFO
     from tricl.config import field_choices
-    from tricl.data import DATASETS
 
     for f in dataclasses.fields(RunConfig):
         if not f.metadata.get("cli", True):
             continue
         help_text = f.metadata["help"]
         if f.name == "dataset":
-            names = sorted(k for k in DATASETS if k != "folder")
+            names = sorted(k for k, v in DATASET_INFO.items() if not v.takes_path)
             help_text = f"one of {names}, or " + help_text.removeprefix("a dataset name or ")
         if f.type == "bool":
             p.add_argument(_flag(f.name), action="store_true", help=help_text)

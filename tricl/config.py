@@ -40,9 +40,9 @@ def _methods() -> list[str]:
 
 
 def _backbones() -> list[str]:
-    from tricl.models import BACKBONES
+    from tricl.catalog import BACKBONE_INFO
 
-    return sorted(BACKBONES)
+    return sorted(BACKBONE_INFO)
 
 
 def _opt(default: Any, help: str, choices: Iterable[str] | Callable[[], list[str]] = ()) -> Any:
@@ -163,7 +163,7 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "", "cli": False})
 
     def __post_init__(self) -> None:
-        from tricl.data import DATASETS, parse_dataset
+        from tricl.catalog import DATASET_INFO, parse_dataset
 
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -179,9 +179,10 @@ class RunConfig:
                     f" (e.g. --{f.name.replace('_', '-')} {f.default})"
                 )
         kind, _ = parse_dataset(self.dataset)
-        if kind not in DATASETS:
+        if kind not in DATASET_INFO:
             raise ConfigError(
-                f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)} or folder:PATH"
+                f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASET_INFO)} or"
+                " folder:PATH"
             )
         self._check_ranges()
 

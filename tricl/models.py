@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tricl.catalog import BACKBONE_INFO
 from tricl.methods import get_method
 
 
@@ -30,11 +31,16 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, description: str):
-    """Decorator that adds a backbone factory to :data:`BACKBONES`."""
+def register_backbone(name: str):
+    """Decorator that adds a backbone factory to :data:`BACKBONES`.
+
+    The name and its description are declared in :data:`tricl.catalog.BACKBONE_INFO`.
+    """
+    if name not in BACKBONE_INFO:
+        raise ValueError(f"backbone {name!r} is not declared in tricl.catalog.BACKBONE_INFO")
 
     def wrap(factory: Callable[[int], tuple[nn.Module, int]]):
-        BACKBONES[name] = BackboneSpec(factory, description)
+        BACKBONES[name] = BackboneSpec(factory, BACKBONE_INFO[name])
         return factory
 
     return wrap
@@ -66,7 +72,7 @@ class SmallCNN(nn.Module):
         return self.features(x).mean(dim=(2, 3))  # (B, c3, h, w) -> (B, c3)
 
 
-@register_backbone("small_cnn", "3-block CNN (128-d), the CPU default for 28x28/32x32 images")
+@register_backbone("small_cnn")
 def small_cnn(in_channels: int) -> tuple[nn.Module, int]:
     net = SmallCNN(in_channels)
     return net, net.out_dim
@@ -87,17 +93,17 @@ def _torchvision_resnet(name: str, in_channels: int, cifar_stem: bool) -> tuple[
     return net, feat_dim
 
 
-@register_backbone("resnet18_cifar", "ResNet-18 with a 3x3 stem and no max-pool (paper, 32x32)")
+@register_backbone("resnet18_cifar")
 def resnet18_cifar(in_channels: int) -> tuple[nn.Module, int]:
     return _torchvision_resnet("resnet18", in_channels, cifar_stem=True)
 
 
-@register_backbone("resnet18", "torchvision ResNet-18 (512-d), for 64px and larger images")
+@register_backbone("resnet18")
 def resnet18(in_channels: int) -> tuple[nn.Module, int]:
     return _torchvision_resnet("resnet18", in_channels, cifar_stem=False)
 
 
-@register_backbone("resnet50", "torchvision ResNet-50 (2048-d), for 96px and larger images")
+@register_backbone("resnet50")
 def resnet50(in_channels: int) -> tuple[nn.Module, int]:
     return _torchvision_resnet("resnet50", in_channels, cifar_stem=False)
 

