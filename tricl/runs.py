@@ -389,7 +389,7 @@ def create_run_dir(
     dataset: Mapping[str, Any],
     *,
     name: str,
-    parent: Mapping[str, Any] | None = None,
+    parent: Mapping[str, Any] | str | None = None,
     info: Mapping[str, Any] | None = None,
     files: Mapping[str, bytes] | None = None,
 ) -> Path:
@@ -403,8 +403,8 @@ def create_run_dir(
         cfg: the run's configuration.
         dataset: dataset facts (``in_channels``, ``image_size``, ``classes``, ...).
         name: the folder name.
-        parent: the run this one is derived from (``tricl align``), if any: its ``name``, ``path``
-            and ``weights_hash``.
+        parent: the run this one is derived from, if any: its path, or (``tricl align``) its
+            ``name``, ``path`` and ``weights_hash``.
         info: more top-level keys for config.json (e.g. ``imported_from``).
         files: more files to put in the new folder (name -> bytes), e.g. imported weights.
 
@@ -423,7 +423,7 @@ def create_run_dir(
         **(info or {}),
     }
     if parent is not None:
-        record["parent"] = dict(parent)
+        record["parent"] = parent if isinstance(parent, str) else dict(parent)
     root.mkdir(parents=True, exist_ok=True)
     _sweep_partial_runs(root)
     tmp_dir = root / f".new-{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
@@ -542,8 +542,11 @@ class Run:
 
     @property
     def parent(self) -> dict[str, Any] | None:
-        """The run this one was derived from (``name``, ``path``, ``weights_hash``), or None."""
+        """The run this one was derived from (``name``, ``path``, ``weights_hash`` as recorded), or
+        None."""
         parent = self.info.get("parent")
+        if isinstance(parent, str):  # recorded as a bare path
+            return {"name": Path(parent).name, "path": parent}
         return dict(parent) if isinstance(parent, dict) else None
 
     @property
