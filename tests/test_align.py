@@ -19,7 +19,7 @@ from tricl.analysis.features import extract
 from tricl.analysis.importance import order_from_scores
 from tricl.analysis.metrics import METRICS
 from tricl.cli import main
-from tricl.runs import SHIPPED_RUNS_ROOT, STATE_FILE, Run, read_weights_header
+from tricl.runs import SHIPPED_RUNS_ROOT, STATE_FILE, Run, RunError, read_weights_header
 
 TRICL = ["tricl_mnist5k_small_cnn_k64_seed0", "tricl_mnist5k_small_cnn_k64_seed1"]
 SIMCLR = "simclr_mnist5k_small_cnn_k64_seed0"
@@ -176,3 +176,13 @@ def test_bad_inputs_are_refused_and_nothing_is_written(parents, tmp_path, capsys
     assert "already exists" in err
     assert _snapshot(parents, tmp_path) == before
     assert sorted(p.name for p in out.iterdir()) == [f"{TRICL[0]}-aligned"]
+
+
+@pytest.mark.parametrize("record", [{"dim": 0}, {"dim": "64"}, [64]])
+def test_a_damaged_aligned_record_is_a_broken_run(aligned, tmp_path, record):
+    run = tmp_path / "damaged"
+    shutil.copytree(aligned / f"{TRICL[0]}-aligned", run)
+    info = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**info, "aligned": record}))
+    with pytest.raises(RunError, match="'aligned' record"):
+        Run.load(run)

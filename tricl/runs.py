@@ -533,7 +533,7 @@ class Run:
     @property
     def aligned(self) -> bool:
         """Whether ``tricl align`` derived this run (its features: its parent's spectral basis)."""
-        return "aligned" in self.info
+        return self.info.get("aligned") is not None
 
     @property
     def aligned_dim(self) -> int:
@@ -675,7 +675,7 @@ def open_for_resume(run_dir: Path) -> ResumePoint:
             " the path (`tricl runs` lists runs)"
         )
     info, cfg = read_run_info(run_dir)
-    if "aligned" in info:
+    if info.get("aligned") is not None:
         raise RunError(
             f"cannot resume {run_dir}: it is an aligned copy of {info['parent'].get('name')}"
             " made by `tricl align` (its last layer is fixed); resume or retrain the parent,"
