@@ -135,11 +135,35 @@ def importance_from_logits(logits: Tensor, s_param: str = "softplus") -> Tensor:
     return S_PARAMETRIZATIONS[s_param](logits)
 
 
+class FixedAffine(nn.Module):
+    """``z @ weight.T + bias``, weight and bias being buffers: saved with the weights, not trained.
+
+    The buffers are float64 and the product is taken in their dtype, so a whitening rotation with
+    large entries (cancelling against its bias) adds no float32 rounding of its own.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(out_dim, in_dim, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros(out_dim, dtype=torch.float64))
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Shape: (B, in_dim) -> (B, out_dim), in the dtype of ``z``."""
+        return F.linear(z.to(self.weight.dtype), self.weight, self.bias).to(z.dtype)
+
+
 class Encoder(nn.Module):
     """Backbone, projector and (for triCL-type methods) the importance logits ``s``.
 
     ``z = projector(backbone(x))`` are the k features of the paper; ``importance()`` is the diagonal
     of S, ``importance_from_logits(s, s_param)``.
+
+    An *aligned* encoder (``aligned_dim > 0``, written by ``tricl align``) ends with a fixed affine
+    layer ``aligner`` onto its parent's spectral basis, ``z = aligner(projector(backbone(x)))``
+    with ``aligned_dim`` features, and its importance is a fixed buffer (the basis's eigenvalues)
+    in place of S's logits, for every method: softplus cannot hold an eigenvalue <= 0 and
+    ``softplus_mean1`` only vectors of mean 1, while a buffer holds them exactly and cannot be
+    mistaken for a parameter an optimizer should train.
     """
 
     def __init__(
@@ -154,6 +178,7 @@ class Encoder(nn.Module):
         proj_batchnorm: bool = False,
         s_init: str = "random",
         s_init_spread: float = 1.0,
+        aligned_dim: int = 0,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -171,7 +196,13 @@ class Encoder(nn.Module):
         layers += [nn.ReLU(), nn.Linear(proj_hidden_dim, proj_dim)]
         self.projector = nn.Sequential(*layers)
         self.importance_logits: nn.Parameter | None = None
-        if uses_importance:
+        self.aligner: FixedAffine | None = None
+        self.fixed_importance: Tensor | None
+        self.register_buffer("fixed_importance", None)
+        if aligned_dim > 0:
+            self.aligner = FixedAffine(proj_dim, aligned_dim)
+            self.fixed_importance = torch.ones(aligned_dim, dtype=torch.float64)
+        elif uses_importance:
             if s_init == "geometric":
                 # S from 1 down to 10^-spread: distinct values break the rotation symmetry from
                 # the first step, instead of waiting for a near-flat random S to spread
@@ -182,8 +213,11 @@ class Encoder(nn.Module):
             self.importance_logits = nn.Parameter(logits)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int) -> Encoder:
-        """The encoder a :class:`~tricl.config.RunConfig` describes; S if its method has S."""
+    def from_config(cls, cfg, in_channels: int, aligned_dim: int = 0) -> Encoder:
+        """The encoder a :class:`~tricl.config.RunConfig` describes; S if its method has S.
+
+        ``aligned_dim`` > 0 adds the fixed aligner of an aligned run (``Run.aligned_dim``).
+        """
         return cls(
             backbone=cfg.backbone,
             in_channels=in_channels,
@@ -195,22 +229,34 @@ class Encoder(nn.Module):
             proj_batchnorm=cfg.proj_batchnorm,
             s_init=cfg.s_init,
             s_init_spread=cfg.s_init_spread,
+            aligned_dim=aligned_dim,
         )
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Backbone features. Shape: (B, C, H, W) -> (B, feat_dim)."""
         return self.backbone(x)
 
+    @property
+    def out_dim(self) -> int:
+        """Number of features z: ``proj_dim``, or ``aligned_dim`` for an aligned encoder."""
+        return self.proj_dim if self.aligner is None else int(self.aligner.weight.shape[0])
+
     def project(self, h: Tensor) -> Tensor:
-        """Projector. Shape: (B, feat_dim) -> (B, k)."""
-        return self.projector(h)
+        """Projector (then the aligner, if any). Shape: (B, feat_dim) -> (B, out_dim)."""
+        z = self.projector(h)  # (B, k)
+        return z if self.aligner is None else self.aligner(z)
 
     def forward(self, x: Tensor) -> Tensor:
-        """The k features z. Shape: (B, C, H, W) -> (B, k)."""
+        """The features z. Shape: (B, C, H, W) -> (B, out_dim)."""
         return self.project(self.forward_features(x))
 
     def importance(self) -> Tensor | None:
-        """Diagonal of S. Shape: (k,), or None for methods without S."""
+        """Diagonal of S (an aligned encoder: its fixed eigenvalues).
+
+        Shape: (out_dim,), or None for methods without S.
+        """
+        if self.fixed_importance is not None:
+            return self.fixed_importance
         if self.importance_logits is None:
             return None
         return importance_from_logits(self.importance_logits, self.s_param)

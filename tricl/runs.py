@@ -2,7 +2,8 @@
 
 This module is the only writer of a run directory (DESIGN.md)::
 
-    <run>/config.json        RunConfig + dataset facts + library versions + git commit (+ parent)
+    <run>/config.json        RunConfig + dataset facts + library versions + git commit
+                             (+ ``parent`` and ``aligned`` for a run derived by ``tricl align``)
     <run>/model.safetensors  encoder weights; metadata holds the epoch
     <run>/train_state.pt     optimizer + RNG state for --resume, loaded with weights_only=True
     <run>/metrics.jsonl      one JSON line per epoch
@@ -399,7 +400,7 @@ def create_run_dir(
     dataset: Mapping[str, Any],
     *,
     name: str,
-    parent: str | None = None,
+    parent: Mapping[str, Any] | str | None = None,
     info: Mapping[str, Any] | None = None,
     files: Mapping[str, bytes] | None = None,
 ) -> Path:
@@ -413,7 +414,8 @@ def create_run_dir(
         cfg: the run's configuration.
         dataset: dataset facts (``in_channels``, ``image_size``, ``classes``, ...).
         name: the folder name.
-        parent: the run this one is derived from (e.g. ``tricl align``), if any.
+        parent: the run this one is derived from, if any: its path, or (``tricl align``) its
+            ``name``, ``path`` and ``weights_hash``.
         info: more top-level keys for config.json (e.g. ``imported_from``).
         files: more files to put in the new folder (name -> bytes), e.g. imported weights.
 
@@ -432,7 +434,7 @@ def create_run_dir(
         **(info or {}),
     }
     if parent is not None:
-        record["parent"] = parent
+        record["parent"] = parent if isinstance(parent, str) else dict(parent)
     root.mkdir(parents=True, exist_ok=True)
     _sweep_partial_runs(root)
     tmp_dir = root / f".new-{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
@@ -469,11 +471,22 @@ def read_run_info(run_dir: Path) -> tuple[dict[str, Any], RunConfig]:
         if not isinstance(dataset, dict) or not isinstance(dataset.get("in_channels"), int):
             raise ConfigError("no 'dataset' object with in_channels")
         config = RunConfig.from_dict(info["config"])
+        _check_aligned_record(info)
     except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, ConfigError
         raise RunError(
             f"{cfg_path} is unreadable ({_first_line(exc)}); restore it or retrain"
         ) from None
     return info, config
+
+
+def _check_aligned_record(info: Mapping[str, Any]) -> None:
+    """An ``aligned`` record must name its feature count and come with its ``parent``."""
+    aligned = info.get("aligned")
+    if aligned is None:
+        return
+    dim = aligned.get("dim") if isinstance(aligned, dict) else None
+    if not (isinstance(dim, int) and dim > 0) or not isinstance(info.get("parent"), dict):
+        raise ConfigError("its 'aligned' record lacks a positive 'dim' or a 'parent' object")
 
 
 @dataclass
@@ -529,6 +542,25 @@ class Run:
         return is_shipped(self.path)
 
     @property
+    def aligned(self) -> bool:
+        """Whether ``tricl align`` derived this run (its features: its parent's spectral basis)."""
+        return self.info.get("aligned") is not None
+
+    @property
+    def aligned_dim(self) -> int:
+        """Features of an aligned run's fixed aligner layer (0: not an aligned run)."""
+        return int(self.info["aligned"]["dim"]) if self.aligned else 0
+
+    @property
+    def parent(self) -> dict[str, Any] | None:
+        """The run this one was derived from (``name``, ``path``, ``weights_hash`` as recorded), or
+        None."""
+        parent = self.info.get("parent")
+        if isinstance(parent, str):  # recorded as a bare path
+            return {"name": Path(parent).name, "path": parent}
+        return dict(parent) if isinstance(parent, dict) else None
+
+    @property
     def weights_path(self) -> Path:
         return self.path / WEIGHTS_FILE
 
@@ -566,7 +598,7 @@ class Run:
         """The trained encoder in eval mode, rebuilt from ``config.json`` and the weights."""
         from tricl.models import Encoder
 
-        enc = Encoder.from_config(self.config, self.in_channels)
+        enc = Encoder.from_config(self.config, self.in_channels, aligned_dim=self.aligned_dim)
         tensors, _ = self.state_dict()
         try:
             enc.load_state_dict(tensors, strict=True)
@@ -603,6 +635,7 @@ class Run:
             "epochs": f"{done}/{self.config.epochs}",
             "final_loss": last.get("loss"),
             "shipped": self.shipped,
+            "aligned": self.aligned,
         }
 
 
@@ -653,6 +686,12 @@ def open_for_resume(run_dir: Path) -> ResumePoint:
             " the path (`tricl runs` lists runs)"
         )
     info, cfg = read_run_info(run_dir)
+    if info.get("aligned") is not None:
+        raise RunError(
+            f"cannot resume {run_dir}: it is an aligned copy of {info['parent'].get('name')}"
+            " made by `tricl align` (its last layer is fixed); resume or retrain the parent,"
+            " then align it again"
+        )
     weights_file, state_file = run_dir / WEIGHTS_FILE, run_dir / STATE_FILE
     recover_checkpoint(run_dir)
     if not weights_file.exists():

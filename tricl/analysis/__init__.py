@@ -5,6 +5,7 @@ Python API (the CLI's ``tricl analyze`` / ``tricl compare`` call the same functi
     from tricl.analysis import analyze, compare, feature_order, load_analysis
 
     a = analyze("checkpoints/tricl_mnist5k_small_cnn_k64_seed0")   # cached in RUN/analysis/test/
+    s = analyze(run, basis="spectral")        # in RUN/analysis/test/spectral/; s.groups: unresolved
     a.importance.default, feature_order(a)[:8], a.linear_acc, a.curves()
     c = compare([run_seed0, run_seed1])                            # cached in checkpoints/_compare/
     c.pairs
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 # (activations, identifiability) do not pull in torch, scikit-learn and umap.
 _EXPORTS = {
     "STAGES": "pipeline",
+    "BASES": "pipeline",
     "Analysis": "pipeline",
     "FeatureStats": "pipeline",
     "analyze": "pipeline",
@@ -42,6 +44,8 @@ _EXPORTS = {
     "load_comparison": "comparison",
     "spectral_basis": "spectral",
     "load_spectral_basis": "spectral",
+    "SpectralBasis": "spectral",
+    "unresolved_groups": "spectral",
     "METRICS": "metrics",
     "Embedding": "embedding",
     "Features": "features",
@@ -49,6 +53,7 @@ _EXPORTS = {
     "TopImages": "activations",
 }
 __all__ = [
+    "BASES",
     "METRICS",
     "STAGES",
     "Analysis",
@@ -58,6 +63,7 @@ __all__ = [
     "FeatureStats",
     "Features",
     "Importance",
+    "SpectralBasis",
     "TopImages",
     "analyze",
     "compare",
@@ -66,6 +72,7 @@ __all__ = [
     "load_comparison",
     "load_spectral_basis",
     "spectral_basis",
+    "unresolved_groups",
 ]
 
 if TYPE_CHECKING:
@@ -76,6 +83,7 @@ if TYPE_CHECKING:
     from tricl.analysis.importance import Importance
     from tricl.analysis.metrics import METRICS
     from tricl.analysis.pipeline import (
+        BASES,
         STAGES,
         Analysis,
         FeatureStats,
@@ -83,7 +91,12 @@ if TYPE_CHECKING:
         feature_order,
         load_analysis,
     )
-    from tricl.analysis.spectral import load_spectral_basis, spectral_basis
+    from tricl.analysis.spectral import (
+        SpectralBasis,
+        load_spectral_basis,
+        spectral_basis,
+        unresolved_groups,
+    )
     from tricl.analysis.store import AnalysisError
 
 
