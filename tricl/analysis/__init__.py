@@ -9,6 +9,8 @@ Python API (the CLI's ``tricl analyze`` / ``tricl compare`` call the same functi
     a.importance.default, feature_order(a)[:8], a.linear_acc, a.curves()
     c = compare([run_seed0, run_seed1])                            # cached in checkpoints/_compare/
     c.pairs
+    compare([run_seed0, run_seed1], basis="spectral").abs_corr(0, 1)[r, r]  # rank r vs rank r
+    consensus([run_seed0, run_seed1, simclr_seed0]).table      # spectral ranks all runs share
 
 Modules: :mod:`~tricl.analysis.features` (z and h), :mod:`~tricl.analysis.importance` (orders),
 :mod:`~tricl.analysis.activations` (top images, class statistics),
@@ -42,6 +44,9 @@ _EXPORTS = {
     "Comparison": "comparison",
     "compare": "comparison",
     "load_comparison": "comparison",
+    "Consensus": "comparison",
+    "consensus": "comparison",
+    "load_consensus": "comparison",
     "spectral_basis": "spectral",
     "load_spectral_basis": "spectral",
     "SpectralBasis": "spectral",
@@ -59,6 +64,7 @@ __all__ = [
     "Analysis",
     "AnalysisError",
     "Comparison",
+    "Consensus",
     "Embedding",
     "FeatureStats",
     "Features",
@@ -67,9 +73,11 @@ __all__ = [
     "TopImages",
     "analyze",
     "compare",
+    "consensus",
     "feature_order",
     "load_analysis",
     "load_comparison",
+    "load_consensus",
     "load_spectral_basis",
     "spectral_basis",
     "unresolved_groups",
@@ -77,7 +85,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tricl.analysis.activations import TopImages
-    from tricl.analysis.comparison import Comparison, compare, load_comparison
+    from tricl.analysis.comparison import (
+        Comparison,
+        Consensus,
+        compare,
+        consensus,
+        load_comparison,
+        load_consensus,
+    )
     from tricl.analysis.embedding import Embedding
     from tricl.analysis.features import Features
     from tricl.analysis.importance import Importance
