@@ -50,6 +50,7 @@ from tricl.analysis.spectral import (
     RUN_STAGES,
     SPECTRAL_PARAMS,
     SpectralBasis,
+    group_label,
     load_spectral_basis,
     spectral_basis,
     unresolved_groups,
@@ -167,6 +168,14 @@ class Analysis:
     @property
     def classes(self) -> list[str]:
         return self.features.classes
+
+    def summary(self) -> str:
+        """One line: accuracies, weights hash and, in the spectral basis, the unresolved groups."""
+        line = f"linear probe {self.linear_acc:.3f}, k-NN {self.knn_acc:.3f} ({self.weights_hash})"
+        if self.basis == "trained":
+            return line
+        groups = ", ".join(group_label(g) for g in self.groups) or "none"
+        return f"{line}; {self.basis} basis, {self.k} features, order not identifiable: {groups}"
 
     def curves(self, order: str | None = None) -> pd.DataFrame:
         """Few-feature curves of one importance order (default order if None) plus random-k.
@@ -804,8 +813,8 @@ def load_analysis(
     Raises:
         AnalysisError: a broken run, an unknown split or an unknown basis.
     """
-    r = load_run(run)
     view = get_basis(basis)
+    r = load_run(run)
     args = {"split": split, "dataset": dataset}
     extra = view.upstream(r, args, False)
     if extra is None:
@@ -873,8 +882,8 @@ def analyze(
     Raises:
         AnalysisError: broken run, unavailable or mismatched dataset, bad arguments.
     """
-    r = load_run(run)
     view = get_basis(basis)
+    r = load_run(run)
     args = {"split": split, "dataset": dataset, "top_n": top_n, "device": device}
     extra = view.upstream(r, {**args, "progress": progress}, True)
     bar = _Progress(progress, f"analyze {r.name} ({view.label})")

@@ -181,6 +181,11 @@ def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
     )
 
 
+def group_label(group: tuple[int, int]) -> str:
+    """A 0-based inclusive rank range as pages name it: ``(2, 4)`` -> ``#3-#5`` (1-based)."""
+    return f"#{group[0] + 1}-#{group[1] + 1}"
+
+
 @dataclass(frozen=True)
 class _SpectralJob:
     """The spectral stage's context: the run and how to estimate its basis."""
