@@ -39,8 +39,8 @@ from tricl.analysis.stages import (
     register_stage,
     run_stages,
 )
-from tricl.analysis.store import normalise_meta
-from tricl.runs import Run
+from tricl.analysis.store import AnalysisError, normalise_meta
+from tricl.runs import Run, RunError
 
 SPECTRAL_FILE = "spectral.npz"
 # The estimate every consumer shares (analysis in the spectral basis, comparisons, align): one
@@ -260,14 +260,27 @@ register_stage(
 )
 
 
-def _target(run: Run, reps: int, seed: int, batch: int = 500, device: str = "cpu") -> Target:
+def _target(
+    run: Run | str | Path, reps: int, seed: int, batch: int = 500, device: str = "cpu"
+) -> Target:
+    run = run if isinstance(run, Run) else _load_run(run)
     key = normalise_meta({"weights_hash": run.weights_hash, "dataset": run.config.dataset})
     job = _SpectralJob(run, reps, seed, batch, device)
     return Target(Path(run.path) / "analysis", key, job)
 
 
+def _load_run(path: str | Path) -> Run:
+    try:
+        return Run.load(Path(path))
+    except RunError as exc:
+        raise AnalysisError(str(exc)) from None
+
+
 def load_spectral_basis(
-    run: Run, *, reps: int = SPECTRAL_PARAMS["reps"], seed: int = SPECTRAL_PARAMS["seed"]
+    run: Run | str | Path,
+    *,
+    reps: int = SPECTRAL_PARAMS["reps"],
+    seed: int = SPECTRAL_PARAMS["seed"],
 ) -> SpectralBasis | None:
     """The run's cached spectral basis for these parameters, or None (never computes)."""
     res = read_stages(RUN_STAGES, ["spectral"], _target(run, reps, seed))
@@ -275,7 +288,7 @@ def load_spectral_basis(
 
 
 def spectral_basis(
-    run: Run,
+    run: Run | str | Path,
     *,
     reps: int = SPECTRAL_PARAMS["reps"],
     seed: int = SPECTRAL_PARAMS["seed"],
@@ -286,7 +299,7 @@ def spectral_basis(
     """A run's spectral basis, estimated on augmented train pairs and cached with the run.
 
     Args:
-        run: a trained run.
+        run: a trained run or its folder.
         reps: passes over the train split, each drawing a fresh pair of views per image.
         seed: seed of the augmentations (the estimate is repeatable).
         batch: images per forward pass.
