@@ -663,23 +663,25 @@ def _load_eigen_importance(
     return _load_importance(arrays, {**meta, "ablation_base_acc": np.nan}, job)
 
 
-SPECTRAL_STAGES: dict[str, Stage] = {}
-register_stage(
-    SPECTRAL_STAGES,
-    Stage("features", "features.npz", _compute_spectral_features, _load_spectral_features),
-)
-register_stage(
-    SPECTRAL_STAGES,
-    Stage(
+# Derived from the trained registry: its features and importance replaced, the embedding shared (not
+# recomputed), every other stage (a new one too) registered again, so it runs on the rotated z.
+SPECTRAL_SHARED = ("embedding",)
+_SPECTRAL_OWN = {
+    "features": Stage(
+        "features", "features.npz", _compute_spectral_features, _load_spectral_features
+    ),
+    "importance": Stage(
         "importance",
         "importance.npz",
         _compute_eigen_importance,
         _load_eigen_importance,
         needs=("features",),
     ),
-)
-for _name in ("stats", "top_images", "downstream"):
-    register_stage(SPECTRAL_STAGES, ANALYSIS_STAGES[_name])
+}
+SPECTRAL_STAGES: dict[str, Stage] = {}
+for _name, _stage in ANALYSIS_STAGES.items():
+    if _name not in SPECTRAL_SHARED:
+        register_stage(SPECTRAL_STAGES, _SPECTRAL_OWN.get(_name, _stage))
 
 
 def _spectral_key(job: _Job) -> dict[str, Any]:
@@ -749,7 +751,7 @@ BASIS_VIEWS: dict[str, BasisView] = {
             "spectral",
             key=_spectral_key,
             upstream=_spectral_upstream,
-            shared=("embedding",),
+            shared=SPECTRAL_SHARED,
         ),
     )
 }
