@@ -8,13 +8,19 @@ import pytest
 
 from tricl.analysis import (
     BASES,
+    METRICS,
     AnalysisError,
     analyze,
+    compare,
+    consensus,
     load_analysis,
+    load_comparison,
+    load_consensus,
     load_spectral_basis,
     pipeline,
     unresolved_groups,
 )
+from tricl.analysis.comparison import CONSENSUS_COLUMNS, pair_columns
 from tricl.analysis.spectral import RUN_STAGES, SPECTRAL_FILE
 from tricl.config import RunConfig
 from tricl.runs import Run
@@ -137,3 +143,68 @@ def test_unknown_basis_is_one_line_error(tricl_run):
             call()
         msg = str(err.value)
         assert "junk" in msg and "trained, spectral" in msg and "\n" not in msg
+
+
+@pytest.fixture(scope="module")
+def simclr_run(tricl_run) -> Run:
+    return train(
+        RunConfig(method="simclr", **TINY), runs_root=tricl_run.path.parent, progress=False
+    )
+
+
+@pytest.fixture(scope="module")
+def twin(tricl_run, tmp_path_factory) -> Path:
+    """The tricl run under another name in another folder: the same features, rank by rank."""
+    dest = tmp_path_factory.mktemp("twins") / "tricl_twin"
+    analyze(tricl_run, basis="spectral", progress=False)  # copied along: nothing to recompute
+    return _copy(tricl_run, dest)
+
+
+def test_compare_in_the_spectral_basis_pairs_ranks(tricl_run, simclr_run, twin, tmp_path):
+    comp = compare([tricl_run, twin], basis="spectral", out_root=tmp_path)
+    assert comp.basis == "spectral"
+    k = load_spectral_basis(tricl_run).rank
+    np.testing.assert_allclose(np.diagonal(comp.abs_corr(0, 1)), np.ones(k), atol=1e-4)
+    assert list(comp.pairs.columns) == pair_columns(spectral=False)
+    assert load_comparison([tricl_run, twin], basis="spectral", out_root=tmp_path) is not None
+    # its plain scores are the trained comparison's spectral-basis scores
+    runs = [tricl_run, simclr_run]
+    in_trained = compare(runs, out_root=tmp_path, progress=False).pairs.iloc[0]
+    in_spectral = compare(runs, basis="spectral", out_root=tmp_path, progress=False).pairs.iloc[0]
+    for m in METRICS.values():
+        if m.spectral:
+            assert in_spectral[m.name] == pytest.approx(in_trained[m.spectral_name], abs=1e-3)
+    # the two bases are stored apart
+    assert (
+        load_comparison(runs, out_root=tmp_path).path
+        != load_comparison(runs, basis="spectral", out_root=tmp_path).path
+    )
+    with pytest.raises(AnalysisError, match="unknown basis 'junk'"):
+        compare(runs, basis="junk", out_root=tmp_path)
+
+
+def test_consensus_on_a_run_its_twin_and_another_method(tricl_run, simclr_run, twin, tmp_path):
+    runs = [tricl_run, twin, simclr_run]
+    assert load_consensus(runs, out_root=tmp_path) is None  # never computes
+    cons = consensus(runs, out_root=tmp_path, progress=False)
+    table = cons.table
+    assert list(table.columns) == CONSENSUS_COLUMNS
+    spectra = [analyze(r, basis="spectral", progress=False) for r in runs]
+    ranks = min(a.k for a in spectra)
+    assert list(table["rank"]) == list(range(1, ranks + 1))
+    comp = compare(runs, basis="spectral", out_root=tmp_path, progress=False)
+    for r in range(ranks):
+        pair = [comp.abs_corr(i, j)[r, r] for i, j in ((0, 1), (0, 2), (1, 2))]
+        assert table["mean_abs_corr"][r] == pytest.approx(np.mean(pair), abs=1e-6)
+        assert table["min_abs_corr"][r] == pytest.approx(np.min(pair), abs=1e-6)
+    # the twins agree perfectly, so one of them represents every rank (the first on a tie)
+    assert set(table["representative"]) == {tricl_run.name}
+    rep = spectra[0]
+    np.testing.assert_allclose(table["eigenvalue"], rep.importance.scores["eigenvalue"][:ranks])
+    assert table["top_indices"][3] == [int(i) for i in rep.top_images.top_indices[3]]
+    in_group = [sum(lo <= r <= hi for lo, hi in a.groups) for r in range(ranks) for a in spectra]
+    assert table["unresolved_runs"].sum() == sum(in_group)
+    # cached: read back equal, never recomputed
+    again = load_consensus(runs, out_root=tmp_path)
+    assert again is not None and again.table.equals(table)
+    assert consensus(runs, out_root=tmp_path, progress=False).recomputed == ()

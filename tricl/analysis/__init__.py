@@ -9,6 +9,8 @@ Python API (the CLI's ``tricl analyze`` / ``tricl compare`` call the same functi
     a.importance.default, feature_order(a)[:8], a.linear_acc, a.curves()
     c = compare([run_seed0, run_seed1])                            # cached in checkpoints/_compare/
     c.pairs
+    compare([run_seed0, run_seed1], basis="spectral").abs_corr(0, 1)[r, r]  # rank r vs rank r
+    consensus([run_seed0, run_seed1, simclr_seed0]).table      # spectral ranks all runs share
 
 Modules: :mod:`~tricl.analysis.features` (z and h), :mod:`~tricl.analysis.importance` (orders),
 :mod:`~tricl.analysis.activations` (top images, class statistics),
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "STAGES": "pipeline",
     "BASES": "pipeline",
+    "BASIS_VIEWS": "pipeline",
     "Analysis": "pipeline",
     "FeatureStats": "pipeline",
     "analyze": "pipeline",
@@ -42,10 +45,14 @@ _EXPORTS = {
     "Comparison": "comparison",
     "compare": "comparison",
     "load_comparison": "comparison",
+    "Consensus": "comparison",
+    "consensus": "comparison",
+    "load_consensus": "comparison",
     "spectral_basis": "spectral",
     "load_spectral_basis": "spectral",
     "SpectralBasis": "spectral",
     "unresolved_groups": "spectral",
+    "group_label": "spectral",
     "METRICS": "metrics",
     "Embedding": "embedding",
     "Features": "features",
@@ -54,11 +61,13 @@ _EXPORTS = {
 }
 __all__ = [
     "BASES",
+    "BASIS_VIEWS",
     "METRICS",
     "STAGES",
     "Analysis",
     "AnalysisError",
     "Comparison",
+    "Consensus",
     "Embedding",
     "FeatureStats",
     "Features",
@@ -67,9 +76,12 @@ __all__ = [
     "TopImages",
     "analyze",
     "compare",
+    "consensus",
     "feature_order",
+    "group_label",
     "load_analysis",
     "load_comparison",
+    "load_consensus",
     "load_spectral_basis",
     "spectral_basis",
     "unresolved_groups",
@@ -77,13 +89,21 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tricl.analysis.activations import TopImages
-    from tricl.analysis.comparison import Comparison, compare, load_comparison
+    from tricl.analysis.comparison import (
+        Comparison,
+        Consensus,
+        compare,
+        consensus,
+        load_comparison,
+        load_consensus,
+    )
     from tricl.analysis.embedding import Embedding
     from tricl.analysis.features import Features
     from tricl.analysis.importance import Importance
     from tricl.analysis.metrics import METRICS
     from tricl.analysis.pipeline import (
         BASES,
+        BASIS_VIEWS,
         STAGES,
         Analysis,
         FeatureStats,
@@ -93,6 +113,7 @@ if TYPE_CHECKING:
     )
     from tricl.analysis.spectral import (
         SpectralBasis,
+        group_label,
         load_spectral_basis,
         spectral_basis,
         unresolved_groups,
