@@ -110,10 +110,10 @@ def test_estimated_basis_groups_equally_strong_factors_and_never_distinct_ones()
     # distinct strengths (gaps 0.2 >> noise): never grouped
     assert all(_groups_of(STRENGTHS, s) == [] for s in seeds)
     # two equal strengths: when a group is marked it is exactly the tied pair; a single split-half
-    # difference is a noisy gauge, so a tie is caught in about half of the draws (11 of these 20)
+    # difference is a noisy gauge, so a tie is caught in most draws, not all (17 of these 20)
     tied = [_groups_of(np.array([0.9, 0.6, 0.6, 0.3]), s) for s in seeds]
     assert all(g in ([], [(1, 2)]) for g in tied)
-    assert sum(g == [(1, 2)] for g in tied) >= 8
+    assert sum(g == [(1, 2)] for g in tied) >= 15
 
 
 def test_as_linear_is_the_projection():

@@ -667,8 +667,13 @@ def _load_eigen_importance(
 # recomputed), every other stage (a new one too) registered again, so it runs on the rotated z.
 SPECTRAL_SHARED = ("embedding",)
 _SPECTRAL_OWN = {
+    # version 2: unresolved groups use spectral.NOISE_MULTIPLE
     "features": Stage(
-        "features", "features.npz", _compute_spectral_features, _load_spectral_features
+        "features",
+        "features.npz",
+        _compute_spectral_features,
+        _load_spectral_features,
+        version=2,
     ),
     "importance": Stage(
         "importance",

