@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+
+if TYPE_CHECKING:  # reading stored features needs no torch (the dashboard's server never loads it)
+    import torch
+    from torch import Tensor, nn
 
 BATCH_SIZE = 256
 
@@ -63,7 +66,6 @@ def images_hash(x: Tensor, y: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-@torch.inference_mode()
 def extract(
     encoder: nn.Module,
     images: Tensor,
@@ -86,16 +88,19 @@ def extract(
     Returns:
         ``(z, h)`` as float32 arrays. Shapes: (N, k), (N, feat_dim).
     """
+    import torch
+
     encoder.eval()
     zs, hs = [], []
-    for start in range(0, len(images), batch_size):
-        x = preprocess(images[start : start + batch_size].to(device))  # (B, C, H, W) float
-        h = encoder.forward_features(x)  # (B, feat_dim)
-        z = encoder.project(h)  # (B, k)
-        zs.append(z.float().cpu().numpy())
-        hs.append(h.float().cpu().numpy())
-        if tick is not None:
-            tick()
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = preprocess(images[start : start + batch_size].to(device))  # (B, C, H, W) float
+            h = encoder.forward_features(x)  # (B, feat_dim)
+            z = encoder.project(h)  # (B, k)
+            zs.append(z.float().cpu().numpy())
+            hs.append(h.float().cpu().numpy())
+            if tick is not None:
+                tick()
     return np.concatenate(zs), np.concatenate(hs)
 
 

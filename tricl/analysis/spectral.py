@@ -26,9 +26,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from tricl.analysis.stages import (
     Output,
@@ -41,6 +41,9 @@ from tricl.analysis.stages import (
 )
 from tricl.analysis.store import AnalysisError, normalise_meta
 from tricl.runs import Run, RunError
+
+if TYPE_CHECKING:  # estimating a basis needs torch; reading a stored one does not
+    import torch
 
 SPECTRAL_FILE = "spectral.npz"
 # The estimate every consumer shares (analysis in the spectral basis, comparisons, align): one
@@ -149,6 +152,8 @@ def _whitened_cross_covariance(
     Returns:
         mean (k,), whitening W (k, r) and P (r, r).
     """
+    import torch
+
     z = torch.cat([z1, z2])  # (2N, k)
     mean = z.mean(0)
     centred = z - mean
@@ -167,6 +172,8 @@ def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
         z1: features of view 1. Shape: (N, k).
         z2: features of view 2 of the same images. Shape: (N, k).
     """
+    import torch
+
     z1, z2 = z1.double(), z2.double()
     mean, whiten, p = _whitened_cross_covariance(z1, z2)
     eigenvalues, vectors = torch.linalg.eigh(p)
@@ -219,8 +226,10 @@ def _load_basis(arrays: dict[str, np.ndarray], meta: dict, job: _SpectralJob) ->
     )
 
 
-@torch.no_grad()
-def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
+def _augmented_pair_features(job: _SpectralJob) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of ``job.reps`` augmented view pairs of every train image. Shape: (N, k) each."""
+    import torch
+
     from tricl.data import build_augmentation
 
     # building the model and drawing augmentations use torch's global RNG: fork it, so the
@@ -242,7 +251,15 @@ def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
                 xb = x[i : i + job.batch].to(dev)
                 for view in views:
                     view.append(encoder(augment(xb).contiguous(memory_format=layout)).float().cpu())
-    basis = estimate(torch.cat(views[0]), torch.cat(views[1]))
+    return torch.cat(views[0]), torch.cat(views[1])
+
+
+def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
+    import torch
+
+    with torch.no_grad():
+        z1, z2 = _augmented_pair_features(job)
+    basis = estimate(z1, z2)
     arrays = {
         "mean": basis.mean,
         "rotation": basis.rotation,
