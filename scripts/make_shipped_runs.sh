@@ -14,7 +14,12 @@ for method in simclr tricl; do
 done
 # finished runs need no optimizer state: ship weights, config and metrics only (small in git)
 rm -f "$ROOT"/*/train_state.pt
-tricl analyze "$ROOT"/*_mnist5k_*            # caches artifacts locally (not committed)
-tricl compare "$ROOT"/tricl_mnist5k_*
+# the analysis artifacts are shipped too, so the dashboard opens without computing
+tricl analyze "$ROOT"/*_mnist5k_*
+tricl compare "$ROOT"/tricl_mnist5k_*                          # also estimates the spectral bases
 tricl compare "$ROOT"/simclr_mnist5k_*
+tricl analyze "$ROOT"/*_mnist5k_* --basis spectral             # features in the spectral basis
+tricl compare "$ROOT"/tricl_mnist5k_* --basis spectral
+tricl compare "$ROOT"/simclr_mnist5k_* --basis spectral
+tricl compare "$ROOT"/*_mnist5k_* --consensus                   # ranks shared by all six runs
 tricl runs --runs-root "$ROOT"
