@@ -132,6 +132,9 @@ def test_reproduce_smoke_writes_results_with_tables_and_figures(tmp_path):
         "linear top-8",
         "| tricl",
         "| simclr",
+        "Features in the spectral basis",
+        "unresolved groups in top 8",
+        "min_abs_corr",
     ):
         assert needle in text, needle
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
@@ -139,6 +142,7 @@ def test_reproduce_smoke_writes_results_with_tables_and_figures(tmp_path):
         "digits_few_features.png",
         "digits_identifiability.png",
         "digits_spectra.png",
+        "digits_spectral_few_features.png",
     ]
     assert all((out / "figures" / f).stat().st_size > 5000 for f in figures)
     # a second call reuses the runs and the cached analyses

@@ -24,12 +24,15 @@ import numpy as np
 import pandas as pd
 
 from tricl.experiments.common import Variant, train_seeds
+from tricl.methods import method_color
 
 # Each arm: a label, a colour and the recipe. "tricl" follows the paper (S learned, on every
 # similarity); "tricl-official" reproduces the official code (S on view 1 only, never optimised).
+# An arm that is a plain method takes the method's colour (tricl.methods); recipe variants of a
+# method have their own.
 ARMS: dict[str, tuple[Variant, str]] = {
-    "simclr": (Variant("simclr", {"method": "simclr"}), "#7f7f7f"),
-    "tricl": (Variant("tricl", {"method": "tricl"}), "#d62728"),
+    "simclr": (Variant("simclr", {"method": "simclr"}), method_color("simclr")),
+    "tricl": (Variant("tricl", {"method": "tricl"}), method_color("tricl")),
     "tricl-official": (
         Variant(
             "tricl-official", {"method": "tricl", "s_placement": "first_view", "s_frozen": True}
@@ -53,8 +56,11 @@ ARMS: dict[str, tuple[Variant, str]] = {
         ),
         "#e377c2",
     ),
-    "spectral": (Variant("spectral", {"method": "spectral"}), "#1f77b4"),
-    "tri-spectral": (Variant("tri-spectral", {"method": "tri-spectral"}), "#9467bd"),
+    "spectral": (Variant("spectral", {"method": "spectral"}), method_color("spectral")),
+    "tri-spectral": (
+        Variant("tri-spectral", {"method": "tri-spectral"}),
+        method_color("tri-spectral"),
+    ),
 }
 
 
@@ -241,6 +247,97 @@ def plot_spectra(results: list[ArmResult], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def spectral_tables(results: list[ArmResult], k_small: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Few-feature accuracy per arm in the spectral basis, and the consensus of all runs.
+
+    Returns:
+        ``(accuracy, consensus)``: one row per arm with linear-probe accuracy of the top-,
+        random- and bottom-``k_small`` spectral features (mean ± std over seeds) and the mean
+        number of unresolved groups among the top ``k_small`` ranks; and the first 10 rows of
+        :func:`tricl.analysis.consensus` over every run of every arm.
+    """
+    from tricl.analysis import analyze, consensus
+
+    rows = []
+    for r in results:
+        spectral = [analyze(run, basis="spectral", progress=False) for run in r.runs]
+        row: dict[str, Any] = {"method": r.name}
+        for sel in ("top", "random", "bottom"):
+            accs = []
+            for a in spectral:
+                c = a.curves()
+                accs.append(c[(c["selection"] == sel) & (c["k"] == k_small)]["linear_acc"].mean())
+            row[f"linear {sel}-{k_small}"] = _mean_std(accs)
+        row[f"unresolved groups in top {k_small}"] = _mean_std(
+            [sum(lo < k_small for lo, _ in a.groups) for a in spectral]
+        )
+        rows.append(row)
+    runs = [run for r in results for run in r.runs]
+    table = consensus(runs, progress=False).table if len(runs) > 1 else pd.DataFrame()
+    shown = table.drop(columns="top_indices").head(10).round(3) if len(table) else table
+    return pd.DataFrame(rows), shown
+
+
+def plot_spectral_few_features(results: list[ArmResult], path: Path, title: str) -> None:
+    """Linear-probe accuracy with the top-, random- and bottom-k spectral features, per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tricl.analysis import analyze
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    styles = {"top": "-", "random": ":", "bottom": "--"}
+    for r in results:
+        curves = pd.concat(
+            [analyze(run, basis="spectral", progress=False).curves() for run in r.runs]
+        )
+        mean = curves.groupby(["selection", "k"])["linear_acc"].mean().reset_index()
+        for sel, style in styles.items():
+            part = mean[mean["selection"] == sel]
+            ax.plot(part["k"], part["linear_acc"], style, marker="o", ms=3, color=ARMS[r.name][1],
+                    label=f"{r.name} {sel}-k")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("number of spectral features k")
+    ax.set_ylabel("linear-probe accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def spectral_markdown(results: list[ArmResult], fig_dir: Path, slug: str, title: str) -> list[str]:
+    """The report's spectral-basis section for one dataset: tables and a figure."""
+    k_small = 8 if max(a.k for r in results for a in r.analyses) <= 64 else 16
+    accuracy, cons = spectral_tables(results, k_small)
+    plot_spectral_few_features(results, fig_dir / f"{slug}_spectral_few_features.png", title)
+    lines = [
+        "### Features in the spectral basis",
+        "",
+        "Each run's features rotated onto its spectral basis (`tricl analyze --basis spectral`):"
+        " feature #i is rank i of the augmentation spectrum, whatever the method or seed. Ranks"
+        " whose eigenvalue gap lies within twice the split-half noise form unresolved groups"
+        " (their order is not identifiable from the data).",
+        "",
+        accuracy.to_markdown(index=False),
+        "",
+        f"![spectral few features](figures/{slug}_spectral_few_features.png)",
+        "",
+    ]
+    if len(cons):
+        lines += [
+            "Consensus of every run above (`tricl compare RUN... --consensus`): rank r against"
+            " rank r over every pair of runs, all seeds and methods.",
+            "",
+            cons.to_markdown(index=False),
+            "",
+        ]
+    return lines
+
+
 def plot_synthetic(results, path: Path) -> None:
     """|corr| of the rank-r feature with factor r: one bar group per arm, seeds as dots."""
     import matplotlib
@@ -314,6 +411,7 @@ def write_report(
             f"![spectra](figures/{slug}_spectra.png)",
             "",
         ]
+        lines += spectral_markdown(results, fig_dir, slug, f"{title}: spectral basis")
     if synthetic:
         from tricl.experiments.synthetic import RECIPES, markdown_table
 
