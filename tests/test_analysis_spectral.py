@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tricl.analysis.spectral import SPECTRAL_FILE, estimate, spectral_basis
+from tricl.analysis.spectral import SPECTRAL_FILE, estimate, spectral_basis, unresolved_groups
 from tricl.config import RunConfig
 from tricl.train import train
 
@@ -74,3 +74,53 @@ def test_features_in_the_basis_are_white(tmp_path):
     f = basis.project(torch.cat([z1, z2]).numpy())
     assert f.mean(axis=0) == pytest.approx(np.zeros(4), abs=1e-8)
     np.testing.assert_allclose(np.cov(f.T, bias=True), np.eye(4), atol=1e-6)
+
+
+def test_unresolved_groups_mark_equal_eigenvalues_only():
+    noise = np.full(5, 0.01)
+    # clearly separated: every gap is far above the noise, nothing is grouped
+    assert unresolved_groups(np.array([0.9, 0.7, 0.5, 0.3, 0.1]), noise) == []
+    # two equal eigenvalues: one group of two (0-based, inclusive)
+    assert unresolved_groups(np.array([0.9, 0.6, 0.6, 0.3, 0.1]), noise) == [(1, 2)]
+    # a chain of small gaps is one group, even though 0.800 - 0.784 exceeds the noise
+    assert unresolved_groups(np.array([0.9, 0.800, 0.792, 0.784, 0.5]), noise) == [(1, 3)]
+    # two separate clusters, the last one at the end
+    assert unresolved_groups(np.array([0.9, 0.9, 0.5, 0.3, 0.3]), noise) == [(0, 1), (3, 4)]
+    # the larger noise of the two neighbours decides
+    assert unresolved_groups(np.array([0.9, 0.8]), np.array([0.0, 0.2])) == [(0, 1)]
+    # an unknown noise (NaN) links nothing to that rank
+    assert unresolved_groups(np.array([0.6, 0.6, 0.6]), np.array([0.1, 0.1, np.nan])) == [(0, 1)]
+    assert unresolved_groups(np.array([0.5]), np.array([0.1])) == []
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        unresolved_groups(np.array([0.5, 0.4]), np.array([0.1]))
+
+
+def test_estimated_basis_groups_two_equally_strong_factors_and_not_distinct_ones():
+    z1, z2, _ = _factor_pairs(20000)  # strengths 0.9, 0.7, 0.5, 0.3: gaps 0.2 >> noise
+    basis = estimate(z1, z2)
+    assert unresolved_groups(basis.eigenvalues, basis.split_half_diff) == []
+    # the same factors made equally strong: the two middle ranks cannot be ordered
+    equal = np.array([0.9, 0.6, 0.6, 0.3])
+    g = torch.Generator().manual_seed(0)
+    c = torch.randint(0, 2, (20000, 4), generator=g).double() * 2 - 1
+    keep = torch.rand(c.shape, generator=g) < torch.tensor((1 + equal) / 2)
+    mix = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    tied = estimate(c @ mix, torch.where(keep, c, -c) @ mix)
+    assert unresolved_groups(tied.eigenvalues, tied.split_half_diff) == [(1, 2)]
+
+
+def test_as_linear_is_the_projection():
+    z1, z2, _ = _factor_pairs(3000, seed=2)
+    basis = estimate(z1, z2)
+    weight, bias = basis.as_linear()
+    assert weight.shape == (basis.rank, 6) and bias.shape == (basis.rank,)
+    z = z1.numpy()[:50] * 1.5 - 2.0  # any input, not only the estimate's own features
+    np.testing.assert_allclose(z @ weight.T + bias, basis.project(z), rtol=1e-12, atol=1e-10)
+    # as a torch layer (how align and saliency use it)
+    layer = torch.nn.Linear(6, basis.rank).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+        layer.bias.copy_(torch.from_numpy(bias))
+        out = layer(torch.from_numpy(z)).numpy()
+    np.testing.assert_allclose(out, basis.project(z), rtol=1e-12, atol=1e-10)
+    assert len(basis.fingerprint) == 16 and basis.fingerprint == estimate(z1, z2).fingerprint

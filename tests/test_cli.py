@@ -141,3 +141,36 @@ def test_no_progress_silences_the_image_folder_loading_bar(tmp_path, capsys, mon
     assert capsys.readouterr().err == ""
     assert main([*argv, "--name", "loud"]) == 0
     assert "loading imgs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["analyze", "compare"])
+def test_bad_basis_exits_2_with_one_line(command, capsys, tmp_path):
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main([command, *runs, "--basis", "junk", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: unknown basis 'junk'; use one of trained, spectral"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_analyze_and_compare_in_the_spectral_basis(tmp_path, capsys):
+    import json
+
+    from tricl.analysis import load_analysis
+    from tricl.analysis.comparison import pair_columns
+
+    common = ["--dataset", "digits", "--epochs", "1", "--proj-dim", "8", "--proj-hidden-dim"]
+    common += ["16", "--batch-size", "128", "--runs-root", str(tmp_path), "--no-progress"]
+    for seed in ("0", "1"):
+        assert main(["train", *common, "--seed", seed]) == 0
+    runs = sorted(str(p) for p in tmp_path.iterdir() if not p.name.startswith("_"))
+    capsys.readouterr()
+    assert main(["analyze", runs[0], "--basis", "spectral", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "spectral basis" in out and "order not identifiable" in out
+    spectral = load_analysis(runs[0], basis="spectral")
+    assert spectral is not None and spectral.importance.default == "eigenvalue"
+    assert load_analysis(runs[0]) is not None  # the trained analysis it builds on
+    assert main(["compare", *runs, "--basis", "spectral", "--json", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 1 and list(rows[0]) == pair_columns(spectral=False)
+    assert load_analysis(runs[1], basis="spectral") is not None  # computed by compare

@@ -170,9 +170,25 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top-n", type=int, default=32, help="top/bottom images kept per feature")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    _add_basis(p)
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_analyze)
+
+
+def _add_basis(p: argparse.ArgumentParser) -> None:
+    from tricl.analysis.pipeline import BASES
+
+    # no argparse choices: a wrong name gets the one-line error of get_basis, not a usage dump
+    p.add_argument(
+        "--basis",
+        default="trained",
+        help=f"basis of the features, one of {', '.join(BASES)}: trained = the projector's"
+        " outputs in their importance order; spectral = each run's spectral basis (most"
+        " augmentation-invariant first; the basis is estimated once per run on train pairs,"
+        " about 20 s on a CPU, then cached). Recommended: spectral to compare features across"
+        " seeds (the trained axes are not identifiable at this scale)",
+    )
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -187,8 +203,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             force=args.force,
             device=args.device,
             progress=not args.no_progress,
+            basis=args.basis,
         )
-        print(f"{run}: linear probe {a.linear_acc:.3f}, k-NN {a.knn_acc:.3f} ({a.weights_hash})")
+        print(f"{run}: {a.summary()}")
     return 0
 
 
@@ -202,10 +219,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         description="Compare runs (e.g. the same config with different seeds), one score per"
         f" metric ({metrics}), and the spectral ones again in each run's spectral basis (features"
         " rotated onto the eigenvectors of the augmentation's positive-pair covariance, estimated"
-        " on train pairs; column spectral_<metric>). Stored under RUNS_ROOT/_compare/.",
+        " on train pairs; column spectral_<metric>). With --basis spectral every score is taken"
+        " in the spectral bases (rank r against rank r) and has its plain column. Stored under"
+        " RUNS_ROOT/_compare/.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     p.add_argument("--split", default="test", choices=["test", "train"])
+    _add_basis(p)
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.add_argument(
         "--no-spectral",
@@ -227,7 +247,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
     from tricl.analysis import compare
-    from tricl.analysis.comparison import pair_columns
 
     if len(args.runs) < 2:
         print("error: compare needs at least two runs (e.g. two seeds)", file=sys.stderr)
@@ -238,8 +257,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
         spectral=not args.no_spectral,
+        basis=args.basis,
     )
-    pairs = comp.pairs[pair_columns(not args.no_spectral)]
+    # the pair table's columns follow the registry (spectral_* only in the trained basis)
+    pairs = comp.pairs
     if args.json:
         for row in pairs.to_dict(orient="records"):
             print(json.dumps(row))

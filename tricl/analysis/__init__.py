@@ -5,9 +5,12 @@ Python API (the CLI's ``tricl analyze`` / ``tricl compare`` call the same functi
     from tricl.analysis import analyze, compare, feature_order, load_analysis
 
     a = analyze("checkpoints/tricl_mnist5k_small_cnn_k64_seed0")   # cached in RUN/analysis/test/
+    s = analyze(run, basis="spectral")        # in RUN/analysis/test/spectral/; s.groups: unresolved
     a.importance.default, feature_order(a)[:8], a.linear_acc, a.curves()
     c = compare([run_seed0, run_seed1])                            # cached in checkpoints/_compare/
     c.pairs
+    compare([run_seed0, run_seed1], basis="spectral").abs_corr(0, 1)[r, r]  # rank r vs rank r
+    consensus([run_seed0, run_seed1, simclr_seed0]).table      # spectral ranks all runs share
 
 Modules: :mod:`~tricl.analysis.features` (z and h), :mod:`~tricl.analysis.importance` (orders),
 :mod:`~tricl.analysis.activations` (top images, class statistics),
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 # (activations, identifiability) do not pull in torch, scikit-learn and umap.
 _EXPORTS = {
     "STAGES": "pipeline",
+    "BASES": "pipeline",
     "Analysis": "pipeline",
     "FeatureStats": "pipeline",
     "analyze": "pipeline",
@@ -40,8 +44,13 @@ _EXPORTS = {
     "Comparison": "comparison",
     "compare": "comparison",
     "load_comparison": "comparison",
+    "Consensus": "comparison",
+    "consensus": "comparison",
+    "load_consensus": "comparison",
     "spectral_basis": "spectral",
     "load_spectral_basis": "spectral",
+    "SpectralBasis": "spectral",
+    "unresolved_groups": "spectral",
     "METRICS": "metrics",
     "Embedding": "embedding",
     "Features": "features",
@@ -49,33 +58,47 @@ _EXPORTS = {
     "TopImages": "activations",
 }
 __all__ = [
+    "BASES",
     "METRICS",
     "STAGES",
     "Analysis",
     "AnalysisError",
     "Comparison",
+    "Consensus",
     "Embedding",
     "FeatureStats",
     "Features",
     "Importance",
+    "SpectralBasis",
     "TopImages",
     "analyze",
     "compare",
+    "consensus",
     "feature_order",
     "load_analysis",
     "load_comparison",
+    "load_consensus",
     "load_spectral_basis",
     "spectral_basis",
+    "unresolved_groups",
 ]
 
 if TYPE_CHECKING:
     from tricl.analysis.activations import TopImages
-    from tricl.analysis.comparison import Comparison, compare, load_comparison
+    from tricl.analysis.comparison import (
+        Comparison,
+        Consensus,
+        compare,
+        consensus,
+        load_comparison,
+        load_consensus,
+    )
     from tricl.analysis.embedding import Embedding
     from tricl.analysis.features import Features
     from tricl.analysis.importance import Importance
     from tricl.analysis.metrics import METRICS
     from tricl.analysis.pipeline import (
+        BASES,
         STAGES,
         Analysis,
         FeatureStats,
@@ -83,7 +106,12 @@ if TYPE_CHECKING:
         feature_order,
         load_analysis,
     )
-    from tricl.analysis.spectral import load_spectral_basis, spectral_basis
+    from tricl.analysis.spectral import (
+        SpectralBasis,
+        load_spectral_basis,
+        spectral_basis,
+        unresolved_groups,
+    )
     from tricl.analysis.store import AnalysisError
 
 

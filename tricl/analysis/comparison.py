@@ -32,7 +32,15 @@ import pandas as pd
 
 from tricl.analysis.identifiability import corr_matrix, hungarian_match
 from tricl.analysis.metrics import METRICS, metric_columns, score_pair
-from tricl.analysis.pipeline import Analysis, analyze, feature_order, load_analysis, load_run
+from tricl.analysis.pipeline import (
+    Analysis,
+    analyze,
+    feature_order,
+    get_basis,
+    load_analysis,
+    load_run,
+)
+from tricl.analysis.spectral import SPECTRAL_PARAMS, spectral_basis
 from tricl.analysis.stages import (
     Output,
     Stage,
@@ -77,6 +85,9 @@ class Comparison:
             ``abs_corr`` and ``sign``; columns :data:`MATCH_COLUMNS`.
         path: folder the artifacts live in.
         recomputed: the stages this call computed (empty, so falsy: all read from the cache).
+        meta: the pairs artifact's meta.
+        basis: the basis the features are in; in ``spectral`` the orders are the identity, so
+            ``abs_corr(i, j)[r, r]`` is the |corr| of spectral rank r between runs i and j.
     """
 
     runs: list[str]
@@ -89,15 +100,13 @@ class Comparison:
     path: Path
     recomputed: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    basis: str = "trained"
 
     def abs_corr(self, i: int, j: int) -> np.ndarray:
         """|corr| between the ordered features of run i (rows) and run j. Shape: (k_i, k_j)."""
         if (i, j) in self.corr:
             return np.abs(self.corr[(i, j)])
         return np.abs(self.corr[(j, i)]).T
-
-
-SPECTRAL_PARAMS = {"reps": 4, "seed": 0}
 
 
 def pair_columns(spectral: bool = True) -> list[str]:
@@ -178,8 +187,6 @@ def _compute_pairs(job: _CompareJob, inputs: dict[str, Any]) -> Output:
     if job.spectral:
         # the same scores after rotating each run onto its spectral basis
         # (tricl.analysis.spectral): the order the augmentation graph's eigenvalues give
-        from tricl.analysis.spectral import spectral_basis
-
         rotated = [
             spectral_basis(r, **SPECTRAL_PARAMS).project(a.features.z)
             for r, a in zip(job.runs, job.analyses)
@@ -219,6 +226,77 @@ register_stage(
 )
 
 
+CONSENSUS_COLUMNS = [
+    "rank",
+    "mean_abs_corr",
+    "min_abs_corr",
+    "eigenvalue",
+    "representative",
+    "top_indices",
+    "unresolved_runs",
+]
+
+
+def _rank_agreement(corr: dict[tuple[int, int], np.ndarray], n: int, ranks: int) -> np.ndarray:
+    """|corr| of rank r of run i with rank r of run j, symmetric, 0 on the diagonal.
+
+    Shape: (n, n, ranks).
+    """
+    agree = np.zeros((n, n, ranks))
+    for (i, j), c in corr.items():
+        agree[i, j] = agree[j, i] = np.abs(np.diagonal(c)[:ranks])
+    return agree
+
+
+def _compute_consensus(job: _CompareJob, inputs: dict[str, Any]) -> Output:
+    corr, _ = inputs["corr"]
+    n = len(job.runs)
+    ranks = min(a.k for a in job.analyses)
+    agree = _rank_agreement(corr, n, ranks)  # (n, n, ranks)
+    pairs = np.stack([agree[i, j] for i, j in job.pairs()])  # (n_pairs, ranks)
+    # the representative of rank r agrees best, on average, with every other run's rank r
+    rep = (agree.sum(axis=1) / (n - 1)).argmax(axis=0)  # (ranks,)
+    rows = []
+    for r in range(ranks):
+        a = job.analyses[rep[r]]
+        unresolved = sum(any(lo <= r <= hi for lo, hi in b.groups) for b in job.analyses)
+        rows.append(
+            (
+                r + 1,
+                float(pairs[:, r].mean()),
+                float(pairs[:, r].min()),
+                float(a.importance.scores["eigenvalue"][r]),
+                a.run_name,
+                " ".join(str(int(i)) for i in a.top_images.top_indices[r]),
+                unresolved,
+            )
+        )
+    return Output(pd.DataFrame(rows, columns=CONSENSUS_COLUMNS))
+
+
+def _load_consensus(table: pd.DataFrame, meta: dict[str, Any], job: _CompareJob) -> pd.DataFrame:
+    need_columns(table, CONSENSUS_COLUMNS)
+    if list(table["rank"]) != list(range(1, len(table) + 1)):
+        raise ValueError("the consensus ranks are not 1..r")
+    table = table.copy()
+    # stored as space-separated text so the CSV stays flat; read back as lists of dataset indices
+    table["top_indices"] = [[int(i) for i in str(t).split()] for t in table["top_indices"]]
+    return table
+
+
+register_stage(
+    COMPARE_STAGES,
+    Stage(
+        "consensus",
+        "consensus.csv",
+        _compute_consensus,
+        _load_consensus,
+        needs=("corr",),
+        params=lambda job: {"representative": "highest mean |corr| of rank r with the others"},
+    ),
+)
+
+
 def _check_same_images(analyses: list[Analysis]) -> None:
     first = analyses[0]
     for other in analyses[1:]:
@@ -237,8 +315,10 @@ def _default_out_root(runs: list[Run]) -> Path:
     return (parents.pop() if len(parents) == 1 else default_runs_root()) / "_compare"
 
 
-def _compare_id(names: list[str], hashes: list[str], split: str) -> str:
-    text = to_json({"runs": names, "hashes": hashes, "split": split})
+def _compare_id(names: list[str], hashes: list[str], split: str, basis: str) -> str:
+    spec = {"runs": names, "hashes": hashes, "split": split}
+    # the trained basis keeps the id it had before bases existed (shipped comparisons)
+    text = to_json(spec if basis == "trained" else {**spec, "basis": basis})
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -257,38 +337,49 @@ def _load_runs(runs: Sequence[Run | str | Path]) -> list[Run]:
     return loaded
 
 
-def _prepare(
-    runs: Sequence[Run | str | Path],
-    split: str,
-    spectral: bool,
-    out_root: Path | None,
-    compute: bool,
-    progress: bool,
-) -> Target | None:
+@dataclass(frozen=True)
+class _Request:
+    """What a comparison-like call asks for: runs, split, basis and where to store it."""
+
+    runs: Sequence[Run | str | Path]
+    split: str = "test"
+    basis: str = "trained"
+    spectral: bool = True
+    out_root: Path | None = None
+
+
+def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
     """The comparison's target; None when an analysis is missing and ``compute`` is False."""
-    loaded = _load_runs(runs)
+    get_basis(req.basis)  # an unknown basis fails before any run is read
+    loaded = _load_runs(req.runs)
     # an existing analysis is used as it is (whatever its top_n); only missing ones are computed
     analyses = []
     for r in loaded:
-        a = load_analysis(r, split=split)
+        a = load_analysis(r, split=req.split, basis=req.basis)
         if a is None:
             if not compute:
                 return None
-            a = analyze(r, split=split, progress=progress)
+            a = analyze(r, split=req.split, basis=req.basis, progress=progress)
         analyses.append(a)
     _check_same_images(analyses)
     names, hashes = [r.name for r in loaded], [a.weights_hash for a in analyses]
-    key = normalise_meta(
-        {
-            "runs": names,
-            "weights_hashes": hashes,
-            "split": split,
-            "orders": [a.importance.default for a in analyses],
-        }
-    )
-    root = Path(out_root) if out_root is not None else _default_out_root(loaded)
-    folder = root / _compare_id(names, hashes, split)
-    return Target(folder, key, _CompareJob(loaded, analyses, spectral))
+    key = {
+        "runs": names,
+        "weights_hashes": hashes,
+        "split": req.split,
+        "orders": [a.importance.default for a in analyses],
+    }
+    if req.basis != "trained":  # trained keys stay as they were before bases existed
+        key["basis"] = req.basis
+    root = Path(req.out_root) if req.out_root is not None else _default_out_root(loaded)
+    folder = root / _compare_id(names, hashes, req.split, req.basis)
+    # in the spectral basis the plain scores already are the spectral ones
+    spectral = req.spectral and not get_basis(req.basis).folder
+    return Target(folder, normalise_meta(key), _CompareJob(loaded, analyses, spectral))
+
+
+# the stages a comparison reads (the consensus is asked for on its own)
+COMPARISON = ("corr", "matches", "pairs")
 
 
 def _comparison(target: Target, res: StageResults) -> Comparison:
@@ -304,6 +395,7 @@ def _comparison(target: Target, res: StageResults) -> Comparison:
         path=target.folder,
         recomputed=res.recomputed,
         meta=res.metas["pairs"],
+        basis=target.key.get("basis", "trained"),
     )
 
 
@@ -313,6 +405,7 @@ def load_comparison(
     split: str = "test",
     out_root: Path | None = None,
     spectral: bool = True,
+    basis: str = "trained",
 ) -> Comparison | None:
     """The cached comparison of ``runs``, or None if it (or a run's analysis) is not cached.
 
@@ -320,12 +413,14 @@ def load_comparison(
     path); arguments as in :func:`compare`.
 
     Raises:
-        AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
+        AnalysisError: fewer than two runs, a broken run, runs evaluated on different images, or
+            an unknown basis.
     """
-    target = _prepare(runs, split, spectral, out_root, compute=False, progress=False)
+    req = _Request(runs, split, basis, spectral, out_root)
+    target = _prepare(req, compute=False, progress=False)
     if target is None:
         return None
-    res = read_stages(COMPARE_STAGES, COMPARE_STAGES, target)
+    res = read_stages(COMPARE_STAGES, COMPARISON, target)
     return None if res is None else _comparison(target, res)
 
 
@@ -337,6 +432,7 @@ def compare(
     force: bool = False,
     progress: bool = True,
     spectral: bool = True,
+    basis: str = "trained",
 ) -> Comparison:
     """Identifiability between every pair of runs, one score per registered metric.
 
@@ -347,17 +443,108 @@ def compare(
             common parent, e.g. ``checkpoints/_compare``), else ``<runs root>/_compare``.
         force: recompute even if cached (the runs' analyses are reused if fresh).
         progress: progress bars for analyses that still need computing.
-        spectral: also score the runs in their spectral bases (post hoc, see
-            :mod:`tricl.analysis.spectral`; about 20 s per run on a CPU the first time, then
-            cached with the run).
+        spectral: in the trained basis, also score the runs in their spectral bases (post hoc,
+            see :mod:`tricl.analysis.spectral`; about 20 s per run on a CPU the first time, then
+            cached with the run). Ignored in the spectral basis, whose plain scores are those.
+        basis: ``trained`` (each run's features in its default importance order) or
+            ``spectral`` (each run's spectral basis, rank order; analyses computed if missing).
 
     Returns:
         The :class:`Comparison`.
 
     Raises:
-        AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
+        AnalysisError: fewer than two runs, a broken run, runs evaluated on different images, or
+            an unknown basis.
     """
-    target = _prepare(runs, split, spectral, out_root, compute=True, progress=progress)
+    req = _Request(runs, split, basis, spectral, out_root)
+    target = _prepare(req, compute=True, progress=progress)
     if target is None:  # compute=True analyses every run, so this cannot happen
         raise AnalysisError("an analysis went missing while comparing; run the compare again")
-    return _comparison(target, run_stages(COMPARE_STAGES, COMPARE_STAGES, target, force=force))
+    return _comparison(target, run_stages(COMPARE_STAGES, COMPARISON, target, force=force))
+
+
+@dataclass(frozen=True, eq=False)
+class Consensus:
+    """Which spectral ranks a set of runs agree on, feature by feature.
+
+    Attributes:
+        runs: run names, in the order given.
+        split: evaluation split the features come from.
+        table: one row per spectral rank r (1-based ``rank``) of the run with the fewest
+            features: ``mean_abs_corr`` and ``min_abs_corr`` of rank r with rank r over every
+            pair of runs, the ``eigenvalue`` and ``top_indices`` (its top images' dataset indices,
+            a list) of the ``representative`` run (whose rank r agrees best on average with the
+            others), and ``unresolved_runs``, in how many runs rank r lies in an unresolved group
+            (its order is not identifiable there). Columns :data:`CONSENSUS_COLUMNS`.
+        path: folder the artifact lives in (the spectral comparison's).
+        recomputed: the stages this call computed (empty: all read from the cache).
+    """
+
+    runs: list[str]
+    split: str
+    table: pd.DataFrame
+    path: Path
+    recomputed: tuple[str, ...] = ()
+
+
+CONSENSUS = ("corr", "consensus")
+
+
+def _consensus(target: Target, res: StageResults) -> Consensus:
+    return Consensus(
+        runs=list(target.key["runs"]),
+        split=target.key["split"],
+        table=res.values["consensus"],
+        path=target.folder,
+        recomputed=res.recomputed,
+    )
+
+
+def load_consensus(
+    runs: Sequence[Run | str | Path], *, split: str = "test", out_root: Path | None = None
+) -> Consensus | None:
+    """The cached consensus of ``runs``, or None if it (or an analysis) is not cached.
+
+    Never computes anything (the dashboard's read path); arguments as in :func:`consensus`.
+
+    Raises:
+        AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
+    """
+    target = _prepare(_Request(runs, split, "spectral", False, out_root), False, False)
+    if target is None:
+        return None
+    res = read_stages(COMPARE_STAGES, CONSENSUS, target)
+    return None if res is None else _consensus(target, res)
+
+
+def consensus(
+    runs: Sequence[Run | str | Path],
+    *,
+    split: str = "test",
+    out_root: Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Consensus:
+    """The consensus features of runs of one dataset (all seeds, all methods): rank by rank.
+
+    Every run is analysed in its spectral basis (computed if missing); rank r of every pair of
+    runs is correlated on the evaluation images. Stored with the spectral comparison of the same
+    runs, under ``_compare/``.
+
+    Args:
+        runs: two or more runs (or their folders) evaluated on the same images.
+        split: evaluation split.
+        out_root: where comparisons are stored (as in :func:`compare`).
+        force: recompute even if cached (the analyses are reused if fresh).
+        progress: progress bars for analyses that still need computing.
+
+    Returns:
+        The :class:`Consensus`.
+
+    Raises:
+        AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
+    """
+    target = _prepare(_Request(runs, split, "spectral", False, out_root), True, progress)
+    if target is None:  # compute=True analyses every run, so this cannot happen
+        raise AnalysisError("an analysis went missing while comparing; run the consensus again")
+    return _consensus(target, run_stages(COMPARE_STAGES, CONSENSUS, target, force=force))

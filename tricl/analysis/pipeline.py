@@ -25,7 +25,8 @@ dataset and the model. Adding a stage: register it below and add its field to :c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ from tricl.analysis.activations import (
 from tricl.analysis.embedding import UMAP_PARAMS, Embedding, umap_embedding
 from tricl.analysis.features import Features, extract, images_hash, n_batches
 from tricl.analysis.importance import Importance
+from tricl.analysis.spectral import (
+    RUN_STAGES,
+    SPECTRAL_PARAMS,
+    SpectralBasis,
+    group_label,
+    load_spectral_basis,
+    spectral_basis,
+    unresolved_groups,
+)
 from tricl.analysis.stages import (
     Output,
     Stage,
@@ -116,6 +126,10 @@ class Analysis:
         params: parameters of every stage.
         recomputed: stages computed by the call that returned this object (empty: all cached).
         timings: seconds each recomputed stage took.
+        basis: the basis the features are in (:data:`BASES`): ``trained`` (the projector's
+            outputs) or ``spectral`` (rank r = r-th most augmentation-invariant direction).
+        groups: ranks whose order the data cannot define, as 0-based inclusive ranges of at
+            least two features (spectral basis; empty in the trained basis).
     """
 
     run_name: str
@@ -134,6 +148,8 @@ class Analysis:
     params: dict[str, Any] = field(default_factory=dict)
     recomputed: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    basis: str = "trained"
+    groups: tuple[tuple[int, int], ...] = ()
 
     @property
     def linear_acc(self) -> float:
@@ -152,6 +168,14 @@ class Analysis:
     @property
     def classes(self) -> list[str]:
         return self.features.classes
+
+    def summary(self) -> str:
+        """One line: accuracies, weights hash and, in the spectral basis, the unresolved groups."""
+        line = f"linear probe {self.linear_acc:.3f}, k-NN {self.knn_acc:.3f} ({self.weights_hash})"
+        if self.basis == "trained":
+            return line
+        groups = ", ".join(group_label(g) for g in self.groups) or "none"
+        return f"{line}; {self.basis} basis, {self.k} features, order not identifiable: {groups}"
 
     def curves(self, order: str | None = None) -> pd.DataFrame:
         """Few-feature curves of one importance order (default order if None) plus random-k.
@@ -217,7 +241,11 @@ def load_run(run: Run | str | Path) -> Run:
 
 @dataclass(frozen=True)
 class _Job:
-    """The stages' context: run, split, dataset, settings and progress of one analyze call."""
+    """The stages' context: run, split, dataset, settings and progress of one analyze call.
+
+    In the spectral basis it also holds what the stages build on: the trained analysis (whose
+    features are projected and whose embedding is shared) and the run's spectral basis.
+    """
 
     run: Run
     split: str
@@ -226,6 +254,9 @@ class _Job:
     top_n: int
     device: str
     progress: _Progress
+    basis: str = "trained"
+    trained: Analysis | None = None
+    spectral: SpectralBasis | None = None
 
 
 def _target(run: Run, split: str, dataset: str | None, top_n: int, **ctx: Any) -> Target:
@@ -242,7 +273,9 @@ def _target(run: Run, split: str, dataset: str | None, top_n: int, **ctx: Any) -
         "split": split,
     }
     job = _Job(run, split, spec, override, top_n, **ctx)
-    return Target(analysis_dir(run.path, split, override), normalise_meta(key), job)
+    view = get_basis(job.basis)
+    folder = analysis_dir(run.path, split, override) / view.folder
+    return Target(folder, normalise_meta({**key, **view.key(job)}), job)
 
 
 def _probe_params() -> dict[str, Any]:
@@ -563,11 +596,179 @@ register_stage(
 STAGES = tuple(ANALYSIS_STAGES)
 
 
+# --------------------------------------------------------------------------- the spectral basis
+# The same artifacts with the features rotated onto the run's spectral basis
+# (:mod:`tricl.analysis.spectral`), in ``RUN/analysis/<split>/spectral/``. The rotated features are
+# projected when read (a (N, k) @ (k, r) product), not stored: the trained features already are.
+# Their key names the basis's stage version, parameters and fingerprint and the trained features'
+# stage version, so a new basis or new trained features recompute all of these stages; stats, top
+# images and few-feature curves are the trained-basis stages, registered again.
+
+BACKBONE_KEYS = ("backbone_linear_acc", "backbone_knn_acc")
+
+
+def _projected(job: _Job) -> Features:
+    """The trained features in the spectral basis: z (N, r), train_z (M, r), no S."""
+    f, basis = job.trained.features, job.spectral
+    return replace(
+        f,
+        z=basis.project(f.z).astype(np.float32),
+        train_z=basis.project(f.train_z).astype(np.float32),
+        s=None,
+    )
+
+
+def _compute_spectral_features(job: _Job, inputs: dict[str, Any]) -> Output:
+    basis = job.spectral
+    arrays = {"eigenvalues": basis.eigenvalues, "split_half_diff": basis.split_half_diff}
+    backbone = {k: job.trained.full[k] for k in BACKBONE_KEYS}
+    groups = unresolved_groups(basis.eigenvalues, basis.split_half_diff)
+    return Output(arrays, {"backbone": backbone, "pairs": basis.pairs, "groups": groups})
+
+
+def _load_spectral_features(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _Job) -> Any:
+    need_arrays(arrays, {"eigenvalues": 1, "split_half_diff": 1})
+    if not np.array_equal(arrays["eigenvalues"], job.spectral.eigenvalues):
+        raise ValueError("the stored eigenvalues are not those of the run's spectral basis")
+    if not set(BACKBONE_KEYS) <= set(meta["backbone"]):
+        raise ValueError("the meta lacks the backbone accuracies")
+    return _projected(job)
+
+
+def _compute_eigen_importance(job: _Job, inputs: dict[str, Any]) -> Output:
+    eigenvalues = job.spectral.eigenvalues
+    arrays = {
+        "score_eigenvalue": eigenvalues.astype(np.float32),
+        "order_eigenvalue": np.arange(len(eigenvalues), dtype=np.int64),
+        # no ablation in this basis: the eigenvalues order it; NaN says "not measured"
+        "ablation_loss_increase": np.full(len(eigenvalues), np.nan, dtype=np.float32),
+    }
+    meta = {"default": "eigenvalue", "orders": ["eigenvalue"], "ablation_base_acc": None}
+    return Output(arrays, meta)
+
+
+def _load_eigen_importance(
+    arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _Job
+) -> Importance:
+    if not np.array_equal(arrays["order_eigenvalue"], np.arange(job.spectral.rank)):
+        raise ValueError("the eigenvalue order is not the identity of the basis's ranks")
+    return _load_importance(arrays, {**meta, "ablation_base_acc": np.nan}, job)
+
+
+SPECTRAL_STAGES: dict[str, Stage] = {}
+register_stage(
+    SPECTRAL_STAGES,
+    Stage("features", "features.npz", _compute_spectral_features, _load_spectral_features),
+)
+register_stage(
+    SPECTRAL_STAGES,
+    Stage(
+        "importance",
+        "importance.npz",
+        _compute_eigen_importance,
+        _load_eigen_importance,
+        needs=("features",),
+    ),
+)
+for _name in ("stats", "top_images", "downstream"):
+    register_stage(SPECTRAL_STAGES, ANALYSIS_STAGES[_name])
+
+
+def _spectral_key(job: _Job) -> dict[str, Any]:
+    return {
+        "basis": "spectral",
+        "spectral": {
+            "version": RUN_STAGES["spectral"].version,
+            "params": SPECTRAL_PARAMS,
+            "fingerprint": job.spectral.fingerprint,
+        },
+        "features_version": ANALYSIS_STAGES["features"].version,
+    }
+
+
+def _spectral_upstream(run: Run, args: dict[str, Any], compute: bool) -> dict[str, Any] | None:
+    """The trained analysis and the spectral basis, computed if asked, else None if not cached."""
+    if compute:
+        trained = analyze(run, **args)
+        basis = spectral_basis(run, device=args["device"], **SPECTRAL_PARAMS)
+    else:
+        trained = load_analysis(run, split=args["split"], dataset=args["dataset"])
+        basis = load_spectral_basis(run, **SPECTRAL_PARAMS)
+        if trained is None or basis is None:
+            return None
+    return {"trained": trained, "spectral": basis}
+
+
+@dataclass(frozen=True)
+class BasisView:
+    """A basis the features can be analysed in.
+
+    Attributes:
+        name: registry key (``--basis`` value, ``?basis=`` in the dashboard).
+        label: how pages name it.
+        stages: the per-split stages computed in it (their values fill :class:`Analysis`).
+        folder: sub-folder of ``analysis/<split>/`` its artifacts live in ("" for the split's own).
+        key: ``key(job) -> dict``, what its artifacts are keyed by beyond the run and split.
+        upstream: ``upstream(run, args, compute) -> dict | None``, the extra context its stages
+            need (computed when ``compute``, else read; None when not cached).
+        shared: :class:`Analysis` fields taken from the trained analysis rather than computed.
+    """
+
+    name: str
+    label: str
+    stages: dict[str, Stage]
+    folder: str
+    key: Callable[[_Job], dict[str, Any]]
+    upstream: Callable[[Run, dict[str, Any], bool], dict[str, Any] | None]
+    shared: tuple[str, ...] = ()
+
+
+BASIS_VIEWS: dict[str, BasisView] = {
+    view.name: view
+    for view in (
+        BasisView(
+            "trained",
+            "trained basis",
+            ANALYSIS_STAGES,
+            "",
+            key=lambda job: {},
+            upstream=lambda run, args, compute: {},
+        ),
+        BasisView(
+            "spectral",
+            "spectral basis",
+            SPECTRAL_STAGES,
+            "spectral",
+            key=_spectral_key,
+            upstream=_spectral_upstream,
+            shared=("embedding",),
+        ),
+    )
+}
+BASES = tuple(BASIS_VIEWS)
+
+
+def get_basis(name: str) -> BasisView:
+    """The :class:`BasisView` named ``name``; an unknown name raises AnalysisError."""
+    if name not in BASIS_VIEWS:
+        raise AnalysisError(f"unknown basis {name!r}; use one of {', '.join(BASES)}")
+    return BASIS_VIEWS[name]
+
+
 # --------------------------------------------------------------------------- reading
 
 
 def _assemble(job: _Job, res: StageResults) -> Analysis:
     v, m = res.values, res.metas
+    view = get_basis(job.basis)
+    names = tuple(view.stages)
+    shared = {n: getattr(job.trained, n) for n in view.shared}
+    spectral = job.spectral
+    groups = (
+        ()
+        if spectral is None
+        else unresolved_groups(spectral.eigenvalues, spectral.split_half_diff)
+    )
     return Analysis(
         run_name=job.run.name,
         run_path=job.run.path,
@@ -575,16 +776,26 @@ def _assemble(job: _Job, res: StageResults) -> Analysis:
         split=job.split,
         dataset=job.dataset,
         weights_hash=m["features"]["key"]["weights_hash"],
-        **{name: v[name] for name in STAGES},
+        **{name: v[name] for name in names},
+        **shared,
         full={**m["features"]["backbone"], **m["downstream"]["full"]},
-        params={s: m[s]["params"] for s in STAGES},
+        params={
+            **{n: job.trained.params[n] for n in view.shared},
+            **{s: m[s]["params"] for s in names},
+        },
         recomputed=res.recomputed,
         timings=res.timings,
+        basis=job.basis,
+        groups=tuple(groups),
     )
 
 
 def load_analysis(
-    run: Run | str | Path, *, split: str = "test", dataset: str | None = None
+    run: Run | str | Path,
+    *,
+    split: str = "test",
+    dataset: str | None = None,
+    basis: str = "trained",
 ) -> Analysis | None:
     """The cached analysis of a run, or None if any artifact is missing, corrupt or stale.
 
@@ -596,13 +807,22 @@ def load_analysis(
         run: a run or its folder.
         split: evaluation split.
         dataset: the dataset it was analysed on, if not the run's own.
+        basis: ``trained`` or ``spectral`` (:data:`BASES`); the spectral analysis also needs the
+            trained one and the run's spectral basis cached.
 
     Raises:
-        AnalysisError: a broken run or an unknown split.
+        AnalysisError: a broken run, an unknown split or an unknown basis.
     """
+    view = get_basis(basis)
     r = load_run(run)
-    target = _target(r, split, dataset, 1, device="cpu", progress=_Progress(False, ""))
-    res = read_stages(ANALYSIS_STAGES, STAGES, target, check_params=False)
+    args = {"split": split, "dataset": dataset}
+    extra = view.upstream(r, args, False)
+    if extra is None:
+        return None
+    target = _target(
+        r, split, dataset, 1, device="cpu", progress=_Progress(False, ""), basis=basis, **extra
+    )
+    res = read_stages(view.stages, view.stages, target, check_params=False)
     return None if res is None else _assemble(target.ctx, res)
 
 
@@ -636,6 +856,7 @@ def analyze(
     force: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    basis: str = "trained",
 ) -> Analysis:
     """Compute (or read from the cache) every artifact of a run.
 
@@ -647,9 +868,13 @@ def analyze(
         dataset: evaluate on another dataset of the same image format (stored separately, in
             ``analysis/<split>@<dataset>/``); None for the run's own.
         top_n: top / bottom images kept per feature.
-        force: recompute every stage even if cached.
+        force: recompute every stage of this basis even if cached (in the spectral basis, the
+            trained analysis and the spectral basis it builds on are reused when fresh).
         device: where the encoder runs for feature extraction.
         progress: draw a progress bar.
+        basis: ``trained`` (the projector's outputs in their importance order) or ``spectral``
+            (the run's spectral basis, most augmentation-invariant first; computes the trained
+            analysis and the basis first if they are not cached).
 
     Returns:
         The :class:`Analysis`; ``recomputed`` names the stages this call computed.
@@ -657,11 +882,14 @@ def analyze(
     Raises:
         AnalysisError: broken run, unavailable or mismatched dataset, bad arguments.
     """
+    view = get_basis(basis)
     r = load_run(run)
-    bar = _Progress(progress, f"analyze {r.name}")
-    target = _target(r, split, dataset, top_n, device=device, progress=bar)
+    args = {"split": split, "dataset": dataset, "top_n": top_n, "device": device}
+    extra = view.upstream(r, {**args, "progress": progress}, True)
+    bar = _Progress(progress, f"analyze {r.name} ({view.label})")
+    target = _target(r, split, dataset, top_n, device=device, progress=bar, basis=basis, **extra)
     try:
-        res = run_stages(ANALYSIS_STAGES, STAGES, target, force=force, on_stage=bar.stage)
+        res = run_stages(view.stages, view.stages, target, force=force, on_stage=bar.stage)
     finally:
         bar.close()
     return _assemble(target.ctx, res)

@@ -23,6 +23,7 @@ augmentation), never on the evaluation images, and cached in ``RUN/analysis/spec
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,9 @@ from tricl.analysis.store import normalise_meta
 from tricl.runs import Run
 
 SPECTRAL_FILE = "spectral.npz"
+# The estimate every consumer shares (analysis in the spectral basis, comparisons, align): one
+# cached basis per run.
+SPECTRAL_PARAMS = {"reps": 4, "seed": 0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +72,62 @@ class SpectralBasis:
     def project(self, z: np.ndarray) -> np.ndarray:
         """Features in the spectral basis. Shape: (N, k) -> (N, r)."""
         return (np.asarray(z, dtype=np.float64) - self.mean) @ self.rotation
+
+    def as_linear(self) -> tuple[np.ndarray, np.ndarray]:
+        """The projection as an affine layer: ``z @ weight.T + bias == project(z)``.
+
+        Returns:
+            ``(weight, bias)`` in float64, centring folded into the bias. Shapes: (r, k), (r,).
+        """
+        weight = np.ascontiguousarray(self.rotation.T, dtype=np.float64)  # (r, k)
+        return weight, -(np.asarray(self.mean, dtype=np.float64) @ self.rotation)
+
+    @property
+    def rank(self) -> int:
+        """Number of features in the basis (r)."""
+        return int(self.rotation.shape[1])
+
+    @property
+    def fingerprint(self) -> str:
+        """First 16 hex digits of the SHA-256 of the mean and rotation (what the basis *is*)."""
+        h = hashlib.sha256()
+        for a in (self.mean, self.rotation):
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+
+def unresolved_groups(eigenvalues: np.ndarray, noise: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of neighbouring ranks whose order the data cannot define.
+
+    Ranks i and i + 1 belong to one group when their eigenvalue gap is not larger than the
+    estimation noise of either, ``eigenvalues[i] - eigenvalues[i + 1] <= max(noise[i],
+    noise[i + 1])``; a NaN noise is unknown and links nothing. Groups are maximal chains of such
+    links, so a group of three can hold a pair whose own gap exceeds the noise.
+
+    Args:
+        eigenvalues: descending eigenvalues. Shape: (r,).
+        noise: split-half difference of each eigenvalue. Shape: (r,).
+
+    Returns:
+        0-based inclusive rank ranges ``(first, last)`` of the groups with at least two features,
+        in rank order.
+    """
+    ev, nz = np.asarray(eigenvalues, dtype=np.float64), np.asarray(noise, dtype=np.float64)
+    if ev.shape != nz.shape or ev.ndim != 1:
+        raise ValueError(f"eigenvalues {ev.shape} and noise {nz.shape} must be equal 1-D shapes")
+    # NaN compares False, so a link with an unknown noise is never made
+    linked = (ev[:-1] - ev[1:]) <= np.maximum(nz[:-1], nz[1:])  # (r - 1,)
+    groups: list[tuple[int, int]] = []
+    start = None
+    for i, link in enumerate(linked):
+        if link and start is None:
+            start = i
+        elif not link and start is not None:
+            groups.append((start, i))
+            start = None
+    if start is not None:
+        groups.append((start, len(ev) - 1))
+    return groups
 
 
 def _whitened_cross_covariance(
@@ -119,6 +179,11 @@ def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
         split_half_diff=diff.numpy(),
         pairs=len(z1),
     )
+
+
+def group_label(group: tuple[int, int]) -> str:
+    """A 0-based inclusive rank range as pages name it: ``(2, 4)`` -> ``#3-#5`` (1-based)."""
+    return f"#{group[0] + 1}-#{group[1] + 1}"
 
 
 @dataclass(frozen=True)
@@ -198,7 +263,9 @@ def _target(run: Run, reps: int, seed: int, batch: int = 500, device: str = "cpu
     return Target(Path(run.path) / "analysis", key, job)
 
 
-def load_spectral_basis(run: Run, *, reps: int = 4, seed: int = 0) -> SpectralBasis | None:
+def load_spectral_basis(
+    run: Run, *, reps: int = SPECTRAL_PARAMS["reps"], seed: int = SPECTRAL_PARAMS["seed"]
+) -> SpectralBasis | None:
     """The run's cached spectral basis for these parameters, or None (never computes)."""
     res = read_stages(RUN_STAGES, ["spectral"], _target(run, reps, seed))
     return None if res is None else res.values["spectral"]
@@ -207,8 +274,8 @@ def load_spectral_basis(run: Run, *, reps: int = 4, seed: int = 0) -> SpectralBa
 def spectral_basis(
     run: Run,
     *,
-    reps: int = 4,
-    seed: int = 0,
+    reps: int = SPECTRAL_PARAMS["reps"],
+    seed: int = SPECTRAL_PARAMS["seed"],
     batch: int = 500,
     force: bool = False,
     device: str = "cpu",
