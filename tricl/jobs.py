@@ -94,14 +94,39 @@ class JobStatus:
         return (self.finished or time.time()) - self.started
 
 
-def analyze_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
-    """``python -m tricl analyze RUN... --split SPLIT`` with this interpreter."""
-    return [sys.executable, "-m", "tricl", "analyze", *map(str, runs), "--split", split]
+def _basis_args(basis: str) -> list[str]:
+    # the trained basis keeps the command (and so the job id) it had before bases existed
+    return [] if basis == "trained" else ["--basis", basis]
 
 
-def compare_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
-    """``python -m tricl compare RUN... --split SPLIT`` (analyses missing runs first)."""
-    return [sys.executable, "-m", "tricl", "compare", *map(str, runs), "--split", split]
+def analyze_command(
+    runs: Sequence[str | Path], split: str = "test", basis: str = "trained"
+) -> list[str]:
+    """``python -m tricl analyze RUN... --split SPLIT [--basis BASIS]`` with this interpreter."""
+    command = [sys.executable, "-m", "tricl", "analyze", *map(str, runs), "--split", split]
+    return command + _basis_args(basis)
+
+
+def compare_command(
+    runs: Sequence[str | Path], split: str = "test", basis: str = "trained"
+) -> list[str]:
+    """``python -m tricl compare RUN... --split SPLIT [--basis BASIS]`` (analyses missing runs
+    first)."""
+    command = [sys.executable, "-m", "tricl", "compare", *map(str, runs), "--split", split]
+    return command + _basis_args(basis)
+
+
+# The CLI has no consensus command: the job calls the Python API (argv: split, then the runs).
+CONSENSUS_SCRIPT = (
+    "import sys; from tricl.analysis import consensus; "
+    "consensus(sys.argv[2:], split=sys.argv[1]).table.to_string(sys.stdout)"
+)
+
+
+def consensus_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
+    """``tricl.analysis.consensus(RUNS, split=SPLIT)`` in a fresh interpreter (analyses and the
+    spectral comparison of missing runs first)."""
+    return [sys.executable, "-c", CONSENSUS_SCRIPT, split, *map(str, runs)]
 
 
 def job_id(command: Sequence[str]) -> str:
