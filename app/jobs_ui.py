@@ -219,8 +219,7 @@ def check_images(run: Run, analysis: Any) -> None:
     That happens when the dataset's files or loading code changed after the analysis; the
     artifacts then describe other images than the ones the pages would show.
     """
-    models.dataset_of(run, analysis)
-    current = models.split_hash(analysis.dataset, run.config.image_size, analysis.split)
+    current = models.split_hash(run, analysis)
     if current != analysis.features.images_hash:
         st.warning(
             f"The {analysis.dataset} {analysis.split} images changed since {run.name} was "
