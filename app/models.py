@@ -103,6 +103,17 @@ def eval_images(run: Run, analysis: Any) -> np.ndarray:
     )
 
 
+def split_images(run: Run, dataset: str, split: str) -> np.ndarray:
+    """A split's uint8 images of ``dataset`` at the run's image size. Shape: (N, C, H, W)."""
+    try:
+        return _split_images(dataset, run.config.image_size, split)
+    except WorkerFailed as exc:
+        st.error(str(exc), icon=":material/error:")
+    except (OSError, ValueError) as exc:
+        st.error(f"cannot load the images of {dataset}: {exc}", icon=":material/hide_image:")
+    st.stop()
+
+
 @st.cache_resource(show_spinner=False)
 def saliency_methods() -> dict[str, str]:
     """The saliency methods: name -> one line describing it."""
