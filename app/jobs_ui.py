@@ -86,7 +86,8 @@ def analyses(runs: Sequence[Run], *, key: str, basis: str = "trained") -> dict[s
 
 def analysis_of(run: Run, basis: str = "trained") -> Any:
     """One run's stored analysis in ``basis``; otherwise the page offers the job and stops."""
-    got = analyses([run], key=f"analyse_{run.name}_{basis}", basis=basis)
+    key = f"analyse_{run.name}" + ("" if basis == "trained" else f"_{basis}")
+    got = analyses([run], key=key, basis=basis)
     if run.name not in got:
         st.stop()
     check_images(run, got[run.name])

@@ -49,9 +49,10 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
         ) from None
 
 
-def _stop_on_worker_failure(fn: Callable[..., Any], *args: Any) -> Any:
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` here; a dead worker (:class:`WorkerFailed`) stops the page with a message."""
     try:
-        return call(fn, *args)
+        return fn(*args)
     except WorkerFailed as exc:
         st.error(str(exc), icon=":material/error:")
         st.stop()
@@ -83,9 +84,7 @@ def _split_hash(spec: str, image_size: int, split: str) -> str:
 def split_hash(run: Run, analysis: Any) -> str:
     """Hash of the analysed split's images and labels as the dataset holds them now."""
     dataset_info(run, analysis)  # a missing dataset stops the page with its message
-    return _stop_on_worker_failure(
-        _split_hash, analysis.dataset, run.config.image_size, analysis.split
-    )
+    return _guarded(_split_hash, analysis.dataset, run.config.image_size, analysis.split)
 
 
 @st.cache_resource(show_spinner="Loading the images...", max_entries=8)
@@ -98,9 +97,7 @@ def _split_images(spec: str, image_size: int, split: str) -> np.ndarray:
 def eval_images(run: Run, analysis: Any) -> np.ndarray:
     """The evaluation split's uint8 images. Shape: (N, C, H, W)."""
     dataset_info(run, analysis)  # a missing dataset stops the page with its message
-    return _stop_on_worker_failure(
-        _split_images, analysis.dataset, run.config.image_size, analysis.split
-    )
+    return _guarded(_split_images, analysis.dataset, run.config.image_size, analysis.split)
 
 
 def split_images(run: Run, dataset: str, split: str) -> np.ndarray:
@@ -124,9 +121,7 @@ def _overlays(
     path: str, weights_hash: str, basis: str, dataset: str, batch: np.ndarray, *args: Any
 ) -> tuple[list[np.ndarray], list[float]]:
     """Saliency overlays of features[i] on image i of a uint8 batch (B, C, H, W)."""
-    maps, acts = _stop_on_worker_failure(
-        serve.saliency, path, weights_hash, basis, dataset, batch, *args
-    )
+    maps, acts = _guarded(call, serve.saliency, path, weights_hash, basis, dataset, batch, *args)
     rgb = draw.to_rgb(batch)  # (B, H, W, 3)
     return [draw.overlay(rgb[i], m) for i, m in enumerate(maps)], acts
 
@@ -186,7 +181,8 @@ def image_saliency(
 
 def embed_image(run: Run, analysis: Any, image: np.ndarray) -> np.ndarray:
     """Features of one uint8 image (C, H, W) in the analysis's basis. Shape: (k,)."""
-    return _stop_on_worker_failure(
+    return _guarded(
+        call,
         serve.embed,
         str(run.path),
         run.weights_hash,
