@@ -187,9 +187,10 @@ def test_compare_page_gives_a_verdict_per_method(runs_root, monkeypatch):
     assert "identifiable" in text.lower()
     labels = [m.label for m in at.metric]
     assert labels.count("MCC") == 2 and labels.count("CKA") == 2
-    # summary table (one row per method) and the pair table of the picked runs
+    # summary table (one row per method), consensus ranks, the pair table of the picked runs
     assert len(at.dataframe[0].value) == 2
-    assert len(at.dataframe[1].value) == 1
+    assert "mean_abs_corr" in at.dataframe[1].value
+    assert len(at.dataframe[2].value) == 1
     assert len(_charts(at)) == 2  # bars per method, |corr| heatmap
 
 
@@ -476,7 +477,8 @@ def test_basis_lives_in_the_url(runs_root, monkeypatch):
     assert "basis" not in at.query_params
     at.radio(key="_w_basis").set_value("spectral").run()
     assert at.query_params["basis"] == "spectral"
-    assert "(spectral basis" in texts(at) or "spectral basis" in at.dataframe[0].value.columns.name
+    assert "eigenvalue of the run's spectral basis" in texts(at)
+    assert "group" in at.dataframe[0].value
 
 
 def test_features_page_in_the_spectral_basis_marks_unresolved_groups(runs_root, runs, monkeypatch):
