@@ -344,7 +344,12 @@ def test_page_source_never_computes():
     """No module of the app calls the compute paths of the analysis package."""
     for path in [*APP.glob("*.py"), *APP.glob("views/*.py")]:
         text = path.read_text().replace("load_comparison(", "").replace("load_analysis(", "")
-        for call in ("analyze(", "compare(", "spectral_basis(", "import analyze", "import compare"):
+        readers = ("load_consensus(", "_consensus(", "readers.consensus(", "jobs_ui.consensus(")
+        readers += ("def consensus(",)
+        for reader in readers:
+            text = text.replace(reader, "")
+        calls = ("analyze(", "compare(", "consensus(", "spectral_basis(", "import analyze")
+        for call in (*calls, "import compare", "import consensus"):
             assert call not in text, f"{path.name} calls {call}"
 
 
@@ -601,3 +606,15 @@ def test_reading_stored_artifacts_never_imports_torch(runs):
         "load_consensus(sorted(ps))  # reads, whatever it finds"
     )
     assert _heavy_imports(code) == []
+
+
+def test_a_dead_model_worker_is_an_error_and_the_next_call_starts_a_new_one():
+    import math
+    import os
+
+    app_module("draw")  # models imports it by its plain name, as the app does
+    models = app_module("models")
+    assert models.call(math.sqrt, 16.0) == 4.0
+    with pytest.raises(models.WorkerFailed, match="model worker stopped"):
+        models.call(os._exit, 1)  # the worker process dies mid-call
+    assert models.call(math.sqrt, 9.0) == 3.0
