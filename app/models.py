@@ -1,7 +1,7 @@
 """Images and model calls for the pages, run in one worker process (:mod:`tricl.serve`).
 
 The server process never imports torch (about 700 MiB of resident memory by itself): datasets,
-encoders, saliency maps and probes live in a single long-lived worker started with ``spawn``,
+encoders, saliency maps and probes live in a single long-lived worker (a fresh interpreter),
 held by ``st.cache_resource`` and shared by every session. Pages never sweep a dataset with a
 model: the only forward passes are on the handful of images a page shows.
 
@@ -31,7 +31,12 @@ class WorkerFailed(RuntimeError):
 
 @st.cache_resource(show_spinner=False)
 def _pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    # forkserver, not spawn: Streamlit runs app/main.py as __main__, and a spawned worker would
+    # run it again; the fork server starts fresh (no torch, no Streamlit), imports only
+    # tricl.serve, and forks the worker from that
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tricl.serve"])
+    return ProcessPoolExecutor(max_workers=1, mp_context=ctx)
 
 
 def call(fn: Callable[..., Any], *args: Any) -> Any:
