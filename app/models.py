@@ -1,7 +1,7 @@
 """Images and model calls for the pages, run in one worker process (:mod:`tricl.serve`).
 
 The server process never imports torch (about 700 MiB of resident memory by itself): datasets,
-encoders, saliency maps and probes live in a single long-lived worker (a fresh interpreter),
+encoders, saliency maps and probes live in a single long-lived worker started with ``spawn``,
 held by ``st.cache_resource`` and shared by every session. Pages never sweep a dataset with a
 model: the only forward passes are on the handful of images a page shows.
 
@@ -12,9 +12,11 @@ next call starts a new worker.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from importlib.machinery import ModuleSpec
 from typing import Any
 
 import draw
@@ -31,12 +33,20 @@ class WorkerFailed(RuntimeError):
 
 @st.cache_resource(show_spinner=False)
 def _pool() -> ProcessPoolExecutor:
-    # forkserver, not spawn: Streamlit runs app/main.py as __main__, and a spawned worker would
-    # run it again; the fork server starts fresh (no torch, no Streamlit), imports only
-    # tricl.serve, and forks the worker from that
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tricl.serve"])
-    return ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _main_not_rerun() -> None:
+    """Keep a starting worker from running ``app/main.py`` again.
+
+    Streamlit runs the script as a ``__main__`` module with a file but no spec, and a spawned
+    process re-imports such a main from its path: Streamlit and the app, which the worker does
+    not need, or an ImportError where ``app/`` is not on the path. For a main whose spec is
+    named ``__main__``, multiprocessing re-imports nothing (``spawn._fixup_main_from_name``).
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = ModuleSpec("__main__", None)
 
 
 def call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -45,6 +55,7 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
     Raises:
         WorkerFailed: the worker process died; the next call starts a new one.
     """
+    _main_not_rerun()  # the worker starts inside submit()
     try:
         return _pool().submit(fn, *args).result()
     except BrokenProcessPool:

@@ -2,7 +2,7 @@
 
 ``import torch`` alone costs about 700 MiB of resident memory, so the Streamlit server never
 imports it: it submits these functions to one long-lived worker process (``app/models.py`` holds
-a ``ProcessPoolExecutor(max_workers=1)`` forked from a fresh fork server). They take and return plain
+a ``ProcessPoolExecutor(max_workers=1)`` started with ``spawn``). They take and return plain
 values (paths, strings, NumPy arrays), and keep what they load (datasets, encoders) in this
 process's :data:`_CACHE`, so the second call of a page is fast.
 
