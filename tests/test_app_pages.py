@@ -618,3 +618,15 @@ def test_a_dead_model_worker_is_an_error_and_the_next_call_starts_a_new_one():
     with pytest.raises(models.WorkerFailed, match="model worker stopped"):
         models.call(os._exit, 1)  # the worker process dies mid-call
     assert models.call(math.sqrt, 9.0) == 3.0
+
+
+def test_missing_spectral_analysis_offers_the_spectral_job(runs, tmp_path, monkeypatch):
+    root = tmp_path / "fresh"
+    src = runs["tricl_digits_small_cnn_k16_seed0"].path
+    shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("spectral"))
+    at = open_page(app_at(root, monkeypatch, basis="spectral"), "features.py")
+    assert "have no stored analysis in the spectral basis yet" in texts(at)
+    assert at.button(key=f"start_analyse_{src.name}_spectral").label == "Analyse now"
+    command = analyze_command([root / src.name], "test", "spectral")
+    assert command[-2:] == ["--basis", "spectral"]
+    assert JobStore(root / "_jobs").find(command) is None  # opening the page starts nothing
