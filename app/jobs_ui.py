@@ -94,7 +94,9 @@ def analysis_of(run: Run, basis: str = "trained") -> Any:
     return got[run.name]
 
 
-def _stored(read: Any, runs: Sequence[Run], command: list[str], detail: str, label: str, key: str):
+def _stored(
+    read: Any, runs: Sequence[Run], command: list[str], detail: str, label: str, key: str
+) -> Any:
     """What ``read()`` returns, or None after offering the job writing it (or saying why not)."""
     try:
         got = read()
