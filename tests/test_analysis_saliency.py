@@ -113,3 +113,24 @@ def test_small_cnn_saliency_is_fast_on_cpu_and_keeps_train_mode():
     assert set(maps.maps) == {"integrated_gradients", "saliency", "grad_cam"}
     assert min(seconds) < 1.0, f"three maps took {min(seconds):.2f} s"  # ~0.03 s when idle
     assert enc.training  # the caller's mode is restored
+
+
+def test_attribution_in_a_basis_is_that_of_the_rotated_feature(tiny, image):
+    from tricl.analysis.saliency import in_basis
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(3, 5)), rng.normal(size=3)
+    rotated = in_basis(tiny, (weight, bias)).eval()
+    with torch.no_grad():
+        z = tiny(image[None]).numpy()
+        np.testing.assert_allclose(rotated(image[None]).numpy(), z @ weight.T + bias, rtol=1e-5)
+    # gradients are linear: the rotated feature's saliency is the weighted sum of the raw ones
+    ig = attribute(rotated, image, 2, "integrated_gradients", n_steps=64)
+    raw = [attribute(tiny, image, i, "integrated_gradients", n_steps=64) for i in range(5)]
+    expected = sum(float(weight[2, i]) * raw[i] for i in range(5))
+    np.testing.assert_allclose(ig.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
+    maps = saliency_maps(rotated, image, 2)
+    assert set(maps.maps) == {"integrated_gradients", "saliency", "grad_cam"}
+    assert maps.activation == pytest.approx(float(z[0] @ weight[2] + bias[2]), rel=1e-5)
+    with pytest.raises(ValueError, match="out of range"):
+        attribute(rotated, image, 3)

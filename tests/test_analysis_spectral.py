@@ -95,18 +95,25 @@ def test_unresolved_groups_mark_equal_eigenvalues_only():
         unresolved_groups(np.array([0.5, 0.4]), np.array([0.1]))
 
 
-def test_estimated_basis_groups_two_equally_strong_factors_and_not_distinct_ones():
-    z1, z2, _ = _factor_pairs(20000)  # strengths 0.9, 0.7, 0.5, 0.3: gaps 0.2 >> noise
-    basis = estimate(z1, z2)
-    assert unresolved_groups(basis.eigenvalues, basis.split_half_diff) == []
-    # the same factors made equally strong: the two middle ranks cannot be ordered
-    equal = np.array([0.9, 0.6, 0.6, 0.3])
-    g = torch.Generator().manual_seed(0)
+def _groups_of(strengths: np.ndarray, seed: int) -> list[tuple[int, int]]:
+    """Unresolved groups of the basis estimated from 20000 pairs of 4 factors of these strengths."""
+    g = torch.Generator().manual_seed(seed)
     c = torch.randint(0, 2, (20000, 4), generator=g).double() * 2 - 1
-    keep = torch.rand(c.shape, generator=g) < torch.tensor((1 + equal) / 2)
+    keep = torch.rand(c.shape, generator=g) < torch.tensor((1 + strengths) / 2)
     mix = torch.randn(4, 6, generator=g, dtype=torch.float64)
-    tied = estimate(c @ mix, torch.where(keep, c, -c) @ mix)
-    assert unresolved_groups(tied.eigenvalues, tied.split_half_diff) == [(1, 2)]
+    basis = estimate(c @ mix, torch.where(keep, c, -c) @ mix)
+    return unresolved_groups(basis.eigenvalues, basis.split_half_diff)
+
+
+def test_estimated_basis_groups_equally_strong_factors_and_never_distinct_ones():
+    seeds = range(20)
+    # distinct strengths (gaps 0.2 >> noise): never grouped
+    assert all(_groups_of(STRENGTHS, s) == [] for s in seeds)
+    # two equal strengths: when a group is marked it is exactly the tied pair; a single split-half
+    # difference is a noisy gauge, so a tie is caught in about half of the draws (11 of these 20)
+    tied = [_groups_of(np.array([0.9, 0.6, 0.6, 0.3]), s) for s in seeds]
+    assert all(g in ([], [(1, 2)]) for g in tied)
+    assert sum(g == [(1, 2)] for g in tied) >= 8
 
 
 def test_as_linear_is_the_projection():

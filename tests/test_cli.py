@@ -154,9 +154,10 @@ def test_bad_basis_exits_2_with_one_line(command, capsys, tmp_path):
 
 def test_analyze_and_compare_in_the_spectral_basis(tmp_path, capsys):
     import json
+    from pathlib import Path
 
     from tricl.analysis import load_analysis
-    from tricl.analysis.comparison import pair_columns
+    from tricl.analysis.comparison import CONSENSUS_COLUMNS, pair_columns
 
     common = ["--dataset", "digits", "--epochs", "1", "--proj-dim", "8", "--proj-hidden-dim"]
     common += ["16", "--batch-size", "128", "--runs-root", str(tmp_path), "--no-progress"]
@@ -174,3 +175,11 @@ def test_analyze_and_compare_in_the_spectral_basis(tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 1 and list(rows[0]) == pair_columns(spectral=False)
     assert load_analysis(runs[1], basis="spectral") is not None  # computed by compare
+    assert main(["compare", *runs, "--consensus", "--json", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    ranks = min(load_analysis(r, basis="spectral").k for r in runs)  # a basis may drop a direction
+    assert [r["rank"] for r in rows] == list(range(1, ranks + 1))
+    assert list(rows[0]) == CONSENSUS_COLUMNS and len(rows[0]["top_indices"]) == 32
+    assert rows[0]["representative"] in {Path(r).name for r in runs}
+    assert main(["compare", *runs, "--consensus", "--no-progress"]) == 0
+    assert capsys.readouterr().out.split()[:3] == ["rank", "mean_abs_corr", "min_abs_corr"]

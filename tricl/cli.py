@@ -239,6 +239,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="print one JSON object per pair (run_a, run_b and every metric by its column name)"
         " instead of the table, for scripts",
     )
+    p.add_argument(
+        "--consensus",
+        action="store_true",
+        help="print the consensus table instead of the pairs: for each spectral rank r, the mean"
+        " and min |corr| of rank r over every pair of runs, the eigenvalue, top images and name of"
+        " the run that agrees best, and in how many runs the rank's order is not identifiable."
+        " Always in the spectral basis; pass every seed and method of one dataset",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
@@ -246,26 +254,31 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from tricl.analysis import compare
+    from tricl.analysis import compare, consensus
 
     if len(args.runs) < 2:
         print("error: compare needs at least two runs (e.g. two seeds)", file=sys.stderr)
         return 2
-    comp = compare(
-        args.runs,
-        split=args.split,
-        force=args.force,
-        progress=not args.no_progress,
-        spectral=not args.no_spectral,
-        basis=args.basis,
-    )
-    # the pair table's columns follow the registry (spectral_* only in the trained basis)
-    pairs = comp.pairs
-    if args.json:
-        for row in pairs.to_dict(orient="records"):
-            print(json.dumps(row))
+    progress = not args.no_progress
+    if args.consensus:
+        table = consensus(args.runs, split=args.split, force=args.force, progress=progress).table
     else:
-        print(pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        comp = compare(
+            args.runs,
+            split=args.split,
+            force=args.force,
+            progress=progress,
+            spectral=not args.no_spectral,
+            basis=args.basis,
+        )
+        table = comp.pairs  # its columns follow the registry (spectral_* in the trained basis)
+    if args.json:
+        for row in table.to_dict(orient="records"):
+            print(json.dumps(row))
+        return 0
+    if args.consensus:  # the first few top images keep the text table readable
+        table = table.assign(top_indices=[" ".join(map(str, t[:5])) for t in table["top_indices"]])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

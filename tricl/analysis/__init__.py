@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "STAGES": "pipeline",
     "BASES": "pipeline",
+    "BASIS_VIEWS": "pipeline",
     "Analysis": "pipeline",
     "FeatureStats": "pipeline",
     "analyze": "pipeline",
@@ -51,6 +52,7 @@ _EXPORTS = {
     "load_spectral_basis": "spectral",
     "SpectralBasis": "spectral",
     "unresolved_groups": "spectral",
+    "group_label": "spectral",
     "METRICS": "metrics",
     "Embedding": "embedding",
     "Features": "features",
@@ -59,6 +61,7 @@ _EXPORTS = {
 }
 __all__ = [
     "BASES",
+    "BASIS_VIEWS",
     "METRICS",
     "STAGES",
     "Analysis",
@@ -75,6 +78,7 @@ __all__ = [
     "compare",
     "consensus",
     "feature_order",
+    "group_label",
     "load_analysis",
     "load_comparison",
     "load_consensus",
@@ -99,6 +103,7 @@ if TYPE_CHECKING:
     from tricl.analysis.metrics import METRICS
     from tricl.analysis.pipeline import (
         BASES,
+        BASIS_VIEWS,
         STAGES,
         Analysis,
         FeatureStats,
@@ -108,6 +113,7 @@ if TYPE_CHECKING:
     )
     from tricl.analysis.spectral import (
         SpectralBasis,
+        group_label,
         load_spectral_basis,
         spectral_basis,
         unresolved_groups,

@@ -16,6 +16,11 @@ weights hashes, split and importance orders):
 - ``corr.npz``: ``corr_<i>_<j>``, the signed correlation matrix between the ordered features of run
   i (rows) and run j (columns), and ``order_<i>``, each run's order (raw feature indices);
 - ``matches.csv(.json)``: for each feature of the first run, its Hungarian match in every other run.
+
+``compare(runs, basis="spectral")`` compares the runs' spectral-basis analyses instead (rank order,
+so ``abs_corr(i, j)[r, r]`` is rank r against rank r; its plain scores are the spectral ones), in
+its own folder; :func:`consensus` adds ``consensus.csv(.json)`` there: per spectral rank, the
+agreement over all pairs of runs and a representative run's eigenvalue and top images.
 """
 
 from __future__ import annotations

@@ -14,6 +14,14 @@ embedding       embedding.npz          2-D UMAP coordinates (+ parameters in the
 downstream      downstream.csv(.json)  few-feature curves; full linear-probe and k-NN accuracy
 ==============  =====================  =========================================================
 
+In the spectral basis (``analyze(run, basis="spectral")``, :data:`BASES`) the same artifacts are
+computed from the trained features rotated onto the run's spectral basis, in
+``RUN/analysis/<split>/spectral/`` (:data:`SPECTRAL_STAGES`: features (the basis's eigenvalues
+and split-half noise; the rotated features are projected when read), importance (the eigenvalue
+order), then the stats, top_images and downstream stages of the trained basis, registered again);
+the embedding is the trained analysis's. Each basis is one :class:`BasisView` in
+:data:`BASIS_VIEWS`.
+
 Each stage is one declaration in :data:`ANALYSIS_STAGES` (file, needs, version, params, compute,
 load); :func:`tricl.analysis.stages.run_stages` orders them, reads the fresh ones and computes the
 rest. Every file records the key it belongs to (weights hash, dataset, split), its stage's version,
@@ -655,23 +663,25 @@ def _load_eigen_importance(
     return _load_importance(arrays, {**meta, "ablation_base_acc": np.nan}, job)
 
 
-SPECTRAL_STAGES: dict[str, Stage] = {}
-register_stage(
-    SPECTRAL_STAGES,
-    Stage("features", "features.npz", _compute_spectral_features, _load_spectral_features),
-)
-register_stage(
-    SPECTRAL_STAGES,
-    Stage(
+# Derived from the trained registry: its features and importance replaced, the embedding shared (not
+# recomputed), every other stage (a new one too) registered again, so it runs on the rotated z.
+SPECTRAL_SHARED = ("embedding",)
+_SPECTRAL_OWN = {
+    "features": Stage(
+        "features", "features.npz", _compute_spectral_features, _load_spectral_features
+    ),
+    "importance": Stage(
         "importance",
         "importance.npz",
         _compute_eigen_importance,
         _load_eigen_importance,
         needs=("features",),
     ),
-)
-for _name in ("stats", "top_images", "downstream"):
-    register_stage(SPECTRAL_STAGES, ANALYSIS_STAGES[_name])
+}
+SPECTRAL_STAGES: dict[str, Stage] = {}
+for _name, _stage in ANALYSIS_STAGES.items():
+    if _name not in SPECTRAL_SHARED:
+        register_stage(SPECTRAL_STAGES, _SPECTRAL_OWN.get(_name, _stage))
 
 
 def _spectral_key(job: _Job) -> dict[str, Any]:
@@ -741,7 +751,7 @@ BASIS_VIEWS: dict[str, BasisView] = {
             "spectral",
             key=_spectral_key,
             upstream=_spectral_upstream,
-            shared=("embedding",),
+            shared=SPECTRAL_SHARED,
         ),
     )
 }
@@ -763,12 +773,8 @@ def _assemble(job: _Job, res: StageResults) -> Analysis:
     view = get_basis(job.basis)
     names = tuple(view.stages)
     shared = {n: getattr(job.trained, n) for n in view.shared}
-    spectral = job.spectral
-    groups = (
-        ()
-        if spectral is None
-        else unresolved_groups(spectral.eigenvalues, spectral.split_half_diff)
-    )
+    # only a basis with eigenvalues stores unresolved groups (JSON lists -> tuples)
+    groups = tuple((int(lo), int(hi)) for lo, hi in m["features"].get("groups", ()))
     return Analysis(
         run_name=job.run.name,
         run_path=job.run.path,
@@ -786,7 +792,7 @@ def _assemble(job: _Job, res: StageResults) -> Analysis:
         recomputed=res.recomputed,
         timings=res.timings,
         basis=job.basis,
-        groups=tuple(groups),
+        groups=groups,
     )
 
 

@@ -13,6 +13,10 @@ depend on other images). Methods are looked up by name in :data:`SALIENCY_METHOD
 
 ``smoothgrad=True`` averages a method over noisy copies of the image (Smilkov et al., 2017) with
 captum's ``NoiseTunnel``; Grad-CAM is already smooth and ignores it.
+
+In the spectral basis the scalar is the rotated feature ``(z(x) @ weight.T + bias)_r``: wrap the
+encoder with :func:`in_basis` (``in_basis(encoder, basis.as_linear())``) and pass the rank r as
+the feature.
 """
 
 from __future__ import annotations
@@ -101,6 +105,45 @@ SALIENCY_METHODS: dict[str, SaliencyMethod] = {
         _grad_cam, "Grad-CAM on the last convolution, upsampled", positive_only=True
     ),
 }
+
+
+class AffineFeatures(nn.Module):
+    """An encoder followed by a fixed affine map of its features (e.g. the spectral rotation).
+
+    Attributes:
+        encoder: the run's encoder, images (B, C, H, W) -> z (B, k).
+        weight: the map. Shape: (r, k).
+        bias: its offset. Shape: (r,).
+    """
+
+    def __init__(self, encoder: nn.Module, weight: Tensor, bias: Tensor) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: (B, C, H, W) -> (B, r)."""
+        return self.encoder(x) @ self.weight.T + self.bias  # (B, k) @ (k, r) -> (B, r)
+
+    def last_conv_layer(self) -> nn.Module:
+        """The encoder's last convolution (Grad-CAM's layer)."""
+        return self.encoder.last_conv_layer()
+
+
+def in_basis(encoder: nn.Module, linear: tuple[np.ndarray, np.ndarray]) -> AffineFeatures:
+    """The encoder with its features mapped by ``(weight, bias)``, for attributions in a basis.
+
+    Args:
+        encoder: the run's encoder (see :func:`attribute`).
+        linear: ``(weight (r, k), bias (r,))``, e.g. ``SpectralBasis.as_linear()``.
+
+    Returns:
+        The wrapped encoder; feature r of it is the basis's rank r.
+    """
+    ref = next(encoder.parameters())
+    weight, bias = (torch.as_tensor(a, dtype=ref.dtype, device=ref.device) for a in linear)
+    return AffineFeatures(encoder, weight, bias)
 
 
 @contextlib.contextmanager
