@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from tricl.analysis import analyze, compare, consensus
 from tricl.config import RunConfig
-from tricl.jobs import JobStore, analyze_command
+from tricl.jobs import JobStore, analyze_command, consensus_command
 from tricl.runs import Run, list_runs
 from tricl.train import train
 
@@ -630,3 +630,23 @@ def test_missing_spectral_analysis_offers_the_spectral_job(runs, tmp_path, monke
     command = analyze_command([root / src.name], "test", "spectral")
     assert command[-2:] == ["--basis", "spectral"]
     assert JobStore(root / "_jobs").find(command) is None  # opening the page starts nothing
+
+
+def test_missing_consensus_runs_as_a_job_and_the_page_reads_it(runs, tmp_path, monkeypatch):
+    root = tmp_path / "fresh"
+    for r in runs.values():  # analysed in both bases, no comparison or consensus stored
+        shutil.copytree(r.path, root / r.name)
+    monkeypatch.setenv("PYTHONPATH", str(APP.parent))  # the job imports this checkout's tricl
+    at = open_page(app_at(root, monkeypatch), "compare_seeds.py")
+    assert "no stored consensus of these 4 runs yet" in texts(at).lower()
+    at.button(key="start_consensus_digits").click().run()
+    store = JobStore(root / "_jobs")
+    job = store.find(consensus_command(sorted(r.path for r in list_runs(root)), "test"))
+    assert job is not None
+    deadline = time.monotonic() + 240
+    while store.status(job.id).running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.status(job.id).state == "done", store.folder(job.id)
+    at.run()
+    assert "no stored consensus" not in texts(at).lower()
+    assert any("mean_abs_corr" in d.value for d in at.dataframe)

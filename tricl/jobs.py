@@ -116,17 +116,10 @@ def compare_command(
     return command + _basis_args(basis)
 
 
-# The CLI has no consensus command: the job calls the Python API (argv: split, then the runs).
-CONSENSUS_SCRIPT = (
-    "import sys; from tricl.analysis import consensus; "
-    "consensus(sys.argv[2:], split=sys.argv[1]).table.to_string(sys.stdout)"
-)
-
-
 def consensus_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
-    """``tricl.analysis.consensus(RUNS, split=SPLIT)`` in a fresh interpreter (analyses and the
-    spectral comparison of missing runs first)."""
-    return [sys.executable, "-c", CONSENSUS_SCRIPT, split, *map(str, runs)]
+    """``python -m tricl compare RUN... --split SPLIT --consensus`` (analyses every run in its
+    spectral basis first if needed)."""
+    return [*compare_command(runs, split), "--consensus"]
 
 
 def job_id(command: Sequence[str]) -> str:
