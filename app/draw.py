@@ -21,6 +21,8 @@ ORDER_LABELS = {
     "S": "learned importance S = softplus(s)",
     "variance": "variance of the normalised feature",
     "ablation": "leave-one-out linear-probe accuracy drop",
+    "eigenvalue": "eigenvalue of the run's spectral basis (augmentation invariance, 1 = unchanged "
+    "by every augmentation), estimated on train pairs",
 }
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 TRAIN_HINT = """\
@@ -117,6 +119,64 @@ def order_caption(analysis: Any, order: str) -> str:
     if order != "S" and "S" not in analysis.importance.orders:
         note = " (this run has no learned S, so the dashboard orders its features by variance)"
     return f"Features ordered by **{order}**: {what}{note}."
+
+
+def basis_note(analysis: Any, order: str) -> str:
+    """Which axes a feature number refers to: ``spectral basis`` or ``trained axes, S order``."""
+    if analysis.basis == "spectral":
+        return "spectral basis"
+    return f"trained axes, {order} order"
+
+
+def feature_name(analysis: Any, rank: int, order: str) -> str:
+    """``feature #3 (spectral basis)`` or ``feature #3 (trained axes, S order)``."""
+    return f"feature #{rank} ({basis_note(analysis, order)})"
+
+
+def group_label(group: tuple[int, int]) -> str:
+    """A 0-based inclusive rank range as pages name it: ``(2, 4)`` -> ``#3-#5``.
+
+    The same words as ``tricl.analysis.spectral.group_label``, which the server cannot import
+    (its module imports torch).
+    """
+    return f"#{group[0] + 1}-#{group[1] + 1}"
+
+
+def group_of(groups: Any, rank: int) -> tuple[int, int] | None:
+    """The unresolved group holding 0-based ``rank``, or None."""
+    return next((g for g in groups if g[0] <= rank <= g[1]), None)
+
+
+def ranges_label(ranks: Any) -> str:
+    """Sorted 0-based ranks as 1-based ranges: ``[0, 1, 2, 5]`` -> ``#1-#3, #6``."""
+    parts, run = [], []
+    for r in sorted(int(r) for r in ranks):
+        if run and r != run[-1] + 1:
+            parts.append(run)
+            run = []
+        run.append(r)
+    if run:
+        parts.append(run)
+    return ", ".join(f"#{p[0] + 1}" if len(p) == 1 else group_label((p[0], p[-1])) for p in parts)
+
+
+def groups_markdown(groups: Any, k: int) -> str:
+    """The unresolved groups of a spectral basis, and the ranks safe to compare across seeds."""
+    if not groups:
+        return (
+            f"Every eigenvalue gap is larger than its estimation noise: all {k} ranks are "
+            "identifiable from the data and safe to compare across seeds."
+        )
+    lines = [f"- **{group_label(g)}**: order not identifiable from the data" for g in groups]
+    grouped = {r for g in groups for r in range(g[0], g[1] + 1)}
+    safe = [r for r in range(k) if r not in grouped]
+    return (
+        "Neighbouring eigenvalues closer than their split-half estimation noise form one "
+        "unresolved group: inside it the order (and the single features) may differ between "
+        "seeds, only the group's span is defined.\n\n"
+        + "\n".join(lines)
+        + f"\n\n**Safe to compare across seeds:** {ranges_label(safe) or 'none'}."
+    )
 
 
 # --------------------------------------------------------------------------- images

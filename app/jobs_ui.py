@@ -23,13 +23,30 @@ import readers
 import state
 import streamlit as st
 
-from tricl.jobs import CANCELLED, FAILED, STALE, JobStore, analyze_command, compare_command
+from tricl.jobs import (
+    CANCELLED,
+    FAILED,
+    STALE,
+    JobStore,
+    analyze_command,
+    compare_command,
+    consensus_command,
+)
 from tricl.runs import Run
 
 POLL_S = 1.0
 ANALYSIS_WHAT = (
     "features, importance orders, per-feature statistics, top images, UMAP and few-feature "
     "curves: about a minute per run on a laptop CPU"
+)
+SPECTRAL_WHAT = (
+    "the run's spectral basis (estimated on augmented train pairs: about 20 s per run on a CPU) "
+    "and the features, top images, class statistics and few-feature curves in it (plus the "
+    "trained-basis analysis first if it is missing)"
+)
+CONSENSUS_WHAT = (
+    "every run's spectral-basis analysis, then the |corr| of each spectral rank across every "
+    "pair of runs"
 )
 COMPARE_WHAT = (
     "ordered correlation, MCC, CKA and the same scores in each run's spectral basis (estimated "
@@ -51,64 +68,91 @@ def require_runs() -> state.RunIndex:
     return idx
 
 
-def analyses(runs: Sequence[Run], *, key: str) -> dict[str, Any]:
-    """The stored analyses of the runs; missing ones get a job panel, broken ones an error."""
-    got = readers.analyses(runs)
+def analyses(runs: Sequence[Run], *, key: str, basis: str = "trained") -> dict[str, Any]:
+    """The stored analyses of the runs in ``basis``; missing ones get a job panel, broken ones
+    an error."""
+    got = readers.analyses(runs, basis)
+    flag = "" if basis == "trained" else f" --basis {basis}"
     for name, msg in got.errors.items():
         st.error(
             f"the analysis files of {name} cannot be read ({msg}); analyse it again with "
-            f"`tricl analyze --force {name}`",
+            f"`tricl analyze --force{flag} {name}`",
             icon=":material/error:",
         )
     if got.missing:
-        offer_analysis(got.missing, key=key)
+        offer_analysis(got.missing, key=key, basis=basis)
     return got.found
 
 
-def analysis_of(run: Run) -> Any:
-    """One run's stored analysis; otherwise the page offers the job and stops."""
-    got = analyses([run], key=f"analyse_{run.name}")
+def analysis_of(run: Run, basis: str = "trained") -> Any:
+    """One run's stored analysis in ``basis``; otherwise the page offers the job and stops."""
+    key = f"analyse_{run.name}" + ("" if basis == "trained" else f"_{basis}")
+    got = analyses([run], key=key, basis=basis)
     if run.name not in got:
         st.stop()
     check_images(run, got[run.name])
     return got[run.name]
 
 
-def comparison(runs: Sequence[Run], *, key: str) -> Any | None:
-    """The stored comparison of the runs, or None after offering the job (or explaining why)."""
+def _stored(
+    read: Any, runs: Sequence[Run], command: list[str], detail: str, label: str, key: str
+) -> Any:
+    """What ``read()`` returns, or None after offering the job writing it (or saying why not)."""
     try:
-        got = readers.comparison(runs)
+        got = read()
     except Exception as exc:  # unreadable files: say so, keep the page working
         st.error(f"cannot compare {', '.join(r.name for r in runs)}: {exc}")
         return None
     if isinstance(got, readers.Missing):
-        _job_panel(
-            job_store(runs),
-            compare_command([r.path for r in runs], readers.EVAL_SPLIT),
-            f"{got.reason.capitalize()}.",
-            COMPARE_WHAT,
-            "Compare now",
-            key,
-        )
+        _job_panel(job_store(runs), command, f"{got.reason.capitalize()}.", detail, label, key)
         return None
     return got
 
 
-def offer_analysis(runs: Sequence[Run], *, key: str, force: bool = False) -> None:
-    """Say which runs have no analysis and offer the job (or show the one running)."""
-    command = analyze_command([r.path for r in runs], readers.EVAL_SPLIT)
+def comparison(runs: Sequence[Run], *, key: str, basis: str = "trained") -> Any | None:
+    """The stored comparison of the runs in ``basis``, or None after offering the job (or
+    explaining why)."""
+    return _stored(
+        lambda: readers.comparison(runs, basis),
+        runs,
+        compare_command([r.path for r in runs], readers.EVAL_SPLIT, basis),
+        COMPARE_WHAT if basis == "trained" else SPECTRAL_WHAT,
+        "Compare now",
+        key if basis == "trained" else f"{key}_{basis}",
+    )
+
+
+def consensus(runs: Sequence[Run], *, key: str) -> Any | None:
+    """The stored consensus of the runs' spectral ranks, or None after offering the job."""
+    return _stored(
+        lambda: readers.consensus(runs),
+        runs,
+        consensus_command([r.path for r in runs], readers.EVAL_SPLIT),
+        CONSENSUS_WHAT,
+        "Compute the consensus",
+        key,
+    )
+
+
+def offer_analysis(
+    runs: Sequence[Run], *, key: str, force: bool = False, basis: str = "trained"
+) -> None:
+    """Say which runs have no analysis (in ``basis``) and offer the job (or show the one
+    running)."""
+    command = analyze_command([r.path for r in runs], readers.EVAL_SPLIT, basis)
     names = ", ".join(f"`{r.name}`" for r in runs)
+    where = "" if basis == "trained" else f" in the {basis} basis"
     what = (
-        f"Analyse {names} again."
+        f"Analyse {names} again{where}."
         if force
-        else f"{len(runs)} run(s) have no stored analysis yet: {names}."
+        else f"{len(runs)} run(s) have no stored analysis{where} yet: {names}."
     )
     label = "Analyse again" if force else "Analyse now"
     _job_panel(
         job_store(runs),
         [*command, "--force"] if force else command,
         what,
-        ANALYSIS_WHAT,
+        ANALYSIS_WHAT if basis == "trained" else SPECTRAL_WHAT,
         label,
         key,
     )
@@ -178,12 +222,13 @@ def check_images(run: Run, analysis: Any) -> None:
     That happens when the dataset's files or loading code changed after the analysis; the
     artifacts then describe other images than the ones the pages would show.
     """
-    models.dataset_of(run, analysis)
-    current = models.split_hash(analysis.dataset, run.config.image_size, analysis.split)
+    current = models.split_hash(run, analysis)
     if current != analysis.features.images_hash:
         st.warning(
             f"The {analysis.dataset} {analysis.split} images changed since {run.name} was "
             "analysed, so its pictures may not match its numbers; analyse it again.",
             icon=":material/sync_problem:",
         )
-        offer_analysis([run], key=f"reanalyse_{run.name}", force=True)
+        offer_analysis(
+            [run], key=f"reanalyse_{run.name}_{analysis.basis}", force=True, basis=analysis.basis
+        )

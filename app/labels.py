@@ -24,10 +24,22 @@ RECIPE_FIELDS = (
 )
 
 
+def aligned(run: Run) -> bool:
+    """Whether ``tricl align`` derived the run (``Run.aligned``; runs of older code have none)."""
+    return bool(getattr(run, "aligned", False))
+
+
+def parent_name(run: Run) -> str:
+    """The name of the run an aligned run was derived from ('' if none recorded)."""
+    parent = getattr(run, "parent", None)
+    return str(parent.get("name", "")) if isinstance(parent, dict) else ""
+
+
 def run_label(run: Run) -> str:
-    """Short label: ``triCL · mnist5k · k64 · seed 0``."""
+    """Short label: ``triCL · mnist5k · k64 · seed 0`` (``· aligned`` for an aligned run)."""
     c = run.config
-    return f"{method_label(c.method)} · {c.dataset} · k{c.proj_dim} · seed {c.seed}"
+    tail = " · aligned" if aligned(run) else ""
+    return f"{method_label(c.method)} · {c.dataset} · k{c.proj_dim} · seed {c.seed}{tail}"
 
 
 def run_labels(runs: Sequence[Run]) -> dict[str, str]:
@@ -42,6 +54,7 @@ def config_key(run: Run) -> str:
     cfg = run.config.to_dict()
     for k in ("seed", "name", "device", "extra"):
         cfg.pop(k, None)
+    cfg["aligned"] = aligned(run)  # an aligned run is no seed of its parent's configuration
     return json.dumps(cfg, sort_keys=True, default=str)
 
 

@@ -1,8 +1,8 @@
 """tricl dashboard: ``streamlit run app/main.py [-- --runs-root DIR] [--run DIR ...] [--confine]``.
 
-The router: reads the runs roots, draws the sidebar (runs folder, run picker), restores the run,
-compared runs, feature and importance order from the URL, keeps them in the URL while the user
-moves between pages, and runs the selected page (one file per page under ``views/``).
+The router: reads the runs roots, draws the sidebar (runs folder, run picker, basis), restores the
+run, compared runs, feature, importance order and basis from the URL, keeps them in the URL while
+the user moves between pages, and runs the selected page (one file per page under ``views/``).
 
 The pages live in ``views/``, not ``pages/``: Streamlit treats a ``pages/`` folder beside the
 main script as a legacy (v1) multipage app until ``st.navigation`` has run once in the process, so
@@ -61,8 +61,25 @@ def _pick_run() -> None:
     ss["_url_errors"] = []
 
 
+def basis_picker() -> None:
+    """The basis every feature page draws in (kept in the URL as ``?basis=``)."""
+    state.seed_widget("_w_basis", state.current_basis())
+    st.session_state["_w_basis"] = state.current_basis()
+    st.radio(
+        "Feature basis",
+        state.BASES,
+        key="_w_basis",
+        format_func=lambda b: state.BASIS_LABELS[b].split(" (")[0],
+        on_change=state.bind(state.URL_BASIS, "_w_basis"),
+        help="trained: the features as the projector outputs them, in their importance order "
+        "(S, variance or ablation). spectral: the run's features rotated onto its spectral "
+        "basis (eigenvectors of the augmentation's positive-pair covariance, estimated on train "
+        "pairs), most invariant first; these agree across seeds feature by feature.",
+    )
+
+
 def sidebar(idx: state.RunIndex) -> None:
-    """Runs folder, run picker, and a word about broken runs."""
+    """Runs folder, run picker, basis picker, and a word about broken runs."""
     ss = st.session_state
     opts = state.options()
     with st.sidebar:
@@ -96,6 +113,7 @@ def sidebar(idx: state.RunIndex) -> None:
         run = idx.get(ss[state.URL_RUN])
         if run is not None:
             st.caption(f"`{run.name}`")
+        basis_picker()
         if idx.broken:
             st.warning(
                 f"{len(idx.broken)} broken run(s): see the Runs page.", icon=":material/warning:"

@@ -1,98 +1,152 @@
-"""Cached datasets and encoders, and the per-image model calls pages may make (saliency, probe).
+"""Images and model calls for the pages, run in one worker process (:mod:`tricl.serve`).
 
-Pages never sweep a dataset with a model: the only forward passes here are on the handful of
-images a page shows (saliency maps of a feature's top images, one uploaded image).
+The server process never imports torch (about 700 MiB of resident memory by itself): datasets,
+encoders, saliency maps and probes live in a single long-lived worker started with ``spawn``,
+held by ``st.cache_resource`` and shared by every session. Pages never sweep a dataset with a
+model: the only forward passes are on the handful of images a page shows.
+
+A crashed worker is an error message on the page, not a dead server: the pool is dropped and the
+next call starts a new worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import multiprocessing
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from importlib.machinery import ModuleSpec
 from typing import Any
 
 import draw
 import numpy as np
 import streamlit as st
 
+from tricl import serve
 from tricl.runs import Run
 
 
-@st.cache_resource(show_spinner="Loading the dataset...", max_entries=4)
-def _dataset(spec: str, image_size: int) -> Any:
-    from tricl.data import load_dataset
-
-    return load_dataset(spec, image_size=image_size, download=False)
+class WorkerFailed(RuntimeError):
+    """The model worker died (out of memory, killed); the message says what to do."""
 
 
-def dataset_of(run: Run, analysis: Any | None = None) -> Any:
-    """The run's dataset (:class:`tricl.data.ImageData`), loaded once per server; stops the page
-    with a message if its files are not on this machine."""
-    from tricl.data import DatasetError
+@st.cache_resource(show_spinner=False)
+def _pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
-    spec = analysis.dataset if analysis is not None else run.config.dataset
+
+def _main_not_rerun() -> None:
+    """Keep a starting worker from running ``app/main.py`` again.
+
+    Streamlit runs the script as a ``__main__`` module with a file but no spec, and a spawned
+    process re-imports such a main from its path: Streamlit and the app, which the worker does
+    not need, or an ImportError where ``app/`` is not on the path. For a main whose spec is
+    named ``__main__``, multiprocessing re-imports nothing (``spawn._fixup_main_from_name``).
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = ModuleSpec("__main__", None)
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the model worker; its exceptions are raised here.
+
+    Raises:
+        WorkerFailed: the worker process died; the next call starts a new one.
+    """
+    _main_not_rerun()  # the worker starts inside submit()
     try:
-        return _dataset(spec, run.config.image_size)
-    except (DatasetError, OSError, ValueError) as exc:
-        st.error(f"cannot load the images of {run.name}: {exc}", icon=":material/hide_image:")
+        return _pool().submit(fn, *args).result()
+    except BrokenProcessPool:
+        _pool.clear()
+        raise WorkerFailed(
+            "the model worker stopped (out of memory or killed); reload the page to start a new one"
+        ) from None
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` here; a dead worker (:class:`WorkerFailed`) stops the page with a message."""
+    try:
+        return fn(*args)
+    except WorkerFailed as exc:
+        st.error(str(exc), icon=":material/error:")
         st.stop()
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def split_hash(spec: str, image_size: int, split: str) -> str:
-    """Hash of a dataset split's images and labels (what the analysis recorded)."""
-    from tricl.analysis.features import images_hash
+@st.cache_resource(show_spinner="Loading the dataset...", max_entries=8)
+def _dataset_info(spec: str, image_size: int) -> dict[str, Any]:
+    return call(serve.dataset_info, spec, image_size)
 
-    x, y = _dataset(spec, image_size).split(split)
-    return images_hash(x, y)
+
+def dataset_info(run: Run, analysis: Any | None = None) -> dict[str, Any]:
+    """The run's dataset's ``family`` and ``classes``; stops the page with a message if its
+    files are not on this machine."""
+    spec = analysis.dataset if analysis is not None else run.config.dataset
+    try:
+        return _dataset_info(spec, run.config.image_size)
+    except WorkerFailed as exc:
+        st.error(str(exc), icon=":material/error:")
+    except (OSError, ValueError) as exc:  # the worker's DatasetError arrives as ValueError
+        st.error(f"cannot load the images of {run.name}: {exc}", icon=":material/hide_image:")
+    st.stop()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _split_hash(spec: str, image_size: int, split: str) -> str:
+    return call(serve.split_hash, spec, image_size, split)
+
+
+def split_hash(run: Run, analysis: Any) -> str:
+    """Hash of the analysed split's images and labels as the dataset holds them now."""
+    dataset_info(run, analysis)  # a missing dataset stops the page with its message
+    return _guarded(_split_hash, analysis.dataset, run.config.image_size, analysis.split)
+
+
+@st.cache_resource(show_spinner="Loading the images...", max_entries=8)
+def _split_images(spec: str, image_size: int, split: str) -> np.ndarray:
+    images = call(serve.split_images, spec, image_size, split)
+    images.flags.writeable = False  # shared by every session
+    return images
 
 
 def eval_images(run: Run, analysis: Any) -> np.ndarray:
     """The evaluation split's uint8 images. Shape: (N, C, H, W)."""
-    x, _ = dataset_of(run, analysis).split(analysis.split)
-    return x.numpy()
+    dataset_info(run, analysis)  # a missing dataset stops the page with its message
+    return _guarded(_split_images, analysis.dataset, run.config.image_size, analysis.split)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _encoder(path: str, weights_hash: str) -> Any:
-    del weights_hash
-    return Run.load(path).encoder("cpu")
+def split_images(run: Run, dataset: str, split: str) -> np.ndarray:
+    """A split's uint8 images of ``dataset`` at the run's image size. Shape: (N, C, H, W)."""
+    try:
+        return _split_images(dataset, run.config.image_size, split)
+    except WorkerFailed as exc:
+        st.error(str(exc), icon=":material/error:")
+    except (OSError, ValueError) as exc:
+        st.error(f"cannot load the images of {dataset}: {exc}", icon=":material/hide_image:")
+    st.stop()
 
 
-def encoder_of(run: Run) -> Any:
-    """The run's encoder in eval mode on the CPU, loaded once per server."""
-    return _encoder(str(run.path), run.weights_hash)
+@st.cache_resource(show_spinner=False)
+def saliency_methods() -> dict[str, str]:
+    """The saliency methods: name -> one line describing it."""
+    return call(serve.saliency_descriptions)
 
 
 def _overlays(
-    path: str,
-    weights_hash: str,
-    dataset: str,
-    batch: Any,
-    features: Sequence[int],
-    method: str,
-    smoothgrad: bool,
+    path: str, weights_hash: str, basis: str, dataset: str, batch: np.ndarray, *args: Any
 ) -> tuple[list[np.ndarray], list[float]]:
     """Saliency overlays of features[i] on image i of a uint8 batch (B, C, H, W)."""
-    import torch
-
-    from tricl.analysis.saliency import saliency_maps
-
-    enc = _encoder(path, weights_hash)
-    data = _dataset(dataset, Run.load(path).config.image_size)
-    pre = data.preprocess(batch)  # (B, C, H, W) float
-    rgb = draw.to_rgb(batch.numpy())  # (B, H, W, 3)
-    tiles, acts = [], []
-    with torch.enable_grad():
-        for i, f in enumerate(features):
-            m = saliency_maps(enc, pre[i], int(f), (method,), smoothgrad=smoothgrad)
-            tiles.append(draw.overlay(rgb[i], m.maps[method]))
-            acts.append(m.activation)
-    return tiles, acts
+    maps, acts = _guarded(call, serve.saliency, path, weights_hash, basis, dataset, batch, *args)
+    rgb = draw.to_rgb(batch)  # (B, H, W, 3)
+    return [draw.overlay(rgb[i], m) for i, m in enumerate(maps)], acts
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def saliency_grid(
     path: str,
     weights_hash: str,
+    basis: str,
     dataset: str,
     split: str,
     indices: tuple[int, ...],
@@ -106,22 +160,22 @@ def saliency_grid(
     Args:
         path: run folder.
         weights_hash: the run's weights hash (cache key).
+        basis: ``trained`` or ``spectral``: what ``feature`` indexes.
         dataset: dataset spec of the analysis.
         split: evaluation split.
         indices: dataset indices of the images.
-        feature: raw feature index.
-        method: a key of :data:`tricl.analysis.saliency.SALIENCY_METHODS`.
+        feature: raw feature index (trained) or spectral rank, 0-based (spectral).
+        method: a saliency method name (:func:`saliency_methods`).
         smoothgrad: average over noisy copies.
         cols: tiles per row.
 
     Returns:
-        ``(grid, activations)``: the tiled overlays (H', W', 3) and z_feature of each image.
+        ``(grid, activations)``: the tiled overlays (H', W', 3) and the feature of each image.
     """
-    x, _ = _dataset(dataset, Run.load(path).config.image_size).split(split)
-    batch = x[list(indices)]  # (B, C, H, W) uint8
-    tiles, acts = _overlays(
-        path, weights_hash, dataset, batch, [feature] * len(indices), method, smoothgrad
-    )
+    size = Run.load(path).config.image_size
+    batch = _split_images(dataset, size, split)[list(indices)]  # (B, C, H, W) uint8
+    features = [feature] * len(indices)
+    tiles, acts = _overlays(path, weights_hash, basis, dataset, batch, features, method, smoothgrad)
     side = tiles[0].shape[0]
     return draw.grid(np.stack(tiles), cols, scale=draw.upscale(side, 84)), tuple(acts)
 
@@ -130,31 +184,25 @@ def saliency_grid(
 def image_saliency(
     path: str,
     weights_hash: str,
+    basis: str,
     dataset: str,
     image: np.ndarray,
     features: tuple[int, ...],
     method: str,
 ) -> tuple[list[np.ndarray], list[float]]:
-    """Saliency overlays of several features on one uint8 image (C, H, W), one tile each."""
-    import torch
-
-    batch = torch.from_numpy(np.repeat(image[None], len(features), axis=0))  # (F, C, H, W)
-    return _overlays(path, weights_hash, dataset, batch, features, method, False)
+    """Saliency overlays of several features (in ``basis``) on one uint8 image (C, H, W)."""
+    batch = np.repeat(image[None], len(features), axis=0)  # (F, C, H, W)
+    return _overlays(path, weights_hash, basis, dataset, batch, list(features), method, False)
 
 
 def embed_image(run: Run, analysis: Any, image: np.ndarray) -> np.ndarray:
-    """z of one uint8 image (C, H, W) under the run's encoder. Shape: (k,)."""
-    import torch
-
-    data = dataset_of(run, analysis)
-    # no_grad, not inference_mode: tensors the dataset caches on first use (normalisation) must
-    # stay usable by the saliency maps' autograd afterwards
-    with torch.no_grad():
-        return encoder_of(run)(data.preprocess(torch.tensor(image[None])))[0].float().numpy()
-
-
-def saliency_methods() -> dict[str, Any]:
-    """The saliency methods (name -> spec with a ``description``), imported when first needed."""
-    from tricl.analysis.saliency import SALIENCY_METHODS
-
-    return SALIENCY_METHODS
+    """Features of one uint8 image (C, H, W) in the analysis's basis. Shape: (k,)."""
+    return _guarded(
+        call,
+        serve.embed,
+        str(run.path),
+        run.weights_hash,
+        analysis.basis,
+        analysis.dataset,
+        np.ascontiguousarray(image),
+    )

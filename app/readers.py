@@ -54,6 +54,21 @@ def _analysis_folder(path: str | Path) -> Path:
     return Path(path) / "analysis" / EVAL_SPLIT
 
 
+def analysis_stamp(path: str | Path, basis: str = "trained") -> tuple[int, ...]:
+    """File times of what an analysis in ``basis`` reads: the spectral one also reads the
+    trained artifacts and the run's basis (``analysis/spectral.npz``)."""
+    stamp = artifact_stamp(_analysis_folder(path))
+    if basis == "trained":
+        return stamp
+    return (
+        *stamp,
+        -1,
+        *artifact_stamp(_analysis_folder(path) / basis),
+        -1,
+        *artifact_stamp(Path(path) / "analysis"),
+    )
+
+
 def artifact_stamp(folder: Path) -> tuple[int, ...]:
     """Modification times of a folder's files (empty if none): a new analysis moves them."""
     try:
@@ -72,37 +87,36 @@ def _slim(analysis: Any) -> Any:
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _analysis(path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
+def _analysis(path: str, weights_hash: str, basis: str, stamp: tuple[int, ...]) -> Any:
     """The stored analysis of these weights (any parameters); raises :class:`_NotCached`."""
     del weights_hash, stamp  # cache keys: a retrained or re-analysed run gets a new entry
     from tricl.analysis import load_analysis
 
-    found = load_analysis(path, split=EVAL_SPLIT)
+    found = load_analysis(path, split=EVAL_SPLIT, basis=basis)
     if found is None:
         raise _NotCached(path)
     return _slim(found)
 
 
-def analysis_or_none(run: Run) -> Any | None:
-    """The run's stored analysis, or None if it has none for its current weights.
+def analysis_or_none(run: Run, basis: str = "trained") -> Any | None:
+    """The run's stored analysis in ``basis``, or None if it has none for its current weights.
 
     Raises:
         AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
     """
     try:
-        return _analysis(
-            str(run.path), run.weights_hash, artifact_stamp(_analysis_folder(run.path))
-        )
+        return _analysis(str(run.path), run.weights_hash, basis, analysis_stamp(run.path, basis))
     except _NotCached:
         return None
 
 
-def analyses(runs: Sequence[Run]) -> Analyses:
-    """The stored analysis of every run; runs without one are listed, broken ones explained."""
+def analyses(runs: Sequence[Run], basis: str = "trained") -> Analyses:
+    """The stored analysis of every run in ``basis``; runs without one are listed, broken ones
+    explained."""
     out = Analyses()
     for r in runs:
         try:
-            got = analysis_or_none(r)
+            got = analysis_or_none(r, basis)
         except Exception as exc:  # corrupt files of one run must not break the others
             out.errors[r.name] = f"{type(exc).__name__}: {exc}"
             continue
@@ -114,32 +128,58 @@ def analyses(runs: Sequence[Run]) -> Analyses:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _comparison(paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...]) -> Any:
+def _comparison(paths: tuple[str, ...], basis: str, stamps: tuple[tuple[int, ...], ...]) -> Any:
     del stamps  # cache key: a re-analysed run or a new comparison gets a new entry
     from tricl.analysis import load_comparison
 
-    got = load_comparison(list(paths), split=EVAL_SPLIT, spectral=True)
+    got = load_comparison(list(paths), split=EVAL_SPLIT, spectral=True, basis=basis)
     if got is None:
         raise _NotCached(paths)
     return got
 
 
-def comparison(runs: Sequence[Run]) -> Any | Missing:
-    """The stored comparison of the runs (in this order), or what is missing.
+def comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
+    """The stored comparison of the runs (in this order) in ``basis``, or what is missing.
 
     Raises:
         AnalysisError: the runs cannot be compared (e.g. evaluated on different images).
     """
     paths = tuple(str(r.path) for r in runs)
-    stamps = tuple(artifact_stamp(_analysis_folder(p)) for p in paths)
+    stamps = tuple(analysis_stamp(p, basis) for p in paths)
     try:
-        comp = _comparison(paths, stamps)
+        comp = _comparison(paths, basis, stamps)
     except _NotCached:
         names = ", ".join(r.name for r in runs)
-        return Missing(tuple(runs), f"no stored comparison of {names} yet")
+        where = "" if basis == "trained" else f" in the {basis} basis"
+        return Missing(tuple(runs), f"no stored comparison of {names}{where} yet")
     # no file-time check against the analyses: a stored comparison names the weights hashes
     # and importance orders it was computed from, and load_comparison refuses it if they moved
     return comp
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _consensus(paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...]) -> Any:
+    del stamps  # cache key, as for comparisons
+    from tricl.analysis import load_consensus
+
+    got = load_consensus(list(paths), split=EVAL_SPLIT)
+    if got is None:
+        raise _NotCached(paths)
+    return got
+
+
+def consensus(runs: Sequence[Run]) -> Any | Missing:
+    """The stored consensus of the runs' spectral ranks (:class:`Consensus`), or what is missing.
+
+    Raises:
+        AnalysisError: the runs cannot be compared (e.g. evaluated on different images).
+    """
+    paths = tuple(str(r.path) for r in runs)
+    stamps = tuple(analysis_stamp(p, "spectral") for p in paths)
+    try:
+        return _consensus(paths, stamps)
+    except _NotCached:
+        return Missing(tuple(runs), f"no stored consensus of these {len(runs)} runs yet")
 
 
 def metric_column(frame: Any, metric: Any, spectral: bool = False) -> str | None:

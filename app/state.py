@@ -23,6 +23,14 @@ from tricl.runs import SHIPPED_RUNS_ROOT, BrokenRun, Run, RunError, default_runs
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Keys of st.session_state that mirror the URL (st.query_params).
 URL_RUN, URL_RUNS, URL_FEATURE, URL_ORDER = "run", "runs", "feature", "order"
+URL_BASIS = "basis"
+# The bases of tricl.analysis.BASES (a test checks they agree): named here because importing
+# tricl.analysis.pipeline would pull torch into the server process.
+BASES = ("trained", "spectral")
+BASIS_LABELS = {
+    "trained": "trained axes (importance order)",
+    "spectral": "spectral basis (most augmentation-invariant first)",
+}
 MAX_FEATURE = 1_000_000  # a feature rank beyond any k: clamped to the run's k later
 TRUE_WORDS = ("1", "true", "yes", "on")
 
@@ -255,6 +263,16 @@ def _url_feature(value: str, errors: list[str]) -> int:
     return min(rank, MAX_FEATURE)
 
 
+def _url_basis(value: str | None, errors: list[str]) -> str:
+    if value is None or value in BASES:
+        return value or BASES[0]
+    errors.append(
+        f"basis {value[:40]!r} in the URL is not one of {', '.join(BASES)}; showing the "
+        f"{BASES[0]} basis"
+    )
+    return BASES[0]
+
+
 def init_state(idx: RunIndex) -> None:
     """Fill the session's state from the URL once per session; refused names become errors."""
     ss = st.session_state
@@ -273,11 +291,12 @@ def init_state(idx: RunIndex) -> None:
     ss[URL_RUNS] = _url_runs(idx, qp.get_all(URL_RUNS), errors)
     ss[URL_FEATURE] = _url_feature(qp.get(URL_FEATURE, "1"), errors)
     ss[URL_ORDER] = qp.get(URL_ORDER) or None  # checked against the run's orders where used
+    ss[URL_BASIS] = _url_basis(qp.get(URL_BASIS), errors)
     ss["_url_errors"] = errors
 
 
 def sync_url() -> None:
-    """Write the session's run, compared runs, feature and order into the URL."""
+    """Write the session's run, compared runs, feature, order and basis into the URL."""
     ss = st.session_state
     state: dict[str, Any] = {}
     if ss.get(URL_RUN):
@@ -288,6 +307,8 @@ def sync_url() -> None:
         state[URL_FEATURE] = str(ss[URL_FEATURE])
     if ss.get(URL_ORDER):
         state[URL_ORDER] = ss[URL_ORDER]
+    if ss.get(URL_BASIS, BASES[0]) != BASES[0]:
+        state[URL_BASIS] = ss[URL_BASIS]
     if {k: st.query_params.get(k) for k in st.query_params} != state:
         st.query_params.from_dict(state)
 
@@ -314,8 +335,20 @@ def current_run() -> Run:
     return run if run is not None else idx.runs[0]
 
 
+def current_basis() -> str:
+    """The basis in the URL (``trained`` or ``spectral``; checked when the URL was read)."""
+    basis = st.session_state.get(URL_BASIS)
+    return basis if basis in BASES else BASES[0]
+
+
 def current_order(analysis: Any) -> str:
-    """The importance order in the URL if the run's analysis has it, else the run's default."""
+    """The importance order in the URL if the run's analysis has it, else the run's default.
+
+    In the spectral basis the eigenvalue is the only order (the ranks are the basis's own), so
+    the URL's trained-basis order is kept for later and not mentioned.
+    """
+    if getattr(analysis, "basis", "trained") != "trained":
+        return analysis.importance.default
     order = st.session_state.get(URL_ORDER)
     orders, default = analysis.importance.orders, analysis.importance.default
     if order and order not in orders:

@@ -144,6 +144,15 @@ def test_feature_detail_shows_feature_one_images(page, server):
     assert _plot_png_buttons(page) >= 1
 
 
+def test_feature_detail_in_the_spectral_basis_shows_the_other_seeds(page, server):
+    _open(page, f"{server}/feature?run={RUN}&basis=spectral&feature=2", "feature_detail_spectral")
+    page.get_by_text("Feature #2 (spectral basis) in the other seeds").wait_for()
+    # this run's panel and the other seed's: its label and the |corr| of the same rank
+    page.get_by_text("triCL · digits · k16 · seed 1").first.wait_for()
+    page.get_by_text("with this run's #2").first.wait_for()
+    assert "basis=spectral" in page.url
+
+
 def test_state_survives_sidebar_navigation(page, server):
     _open(page, f"{server}/feature?run=tricl_digits_small_cnn_k16_seed1&feature=2", "state_a")
     assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == "#2"

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tricl.analysis import analyze, compare
+from tricl.analysis import analyze, compare, consensus
 from tricl.config import RunConfig
-from tricl.jobs import JobStore, analyze_command
+from tricl.jobs import JobStore, analyze_command, consensus_command
 from tricl.runs import Run, list_runs
 from tricl.train import train
 
@@ -31,7 +31,8 @@ TIMEOUT = 120  # seconds per script run: a cold first run imports torch and read
 
 
 def make_fixture_runs(root: Path) -> Path:
-    """Two seeds each of SimCLR and triCL on sklearn digits, analysed and compared once.
+    """Two seeds each of SimCLR and triCL on sklearn digits, analysed and compared once, in the
+    trained and the spectral basis, and their consensus.
 
     Training writes ``root/.done`` last, so a second caller in the same session reuses the runs.
     """
@@ -46,9 +47,12 @@ def make_fixture_runs(root: Path) -> Path:
         ]
         for r in runs:
             analyze(r, progress=False)
+            analyze(r, progress=False, basis="spectral")
         groups.append(runs)
     for runs in groups:
         compare(runs, progress=False)
+        compare(runs, progress=False, basis="spectral")
+    consensus([r for runs in groups for r in runs], progress=False)
     (root / ".done").write_text("ok")
     return root
 
@@ -123,9 +127,10 @@ def test_every_page_file_is_in_the_navigation():
         assert f'"views/{name}"' in nav, f"{name} is not registered in app/main.py"
 
 
+@pytest.mark.parametrize("basis", ["trained", "spectral"])
 @pytest.mark.parametrize("page", PAGE_FILES)
-def test_page_renders(page, runs_root, monkeypatch):
-    at = open_page(app_at(runs_root, monkeypatch), page)
+def test_page_renders(page, basis, runs_root, monkeypatch):
+    at = open_page(app_at(runs_root, monkeypatch, basis=basis), page)
     assert len(at.title) == 1
     assert at.caption, "every page explains what it shows under its title"
     assert not at.error, [e.value for e in at.error]
@@ -182,9 +187,10 @@ def test_compare_page_gives_a_verdict_per_method(runs_root, monkeypatch):
     assert "identifiable" in text.lower()
     labels = [m.label for m in at.metric]
     assert labels.count("MCC") == 2 and labels.count("CKA") == 2
-    # summary table (one row per method) and the pair table of the picked runs
+    # summary table (one row per method), consensus ranks, the pair table of the picked runs
     assert len(at.dataframe[0].value) == 2
-    assert len(at.dataframe[1].value) == 1
+    assert "mean_abs_corr" in at.dataframe[1].value
+    assert len(at.dataframe[2].value) == 1
     assert len(_charts(at)) == 2  # bars per method, |corr| heatmap
 
 
@@ -207,7 +213,7 @@ def test_compared_runs_live_in_the_url(runs_root, monkeypatch):
     at = open_page(app_at(runs_root, monkeypatch, runs=pair), "compare_seeds.py")
     assert at.multiselect(key="_w_runs").value == pair.split(",")
     assert at.query_params["runs"] == pair
-    assert at.dataframe[1].value["a"].str.startswith("triCL").all()
+    assert at.dataframe[2].value["a"].str.startswith("triCL").all()  # after the consensus table
 
 
 @pytest.mark.parametrize("bad", ["../outside_run", "/etc", "..", "a/../../b"])
@@ -338,7 +344,12 @@ def test_page_source_never_computes():
     """No module of the app calls the compute paths of the analysis package."""
     for path in [*APP.glob("*.py"), *APP.glob("views/*.py")]:
         text = path.read_text().replace("load_comparison(", "").replace("load_analysis(", "")
-        for call in ("analyze(", "compare(", "spectral_basis(", "import analyze", "import compare"):
+        readers = ("load_consensus(", "_consensus(", "readers.consensus(", "jobs_ui.consensus(")
+        readers += ("def consensus(",)
+        for reader in readers:
+            text = text.replace(reader, "")
+        calls = ("analyze(", "compare(", "consensus(", "spectral_basis(", "import analyze")
+        for call in (*calls, "import compare", "import consensus"):
             assert call not in text, f"{path.name} calls {call}"
 
 
@@ -453,3 +464,189 @@ def test_study_blocks_split_markdown_around_images():
         ("md", "more"),
         ("img", "b.png"),
     ]
+
+
+# --------------------------------------------------------------------------- the spectral basis
+
+
+def test_junk_basis_in_the_url_falls_back_to_trained_with_a_message(runs_root, monkeypatch):
+    at = open_page(app_at(runs_root, monkeypatch, basis="junk"), "features.py")
+    assert "basis 'junk' in the URL is not one of trained, spectral" in texts(at)
+    assert at.radio(key="_w_basis").value == "trained"
+    assert "feature" in at.dataframe[0].value  # the trained table: raw feature indices
+    assert "basis" not in at.query_params
+
+
+def test_basis_lives_in_the_url(runs_root, monkeypatch):
+    at = open_page(app_at(runs_root, monkeypatch), "features.py")
+    assert "basis" not in at.query_params
+    at.radio(key="_w_basis").set_value("spectral").run()
+    assert at.query_params["basis"] == "spectral"
+    assert "eigenvalue of the run's spectral basis" in texts(at)
+    assert "group" in at.dataframe[0].value
+
+
+def test_features_page_in_the_spectral_basis_marks_unresolved_groups(runs_root, runs, monkeypatch):
+    name = "tricl_digits_small_cnn_k16_seed0"
+    at = open_page(app_at(runs_root, monkeypatch, run=name, basis="spectral"), "features.py")
+    s = analyze(runs[name], progress=False, basis="spectral")
+    table = at.dataframe[0].value
+    assert list(table["#"]) == list(range(1, s.k + 1))
+    assert "feature" not in table  # the rank is the feature
+    np.testing.assert_allclose(table["importance"], s.importance.scores["eigenvalue"], rtol=1e-6)
+    grouped = {r for lo, hi in s.groups for r in range(lo, hi + 1)}
+    assert [bool(g) for g in table["group"]] == [r in grouped for r in range(s.k)]
+    text = texts(at)
+    assert "order not identifiable from the data" in text or "identifiable from the data" in text
+    assert "afe to compare across seeds" in text
+
+
+def test_ranges_and_groups_are_written_one_based():
+    draw = app_module("draw")
+    assert draw.ranges_label([0, 1, 2, 5, 7, 8]) == "#1-#3, #6, #8-#9"
+    md = draw.groups_markdown(((2, 4),), 8)
+    assert "**#3-#5**: order not identifiable from the data" in md
+    assert "**Safe to compare across seeds:** #1-#2, #6-#8." in md
+
+
+def test_feature_detail_in_the_spectral_basis_shows_the_same_rank_in_every_seed(
+    runs_root, runs, monkeypatch
+):
+    name = "tricl_digits_small_cnn_k16_seed0"
+    other = "tricl_digits_small_cnn_k16_seed1"
+    query = {"run": name, "basis": "spectral", "feature": "2"}
+    at = open_page(app_at(runs_root, monkeypatch, **query), "feature_detail.py")
+    assert not at.error, [e.value for e in at.error]
+    text = texts(at)
+    assert "Feature #2 (spectral basis) in the other seeds" in text
+    a = analyze(runs[name], progress=False, basis="spectral")
+    b = analyze(runs[other], progress=False, basis="spectral")
+    corr = abs(np.corrcoef(a.features.z[:, 1], b.features.z[:, 1])[0, 1])
+    assert f"#2: |corr| {corr:.2f} with this run's #2" in text
+    assert "triCL · digits · k16 · seed 1" in text
+    # the other method's runs on the same dataset, behind the checkbox
+    at.checkbox(key="_w_other_method").check().run()
+    text = texts(at)
+    assert "SimCLR · digits · k16 · seed 0" in text and "SimCLR · digits · k16 · seed 1" in text
+    assert text.count("with this run's #2") == 3
+
+
+def test_compare_page_shows_the_consensus_and_the_ranks_safe_to_compare(runs_root, monkeypatch):
+    at = open_page(app_at(runs_root, monkeypatch), "compare_seeds.py")
+    text = texts(at)
+    assert "Consensus features (spectral basis)" in text
+    assert "Safe to compare across seeds" in text or "safe to compare" in text
+    cons = next(d.value for d in at.dataframe if "mean_abs_corr" in d.value)
+    assert list(cons["rank"]) == list(range(1, len(cons) + 1))
+    assert (cons["min_abs_corr"] <= cons["mean_abs_corr"] + 1e-12).all()
+    assert cons["top images"].str.startswith("data:image/png;base64,").all()
+    assert at.get("download_button")  # CSV export
+
+
+def test_bases_agree_with_the_analysis_package():
+    from tricl.analysis import BASES
+
+    assert app_module("state").BASES == BASES
+
+
+def test_worker_embeds_and_attributes_in_the_spectral_basis(runs):
+    """The rotated feature the worker explains is the spectral basis's projection of z."""
+    from tricl import serve
+    from tricl.analysis import load_spectral_basis
+
+    run = runs["simclr_digits_small_cnn_k16_seed0"]
+    image = serve.split_images(run.config.dataset, run.config.image_size, "test")[3]
+    args = (str(run.path), run.weights_hash)
+    z = serve.embed(*args, "trained", run.config.dataset, image)
+    zs = serve.embed(*args, "spectral", run.config.dataset, image)
+    expected = load_spectral_basis(run).project(z[None])[0]
+    np.testing.assert_allclose(zs, expected, rtol=1e-4, atol=1e-4)
+    maps, acts = serve.saliency(
+        *args, "spectral", run.config.dataset, image[None], [1], "saliency", False
+    )
+    assert maps[0].shape == image.shape[1:] and maps[0].min() >= 0 and maps[0].max() <= 1
+    assert acts[0] == pytest.approx(float(zs[1]), abs=1e-4)
+
+
+HEAVY = ("torch", "captum", "umap", "sklearn", "torchvision", "kornia")
+
+
+def _heavy_imports(code: str) -> list[str]:
+    """The heavy modules a fresh interpreter holds after running ``code`` in the repository."""
+    import os
+    import subprocess
+
+    held = f"[m for m in {HEAVY!r} if m in sys.modules]"
+    probe = f"import sys; sys.path.insert(0, 'app'); {code}; print({held})"
+    env = {**os.environ, "PYTHONPATH": str(APP.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=APP.parent, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_dashboard_server_modules_never_import_torch():
+    """The Streamlit process stays small: torch lives in the model worker only."""
+    tricl_side = "import tricl.runs, tricl.jobs, tricl.methods, tricl.serve, tricl.analysis.metrics"
+    if heavy := _heavy_imports(tricl_side):
+        pytest.skip(f"the tricl modules the app imports still pull in {heavy} (tricl.runs)")
+    assert _heavy_imports("import state, readers, draw, labels, jobs_ui, models, main") == []
+
+
+def test_reading_stored_artifacts_never_imports_torch(runs):
+    """What the server's readers call (load_analysis/_comparison/_consensus) stays torch-free."""
+    if heavy := _heavy_imports("import tricl.analysis.pipeline, tricl.analysis.comparison"):
+        pytest.skip(f"tricl.analysis.pipeline/comparison still import {heavy} at module level")
+    paths = [str(r.path) for r in runs.values()]
+    code = (
+        "from tricl.analysis import load_analysis, load_comparison, load_consensus; "
+        f"ps = {paths!r}; "
+        "assert load_analysis(ps[0], basis='spectral') is not None; "
+        "load_consensus(sorted(ps))  # reads, whatever it finds"
+    )
+    assert _heavy_imports(code) == []
+
+
+def test_a_dead_model_worker_is_an_error_and_the_next_call_starts_a_new_one():
+    import math
+    import os
+
+    app_module("draw")  # models imports it by its plain name, as the app does
+    models = app_module("models")
+    assert models.call(math.sqrt, 16.0) == 4.0
+    with pytest.raises(models.WorkerFailed, match="model worker stopped"):
+        models.call(os._exit, 1)  # the worker process dies mid-call
+    assert models.call(math.sqrt, 9.0) == 3.0
+
+
+def test_missing_spectral_analysis_offers_the_spectral_job(runs, tmp_path, monkeypatch):
+    root = tmp_path / "fresh"
+    src = runs["tricl_digits_small_cnn_k16_seed0"].path
+    shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("spectral"))
+    at = open_page(app_at(root, monkeypatch, basis="spectral"), "features.py")
+    assert "have no stored analysis in the spectral basis yet" in texts(at)
+    assert at.button(key=f"start_analyse_{src.name}_spectral").label == "Analyse now"
+    command = analyze_command([root / src.name], "test", "spectral")
+    assert command[-2:] == ["--basis", "spectral"]
+    assert JobStore(root / "_jobs").find(command) is None  # opening the page starts nothing
+
+
+def test_missing_consensus_runs_as_a_job_and_the_page_reads_it(runs, tmp_path, monkeypatch):
+    root = tmp_path / "fresh"
+    for r in runs.values():  # analysed in both bases, no comparison or consensus stored
+        shutil.copytree(r.path, root / r.name)
+    monkeypatch.setenv("PYTHONPATH", str(APP.parent))  # the job imports this checkout's tricl
+    at = open_page(app_at(root, monkeypatch), "compare_seeds.py")
+    assert "no stored consensus of these 4 runs yet" in texts(at).lower()
+    at.button(key="start_consensus_digits").click().run()
+    store = JobStore(root / "_jobs")
+    job = store.find(consensus_command(sorted(r.path for r in list_runs(root)), "test"))
+    assert job is not None
+    deadline = time.monotonic() + 240
+    while store.status(job.id).running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.status(job.id).state == "done", store.folder(job.id)
+    at.run()
+    assert "no stored consensus" not in texts(at).lower()
+    assert any("mean_abs_corr" in d.value for d in at.dataframe)

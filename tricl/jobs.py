@@ -94,14 +94,32 @@ class JobStatus:
         return (self.finished or time.time()) - self.started
 
 
-def analyze_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
-    """``python -m tricl analyze RUN... --split SPLIT`` with this interpreter."""
-    return [sys.executable, "-m", "tricl", "analyze", *map(str, runs), "--split", split]
+def _basis_args(basis: str) -> list[str]:
+    # the trained basis keeps the command (and so the job id) it had before bases existed
+    return [] if basis == "trained" else ["--basis", basis]
 
 
-def compare_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
-    """``python -m tricl compare RUN... --split SPLIT`` (analyses missing runs first)."""
-    return [sys.executable, "-m", "tricl", "compare", *map(str, runs), "--split", split]
+def analyze_command(
+    runs: Sequence[str | Path], split: str = "test", basis: str = "trained"
+) -> list[str]:
+    """``python -m tricl analyze RUN... --split SPLIT [--basis BASIS]`` with this interpreter."""
+    command = [sys.executable, "-m", "tricl", "analyze", *map(str, runs), "--split", split]
+    return command + _basis_args(basis)
+
+
+def compare_command(
+    runs: Sequence[str | Path], split: str = "test", basis: str = "trained"
+) -> list[str]:
+    """``python -m tricl compare RUN... --split SPLIT [--basis BASIS]`` (analyses missing runs
+    first)."""
+    command = [sys.executable, "-m", "tricl", "compare", *map(str, runs), "--split", split]
+    return command + _basis_args(basis)
+
+
+def consensus_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
+    """``python -m tricl compare RUN... --split SPLIT --consensus`` (analyses every run in its
+    spectral basis first if needed)."""
+    return [*compare_command(runs, split), "--consensus"]
 
 
 def job_id(command: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import draw
 import jobs_ui
 import labels
+import models
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -91,6 +92,7 @@ def group_scores(groups: list[list]) -> tuple[pd.DataFrame, dict[str, tuple[str,
         columns.update(found)
         row = {
             "configuration": labels.group_label(g),
+            "group": g[0].name,
             "method": g[0].config.method,
             "seeds": len(g),
             "pairs": len(p),
@@ -102,7 +104,30 @@ def group_scores(groups: list[list]) -> tuple[pd.DataFrame, dict[str, tuple[str,
     return pd.DataFrame(rows), columns
 
 
-def _card(row: pd.Series, columns: dict[str, tuple[str, str, str]]) -> None:
+def unresolved_note(group: list) -> str:
+    """Which spectral ranks the seeds can be compared on: every run's unresolved groups joined
+    (a rank is safe only if no seed has it in a group)."""
+    got = readers.analyses(group, "spectral")
+    if not got.found:
+        return (
+            "Analyse the runs in the spectral basis (sidebar: spectral) to see which feature "
+            "numbers are safe to compare across seeds."
+        )
+    k = min(a.k for a in got.found.values())
+    grouped = sorted(
+        {r for a in got.found.values() for g in a.groups for r in range(g[0], g[1] + 1) if r < k}
+    )
+    if not grouped:
+        return f"Spectral basis: all {k} ranks are resolved in every seed: safe to compare."
+    joined = draw.ranges_label(grouped)
+    safe = draw.ranges_label([r for r in range(k) if r not in set(grouped)]) or "none"
+    return (
+        f"Spectral basis, order not identifiable from the data: {joined} (in at least one "
+        f"seed). **Safe to compare across seeds: {safe}.**"
+    )
+
+
+def _card(row: pd.Series, columns: dict[str, tuple[str, str, str]], group: list) -> None:
     """One configuration's headline scores and verdict."""
     color = method_color(row["method"])
     st.markdown(
@@ -116,6 +141,7 @@ def _card(row: pd.Series, columns: dict[str, tuple[str, str, str]]) -> None:
         value = row.get(name, float("nan"))
         cell.metric(label, "–" if pd.isna(value) else f"{value:.2f}", help=help_)
     st.markdown(verdict(row))
+    st.caption(unresolved_note(group))
 
 
 def _bars(table: pd.DataFrame, columns: dict[str, tuple[str, str, str]]) -> go.Figure:
@@ -146,9 +172,10 @@ def summary(idx) -> None:
     table, columns = group_scores(groups)
     if table.empty:
         return
+    by_name = {g[0].name: g for g in groups}
     for col, (_, row) in zip(st.columns(len(table)), table.iterrows()):
         with col, st.container(border=True):
-            _card(row, columns)
+            _card(row, columns, by_name[row["group"]])
     left, right = st.columns([3, 2])
     with left:
         draw.show_figure(_bars(table, columns), "identifiability_by_method")
@@ -158,11 +185,79 @@ def summary(idx) -> None:
             + "\n\nSimCLR is expected to score high CKA but low ordered correlation (same "
             "information, arbitrary axes); triCL high on all of them."
         )
+    table = table.drop(columns="group")
     show = table.drop(columns=[f"{n}_std" for n in columns])
     show = show.rename(columns={n: label for n, (_, label, _) in columns.items()})
     show["method"] = show["method"].map(method_label)
     draw.show_table(
         show, "identifiability_summary", csv=table, column_config=draw.number_columns(show)
+    )
+
+
+CONSENSUS_STRIP_N = 8
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def consensus_strips(key: str, _images: np.ndarray, _tops: tuple) -> list[str]:
+    """Top-image strips (PNG data URIs) of the consensus rows; ``key`` names the consensus."""
+    del key
+    n = CONSENSUS_STRIP_N
+    return [draw.data_uri(draw.feature_strip(_images, np.asarray(t), n)) for t in _tops]
+
+
+def consensus_table(cons, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The consensus table to draw (with top-image strips) and its CSV (indices as text)."""
+    shown = labels.run_labels(runs)
+    t = cons.table.copy()
+    t["representative"] = t["representative"].map(lambda n: shown.get(n, n))
+    csv = t.assign(top_indices=t["top_indices"].map(lambda v: " ".join(map(str, v))))
+    rep = runs[0]
+    images = models.split_images(rep, rep.config.dataset, cons.split)
+    key = f"{cons.path}/{len(t)}"
+    t.insert(
+        t.columns.get_loc("top_indices"),
+        "top images",
+        consensus_strips(key, images, tuple(tuple(v) for v in t["top_indices"])),
+    )
+    return t.drop(columns="top_indices"), csv
+
+
+def consensus_section(idx) -> None:
+    """The consensus features of one dataset's runs (all seeds, all methods), rank by rank."""
+    st.subheader("Consensus features (spectral basis)")
+    st.caption(
+        "Rank r of every run's spectral basis, correlated across every pair of runs of the "
+        "dataset (all seeds, all methods): a high minimum |corr| means every run learned that "
+        "feature. The representative is the run whose rank r agrees best with the others; its "
+        "top images and eigenvalue are shown. 'unresolved' counts the runs in which rank r lies "
+        "in an unresolved group (its order is not identifiable from the data there)."
+    )
+    by_dataset: dict[str, list] = {}
+    for r in idx.runs:
+        by_dataset.setdefault(r.config.dataset, []).append(r)
+    datasets = sorted(d for d, rs in by_dataset.items() if len(rs) >= 2)
+    if not datasets:
+        st.info("The consensus needs at least two runs of one dataset.")
+        return
+    dataset = st.selectbox("Dataset", datasets, key="_w_consensus_dataset")
+    runs = sorted(by_dataset[dataset], key=lambda r: (r.config.method, r.config.seed, r.name))
+    cons = jobs_ui.consensus(runs, key=f"consensus_{dataset}")
+    if cons is None:
+        return
+    table, csv = consensus_table(cons, runs)
+    draw.show_table(
+        table,
+        f"consensus_{dataset}",
+        csv=csv,
+        row_height=44,
+        column_config={
+            **draw.number_columns(table),
+            "rank": st.column_config.NumberColumn(help="spectral rank r (feature #r)"),
+            "top images": st.column_config.ImageColumn(
+                f"top {CONSENSUS_STRIP_N} images (representative)", width="large"
+            ),
+            "eigenvalue": st.column_config.NumberColumn(format="%.3f"),
+        },
     )
 
 
@@ -220,7 +315,8 @@ def pairwise(idx) -> None:
     if len(runs) < 2:
         st.info("Pick at least two runs.")
         return
-    comp = jobs_ui.comparison(runs, key="picked_runs")
+    basis = state.current_basis()
+    comp = jobs_ui.comparison(runs, key="picked_runs", basis=basis)
     if comp is None:
         return
     shown = labels.run_labels(runs)
@@ -235,11 +331,16 @@ def pairwise(idx) -> None:
     draw.show_table(
         show, "identifiability_pairs", csv=pairs, column_config=draw.number_columns(show)
     )
-    st.markdown("**|corr| between two runs' features, both in their own importance order**")
+    axes = (
+        "each run's spectral basis, rank order"
+        if basis == "spectral"
+        else "both in their own importance order"
+    )
+    st.markdown(f"**|corr| between two runs' features, {axes}**")
     st.caption(
         "Identifiable features light up the diagonal (feature #i of one run is feature #i of the "
         "other); scattered bright cells mean the same features in another order; a dim map means "
-        "different features."
+        "different features. The sidebar's basis picks the axes."
     )
     c1, c2 = st.columns(2)
     names = comp.runs
@@ -263,6 +364,8 @@ def main() -> None:
     )
     idx = jobs_ui.require_runs()
     summary(idx)
+    st.divider()
+    consensus_section(idx)
     st.divider()
     pairwise(idx)
 

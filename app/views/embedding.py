@@ -97,7 +97,8 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    analysis = jobs_ui.analysis_of(run)
+    analysis = jobs_ui.analysis_of(run, state.current_basis())
+    order = state.current_order(analysis)
     ss = st.session_state
     c1, c2 = st.columns([1, 2])
     with c1:
@@ -108,21 +109,23 @@ def main() -> None:
         with c2:
             ss["_w_emb_feature"] = rank
             st.number_input(
-                f"Feature # (1 … {analysis.k}, by importance)",
+                f"Feature # (1 … {analysis.k}, {draw.basis_note(analysis, order)})",
                 min_value=1,
                 max_value=analysis.k,
                 key="_w_emb_feature",
                 on_change=state.bind(state.URL_FEATURE, "_w_emb_feature"),
             )
-        feature = int(analysis.importance.order(state.current_order(analysis))[rank - 1])
+        feature = int(analysis.importance.order(order)[rank - 1])
     fig, rows = scatter(analysis, color_by, feature)
     event = draw.show_figure(
         fig,
         f"umap_{run.name}",
-        key=f"umap_{run.name}_{color_by}_{feature}",
+        key=f"umap_{run.name}_{color_by}_{analysis.basis}_{feature}",
         on_select="rerun",
         selection_mode=("points", "box", "lasso"),
     )
+    if feature is not None:
+        st.caption(f"Coloured by {draw.feature_name(analysis, rank, order)}.")
     p = analysis.embedding.params
     st.caption(
         f"UMAP of the L2-normalised z of {len(analysis.embedding.coords)} "

@@ -7,6 +7,7 @@ import jobs_ui
 import labels
 import models
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import readers
 import state
@@ -132,6 +133,110 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
             _partner(comp, run, other, rank, images)
 
 
+def other_runs(run, with_other_method: bool) -> list:
+    """The run's other seeds, then (if asked) the other methods' runs of the same dataset."""
+    runs = state.index().runs
+    group = labels.same_config_runs(run, runs)[1:]
+    if not with_other_method:
+        return group
+    c = run.config
+    others = [
+        r
+        for r in runs
+        if r.config.dataset == c.dataset and r.config.method != c.method and r.name != run.name
+    ]
+    return group + sorted(others, key=lambda r: (r.config.method, r.config.seed))
+
+
+def same_rank_corr(run, analysis, others: list, found: dict, rank: int) -> dict[str, float]:
+    """Signed corr of this run's spectral rank ``rank`` (1-based) with each other run's.
+
+    Read off the stored spectral comparison of the seed group when there is one; otherwise
+    computed from the loaded spectral features (the same evaluation images: one (N,) pair each).
+    """
+    out: dict[str, float] = {}
+    group = sorted([run, *others], key=lambda r: r.config.seed)
+    try:
+        comp = readers.comparison(group, "spectral")
+    except Exception:  # e.g. runs evaluated on other images: computed below where possible
+        comp = None
+    z = analysis.features.z[:, rank - 1].astype(np.float64)  # (N,)
+    for other in others:
+        oa = found[other.name]
+        if rank > oa.k:
+            continue
+        if comp is not None and not isinstance(comp, readers.Missing):
+            i, j = comp.runs.index(run.name), comp.runs.index(other.name)
+            c = comp.corr[(i, j)] if (i, j) in comp.corr else comp.corr[(j, i)].T
+            out[other.name] = float(c[rank - 1, rank - 1])
+        elif np.array_equal(oa.features.indices, analysis.features.indices):
+            zo = oa.features.z[:, rank - 1].astype(np.float64)
+            out[other.name] = float(np.corrcoef(z, zo)[0, 1])
+    return out
+
+
+def _rank_panel(
+    other, oa, rank: int, corr: float | None, images: np.ndarray, own: bool = False
+) -> None:
+    """A run's spectral rank ``rank``: top images and class means, sign-aligned to the picked
+    run's (``own``: the picked run itself)."""
+    sign = -1.0 if corr is not None and corr < 0 else 1.0
+    tops = oa.top_images.top_indices if sign > 0 else oa.top_images.bottom_indices
+    st.markdown(f"**{labels.run_label(other)}**")
+    st.image(draw.feature_strip(images, tops[rank - 1], MATCH_STRIP_N), width="stretch")
+    means = sign * np.asarray(oa.stats.class_means[rank - 1], dtype=float)
+    st.bar_chart(
+        pd.DataFrame({"class": [str(c) for c in oa.classes], "mean": means}),
+        x="class",
+        y="mean",
+        height=140,
+        color=BASE,
+    )
+    if own:
+        st.caption(f"#{rank}: this run")
+        return
+    if corr is None:
+        st.caption(f"#{rank}: |corr| unknown (evaluated on other images)")
+        return
+    flip = " · sign −: its bottom images and negated class means" if sign < 0 else ""
+    note = ""
+    if (g := draw.group_of(oa.groups, rank - 1)) is not None:
+        note = f" · in its unresolved group {draw.group_label(g)}"
+    st.caption(f"#{rank}: |corr| {abs(corr):.2f} with this run's #{rank}{flip}{note}")
+
+
+def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
+    """Spectral rank ``rank`` of this run beside the same rank of every other seed (and, when
+    asked, of the other method's runs on the same dataset)."""
+    st.subheader(f"Feature #{rank} (spectral basis) in the other seeds")
+    both = st.checkbox(
+        "Also the other method's runs on this dataset",
+        key="_w_other_method",
+        help="Spectral ranks are comparable across methods too: the consensus features.",
+    )
+    others = other_runs(run, both)
+    if not others:
+        st.info(
+            "No other seed of this configuration is in the runs folder; train one with the same "
+            f"settings and another `--seed` to check that feature #{rank} comes back."
+        )
+        return
+    found = jobs_ui.analyses(others, key=f"others_{run.name}_spectral", basis="spectral")
+    others = [r for r in others if r.name in found]
+    corr = same_rank_corr(run, analysis, others, found, rank)
+    st.caption(
+        "Each run's own spectral feature of the same number, no matching: if the spectral "
+        "basis is identifiable, |corr| is near 1. The sign of an eigenvector is arbitrary, so a "
+        "run with a negative correlation shows its bottom images and negated class means."
+    )
+    cols = st.columns(len(others) + 1)
+    with cols[0]:
+        _rank_panel(run, analysis, rank, 1.0, images, own=True)
+    for col, other in zip(cols[1:], others):
+        with col:
+            _rank_panel(other, found[other.name], rank, corr.get(other.name), images)
+
+
 def pick_feature(analysis, order: str) -> tuple[int, int]:
     """The feature number box and the headline metrics; returns (rank, raw feature index)."""
     k = analysis.k
@@ -142,7 +247,7 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
     with c1:
         ss["_w_feature"] = rank
         st.number_input(
-            f"Feature # (1 … {k}, by importance)",
+            f"Feature # (1 … {k}, {draw.basis_note(analysis, order)})",
             min_value=1,
             max_value=k,
             step=1,
@@ -155,7 +260,12 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
     share = float(analysis.stats.dominant_share[feature])
     with c2:
         m1, m2, m3, m4 = st.columns(4)
-        m1.metric("Feature", f"#{rank}", help=f"index {feature} of z")
+        m1.metric(
+            "Feature",
+            f"#{rank}",
+            help=draw.feature_name(analysis, rank, order)
+            + ("" if analysis.basis == "spectral" else f": index {feature} of z"),
+        )
         m2.metric(f"Importance ({order})", f"{score:.4f}")
         m3.metric("Dominant class", str(dominant))
         m4.metric("Selectivity", f"{share:.0%}", help="share of its top-100 images in that class")
@@ -193,15 +303,19 @@ def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) ->
         draw.show_figure(bars, f"feature{rank}_class_means")
 
 
-def saliency(run, analysis, feature: int, rank: int) -> None:
-    """Saliency overlays of the feature on its top images (a few forward/backward passes)."""
+def saliency(run, analysis, feature: int, rank: int, order: str) -> None:
+    """Saliency overlays of the feature on its top images (a few forward/backward passes).
+
+    In the spectral basis the attributed scalar is the rotated feature (the encoder followed by
+    the basis's affine map), so the maps explain spectral rank ``rank`` itself.
+    """
     st.subheader("Saliency on its top images")
     c1, c2 = st.columns([2, 1])
     with c1:
         method = st.selectbox(
             "Method",
             list(models.saliency_methods()),
-            format_func=lambda m: f"{m}: {models.saliency_methods()[m].description}",
+            format_func=lambda m: f"{m}: {models.saliency_methods()[m]}",
         )
     with c2:
         smooth = st.checkbox("SmoothGrad (slower)", help="average over 8 noisy copies")
@@ -210,6 +324,7 @@ def saliency(run, analysis, feature: int, rank: int) -> None:
         tiles, acts = models.saliency_grid(
             str(run.path),
             run.weights_hash,
+            analysis.basis,
             analysis.dataset,
             analysis.split,
             idxs,
@@ -220,7 +335,7 @@ def saliency(run, analysis, feature: int, rank: int) -> None:
         )
     st.image(tiles, width="content")
     st.caption(
-        f"Bright = pixels that move feature #{rank} most ({method}); "
+        f"Bright = pixels that move {draw.feature_name(analysis, rank, order)} most ({method}); "
         f"activations {acts[0]:.2f} … {acts[-1]:.2f}."
     )
 
@@ -230,18 +345,29 @@ def main() -> None:
         "Feature detail",
         "One feature up close: the images that drive it highest and lowest, how its activation "
         "differs between classes, which pixels it looks at (saliency), and whether the other "
-        "seeds of the same configuration learned the same feature.",
+        "seeds of the same configuration learned the same feature. In the spectral basis "
+        "(sidebar) feature #i of every other seed is shown beside this run's #i.",
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    analysis = jobs_ui.analysis_of(run)
+    analysis = jobs_ui.analysis_of(run, state.current_basis())
     order = state.current_order(analysis)
     rank, feature = pick_feature(analysis, order)
     st.caption(draw.order_caption(analysis, order))
+    if (group := draw.group_of(analysis.groups, rank - 1)) is not None:
+        st.warning(
+            f"{draw.group_label(group)}: order not identifiable from the data. Feature #{rank} "
+            "lies in a cluster of eigenvalues closer than their estimation noise, so another "
+            "seed's #{rank} may be any mix of that cluster's features.",
+            icon=":material/help:",
+        )
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
-    saliency(run, analysis, feature, rank)
-    matched_in_other_seeds(run, analysis, feature, images)
+    saliency(run, analysis, feature, rank, order)
+    if analysis.basis == "spectral":
+        same_rank_elsewhere(run, analysis, rank, images)
+    else:
+        matched_in_other_seeds(run, analysis, feature, images)
 
 
 if __name__ == "__main__":

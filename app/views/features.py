@@ -31,19 +31,28 @@ def strips(
 
 
 def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
-    """One row per feature, most important first."""
+    """One row per feature, most important first.
+
+    In the spectral basis the rank is the feature (no raw index column) and a column names the
+    unresolved group a rank belongs to, if any.
+    """
     o = analysis.importance.order(order)
     scores = np.asarray(analysis.importance.scores[order], dtype=float)
     st_ = analysis.stats
     classes = analysis.classes
+    if analysis.basis == "spectral":
+        found = [draw.group_of(analysis.groups, r) for r in range(len(o))]
+        first = {"group": [draw.group_label(g) if g else "" for g in found]}
+    else:
+        first = {"feature": o}
     return pd.DataFrame(
         {
             "#": np.arange(1, len(o) + 1),
-            "feature": o,
+            **first,
             "importance": scores[o],
             "top images": strips(
                 str(analysis.run_path),
-                analysis.weights_hash,
+                f"{analysis.weights_hash}/{analysis.basis}",
                 order,
                 images,
                 analysis.top_images.top_indices[o],
@@ -63,11 +72,12 @@ def main() -> None:
         "The features (projector outputs z) of one run, most important first, each with the "
         "images that excite it most. Selectivity is the share of the feature's top-100 images "
         "that belong to its dominant class: 100% means a pure class detector. Click a row to "
-        "open the feature; click a column header to sort.",
+        "open the feature; click a column header to sort. The sidebar's basis picks the axes: "
+        "the trained ones, or the run's spectral basis (identifiable across seeds).",
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    analysis = jobs_ui.analysis_of(run)
+    analysis = jobs_ui.analysis_of(run, state.current_basis())
     ss = st.session_state
     orders = list(analysis.importance.orders)
     order = state.current_order(analysis)
@@ -80,12 +90,17 @@ def main() -> None:
             key="_w_order",
             format_func=lambda o: f"{o} (default)" if o == analysis.importance.default else o,
             on_change=state.bind(state.URL_ORDER, "_w_order"),
+            disabled=analysis.basis != "trained",
+            help="In the spectral basis the eigenvalue orders the features (the basis's ranks).",
         )
     with c2:
         picked = st.multiselect("Dominant class", analysis.classes, placeholder="all classes")
     with c3:
         min_sel = st.slider("Selectivity at least", 0.0, 1.0, 0.0, 0.05)
     st.caption(draw.order_caption(analysis, order))
+    if analysis.basis == "spectral":
+        with st.container(border=True):
+            st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
     images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images)
     keep = table["selectivity"] >= min_sel
@@ -95,16 +110,21 @@ def main() -> None:
     st.caption(f"{len(shown)} of {len(table)} features shown.")
     event = draw.show_table(
         shown,
-        f"features_{run.name}",
+        f"features_{run.name}_{analysis.basis}",
         csv=shown.drop(columns="top images"),
-        key=f"feature_table_{run.name}_{order}",
+        key=f"feature_table_{run.name}_{analysis.basis}_{order}",
         on_select="rerun",
         selection_mode="single-row",
         row_height=44,
         height=min(38 + 45 * max(len(shown), 1), 640),
         column_config={
-            "#": st.column_config.NumberColumn(help="importance rank (#1 = most important)"),
+            "#": st.column_config.NumberColumn(
+                help=f"feature number ({draw.basis_note(analysis, order)}; #1 = most important)"
+            ),
             "feature": st.column_config.NumberColumn(help="index of the feature in z"),
+            "group": st.column_config.TextColumn(
+                "unresolved group", help="ranks whose order the data cannot define"
+            ),
             "importance": st.column_config.NumberColumn(format="%.4f"),
             "top images": st.column_config.ImageColumn(
                 f"top {STRIP_N} images", width="large", help="highest activations, left first"

@@ -6,6 +6,7 @@ import draw
 import jobs_ui
 import pandas as pd
 import plotly.graph_objects as go
+import state
 import streamlit as st
 from plotly.subplots import make_subplots
 
@@ -14,7 +15,8 @@ from tricl.methods import method_color, method_label
 DASH = {"top": "solid", "random": "dash", "bottom": "dot"}
 PANELS = {"linear_acc": "Linear probe accuracy", "retrieval_map": "Retrieval mAP"}
 ORDER_CHOICES = {
-    "default": "each run's default: S for triCL, variance for SimCLR",
+    "default": "each run's default: S for triCL, variance for SimCLR; in the spectral basis the "
+    "eigenvalue for every run",
     "variance": "variance for every run (label-free)",
     "ablation": "leave-one-out ablation for every run (uses labels)",
 }
@@ -96,19 +98,33 @@ def main() -> None:
             horizontal=True,
             help="\n".join(f"- {k}: {v}" for k, v in ORDER_CHOICES.items()),
         )
+    basis = state.current_basis()
     runs = [r for r in idx.runs if r.config.dataset == dataset]
-    found = jobs_ui.analyses(runs, key=f"few_features_{dataset}")
+    found = jobs_ui.analyses(runs, key=f"few_features_{dataset}_{basis}", basis=basis)
     table = curves_table(runs, found, choice)
     if table.empty:
-        st.info("No run of this dataset has curves for this order.")
+        where = " in the spectral basis (its only order is the eigenvalue: pick default)"
+        st.info(
+            "No run of this dataset has curves for this order"
+            + (where if basis == "spectral" else "")
+            + "."
+        )
         return
-    st.caption(f"Order: {ORDER_CHOICES[choice]}. Mean over seeds; error bars: std over seeds.")
+    axes = (
+        "features = spectral basis ranks, most augmentation-invariant first"
+        if basis == "spectral"
+        else "features = trained axes"
+    )
+    st.caption(
+        f"Order: {ORDER_CHOICES[choice]}. {axes.capitalize()}. Mean over seeds; error bars: std "
+        "over seeds."
+    )
     means = mean_curves(table)
-    draw.show_figure(figure(means), f"few_features_{dataset}_{choice}")
+    draw.show_figure(figure(means), f"few_features_{dataset}_{basis}_{choice}")
     with st.expander("Curves of every run"):
         draw.show_table(
             table,
-            f"few_feature_curves_{dataset}_{choice}",
+            f"few_feature_curves_{dataset}_{basis}_{choice}",
             column_config={
                 c: st.column_config.NumberColumn(format="%.3f")
                 for c in table.columns

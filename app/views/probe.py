@@ -112,8 +112,7 @@ def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
         except NotAnImage as exc:
             st.error(str(exc), icon=":material/hide_image:")
             return None, ""
-        data = models.dataset_of(run, analysis)
-        if data.family == "digits":
+        if models.dataset_info(run, analysis)["family"] == "digits":
             bright = image.mean() > 127
             if st.checkbox(
                 "Invert (the training digits are light on dark)",
@@ -128,7 +127,9 @@ def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
     return images[int(i)], f"{analysis.split} image {i} (class {label})"
 
 
-def activation_figure(analysis, order: np.ndarray, z: np.ndarray, color: str) -> go.Figure:
+def activation_figure(
+    analysis, order: np.ndarray, z: np.ndarray, color: str, note: str
+) -> go.Figure:
     ranks = np.arange(1, len(order) + 1)
     fig = go.Figure(
         go.Bar(
@@ -150,9 +151,7 @@ def activation_figure(analysis, order: np.ndarray, z: np.ndarray, color: str) ->
             marker={"color": "#444", "size": 4},
         )
     )
-    return draw.tidy(
-        fig, height=320, xaxis_title="feature # (importance order)", yaxis_title="activation z"
-    )
+    return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title="activation z")
 
 
 def main() -> None:
@@ -165,7 +164,9 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    analysis = jobs_ui.analysis_of(run)
+    analysis = jobs_ui.analysis_of(run, state.current_basis())
+    order_name = state.current_order(analysis)
+    note = draw.basis_note(analysis, order_name)
     left, right = st.columns([1, 3])
     with left:
         image, what = pick_image(run, analysis)
@@ -175,26 +176,27 @@ def main() -> None:
         right.info("Choose an image to probe.")
         return
     z = models.embed_image(run, analysis, image)  # (k,)
-    order = analysis.importance.order(state.current_order(analysis))
+    order = analysis.importance.order(order_name)
     with right:
         draw.show_figure(
-            activation_figure(analysis, order, z, method_color(run.config.method)),
+            activation_figure(analysis, order, z, method_color(run.config.method), note),
             "probe_activations",
         )
     std = np.maximum(analysis.stats.std, 1e-8)
     zscore = (z - analysis.stats.mean) / std  # (k,)
     strongest = np.argsort(-zscore)[:STRONGEST]
-    rank = analysis.importance.rank(state.current_order(analysis))
+    rank = analysis.importance.rank(order_name)
     st.subheader("Its strongest features")
     method = st.selectbox(
         "Saliency method",
         list(models.saliency_methods()),
-        format_func=lambda m: f"{m}: {models.saliency_methods()[m].description}",
+        format_func=lambda m: f"{m}: {models.saliency_methods()[m]}",
     )
     with st.spinner("Computing saliency maps..."):
         tiles, _ = models.image_saliency(
             str(run.path),
             run.weights_hash,
+            analysis.basis,
             analysis.dataset,
             image,
             tuple(int(f) for f in strongest),
@@ -204,7 +206,8 @@ def main() -> None:
     cols = st.columns(STRONGEST)
     for col, f, tile in zip(cols, strongest, tiles):
         with col, st.container(border=True):
-            st.markdown(f"**Feature #{int(rank[f]) + 1}** · z = {z[f]:.2f} ({zscore[f]:+.1f} σ)")
+            name = draw.feature_name(analysis, int(rank[f]) + 1, order_name)
+            st.markdown(f"**{name.capitalize()}** · z = {z[f]:.2f} ({zscore[f]:+.1f} σ)")
             st.image(draw.grid(tile[None], cols=1, scale=draw.upscale(tile.shape[0], 112)))
             top = images[analysis.top_images.top_indices[f, :8]]
             st.image(draw.grid(draw.to_rgb(top), cols=4, pad=1), width="stretch")

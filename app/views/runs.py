@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import draw
 import jobs_ui
+import labels
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -24,6 +25,7 @@ def runs_table(runs: list, found: dict) -> pd.DataFrame:
             {
                 "run": r.name,
                 "method": method_label(r.config.method),
+                "aligned from": labels.parent_name(r) if labels.aligned(r) else "",
                 "dataset": s["dataset"],
                 "backbone": s["backbone"],
                 "k": s["k"],
@@ -120,6 +122,10 @@ def main() -> None:
         table,
         "runs",
         column_config={
+            "aligned from": st.column_config.TextColumn(
+                help="runs written by `tricl align`: the parent run, its features rotated onto "
+                "the parent's spectral basis (identifiable across seeds)"
+            ),
             "loss": st.column_config.NumberColumn(format="%.3f"),
             "linear probe acc": st.column_config.NumberColumn(format="percent"),
             "top-8 acc": st.column_config.NumberColumn(

@@ -38,6 +38,9 @@ URL_CASES = {
     "feature_junk": ({"feature": "<script>alert(1)</script>"}, "not a number"),
     "order_unknown": ({"run": GOOD, "order": "../../etc"}, "no importance order"),
     "order_junk": ({"run": GOOD, "order": "S' OR 1=1 --"}, "no importance order"),
+    "basis_junk": ({"basis": "junk"}, "is not one of trained, spectral"),
+    "basis_traversal": ({"basis": "../../etc"}, "is not one of trained, spectral"),
+    "basis_spectral_with_order": ({"run": GOOD, "basis": "spectral", "order": "S"}, None),
 }
 
 

@@ -1,0 +1,206 @@
+"""The dashboard's model worker: every call that needs torch, run outside the web server.
+
+``import torch`` alone costs about 700 MiB of resident memory, so the Streamlit server never
+imports it: it submits these functions to one long-lived worker process (``app/models.py`` holds
+a ``ProcessPoolExecutor(max_workers=1)`` started with ``spawn``). They take and return plain
+values (paths, strings, NumPy arrays), and keep what they load (datasets, encoders) in this
+process's :data:`_CACHE`, so the second call of a page is fast.
+
+Nothing here sweeps a dataset with a model: the forward passes are on the handful of images a
+page shows (saliency maps of a feature's top images, one uploaded image).
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# (kind, *key) -> loaded object; one worker serves every session, so keep a few of each kind
+_CACHE: dict[tuple, Any] = {}
+_MAX_PER_KIND = 8
+
+
+def plain_errors(fn: F) -> F:
+    """Re-raise the function's non-builtin exceptions as ``ValueError`` with the same message.
+
+    An exception crosses back to the server pickled, and unpickling a ``tricl.data.DatasetError``
+    there would import ``tricl.data`` (and torch) into the server.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if type(exc).__module__ == builtins.__name__:
+                raise
+            raise ValueError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _cached(key: tuple, make: Any) -> Any:
+    if key not in _CACHE:
+        same_kind = [k for k in _CACHE if k[0] == key[0]]
+        for old in same_kind[: max(0, len(same_kind) - _MAX_PER_KIND + 1)]:
+            del _CACHE[old]
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def _dataset(spec: str, image_size: int) -> Any:
+    from tricl.data import load_dataset
+
+    return _cached(
+        ("dataset", spec, image_size),
+        lambda: load_dataset(spec, image_size=image_size, download=False),
+    )
+
+
+@plain_errors
+def dataset_info(spec: str, image_size: int) -> dict[str, Any]:
+    """What the server needs to know of a dataset: ``family`` and ``classes``.
+
+    Raises:
+        DatasetError, OSError, ValueError: the dataset's files are not on this machine.
+    """
+    data = _dataset(spec, image_size)
+    return {"family": data.family, "classes": list(getattr(data, "classes", []))}
+
+
+@plain_errors
+def split_images(spec: str, image_size: int, split: str) -> np.ndarray:
+    """A split's uint8 images. Shape: (N, C, H, W)."""
+    x, _ = _dataset(spec, image_size).split(split)
+    return x.numpy()
+
+
+@plain_errors
+def split_hash(spec: str, image_size: int, split: str) -> str:
+    """Hash of a split's images and labels (what an analysis records as ``images_hash``)."""
+    from tricl.analysis.features import images_hash
+
+    x, y = _dataset(spec, image_size).split(split)
+    return images_hash(x, y)
+
+
+@plain_errors
+def saliency_descriptions() -> dict[str, str]:
+    """Saliency method name -> one line describing it (:data:`SALIENCY_METHODS`)."""
+    from tricl.analysis.saliency import SALIENCY_METHODS
+
+    return {name: m.description for name, m in SALIENCY_METHODS.items()}
+
+
+def _spectral_encoder(encoder: Any, run: Any) -> Any:
+    """The encoder followed by the run's spectral rotation: output r = spectral rank r."""
+    import torch
+    from torch import nn
+
+    from tricl.analysis.spectral import load_spectral_basis
+
+    basis = load_spectral_basis(run)
+    if basis is None:
+        raise ValueError(
+            f"{run.name} has no cached spectral basis; analyse it with "
+            f"`tricl analyze --basis spectral {run.path}`"
+        )
+    weight, bias = basis.as_linear()  # (r, k), (r,)
+
+    class SpectralEncoder(nn.Module):
+        """``x -> encoder(x) @ weight.T + bias``, keeping the backbone's Grad-CAM layer."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.rotate = nn.Linear(weight.shape[1], weight.shape[0])
+            with torch.no_grad():
+                self.rotate.weight.copy_(torch.from_numpy(weight))
+                self.rotate.bias.copy_(torch.from_numpy(bias))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rotate(self.encoder(x).float())  # (B, k) -> (B, r)
+
+        def last_conv_layer(self) -> nn.Module:
+            return self.encoder.last_conv_layer()
+
+    return SpectralEncoder().eval()
+
+
+def _encoder(path: str, weights_hash: str, basis: str) -> Any:
+    """The run's encoder on the CPU in eval mode, its outputs in ``basis``."""
+    from tricl.runs import Run
+
+    def make() -> Any:
+        run = Run.load(path)
+        enc = run.encoder("cpu").eval()
+        return enc if basis == "trained" else _spectral_encoder(enc, run)
+
+    return _cached(("encoder", path, weights_hash, basis), make)
+
+
+@plain_errors
+def saliency(
+    path: str,
+    weights_hash: str,
+    basis: str,
+    spec: str,
+    images: np.ndarray,
+    features: Sequence[int],
+    method: str,
+    smoothgrad: bool,
+) -> tuple[list[np.ndarray], list[float]]:
+    """Saliency maps of ``features[i]`` on image i, with the features in ``basis``.
+
+    In the spectral basis the attributed scalar is the rotated feature ``(z @ W.T + b)[i]``, so
+    the maps explain the run's spectral rank i through the encoder.
+
+    Args:
+        path: run folder.
+        weights_hash: the run's weights hash (cache key of the encoder).
+        basis: ``trained`` (raw feature index) or ``spectral`` (spectral rank, 0-based).
+        spec: dataset spec (its preprocessing).
+        images: uint8 images. Shape: (B, C, H, W).
+        features: one feature per image.
+        method: a key of :data:`tricl.analysis.saliency.SALIENCY_METHODS`.
+        smoothgrad: average over noisy copies.
+
+    Returns:
+        ``(maps, activations)``: a heat map in [0, 1] per image (H, W) and its feature's value.
+    """
+    import torch
+
+    from tricl.analysis.saliency import saliency_maps
+    from tricl.runs import Run
+
+    enc = _encoder(path, weights_hash, basis)
+    data = _dataset(spec, Run.load(path).config.image_size)
+    pre = data.preprocess(torch.from_numpy(np.ascontiguousarray(images)))  # (B, C, H, W) float
+    maps, acts = [], []
+    with torch.enable_grad():
+        for i, f in enumerate(features):
+            m = saliency_maps(enc, pre[i], int(f), (method,), smoothgrad=smoothgrad)
+            maps.append(m.maps[method])
+            acts.append(m.activation)
+    return maps, acts
+
+
+@plain_errors
+def embed(path: str, weights_hash: str, basis: str, spec: str, image: np.ndarray) -> np.ndarray:
+    """Features of one uint8 image (C, H, W) in ``basis``. Shape: (k,) or (r,)."""
+    import torch
+
+    from tricl.runs import Run
+
+    data = _dataset(spec, Run.load(path).config.image_size)
+    enc = _encoder(path, weights_hash, basis)
+    # no_grad, not inference_mode: tensors the dataset caches on first use (normalisation) must
+    # stay usable by the saliency maps' autograd afterwards
+    with torch.no_grad():
+        return enc(data.preprocess(torch.from_numpy(image[None].copy())))[0].float().numpy()
