@@ -603,7 +603,7 @@ def test_reading_stored_artifacts_never_imports_torch(runs):
         "from tricl.analysis import load_analysis, load_comparison, load_consensus; "
         f"ps = {paths!r}; "
         "assert load_analysis(ps[0], basis='spectral') is not None; "
-        "load_consensus(sorted(ps))  # reads, whatever it finds"
+        "load_consensus(sorted(ps))"  # reads whatever it finds; no comment: the probe appends
     )
     assert _heavy_imports(code) == []
 
