@@ -15,7 +15,7 @@ from PIL import Image
 
 from tricl.cli import main
 from tricl.config import RunConfig
-from tricl.data import ImageData
+from tricl.data import ImageData, load_dataset
 from tricl.methods import methods_with_pair
 from tricl.models import Encoder
 from tricl.runs import STATE_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Run, RunError, read_weights
@@ -111,6 +111,8 @@ def test_one_epoch_from_a_csv_rebuilds_both_encoders_from_the_run_directory(
     # image analyses read the images of the captions; the two encoders meet in one space
     data = again.load_data()
     assert isinstance(data, ImageData) and len(data.train_x) == 32
+    # and so does every image consumer that loads the dataset by name (tricl analyze, align)
+    assert load_dataset(again.config.dataset).train_x.equal(data.train_x)
     pairs = again.load_image_text()
     ids = tokenizer.encode(pairs.train_captions[:4]).ids
     with torch.no_grad():

@@ -588,7 +588,8 @@ class Run:
                 f" continue with `tricl train --resume {path}` or delete the folder"
             )
         read_weights_header(path / WEIGHTS_FILE)
-        if is_image_text(config) and not (path / TOKENIZER_FILE).is_file():
+        aligned = info.get("aligned") is not None  # an aligned copy keeps only the image side
+        if is_image_text(config) and not aligned and not (path / TOKENIZER_FILE).is_file():
             raise RunError(
                 f"{path} has no {TOKENIZER_FILE}, which its {config.method} text encoder needs;"
                 " restore the run's tokenizer.json or retrain"
@@ -674,6 +675,11 @@ class Run:
         tensors, _ = self.state_dict()
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
+    def encoder_weights(self) -> dict[str, torch.Tensor]:
+        """The image encoder's tensors, as :meth:`encoder` loads them (an image-text run keeps
+        them under ``image.``; an aligned copy of one holds only its image encoder)."""
+        return self._weights("image." if self.image_text and not self.aligned else "")
+
     def encoder(self, device: str | torch.device = "cpu"):
         """The trained image encoder in eval mode, rebuilt from ``config.json`` and the weights.
 
@@ -683,7 +689,7 @@ class Run:
         from tricl.models import Encoder
 
         enc = Encoder.from_config(self.config, self.in_channels, aligned_dim=self.aligned_dim)
-        self._load_into(enc, self._weights("image." if self.image_text else ""))
+        self._load_into(enc, self.encoder_weights())
         return enc.to(device).eval()
 
     def _require_image_text(self, what: str) -> None:
@@ -691,6 +697,11 @@ class Run:
             raise RunError(
                 f"{self.path} is a {self.config.method} run, trained on images only, so it has no"
                 f" {what}; train clip or triclip for one"
+            )
+        if self.aligned:
+            raise RunError(
+                f"{self.path} is an aligned copy of {self.parent['name']} holding only its image"
+                f" encoder, so it has no {what}; read it from the parent run"
             )
 
     def tokenizer(self):
