@@ -4,6 +4,12 @@
 before the run directory is written, then :func:`train_epoch` and :func:`save_epoch` alternate.
 Data order depends only on (seed, epoch) and the RNG state is checkpointed, so a resumed run ends
 with the same weights as an uninterrupted one, bit for bit on a CPU.
+
+What a batch is comes from the method's pair kind (:data:`PAIR_KINDS`, keyed by
+:data:`tricl.methods.PAIRS`): ``views`` (two augmented views -> z1, z2 -> the two-view loss) or
+``caption`` (one augmented view and its caption's token ids -> img_z, txt_z -> the image-text loss
+with the model's learnable ``logit_scale``). A pair kind loads its data, builds its loss and turns
+a batch into loss terms; the loop itself never asks which method it trains.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ learnable importance diagonal S. Every list of methods (``--method`` choices, ch
 arms, the loss tests) is derived from :data:`METHODS`; adding a method is one
 :func:`register_method` call.
 
+``clip`` and ``triclip`` train on image-caption pairs (``pair="caption"``): their encoders are an
+image encoder, a text encoder and CLIP's learnable temperature (:mod:`tricl.text.model`), their
+losses those of :data:`tricl.losses.IMAGE_TEXT_LOSSES`.
+
 A method with S is the tri-factor form of its kernel: :func:`tricl.losses.build_loss` routes its
 similarities through S and adds the decorrelation term. That is data here, not a separate loss.
 
