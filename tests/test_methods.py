@@ -59,6 +59,9 @@ def test_every_loss_name_is_registered_for_its_pair_kind() -> None:
     for spec in METHODS.values():
         assert spec.loss in registries[spec.pair], spec.name
     assert set(methods_with_pair("caption")) == {"clip", "triclip"}
+    from tricl.train import PAIR_KINDS  # every pair kind has its training step
+
+    assert set(PAIR_KINDS) == set(PAIRS)
     for name in IMAGE_TEXT_LOSSES:  # the loss's own S flag agrees with the method's
         assert IMAGE_TEXT_LOSSES[name].has_s == METHODS[name].has_s
 
