@@ -3,7 +3,15 @@
 import subprocess
 import sys
 
-from tricl.catalog import BACKBONE_INFO, DATASET_INFO, parse_dataset
+import pytest
+
+from tricl.catalog import (
+    BACKBONE_INFO,
+    CAPTION_DATASET_INFO,
+    DATASET_INFO,
+    dataset_pair,
+    parse_dataset,
+)
 
 
 def test_every_backbone_and_dataset_name_has_an_implementation() -> None:
@@ -15,6 +23,34 @@ def test_every_backbone_and_dataset_name_has_an_implementation() -> None:
     for name, info in DATASET_INFO.items():
         assert DATASETS[name].family == info.family
         assert DATASETS[name].description == info.description
+
+
+def test_every_caption_dataset_name_has_a_caption_loader() -> None:
+    # caption datasets load through tricl.text (images + captions), not tricl.data.DATASETS
+    from tricl.text.captions import CAPTION_DATASETS
+
+    assert set(CAPTION_DATASETS) == set(CAPTION_DATASET_INFO)
+    assert not set(CAPTION_DATASET_INFO) & set(DATASET_INFO)
+    for name, info in CAPTION_DATASET_INFO.items():
+        assert CAPTION_DATASETS[name].description == info.description
+        assert CAPTION_DATASETS[name].takes_path == info.takes_path
+        assert dataset_pair(name) == "caption"
+    assert dataset_pair("mnist5k") == "views" and dataset_pair("nope") is None
+
+
+@pytest.mark.parametrize(
+    ("method", "dataset", "says"),
+    [("triclip", "mnist5k", "image-caption pairs"), ("tricl", "mnist5k-captions", "images")],
+)
+def test_a_method_on_the_wrong_kind_of_dataset_is_a_one_line_config_error(
+    method, dataset, says
+) -> None:
+    from tricl.config import ConfigError, RunConfig
+
+    with pytest.raises(ConfigError) as info:
+        RunConfig(method=method, dataset=dataset)
+    message = str(info.value)
+    assert "\n" not in message and says in message and repr(dataset) in message
 
 
 def test_parse_dataset_splits_name_and_path() -> None:

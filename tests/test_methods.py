@@ -18,6 +18,7 @@ from tricl.methods import (
     get_method,
     method_color,
     method_label,
+    methods_with_pair,
     register_method,
 )
 
@@ -44,8 +45,31 @@ def test_tri_factor_methods_are_their_kernel_with_s() -> None:
     by_kernel: dict[str, set[bool]] = {}
     for spec in METHODS.values():
         by_kernel.setdefault(spec.loss, set()).add(spec.has_s)
-    assert by_kernel == {"nt_xent": {False, True}, "spectral": {False, True}}
-    assert {n for n, s in METHODS.items() if s.has_s} == {"tricl", "tri-spectral"}
+    # triCLIP is CLIP with S; its loss has its own name (the image-text losses are not kernels)
+    assert by_kernel.pop("triclip") == {True}
+    assert by_kernel == {"nt_xent": {False, True}, "spectral": {False, True}, "clip": {False}}
+    assert {n for n, s in METHODS.items() if s.has_s} == {"tricl", "tri-spectral", "triclip"}
+
+
+def test_every_loss_name_is_registered_for_its_pair_kind() -> None:
+    from tricl.losses import IMAGE_TEXT_LOSSES, KERNELS
+
+    registries = {"views": KERNELS, "caption": IMAGE_TEXT_LOSSES}
+    assert set(registries) == set(PAIRS)
+    for spec in METHODS.values():
+        assert spec.loss in registries[spec.pair], spec.name
+    assert set(methods_with_pair("caption")) == {"clip", "triclip"}
+    from tricl.train import PAIR_KINDS  # every pair kind has its training step
+
+    assert set(PAIR_KINDS) == set(PAIRS)
+    for name in IMAGE_TEXT_LOSSES:  # the loss's own S flag agrees with the method's
+        assert IMAGE_TEXT_LOSSES[name].has_s == METHODS[name].has_s
+
+
+def _text_config(proj_dim: int):
+    from tricl.text.encoder import TextEncoderConfig
+
+    return TextEncoderConfig(vocab_size=20, context_length=8, proj_dim=proj_dim, width=16, heads=2)
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)
@@ -53,18 +77,40 @@ def test_build_encoders_gives_an_encoder_with_s_exactly_when_the_method_has_it(n
     from tricl.config import RunConfig
     from tricl.models import Encoder
 
-    cfg = RunConfig(method=name, proj_hidden_dim=16, proj_dim=8)
-    enc = get_method(name).build_encoders(cfg, 1).eval()
+    spec = get_method(name)
+    caption = spec.pair == "caption"
+    dataset = "mnist5k-captions" if caption else "mnist5k"
+    cfg = RunConfig(method=name, dataset=dataset, proj_hidden_dim=16, proj_dim=8)
+    context = {"text_config": _text_config(8)} if caption else {}
+    model = spec.build_encoders(cfg, 1, **context).eval()
+    enc = model.image if caption else model
     assert isinstance(enc, Encoder)
     with torch.no_grad():
         z = enc(torch.randn(2, 1, 28, 28))
     assert z.shape == (2, 8)
-    s = enc.importance()
+    s = model.importance()
     assert (s is not None) == METHODS[name].has_s
     if s is not None:
         assert s.shape == (8,) and (s > 0).all()
-    # the run loader's path builds the same module layout
-    assert set(Encoder.from_config(cfg, 1).state_dict()) == set(enc.state_dict())
+    # the run loader's path builds the same module layout (image-text: under "image.")
+    prefix = "image." if caption else ""
+    image_keys = {k[len(prefix) :] for k in model.state_dict() if k.startswith(prefix)}
+    assert set(Encoder.from_config(cfg, 1).state_dict()) == image_keys
+
+
+@pytest.mark.parametrize("name", methods_with_pair("caption"))
+def test_caption_methods_build_image_and_text_encoders(name) -> None:
+    from tricl.config import RunConfig
+
+    cfg = RunConfig(method=name, dataset="mnist5k-captions", proj_hidden_dim=16, proj_dim=8)
+    model = get_method(name).build_encoders(cfg, 1, text_config=_text_config(8))
+    ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])  # [SOS] ... [EOS] [PAD]
+    with torch.no_grad():
+        img_z, txt_z = model(torch.randn(2, 1, 28, 28), ids)
+    assert img_z.shape == txt_z.shape == (2, 8)
+    assert model.logit_scale.requires_grad and model.logit_scale.ndim == 0
+    with pytest.raises(ValueError, match="text_config"):
+        get_method(name).build_encoders(cfg, 1)
 
 
 def test_unknown_method_names_the_choices() -> None:

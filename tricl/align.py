@@ -118,7 +118,7 @@ def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor
     """
     from tricl.models import Encoder
 
-    tensors, _ = parent.state_dict()
+    tensors = parent.encoder_weights()  # an image-text run: its image encoder's
     tensors.pop("importance_logits", None)
     weight, bias = basis.as_linear()  # (r, k), (r,)
     tensors["aligner.weight"] = torch.from_numpy(weight.copy())

@@ -60,6 +60,32 @@ DATASET_INFO: dict[str, DatasetInfo] = {
 }
 
 
+# Image-caption datasets: what caption methods (pair "caption") train on. They load through
+# tricl.text.captions.CAPTION_DATASETS, not tricl.data.DATASETS; their images are an ImageData of
+# the family given here, so every image analysis of such a run works unchanged.
+CAPTION_DATASET_INFO: dict[str, DatasetInfo] = {
+    "mnist5k-captions": DatasetInfo(
+        "digits",
+        "mnist5k with generated captions (digit + thickness, slant, size terciles)",
+        False,
+    ),
+    "captions": DatasetInfo(
+        "natural",
+        "captions:PATH.csv, open_clip CSV (tab-separated, filepath + title columns)",
+        False,
+        takes_path=True,
+    ),
+}
+
+
+def dataset_pair(name: str) -> str | None:
+    """The training pair a dataset name gives: ``"views"`` (images), ``"caption"`` (images with
+    captions), or None for a name neither catalog knows."""
+    if name in DATASET_INFO:
+        return "views"
+    return "caption" if name in CAPTION_DATASET_INFO else None
+
+
 def parse_dataset(spec: str) -> tuple[str, str | None]:
     """Split a dataset spec into its registry name and optional argument.
 

@@ -29,6 +29,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_TEXT_SIZES = ("text_width", "text_layers", "text_heads")
+_PAIR_WORDS = {"views": "images (two augmented views)", "caption": "image-caption pairs"}
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the value and the fix."""
 
@@ -68,14 +72,16 @@ class RunConfig:
         "tricl",
         "loss: 'tricl' (z^T S z' with learnable diagonal S + decorrelation; the paper), 'simclr'"
         " (NT-Xent baseline), 'spectral' / 'tri-spectral' (spectral contrastive loss without /"
-        " with S). Recommended: tricl, and simclr with the same seeds to compare",
+        " with S); 'clip' / 'triclip' train on image-caption pairs (--dataset mnist5k-captions"
+        " or captions:PATH.csv). Recommended: tricl, and simclr with the same seeds to compare",
         _methods,
     )
     dataset: str = _opt(
         "mnist5k",
         "a dataset name or folder:PATH (an ImageFolder tree, with train/ and test/ or split"
         " 80/20). mnist5k ships with the install; cifar10, cifar100 and stl10 download on first"
-        " use into $TRICL_DATA",
+        " use into $TRICL_DATA. clip/triclip need image-caption pairs: mnist5k-captions or"
+        " captions:PATH.csv (open_clip CSV)",
     )
     backbone: str = _opt(
         "small_cnn",
@@ -150,6 +156,23 @@ class RunConfig:
         " which otherwise acts as an inverse temperature)",
         S_PARAMETRIZATIONS,
     )
+    text_width: int = _opt(
+        128,
+        "clip/triclip: text Transformer width (128 with 2 layers is ~0.55M parameters and keeps"
+        " CPU steps about as fast as the small_cnn image side; wider mostly costs time)",
+    )
+    text_layers: int = _opt(2, "clip/triclip: text Transformer layers (2 suffice for captions)")
+    text_heads: int = _opt(4, "clip/triclip: attention heads; must divide --text-width")
+    text_vocab_size: int = _opt(
+        1000,
+        "clip/triclip: most BPE tokens learned from the training captions (mnist5k-captions"
+        " stops at 165: every word one token); saved in the run as tokenizer.json",
+    )
+    text_context_length: int = _opt(
+        32,
+        "clip/triclip: tokens per caption with [SOS]/[EOS]; longer captions are cut (the count"
+        " is logged), so raise it for long CSV captions",
+    )
     seed: int = _opt(0, "seed; a CPU run is repeatable bit for bit (compare runs over seeds 0-2)")
     device: str = _opt("auto", "auto (CUDA if present), cpu, cuda, cuda:1")
     image_size: int = _opt(
@@ -163,7 +186,8 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "", "cli": False})
 
     def __post_init__(self) -> None:
-        from tricl.catalog import DATASET_INFO, parse_dataset
+        from tricl.catalog import CAPTION_DATASET_INFO, DATASET_INFO, dataset_pair, parse_dataset
+        from tricl.methods import get_method
 
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -179,19 +203,38 @@ class RunConfig:
                     f" (e.g. --{f.name.replace('_', '-')} {f.default})"
                 )
         kind, _ = parse_dataset(self.dataset)
-        if kind not in DATASET_INFO:
+        pair = dataset_pair(kind)
+        if pair is None:
             raise ConfigError(
-                f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASET_INFO)} or"
-                " folder:PATH"
+                f"unknown dataset {self.dataset!r}; choose one of"
+                f" {sorted(DATASET_INFO) + sorted(CAPTION_DATASET_INFO)} or folder:PATH"
+            )
+        wanted = get_method(self.method).pair
+        if pair != wanted:
+            names = CAPTION_DATASET_INFO if wanted == "caption" else DATASET_INFO
+            raise ConfigError(
+                f"method {self.method!r} trains on {_PAIR_WORDS[wanted]} but dataset"
+                f" {self.dataset!r} has {_PAIR_WORDS[pair]}; use one of {sorted(names)}"
+                " or another method"
             )
         self._check_ranges()
 
     def _check_ranges(self) -> None:
         if self.s_init_spread < 0:
             raise ConfigError(f"s_init_spread must be >= 0 decades, got {self.s_init_spread}")
-        for name in ("proj_hidden_dim", "proj_dim", "epochs", "batch_size"):
+        for name in ("proj_hidden_dim", "proj_dim", "epochs", "batch_size", *_TEXT_SIZES):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.text_width % self.text_heads:
+            raise ConfigError(
+                f"text_width {self.text_width} is not divisible by text_heads {self.text_heads};"
+                " try --text-width 128 --text-heads 4"
+            )
+        if self.text_vocab_size <= 4 or self.text_context_length < 3:
+            raise ConfigError(
+                "text_vocab_size must be > 4 (the special tokens) and text_context_length >= 3"
+                f" ([SOS] word [EOS]), got {self.text_vocab_size} and {self.text_context_length}"
+            )
         if self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2: contrastive losses need negatives")
         if not self.temperature > 0:

@@ -40,7 +40,7 @@ import torchvision
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
-from tricl.catalog import DATASET_INFO, parse_dataset
+from tricl.catalog import CAPTION_DATASET_INFO, DATASET_INFO, parse_dataset
 
 TEST_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -230,6 +230,10 @@ def load_dataset(
         DatasetError: unknown name, missing or unreadable files (one-line message with the fix).
     """
     name, arg = parse_dataset(spec)
+    if name in CAPTION_DATASET_INFO:  # image-caption pairs: every image consumer gets the images
+        from tricl.text.captions import load_image_text
+
+        return load_image_text(spec, image_size=image_size).images
     if name not in DATASETS:
         raise DatasetError(
             f"unknown dataset {spec!r}; choose one of {sorted(DATASETS)} (folder as folder:PATH)"

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tricl.methods import METHODS, MethodSpec
+from tricl.methods import METHODS, MethodSpec, methods_with_pair
 
 
 class LossError(ValueError):
@@ -336,6 +336,11 @@ class LossFn:
         spec = METHODS.get(self.method)
         if spec is None:
             raise LossError(f"unknown loss method {self.method!r}; choose one of {sorted(METHODS)}")
+        if spec.pair != "views":
+            raise LossError(
+                f"method {self.method!r} trains on image-caption pairs; build its loss with"
+                " build_image_text_loss"
+            )
         kernel = KERNELS.get(spec.loss)
         if kernel is None:
             raise LossError(
@@ -476,17 +481,20 @@ class LossSpec:
 
 
 class _LossesView(Mapping[str, LossSpec]):
-    """Read-only view of :data:`tricl.methods.METHODS` in the shape of the former registry."""
+    """Read-only view of the two-view methods of :data:`tricl.methods.METHODS` in the shape of the
+    former registry (image-caption methods have their own loss signature)."""
 
     def __getitem__(self, method: str) -> LossSpec:
+        if method not in methods_with_pair("views"):
+            raise KeyError(method)
         spec = METHODS[method]
         return LossSpec(partial(compute_loss, method), spec.has_s, spec.description)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(METHODS)
+        return iter(methods_with_pair("views"))
 
     def __len__(self) -> int:
-        return len(METHODS)
+        return len(methods_with_pair("views"))
 
 
 # Backward compatibility: method name -> LossSpec, derived from METHODS (new code reads METHODS).
@@ -495,8 +503,8 @@ LOSSES: Mapping[str, LossSpec] = _LossesView()
 
 # ------------------------------------------------------------------------ image-text losses
 # CLIP (Radford et al., "Learning Transferable Visual Models From Natural Language Supervision",
-# ICML 2021) and its tri-factor form. They are not methods of tricl.methods yet: the training loop
-# trains on pairs of views; image-text pairs need the caption batch and the text encoder first.
+# ICML 2021) and its tri-factor form: the losses of the caption methods ``clip`` and ``triclip``
+# of tricl.methods (the training loop's "caption" pair kind builds them).
 
 CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature 0.07
 CLIP_MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps exp(logit_scale) at 100

@@ -4,7 +4,9 @@ This module is the only writer of a run directory (DESIGN.md)::
 
     <run>/config.json        RunConfig + dataset facts + library versions + git commit
                              (+ ``parent`` and ``aligned`` for a run derived by ``tricl align``)
-    <run>/model.safetensors  encoder weights; metadata holds the epoch
+    <run>/model.safetensors  encoder weights; metadata holds the epoch (image-text methods: the
+                             prefixes ``image.``, ``text.`` and ``logit_scale``)
+    <run>/tokenizer.json     image-text methods only: the BPE tokenizer of the training captions
     <run>/train_state.pt     optimizer + RNG state for --resume, loaded with weights_only=True
     <run>/metrics.jsonl      one JSON line per epoch
     <run>/analysis/          artifacts of tricl.analysis
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # torch is imported where weights or states are read, not to 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
+TOKENIZER_FILE = "tokenizer.json"  # = tricl.text.tokenizer.TOKENIZER_FILE (that module needs torch)
 METRICS_FILE = "metrics.jsonl"
 FORMAT_VERSION = "tricl-run-1"
 WEIGHTS_FORMAT = "tricl-1"
@@ -489,6 +492,59 @@ def _check_aligned_record(info: Mapping[str, Any]) -> None:
         raise ConfigError("its 'aligned' record lacks a positive 'dim' or a 'parent' object")
 
 
+def is_image_text(cfg: RunConfig) -> bool:
+    """Whether ``cfg``'s method trains on image-caption pairs (weights of image and text)."""
+    from tricl.methods import get_method
+
+    return get_method(cfg.method).pair == "caption"
+
+
+def read_text_config(run_dir: Path):
+    """The :class:`~tricl.text.encoder.TextEncoderConfig` recorded in an image-text run.
+
+    Raises:
+        RunError: config.json has no valid ``text_encoder`` record.
+    """
+    from tricl.text.encoder import TextEncoderConfig
+
+    info, _ = read_run_info(run_dir)
+    record = info.get("text_encoder")
+    try:
+        return TextEncoderConfig(**record)
+    except (TypeError, ValueError) as exc:
+        raise RunError(
+            f"{run_dir / CONFIG_FILE} has no valid text_encoder record ({_first_line(exc)});"
+            " restore it or retrain"
+        ) from None
+
+
+def load_run_tokenizer(run_dir: Path, text_config):
+    """The run's tokenizer.json, checked against the text encoder it was trained with.
+
+    Raises:
+        RunError: the file is missing, unreadable, or not the one the weights were trained with
+            (another hash, vocab size or context length), in one line naming the file.
+    """
+    from tricl.text.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(run_dir, expected_sha256=text_config.tokenizer_sha256 or None)
+    except TokenizerError as exc:
+        raise RunError(str(exc)) from None
+    path = run_dir / TOKENIZER_FILE
+    if tokenizer.vocab_size != text_config.vocab_size:
+        raise RunError(
+            f"{path} has {tokenizer.vocab_size} tokens but the text encoder was built for"
+            f" {text_config.vocab_size}; restore the run's own tokenizer.json"
+        )
+    if tokenizer.context_length != text_config.context_length:
+        raise RunError(
+            f"{path} has context length {tokenizer.context_length} but the text encoder was"
+            f" built for {text_config.context_length}; restore the run's own tokenizer.json"
+        )
+    return tokenizer
+
+
 @dataclass
 class BrokenRun:
     """A folder under the runs root that is not a usable run, and why."""
@@ -532,6 +588,12 @@ class Run:
                 f" continue with `tricl train --resume {path}` or delete the folder"
             )
         read_weights_header(path / WEIGHTS_FILE)
+        aligned = info.get("aligned") is not None  # an aligned copy keeps only the image side
+        if is_image_text(config) and not aligned and not (path / TOKENIZER_FILE).is_file():
+            raise RunError(
+                f"{path} has no {TOKENIZER_FILE}, which its {config.method} text encoder needs;"
+                " restore the run's tokenizer.json or retrain"
+            )
         if (path / STATE_FILE).exists():
             check_state_file(path / STATE_FILE)
         return cls(path, config, info)
@@ -594,31 +656,114 @@ class Run:
         """The epochs the weights hold (from their header, not from the metrics log)."""
         return weights_epoch(self.weights_path)
 
-    def encoder(self, device: str | torch.device = "cpu"):
-        """The trained encoder in eval mode, rebuilt from ``config.json`` and the weights."""
-        from tricl.models import Encoder
+    @property
+    def image_text(self) -> bool:
+        """Whether the run trained on image-caption pairs (clip, triclip)."""
+        return is_image_text(self.config)
 
-        enc = Encoder.from_config(self.config, self.in_channels, aligned_dim=self.aligned_dim)
-        tensors, _ = self.state_dict()
+    def _load_into(self, module, tensors: Mapping[str, torch.Tensor]) -> None:
         try:
-            enc.load_state_dict(tensors, strict=True)
+            module.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
             raise RunError(
                 f"{self.weights_path} does not match config.json ({_first_line(exc)}); the files"
                 " come from different runs: restore the matching pair"
             ) from None
+
+    def _weights(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The weights under ``prefix`` (image-text runs; ``""``: all of them), prefix removed."""
+        tensors, _ = self.state_dict()
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    def encoder_weights(self) -> dict[str, torch.Tensor]:
+        """The image encoder's tensors, as :meth:`encoder` loads them (an image-text run keeps
+        them under ``image.``; an aligned copy of one holds only its image encoder)."""
+        return self._weights("image." if self.image_text and not self.aligned else "")
+
+    def encoder(self, device: str | torch.device = "cpu"):
+        """The trained image encoder in eval mode, rebuilt from ``config.json`` and the weights.
+
+        For an image-text run this is its image encoder, so every image analysis reads it as it
+        reads a two-view run's encoder.
+        """
+        from tricl.models import Encoder
+
+        enc = Encoder.from_config(self.config, self.in_channels, aligned_dim=self.aligned_dim)
+        self._load_into(enc, self.encoder_weights())
         return enc.to(device).eval()
+
+    def _require_image_text(self, what: str) -> None:
+        if not self.image_text:
+            raise RunError(
+                f"{self.path} is a {self.config.method} run, trained on images only, so it has no"
+                f" {what}; train clip or triclip for one"
+            )
+        if self.aligned:
+            raise RunError(
+                f"{self.path} is an aligned copy of {self.parent['name']} holding only its image"
+                f" encoder, so it has no {what}; read it from the parent run"
+            )
+
+    def tokenizer(self):
+        """The run's :class:`~tricl.text.tokenizer.TextTokenizer` (image-text runs).
+
+        Raises:
+            RunError: not an image-text run, or a tokenizer.json that does not match the weights.
+        """
+        self._require_image_text("tokenizer")
+        return load_run_tokenizer(self.path, read_text_config(self.path))
+
+    def text_encoder(self, device: str | torch.device = "cpu"):
+        """The trained :class:`~tricl.text.encoder.TextEncoder` in eval mode (image-text runs),
+        rebuilt from config.json's ``text_encoder`` record and checked against tokenizer.json.
+
+        Raises:
+            RunError: not an image-text run, or weights, config and tokenizer that do not match.
+        """
+        from tricl.text.encoder import TextEncoder
+
+        self._require_image_text("text encoder")
+        text_config = read_text_config(self.path)
+        load_run_tokenizer(self.path, text_config)
+        tensors = self._weights("text.")
+        rows = tensors.get("token_embedding.weight")
+        if rows is not None and rows.shape[0] != text_config.vocab_size:
+            raise RunError(
+                f"{self.path / TOKENIZER_FILE} has {text_config.vocab_size} tokens but"
+                f" {self.weights_path} has {rows.shape[0]} embedding rows; restore the matching"
+                " pair"
+            )
+        enc = TextEncoder.from_config(text_config)
+        self._load_into(enc, tensors)
+        return enc.to(device).eval()
+
+    def logit_scale(self) -> float:
+        """The learned ``exp(logit_scale)`` = 1/T of an image-text run."""
+        self._require_image_text("logit scale")
+        tensors, _ = self.state_dict()
+        return float(tensors["logit_scale"].exp())
 
     def metrics(self) -> list[dict[str, Any]]:
         """The per-epoch rows of ``metrics.jsonl`` up to the epoch the weights hold."""
         return read_metrics(self.path, upto=self.epochs_done)
 
     def load_data(self, **kwargs: Any):
-        """The run's dataset (see :func:`tricl.data.load_dataset`)."""
+        """The run's images, an :class:`~tricl.data.ImageData` (see
+        :func:`tricl.data.load_dataset`); for an image-text run, the images of its captions."""
+        kwargs.setdefault("image_size", self.config.image_size)
+        if self.image_text:
+            return self.load_image_text(image_size=kwargs["image_size"]).images
         from tricl.data import load_dataset
 
-        kwargs.setdefault("image_size", self.config.image_size)
         return load_dataset(self.config.dataset, **kwargs)
+
+    def load_image_text(self, **kwargs: Any):
+        """The images with their captions, :class:`~tricl.text.captions.ImageTextData`."""
+        from tricl.text.captions import load_image_text
+
+        self._require_image_text("captions")
+        kwargs.setdefault("image_size", self.config.image_size)
+        return load_image_text(self.config.dataset, **kwargs)
 
     def summary(self) -> dict[str, Any]:
         """One row for run tables: method, dataset, seed, epochs, final loss."""

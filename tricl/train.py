@@ -4,6 +4,12 @@
 before the run directory is written, then :func:`train_epoch` and :func:`save_epoch` alternate.
 Data order depends only on (seed, epoch) and the RNG state is checkpointed, so a resumed run ends
 with the same weights as an uninterrupted one, bit for bit on a CPU.
+
+What a batch is comes from the method's pair kind (:data:`PAIR_KINDS`, keyed by
+:data:`tricl.methods.PAIRS`): ``views`` (two augmented views -> z1, z2 -> the two-view loss) or
+``caption`` (one augmented view and its caption's token ids -> img_z, txt_z -> the image-text loss
+with the model's learnable ``logit_scale``). A pair kind loads its data, builds its loss and turns
+a batch into loss terms; the loop itself never asks which method it trains.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,8 @@ from torch import Tensor, nn
 from tricl import distributed as dist_utils
 from tricl import runs
 from tricl.config import RunConfig
-from tricl.losses import LossFn, LossTerms, build_loss
+from tricl.losses import LossFn, LossTerms, build_image_text_loss, build_loss
+from tricl.methods import get_method
 from tricl.models import Encoder
 from tricl.runs import Run, default_runs_root
 
@@ -107,14 +115,16 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def param_groups(encoder: Encoder, cfg: RunConfig) -> list[dict[str, Any]]:
+def param_groups(encoder: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
     """Weights (decayed), biases and norms (not decayed), and S's logits with their own lr factor.
 
     S is always handed to the optimizer unless ``s_frozen`` asks for the official code's behaviour.
+    ``encoder`` is an :class:`Encoder` or an image-text model (its ``logit_scale``, a scalar, goes
+    with the biases: not decayed, as in CLIP).
     """
     decay, no_decay = [], []
-    for name, p in encoder.named_parameters():
-        if name == "importance_logits" or not p.requires_grad:
+    for p in encoder.parameters():
+        if p is encoder.importance_logits or not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
@@ -151,7 +161,7 @@ OPTIMIZER_BUILDERS: dict[str, Any] = {
 }
 
 
-def build_optimizer(encoder: Encoder, cfg: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(encoder: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """The optimiser ``cfg.optimizer`` names (see :data:`OPTIMIZER_BUILDERS`), over
     :func:`param_groups`."""
     return OPTIMIZER_BUILDERS[cfg.optimizer](param_groups(encoder, cfg), cfg.lr)
@@ -195,12 +205,14 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _s_stats(encoder: Encoder) -> dict[str, float]:
+def _s_stats(encoder: nn.Module) -> dict[str, float]:
+    scale = getattr(encoder, "logit_scale", None)  # image-text models learn their temperature
+    out = {} if scale is None else {"temperature": math.exp(-scale.item())}
     s = encoder.importance()
     if s is None:
-        return {}
+        return out
     s = s.detach().float()
-    return {
+    return out | {
         "s_min": s.min().item(),
         "s_max": s.max().item(),
         "s_mean": s.mean().item(),
@@ -227,17 +239,128 @@ class Session:
     cfg: RunConfig
     run_dir: Path
     device: torch.device
-    encoder: Encoder
+    encoder: nn.Module  # Encoder, or ImageTextModel for caption methods
     model: nn.Module  # the encoder, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
-    loss_fn: LossFn
+    loss_fn: Callable[..., LossTerms]
     augment: nn.Module
     train_x: Tensor  # uint8 (N, C, H, W) on the training device
     steps_per_epoch: int
     start_epoch: int
     rank: int
     world: int
+    pair: PairKind
+    captions: Tensor | None = None  # caption methods: int64 token ids (N, L) on the device
     bar: Any = None
+
+
+@dataclass
+class TrainData:
+    """What a pair kind's loader gives :func:`setup`.
+
+    Attributes:
+        images: the :class:`tricl.data.ImageData` (train images, classes, augmentation family).
+        context: keyword arguments of the method's ``build_encoders`` (e.g. ``text_config``).
+        files: files the new run directory gets besides config.json (name -> bytes).
+        info: more top-level keys for config.json (e.g. ``text_encoder``).
+        captions: token ids of the training captions, int64. Shape: (N, L); None for views.
+    """
+
+    images: Any
+    context: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    captions: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PairKind:
+    """What a training pair is (:data:`tricl.methods.PAIRS`) and how a batch becomes a loss.
+
+    Attributes:
+        load: ``load(cfg, resume_dir, progress) -> TrainData``; ``resume_dir`` is the run being
+            resumed (its saved tokenizer is reused), else None.
+        build_loss: ``build_loss(cfg)``, the loss built (and validated) once per run.
+        step: ``step(session, idx, amp) -> LossTerms``, the loss of this rank's samples ``idx``
+            (augmentation outside ``amp``, forward and loss inside).
+    """
+
+    load: Callable[[RunConfig, Path | None, bool], TrainData]
+    build_loss: Callable[[RunConfig], Callable[..., LossTerms]]
+    step: Callable[[Session, Tensor, Any], LossTerms]
+
+
+def _load_images(cfg: RunConfig, resume_dir: Path | None, progress: bool) -> TrainData:
+    from tricl.data import load_dataset
+
+    return TrainData(load_dataset(cfg.dataset, image_size=cfg.image_size, progress=progress))
+
+
+def _views_step(s: Session, idx: Tensor, amp) -> LossTerms:
+    """Two augmented views of each image -> z1, z2 -> the method's two-view loss."""
+    xb = s.train_x[idx]
+    x1, x2 = s.augment(xb), s.augment(xb)  # (B_local, C, H, W) float each
+    if s.device.type == "cuda":
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
+    with amp:
+        return step_loss(s.model, x1, x2, s.loss_fn)
+
+
+def _caption_step(s: Session, idx: Tensor, amp) -> LossTerms:
+    """One augmented view of each image and its caption -> img_z, txt_z -> the image-text loss.
+
+    Features of every rank are gathered with their gradients, as for the two views, so each
+    image meets the captions of the whole global batch as negatives.
+    """
+    from tricl.text.tokenizer import trim_padding
+
+    x = s.augment(s.train_x[idx])  # (B_local, C, H, W) float
+    if s.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    ids = trim_padding(s.captions[idx])  # (B_local, L'): the text encoder ignores padding
+    with amp:
+        img_z, txt_z = s.model(x, ids)  # (B_local, k) each
+        img_z = dist_utils.gather_with_grad(img_z)  # (B_global, k)
+        txt_z = dist_utils.gather_with_grad(txt_z)  # (B_global, k)
+        return s.loss_fn(img_z, txt_z, s.encoder.importance(), s.encoder.logit_scale)
+
+
+def _load_captions(cfg: RunConfig, resume_dir: Path | None, progress: bool) -> TrainData:
+    """Images with captions, the run's BPE tokenizer (trained on the training captions, or the
+    saved one on resume) and the text encoder config it fixes."""
+    from tricl.text.captions import load_image_text
+    from tricl.text.encoder import text_encoder_config
+    from tricl.text.tokenizer import TOKENIZER_FILE, train_tokenizer
+
+    data = load_image_text(cfg.dataset, image_size=cfg.image_size)
+    if resume_dir is not None:
+        text_config = runs.read_text_config(resume_dir)
+        tokenizer = runs.load_run_tokenizer(resume_dir, text_config)
+    else:
+        tokenizer = train_tokenizer(
+            data.train_captions, cfg.text_vocab_size, cfg.text_context_length
+        )
+        text_config = text_encoder_config(
+            tokenizer, cfg.proj_dim, width=cfg.text_width, layers=cfg.text_layers,
+            heads=cfg.text_heads, proj_hidden_dim=cfg.proj_hidden_dim,
+        )  # fmt: skip
+    encoded = tokenizer.encode(data.train_captions)
+    if encoded.truncated and progress:
+        print(f"tricl train: {encoded.summary()}; raise --text-context-length to keep them whole")
+    return TrainData(
+        data.images,
+        context={"text_config": text_config},
+        files={TOKENIZER_FILE: tokenizer.tokenizer.to_str().encode()},
+        info={"text_encoder": asdict(text_config)},
+        captions=encoded.ids,
+    )
+
+
+PAIR_KINDS: dict[str, PairKind] = {
+    "views": PairKind(_load_images, build_loss, _views_step),
+    "caption": PairKind(_load_captions, build_image_text_loss, _caption_step),
+}
 
 
 def _target(
@@ -270,10 +393,11 @@ def _checkpoint(run_dir: Path, rank: int) -> runs.ResumePoint:
     return point if rank == 0 else runs.open_for_resume(run_dir)
 
 
-def _load_data(cfg: RunConfig, rank: int, world: int, progress: bool):
+def _load_data(
+    cfg: RunConfig, kind: PairKind, resume_dir: Path | None, progress: bool
+) -> TrainData:
     """Load the data (rank 0 first: it may download) and check the batch against it."""
-    from tricl.data import load_dataset
-
+    rank, world = dist_utils.rank(), dist_utils.world_size()
     if cfg.batch_size % world:
         raise TrainingError(
             f"batch_size {cfg.batch_size} is not divisible by {world} processes;"
@@ -281,12 +405,12 @@ def _load_data(cfg: RunConfig, rank: int, world: int, progress: bool):
         )
     if dist_utils.is_distributed() and rank != 0:
         torch.distributed.barrier()
-    data = load_dataset(cfg.dataset, image_size=cfg.image_size, progress=progress and rank == 0)
+    data = kind.load(cfg, resume_dir, progress and rank == 0)
     if dist_utils.is_distributed() and rank == 0:
         torch.distributed.barrier()
-    if len(data.train_y) // cfg.batch_size == 0:
+    if len(data.images.train_y) // cfg.batch_size == 0:
         raise TrainingError(
-            f"batch_size {cfg.batch_size} is larger than the {len(data.train_y)}"
+            f"batch_size {cfg.batch_size} is larger than the {len(data.images.train_y)}"
             f" training images of {cfg.dataset}; lower --batch-size"
         )
     return data
@@ -310,20 +434,18 @@ def setup(
     dist_utils.init_from_env(device)
     world, rank = dist_utils.world_size(), dist_utils.rank()
     point = _checkpoint(run_dir, rank) if resume is not None else None
-    data = _load_data(cfg, rank, world, progress)
+    kind = PAIR_KINDS[get_method(cfg.method).pair]
+    data = _load_data(cfg, kind, run_dir if point is not None else None, progress)
     if point is None and rank == 0:
-        runs.create_run_dir(run_dir.parent, cfg, dataset_facts(data), name=run_dir.name)
+        facts = dataset_facts(data.images)
+        runs.create_run_dir(
+            run_dir.parent, cfg, facts, name=run_dir.name, info=data.info, files=data.files
+        )
     if dist_utils.is_distributed():
         torch.distributed.barrier()
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    encoder = Encoder.from_config(cfg, data.channels).to(device)
-    if encoder.importance_logits is not None and cfg.s_frozen:
-        encoder.importance_logits.requires_grad_(False)
-    if device.type == "cuda":
-        encoder = encoder.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(encoder, cfg)
-    augment = build_augmentation(data).to(device)
+    encoder, optimizer = _build_model(cfg, data, device)
+    augment = build_augmentation(data.images).to(device)
     # per-rank augmentation streams that a seed fixes; a checkpoint's RNG state replaces it, so a
     # run resumed before its first checkpoint trains exactly like a fresh one
     torch.manual_seed(cfg.seed * 1000 + rank)
@@ -340,14 +462,29 @@ def setup(
         model = nn.parallel.DistributedDataParallel(
             encoder, device_ids=[device.index] if device.type == "cuda" else None
         )
-    steps = len(data.train_y) // cfg.batch_size
+    steps = len(data.images.train_y) // cfg.batch_size
+    captions = data.captions.to(device) if data.captions is not None else None
     session = Session(
-        cfg, run_dir, device, encoder, model, optimizer, build_loss(cfg), augment,
-        data.train_x.to(device), steps, start_epoch, rank, world,
+        cfg, run_dir, device, encoder, model, optimizer, kind.build_loss(cfg), augment,
+        data.images.train_x.to(device), steps, start_epoch, rank, world, kind, captions,
     )  # fmt: skip
     if progress and rank == 0 and start_epoch < cfg.epochs:
         session.bar = _progress_bar(session)
     return session
+
+
+def _build_model(
+    cfg: RunConfig, data: TrainData, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The method's modules (identical initial weights on every rank) and their optimizer."""
+    torch.manual_seed(cfg.seed)
+    encoder = get_method(cfg.method).build_encoders(cfg, data.images.channels, **data.context)
+    encoder = encoder.to(device)
+    if encoder.importance_logits is not None and cfg.s_frozen:
+        encoder.importance_logits.requires_grad_(False)
+    if device.type == "cuda":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder, build_optimizer(encoder, cfg)
 
 
 def _progress_bar(s: Session):
@@ -373,13 +510,7 @@ def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
     local_bs = cfg.batch_size // s.world
     idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
     idx = idx[s.rank * local_bs : (s.rank + 1) * local_bs]  # this rank's share of the batch
-    xb = s.train_x[idx]
-    x1, x2 = s.augment(xb), s.augment(xb)  # (B_local, C, H, W) float each
-    if s.device.type == "cuda":
-        x1 = x1.contiguous(memory_format=torch.channels_last)
-        x2 = x2.contiguous(memory_format=torch.channels_last)
-    with amp:
-        terms = step_loss(s.model, x1, x2, s.loss_fn)
+    terms = s.pair.step(s, idx, amp)
     if not torch.isfinite(terms.total):
         raise TrainingError(
             f"loss became non-finite ({terms.total.item()}) at epoch {epoch + 1} step {i + 1};"

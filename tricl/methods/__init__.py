@@ -6,6 +6,10 @@ learnable importance diagonal S. Every list of methods (``--method`` choices, ch
 arms, the loss tests) is derived from :data:`METHODS`; adding a method is one
 :func:`register_method` call.
 
+``clip`` and ``triclip`` train on image-caption pairs (``pair="caption"``): their encoders are an
+image encoder, a text encoder and CLIP's learnable temperature (:mod:`tricl.text.model`), their
+losses those of :data:`tricl.losses.IMAGE_TEXT_LOSSES`.
+
 A method with S is the tri-factor form of its kernel: :func:`tricl.losses.build_loss` routes its
 similarities through S and adds the decorrelation term. That is data here, not a separate loss.
 
@@ -22,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-PAIRS = ("views",)  # "views": two augmented views of one image
+# "views": two augmented views of one image; "caption": one augmented view and its caption
+PAIRS = ("views", "caption")
 
 
 class MethodError(ValueError):
@@ -41,6 +46,26 @@ def build_image_encoder(cfg: Any, in_channels: int) -> nn.Module:
     return Encoder.from_config(cfg, in_channels)
 
 
+def build_image_text_model(cfg: Any, in_channels: int, text_config: Any = None) -> nn.Module:
+    """The :class:`tricl.text.model.ImageTextModel` of ``cfg``: image encoder, text encoder and
+    the learnable logit scale.
+
+    Args:
+        cfg: a :class:`tricl.config.RunConfig`.
+        in_channels: image channels of the dataset.
+        text_config: the :class:`tricl.text.encoder.TextEncoderConfig` (its vocab and context
+            length come from the run's tokenizer, so the caller must give it).
+    """
+    from tricl.text.model import ImageTextModel
+
+    if text_config is None:
+        raise ValueError(
+            f"method {cfg.method!r} needs text_config (from the run's tokenizer) to build its"
+            " text encoder; pass text_config=text_encoder_config(tokenizer, cfg.proj_dim)"
+        )
+    return ImageTextModel.from_config(cfg, in_channels, text_config)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One registered method.
@@ -50,13 +75,15 @@ class MethodSpec:
         label: how charts and tables name it.
         color: its colour on every chart (hex).
         description: one line for help texts and the dashboard.
-        loss: its contrastive kernel, a key of :data:`tricl.losses.KERNELS` (``"nt_xent"`` or
-            ``"spectral"``).
+        loss: its contrastive kernel: for ``pair="views"`` a key of :data:`tricl.losses.KERNELS`
+            (``"nt_xent"`` or ``"spectral"``), for ``pair="caption"`` a key of
+            :data:`tricl.losses.IMAGE_TEXT_LOSSES` (``"clip"`` or ``"triclip"``).
         has_s: whether it learns the importance diagonal S (tri-factor methods: the kernel's
             similarities go through S and the decorrelation term is added); its features are then
             ordered by S, else by variance.
         pair: what a training pair is (see :data:`PAIRS`).
-        encoders: ``encoders(cfg, in_channels)`` builds the modules it trains.
+        encoders: ``encoders(cfg, in_channels, **context)`` builds the modules it trains (caption
+            methods take ``text_config``).
     """
 
     name: str
@@ -66,7 +93,7 @@ class MethodSpec:
     loss: str
     has_s: bool
     pair: str = "views"
-    encoders: Callable[[Any, int], nn.Module] = build_image_encoder
+    encoders: Callable[..., nn.Module] = build_image_encoder
 
     def __post_init__(self) -> None:
         if self.pair not in PAIRS:
@@ -74,9 +101,10 @@ class MethodSpec:
         if not self.loss:
             raise ValueError(f"method {self.name!r} names no loss kernel; set loss='nt_xent'")
 
-    def build_encoders(self, cfg: Any, in_channels: int) -> nn.Module:
-        """The modules this method trains for ``cfg`` (a RunConfig), on ``in_channels`` images."""
-        return self.encoders(cfg, in_channels)
+    def build_encoders(self, cfg: Any, in_channels: int, **context: Any) -> nn.Module:
+        """The modules this method trains for ``cfg`` (a RunConfig), on ``in_channels`` images;
+        ``context`` holds what the pair kind adds (``text_config`` for caption methods)."""
+        return self.encoders(cfg, in_channels, **context)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -101,6 +129,11 @@ def get_method(name: str) -> MethodSpec:
     if spec is None:
         raise MethodError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     return spec
+
+
+def methods_with_pair(pair: str) -> list[str]:
+    """The registered methods whose training pair is ``pair`` (a key of :data:`PAIRS`), in order."""
+    return [name for name, spec in METHODS.items() if spec.pair == pair]
 
 
 def method_label(name: str) -> str:
@@ -153,5 +186,29 @@ register_method(
         "tri-SCL: spectral loss through S + decorrelation",
         loss="spectral",
         has_s=True,
+    )
+)
+register_method(
+    MethodSpec(
+        "clip",
+        "CLIP",
+        "#F2A900",
+        "CLIP image-caption InfoNCE, learnable temperature (Radford et al. 2021)",
+        loss="clip",
+        has_s=False,
+        pair="caption",
+        encoders=build_image_text_model,
+    )
+)
+register_method(
+    MethodSpec(
+        "triclip",
+        "triCLIP",
+        "#9D755D",
+        "tri-CLIP: image-caption similarities through S + decorrelation",
+        loss="triclip",
+        has_s=True,
+        pair="caption",
+        encoders=build_image_text_model,
     )
 )

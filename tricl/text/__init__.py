@@ -7,5 +7,9 @@
 - :mod:`tricl.text.encoder`: a small Transformer text encoder with a projector to k features,
   rebuilt from its config dict.
 
-The losses (``clip``, ``triclip``) are in :mod:`tricl.losses`.
+- :mod:`tricl.text.model`: the image-text model the ``clip`` and ``triclip`` methods train (image
+  encoder, text encoder, learnable logit scale), saved in one model.safetensors.
+
+The losses (``clip``, ``triclip``) are in :mod:`tricl.losses`; the training loop's ``caption`` pair
+kind (:mod:`tricl.train`) trains them.
 """

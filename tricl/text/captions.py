@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tricl.catalog import CAPTION_DATASET_INFO
 from tricl.data import (
     SHUFFLE_SEED,
     DatasetError,
@@ -411,16 +412,11 @@ def _load_csv(spec: str, arg: str | None, image_size: int, options: dict) -> Ima
     return load_caption_csv(spec, Path(str(arg)).expanduser(), image_size, **options)
 
 
+_CAPTION_LOADERS = {"mnist5k-captions": _load_mnist5k_captions, "captions": _load_csv}
+# each name's meaning (description, takes a path) is declared once, in tricl.catalog
 CAPTION_DATASETS: dict[str, CaptionSource] = {
-    "mnist5k-captions": CaptionSource(
-        _load_mnist5k_captions,
-        "mnist5k with generated captions (digit + thickness, slant, size terciles)",
-    ),
-    "captions": CaptionSource(
-        _load_csv,
-        "captions:PATH.csv, open_clip CSV (tab-separated, filepath + title columns)",
-        takes_path=True,
-    ),
+    name: CaptionSource(_CAPTION_LOADERS[name], info.description, info.takes_path)
+    for name, info in CAPTION_DATASET_INFO.items()
 }
 
 
