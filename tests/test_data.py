@@ -533,3 +533,24 @@ def test_augmentation_rejects_float_input():
     data = _natural_data(3, 8)
     with pytest.raises(DatasetError, match="uint8"):
         build_augmentation(data)(data.train_x.float())
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_no_progress_silences_the_download_bar_of_torchvision_datasets(tmp_path, capsys, progress):
+    from tqdm import tqdm
+
+    from tricl.data import DatasetError, LoadRequest, _load_torchvision
+
+    class Downloading:  # draws a download bar like torchvision's, then fails to connect
+        base_folder = "fake"
+        required_files = ("data.bin",)
+
+        def __init__(self, root, train, download):
+            for _ in tqdm(range(3), desc="Downloading"):
+                pass
+            raise OSError("no network")
+
+    request = LoadRequest("fake", None, tmp_path, 0, True, "natural", progress=progress)
+    with pytest.raises(DatasetError, match="download failed"):
+        _load_torchvision(request, name="fake", cls=Downloading, stats=((0.5,), (0.5,)))
+    assert ("Downloading" in capsys.readouterr().err) == progress

@@ -21,11 +21,12 @@ CRC-32 of its folder name for folders) permutes that class's images and the firs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -420,6 +421,20 @@ _DOWNLOAD_ERRORS = (OSError, RuntimeError, tarfile.TarError, EOFError)
 _READ_ERRORS = (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, KeyError)
 
 
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Silence what a library prints (progress bars included) while ``enabled``."""
+    if not enabled:
+        yield
+        return
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        yield
+
+
 def _load_torchvision(
     request: LoadRequest,
     *,
@@ -441,7 +456,8 @@ def _load_torchvision(
                 " download)"
             )
         try:
-            cls(str(request.root), train=True, download=True)
+            with _quiet(not request.progress):  # torchvision draws its own download bar
+                cls(str(request.root), train=True, download=True)
         except _DOWNLOAD_ERRORS as exc:
             raise DatasetError(
                 f"{name}: files not found in {where} and the download failed"
