@@ -25,14 +25,13 @@ RECIPE_FIELDS = (
 
 
 def aligned(run: Run) -> bool:
-    """Whether ``tricl align`` derived the run (``Run.aligned``; runs of older code have none)."""
-    return bool(getattr(run, "aligned", False))
+    """Whether ``tricl align`` derived the run."""
+    return run.aligned
 
 
 def parent_name(run: Run) -> str:
     """The name of the run an aligned run was derived from ('' if none recorded)."""
-    parent = getattr(run, "parent", None)
-    return str(parent.get("name", "")) if isinstance(parent, dict) else ""
+    return str(run.parent.get("name", "")) if run.parent else ""
 
 
 def run_label(run: Run) -> str:
