@@ -149,6 +149,21 @@ def test_runs_page_table_and_charts(runs_root, runs, monkeypatch):
     assert len(_charts(at)) == 2  # training curves and importance spectrum
 
 
+def test_runs_page_labels_an_aligned_run_with_its_parent(runs_root, runs, tmp_path, monkeypatch):
+    import shutil
+
+    from tricl.align import align
+
+    root = tmp_path / "runs"
+    parent = runs["tricl_digits_small_cnn_k16_seed0"]
+    shutil.copytree(parent.path, root / parent.name)
+    (child,) = align([root / parent.name], runs_root=root)
+    at = open_page(app_at(root, monkeypatch), "runs.py")
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc[child.name, "aligned from"] == parent.name
+    assert table.loc[parent.name, "aligned from"] == ""
+
+
 def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, monkeypatch):
     name = "tricl_digits_small_cnn_k16_seed0"
     at = open_page(app_at(runs_root, monkeypatch, run=name), "features.py")
