@@ -538,19 +538,9 @@ register_stage(
     ),
 )
 
-DOWNSTREAM_COLUMNS = [
-    "order",
-    "selection",
-    "k",
-    "linear_acc",
-    "retrieval_map",
-    "linear_acc_std",
-    "retrieval_map_std",
-]
-
 
 def _load_downstream(table: pd.DataFrame, meta: dict[str, Any], job: _Job) -> pd.DataFrame:
-    need_columns(table, DOWNSTREAM_COLUMNS)
+    need_columns(table, ds.CURVE_COLUMNS)
     if not {"linear_acc", "knn_acc"} <= set(meta["full"]):
         raise ValueError("the downstream meta lacks the full-feature accuracies")
     return table
