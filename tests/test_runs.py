@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tricl.config import RunConfig
+from tricl.foreign import import_checkpoint
 from tricl.models import Encoder
 from tricl.runs import (
     STATE_FILE,
@@ -16,7 +17,6 @@ from tricl.runs import (
     Run,
     RunError,
     atomic_write_bytes,
-    import_checkpoint,
     list_runs,
     load_state_file,
 )

@@ -310,7 +310,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from tricl.runs import import_checkpoint
+    from tricl.foreign import import_checkpoint
 
     run = import_checkpoint(
         args.checkpoint,

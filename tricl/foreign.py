@@ -1,0 +1,205 @@
+"""Importing checkpoints of the official triCL code or solo-learn (``tricl import``).
+
+A foreign checkpoint is loaded with ``weights_only=True``: the globals it names (hyper-parameter
+containers, or anything malicious) are bound to inert stand-ins, so loading never runs code. Its
+tensors become a run directory made by :func:`tricl.runs.create_run_dir`, the one writer of the
+run format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tricl.runs import (
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_FORMAT,
+    Run,
+    RunConfig,
+    RunError,
+    _first_line,
+    create_run_dir,
+    default_runs_root,
+    ensure_new_run,
+    weights_to_bytes,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+class _Inert:
+    """Stand-in for any class or function a foreign checkpoint names (argparse, omegaconf, ...).
+
+    It records what the pickle passes and runs nothing, so loading cannot execute code.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("_items", {})[key] = value
+
+
+def load_foreign_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a Lightning / solo-learn checkpoint with ``weights_only=True``.
+
+    Globals outside torch's allowlist (hyper-parameter containers, or anything malicious) are bound
+    to :class:`_Inert` stand-ins, so their code never runs; only tensors are used afterwards.
+    """
+    import torch
+    from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
+
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} does not exist; check the path")
+    names: list[str] = []
+    try:
+        names = get_unsafe_globals_in_checkpoint(str(path))
+        stand_ins = [(type(n.rsplit(".", 1)[-1], (_Inert,), {}), n) for n in names]
+        with safe_globals(stand_ins):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "blocked" in str(exc):
+            raise RunError(
+                f"{path} was refused: it references {', '.join(names)}, which could execute"
+                " code, and tricl never runs code from a checkpoint; re-export it with torch.save"
+            ) from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise RunError(
+            f"{path} is not a readable PyTorch checkpoint ({first}); pass a solo-learn / triCL"
+            " .ckpt file saved by torch.save"
+        ) from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        return ckpt
+    if isinstance(ckpt, dict) and any(str(k).startswith("backbone.") for k in ckpt):
+        return {"state_dict": ckpt}
+    raise RunError(
+        f"{path} holds no state_dict with backbone.* weights; export the Lightning"
+        " checkpoint of a solo-learn / triCL pretraining run"
+    )
+
+
+def _hyper(ckpt: dict[str, Any], key: str) -> Any:
+    """A value from the checkpoint's hyper-parameters when they are plain dicts, else None."""
+    hp = ckpt.get("hyper_parameters")
+    if isinstance(hp, dict):
+        if key in hp and isinstance(hp[key], int | float):
+            return hp[key]
+        mk = hp.get("method_kwargs")
+        if isinstance(mk, dict) and isinstance(mk.get(key), int | float):
+            return mk[key]
+    return None
+
+
+def _split_foreign(path: Path, sd: dict[str, torch.Tensor]) -> tuple[dict, dict, str]:
+    """The backbone's and the projector's tensors of a foreign state dict, and the backbone name."""
+    backbone_sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    proj_sd = {k: v for k, v in sd.items() if k.startswith("projector.")}
+    conv1 = backbone_sd.get("conv1.weight")
+    if conv1 is None or not proj_sd:
+        raise RunError(
+            f"{path} lacks backbone.conv1.weight or projector.* weights; only ResNet"
+            " checkpoints of solo-learn / triCL with a projector can be imported"
+        )
+    deep = any(k.startswith("layer1.0.conv3") for k in backbone_sd)
+    cifar_stem = conv1.shape[-1] == 3
+    if deep and cifar_stem:
+        raise RunError(
+            f"{path} is a ResNet-50 with a CIFAR stem, which tricl has no backbone for;"
+            " use a ResNet-18 CIFAR or an ImageNet-stem checkpoint"
+        )
+    backbone = "resnet50" if deep else ("resnet18_cifar" if cifar_stem else "resnet18")
+    return backbone_sd, proj_sd, backbone
+
+
+def _foreign_encoder(path: Path, cfg: RunConfig, sd: dict[str, torch.Tensor]):
+    """Our Encoder holding a foreign checkpoint's backbone, projector and S (strictly loaded)."""
+    from tricl.models import Encoder
+
+    backbone_sd, proj_sd, _ = _split_foreign(path, sd)
+    linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
+    enc = Encoder.from_config(cfg, in_channels=int(backbone_sd["conv1.weight"].shape[1]))
+    state = {f"backbone.{k}": v for k, v in backbone_sd.items() if not k.startswith("fc.")}
+    if cfg.proj_batchnorm:  # solo-learn: Linear, BN, ReLU, Linear -> our indices match
+        state.update(proj_sd)
+    else:  # Linear, ReLU, Linear
+        state.update(
+            {
+                f"projector.{i}.{k.split('.', 2)[2]}": v
+                for i, key in ((0, linears[0]), (2, linears[-1]))
+                for k, v in proj_sd.items()
+                if k.startswith(key.rsplit(".", 1)[0] + ".")
+            }
+        )
+    if enc.importance_logits is not None:
+        if "scale_param" not in sd:
+            raise RunError(
+                f"--method {cfg.method} needs S, but {path} has no scale_param; use"
+                " --method simclr or spectral"
+            )
+        state["importance_logits"] = sd["scale_param"]
+    try:
+        enc.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RunError(
+            f"{path} does not fit a {cfg.backbone} encoder ({_first_line(exc)}); it is not a"
+            " supported layout"
+        ) from None
+    return enc
+
+
+def import_checkpoint(
+    path: str | Path,
+    *,
+    runs_root: str | Path | None = None,
+    dataset: str = "cifar10",
+    method: str | None = None,
+    name: str = "",
+) -> Run:
+    """Turn a solo-learn / official triCL checkpoint into a run directory.
+
+    Backbone (ResNet-18/50, CIFAR stem or not), projector widths (with or without batch norm) and
+    input channels are read from the tensor shapes; ``scale_param`` becomes S's logits. The run
+    records the official code's behaviour: S on the first view's rows, S frozen.
+    """
+    path = Path(path)
+    root = Path(runs_root) if runs_root is not None else default_runs_root()
+    ensure_new_run(root / (name or path.stem), "pass --name to import under another name")
+    ckpt = load_foreign_checkpoint(path)
+    import torch
+
+    sd = {str(k): v for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+    backbone_sd, proj_sd, backbone = _split_foreign(path, sd)
+    linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
+    epoch = ckpt.get("epoch")
+    cfg = RunConfig(
+        method=method or ("tricl" if "scale_param" in sd else "simclr"),
+        dataset=dataset,
+        backbone=backbone,
+        proj_hidden_dim=int(proj_sd[linears[0]].shape[0]),
+        proj_dim=int(proj_sd[linears[-1]].shape[0]),
+        proj_batchnorm=any(k.endswith("running_mean") for k in proj_sd),
+        epochs=epoch + 1 if isinstance(epoch, int) and epoch >= 0 else 1,
+        temperature=float(_hyper(ckpt, "temperature") or 0.2),
+        tau=float(_hyper(ckpt, "tau") or 1.0),
+        s_placement="first_view",
+        s_frozen=True,
+        name=name or path.stem,
+        extra={"imported_from": str(path)},
+    )
+    enc = _foreign_encoder(path, cfg, sd)
+    meta = {"epoch": str(cfg.epochs), "format": WEIGHTS_FORMAT, "imported": "1"}
+    in_channels = int(backbone_sd["conv1.weight"].shape[1])
+    run_dir = create_run_dir(
+        root,
+        cfg,
+        {"in_channels": in_channels, "image_size": 0, "classes": []},
+        name=cfg.name,
+        info={"imported_from": str(path)},
+        files={WEIGHTS_FILE: weights_to_bytes(enc.state_dict(), meta), METRICS_FILE: b""},
+    )
+    return Run.load(run_dir)
