@@ -116,7 +116,7 @@ def order_caption(analysis: Any, order: str) -> str:
     """One sentence naming the importance order the page uses, and why if it is a fallback."""
     what = ORDER_LABELS.get(order, order)
     note = ""
-    if order != "S" and "S" not in analysis.importance.orders:
+    if analysis.basis == "trained" and order != "S" and "S" not in analysis.importance.orders:
         note = " (this run has no learned S, so the dashboard orders its features by variance)"
     return f"Features ordered by **{order}**: {what}{note}."
 

@@ -164,6 +164,18 @@ def test_runs_page_labels_an_aligned_run_with_its_parent(runs_root, runs, tmp_pa
     assert table.loc[parent.name, "aligned from"] == ""
 
 
+def test_order_caption_names_the_variance_fallback_only_in_the_trained_basis(runs):
+    from tricl.analysis import load_analysis
+
+    draw = app_module("draw")
+    simclr = runs["simclr_digits_small_cnn_k16_seed0"]
+    trained = load_analysis(simclr)
+    spectral = load_analysis(simclr, basis="spectral")
+    assert "no learned S" in draw.order_caption(trained, trained.importance.default)
+    caption = draw.order_caption(spectral, spectral.importance.default)
+    assert "eigenvalue" in caption and "no learned S" not in caption
+
+
 def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, monkeypatch):
     name = "tricl_digits_small_cnn_k16_seed0"
     at = open_page(app_at(runs_root, monkeypatch, run=name), "features.py")
