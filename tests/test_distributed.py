@@ -3,10 +3,10 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from gloo_pair import run_two_ranks
 
 from tricl.config import RunConfig
 from tricl.losses import LOSSES, build_loss
@@ -53,22 +53,7 @@ def test_two_process_gloo_equals_one_process(tmp_path, method):
     cfg, enc, x1, x2 = _setup(method)
     ref = step_loss(enc, x1, x2, build_loss(cfg))
     ref.total.backward()
-    out = tmp_path / "rank0.pt"
-    # two fresh interpreters (not multiprocessing.spawn, which re-imports the parent's __main__)
-    # the workers import this module's _setup, found through PYTHONPATH
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(rank), str(tmp_path / "init"), method, str(out)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), errs
-    got = torch.load(out, weights_only=True)
+    got = run_two_ranks(WORKER, tmp_path, method)
     torch.testing.assert_close(got["loss"], ref.total.detach(), rtol=1e-5, atol=1e-6)
     ref_grads = {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}
     assert set(got["grads"]) == set(ref_grads)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from gloo_pair import run_two_ranks
 from PIL import Image
 
 from tricl.cli import main
@@ -238,23 +236,7 @@ def test_two_process_gloo_triclip_equals_one_process(tmp_path) -> None:
     model, x, ids, loss_fn = ddp_setup()
     ref = ddp_loss(model, model, x, ids, loss_fn)
     ref.total.backward()
-    out = tmp_path / "rank0.pt"
-    # the workers import this module (tests/) and this checkout's tricl (the repository root)
-    here = Path(__file__).resolve().parent
-    path = os.pathsep.join([str(here), str(here.parent)])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(rank), str(tmp_path / "init"), str(out)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), errs
-    got = torch.load(out, weights_only=True)
+    got = run_two_ranks(WORKER, tmp_path)
     torch.testing.assert_close(got["loss"], ref.total.detach(), rtol=1e-5, atol=1e-6)
     ref_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert set(got["grads"]) == set(ref_grads)
