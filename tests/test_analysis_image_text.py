@@ -313,6 +313,29 @@ def test_cache_reads_and_a_torn_file_is_recomputed(runs, analyses):
     np.testing.assert_array_equal(f.text_z, analyses["triclip"].features.text_z)
 
 
+@pytest.mark.parametrize("stage", list(TEXT_STAGES))
+def test_every_damaged_file_reads_as_missing_and_only_it_is_recomputed(runs, analyses, stage):
+    run = runs["triclip"]
+    analyze_text(run, progress=False)
+    path = analysis_dir(run.path, "test") / TEXT_FOLDER / TEXT_STAGES[stage].file
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # torn
+    assert load_text_analysis(run) is None
+    again = analyze_text(run, progress=False)
+    assert again.recomputed == (stage,)
+    assert again.zero_shot == analyses["triclip"].zero_shot
+    np.testing.assert_array_equal(
+        again.top_captions.indices, analyses["triclip"].top_captions.indices
+    )
+
+
+def test_prompts_per_dataset():
+    assert class_prompts("mnist5k-captions", ["3"])[0][:2] == ["a handwritten 3", "the number 3"]
+    assert "the number three" in class_prompts("mnist5k-captions", ["3"])[0]
+    assert class_prompts("captions", ["cat"]) == [["a photo of a cat", "cat"]]
+    with pytest.raises(ValueError, match="no zero-shot prompts"):
+        class_prompts("folder", ["cat"])
+
+
 def test_loading_never_computes_and_never_imports_torch(root, labelled_csv):
     run = train(
         tiny(labelled_csv, "clip", name="clip-load"), runs_root=root / "load", progress=False
