@@ -314,11 +314,12 @@ def _compare_image_text(args: argparse.Namespace, progress: bool):
 
     Mixed runs keep today's image comparison: the text side needs a text encoder in every run.
     """
-    from tricl.analysis.image_text_compare import compare_image_text, is_image_text_run
+    from tricl.analysis.image_text import has_text
+    from tricl.analysis.image_text_compare import compare_image_text
     from tricl.analysis.pipeline import load_run
 
     runs = [load_run(r) for r in args.runs]
-    image_only = [r.name for r in runs if not is_image_text_run(r)]
+    image_only = [r.name for r in runs if not has_text(r)]
     if image_only and len(image_only) < len(runs):
         print(
             f"note: text features not compared ({', '.join(image_only)} without a text"

@@ -40,13 +40,14 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tricl.analysis.comparison import _default_out_root, _load_runs
 from tricl.analysis.identifiability import corr_matrix
+from tricl.analysis.image_text import TextFeatures, has_text, load_text_features, text_features
 from tricl.analysis.metrics import METRICS, metric_columns, score_pair
 from tricl.analysis.pair_basis import RIDGE, PairBasis, load_pair_basis, pair_basis
 from tricl.analysis.stages import (
@@ -62,9 +63,6 @@ from tricl.analysis.stages import (
 )
 from tricl.analysis.store import AnalysisError, normalise_meta, to_json
 from tricl.runs import Run
-
-if TYPE_CHECKING:
-    from tricl.analysis.image_text import TextFeatures
 
 SIDES = ("image", "text")
 IMAGE_TEXT_BASES = ("trained", "spectral")
@@ -207,11 +205,6 @@ register_stage(
 IMAGE_TEXT_COMPARISON = ("it_corr", "it_pairs")
 
 
-def is_image_text_run(run: Run) -> bool:
-    """Whether the run has a text encoder to compare (clip / triclip, not an aligned copy)."""
-    return run.image_text and not run.aligned
-
-
 def config_group(run: Run) -> str:
     """The run's configuration without seed, name, device and extras, as JSON text."""
     cfg = run.config.to_dict()
@@ -221,7 +214,7 @@ def config_group(run: Run) -> str:
 
 
 def _check_runs(loaded: list[Run]) -> None:
-    image_only = [r.name for r in loaded if not is_image_text_run(r)]
+    image_only = [r.name for r in loaded if not has_text(r)]
     if image_only:
         raise AnalysisError(
             f"{', '.join(image_only)} {'has' if len(image_only) == 1 else 'have'} no text encoder,"
@@ -251,8 +244,6 @@ def _features(
     runs: list[Run], req: _Request, compute: bool, progress: bool
 ) -> tuple[list[TextFeatures], list[PairBasis] | None] | None:
     """Each run's text features (and pair basis); None where one is missing and not computed."""
-    from tricl.analysis.image_text import load_text_features, text_features
-
     feats, bases = [], []
     for r in runs:
         f = load_text_features(r, req.split)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tricl.analysis.image_text import has_text, text_features
 from tricl.analysis.spectral import unresolved_groups
 from tricl.analysis.stages import (
     Output,
@@ -239,9 +240,6 @@ def _load_pair_basis(arrays: dict[str, np.ndarray], meta: dict, job: _PairJob) -
 
 
 def _compute_pair_basis(job: _PairJob, inputs: dict[str, Any]) -> Output:
-    # imported here: computing needs the encoders (torch), reading a stored basis does not
-    from tricl.analysis.image_text import text_features
-
     # any evaluation split's text features carry the same train pairs: reuse the caller's
     feats = text_features(job.run, job.split, progress=job.progress)
     basis = estimate_pair_basis(feats.train_image_z, feats.train_text_z, ridge=job.ridge)
@@ -279,7 +277,7 @@ def _target(
             run = Run.load(Path(run))
         except RunError as exc:
             raise AnalysisError(str(exc)) from None
-    if not run.image_text or run.aligned:
+    if not has_text(run):
         raise AnalysisError(
             f"{run.name} is not an image-text run ({run.config.method}); the pair basis needs a"
             " clip or triclip run (image-only runs have the spectral basis: tricl analyze --basis"
