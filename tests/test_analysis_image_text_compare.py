@@ -15,6 +15,7 @@ from scipy.optimize import linear_sum_assignment
 from test_image_text_train import tiny, write_caption_csv
 
 from tricl.align import align
+from tricl.analysis.comparison import compare
 from tricl.analysis.image_text import load_text_features
 from tricl.analysis.image_text_compare import (
     IMAGE_TEXT_BASES,
@@ -214,6 +215,12 @@ def test_trained_scores_match_numpy(runs, comparisons):
             assert row[name] == pytest.approx(expected, abs=1e-6), (row.side, name)
         c = np.nan_to_num(np.corrcoef(a.T, b.T)[: a.shape[1], a.shape[1] :])
         np.testing.assert_allclose(comp.corr[(row.side, i, j)], c, atol=1e-6)
+    # the image side is what the image comparison (tricl compare) scores on the same runs
+    image = compare(_all(runs)[:2], spectral=False, progress=False).pairs.iloc[0]
+    ours = comp.pairs[comp.pairs.side == "image"].iloc[0]
+    assert (ours.run_a, ours.run_b) == (image.run_a, image.run_b)
+    for name in METRICS:
+        assert ours[name] == pytest.approx(image[name], abs=1e-6), name
 
 
 def test_spectral_scores_are_those_of_the_pair_basis_variates(runs, comparisons):

@@ -47,7 +47,13 @@ import pandas as pd
 
 from tricl.analysis.comparison import _default_out_root, _load_runs
 from tricl.analysis.identifiability import corr_matrix
-from tricl.analysis.image_text import TextFeatures, has_text, load_text_features, text_features
+from tricl.analysis.image_text import (
+    TEXT_STAGES,
+    TextFeatures,
+    has_text,
+    load_text_features,
+    text_features,
+)
 from tricl.analysis.metrics import METRICS, metric_columns, score_pair
 from tricl.analysis.pair_basis import RIDGE, PairBasis, load_pair_basis, pair_basis
 from tricl.analysis.stages import (
@@ -217,8 +223,8 @@ def _check_runs(loaded: list[Run]) -> None:
     image_only = [r.name for r in loaded if not has_text(r)]
     if image_only:
         raise AnalysisError(
-            f"{', '.join(image_only)} {'has' if len(image_only) == 1 else 'have'} no text encoder,"
-            " so their text features cannot be compared; pass only clip / triclip runs"
+            f"no text encoder in {', '.join(image_only)} (image-only or aligned), so the text"
+            " features cannot be compared; pass only clip / triclip runs"
         )
 
 
@@ -278,7 +284,8 @@ def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
     job = _Job(loaded, feats, bases)
     names, hashes = [r.name for r in loaded], [r.weights_hash for r in loaded]
     key: dict[str, Any] = {"runs": names, "weights_hashes": hashes, "split": req.split}
-    key["basis"] = req.basis
+    # a new version of the text features (their normalisation, say) recomputes the comparison
+    key |= {"basis": req.basis, "text_features": TEXT_STAGES["text_features"].version}
     if bases is None:
         key["orders"] = [o.tolist() for o in job.orders()]
     else:  # a re-estimated pair basis (other ridge, other weights) recomputes the comparison
