@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ from tricl.analysis.image_text import (
     top_captions,
     zero_shot_predictions,
 )
-from tricl.analysis.store import analysis_dir
+from tricl.analysis.store import analysis_dir, load_npz, save_npz
 from tricl.cli import main
 from tricl.config import RunConfig
 from tricl.losses import S_PLACEMENTS, build_image_text_loss
@@ -311,6 +312,51 @@ def test_cache_reads_and_a_torn_file_is_recomputed(runs, analyses):
     # text_features alone
     f = text_features(run, progress=False)
     np.testing.assert_array_equal(f.text_z, analyses["triclip"].features.text_z)
+
+
+@pytest.mark.parametrize("stage", list(TEXT_STAGES))
+def test_every_damaged_file_reads_as_missing_and_only_it_is_recomputed(runs, analyses, stage):
+    run = runs["triclip"]
+    analyze_text(run, progress=False)
+    path = analysis_dir(run.path, "test") / TEXT_FOLDER / TEXT_STAGES[stage].file
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # torn
+    assert load_text_analysis(run) is None
+    again = analyze_text(run, progress=False)
+    assert again.recomputed == (stage,)
+    assert again.zero_shot == analyses["triclip"].zero_shot
+    np.testing.assert_array_equal(
+        again.top_captions.indices, analyses["triclip"].top_captions.indices
+    )
+
+
+def test_other_images_than_the_trained_analysis_are_encoded_again(runs, tmp_path):
+    copy = Run.load(shutil.copytree(runs["clip"].path, tmp_path / "copy"))
+    trained = analyze(copy, progress=False)
+    features = analysis_dir(copy.path, "test") / "features.npz"
+    arrays, meta = load_npz(features)
+    save_npz(features, arrays, {**meta, "images_hash": "other images"})
+    assert load_analysis(copy) is not None
+    f = analyze_text(copy, progress=False, force=True).features
+    stored, _ = load_npz(analysis_dir(copy.path, "test") / TEXT_FOLDER / "text_features.npz")
+    assert {"image_z", "train_image_z"} <= set(stored)
+    np.testing.assert_allclose(f.image_z, trained.features.z, atol=2e-3)
+    assert f.images_hash == trained.features.images_hash  # the captions' images, re-hashed
+
+
+def test_the_train_split(runs):
+    a = analyze_text(runs["triclip"], "train", progress=False)
+    f = a.features
+    assert len(f.captions) == len(runs["triclip"].load_image_text().train_captions)
+    np.testing.assert_array_equal(f.text_z, f.train_text_z)
+    assert 0 <= a.zero_shot["zero_shot_acc"] <= 1
+
+
+def test_prompts_per_dataset():
+    assert class_prompts("mnist5k-captions", ["3"])[0][:2] == ["a handwritten 3", "the number 3"]
+    assert "the number three" in class_prompts("mnist5k-captions", ["3"])[0]
+    assert class_prompts("captions", ["cat"]) == [["a photo of a cat", "cat"]]
+    with pytest.raises(ValueError, match="no zero-shot prompts"):
+        class_prompts("folder", ["cat"])
 
 
 def test_loading_never_computes_and_never_imports_torch(root, labelled_csv):

@@ -755,9 +755,10 @@ def _require_text(run: Run) -> None:
             " needs a clip or triclip run"
         )
     if run.aligned:
+        parent = (run.parent or {}).get("name", "run")
         raise AnalysisError(
             f"{run.name} is an aligned copy holding only an image encoder; analyse the text of"
-            f" its parent {run.parent['name'] if run.parent else ''}".rstrip()
+            f" its parent ({parent}) instead"
         )
 
 
