@@ -192,7 +192,7 @@ def test_both_bases_score_every_pair_on_both_sides(runs, runs_root, comparisons)
         assert len(comp.pairs) == 2 * 6 and set(comp.pairs["side"]) == set(SIDES)
         assert comp.pairs[list(METRICS)].stack().between(0, 1 + 1e-6).all()
         assert comp.methods == ["clip", "clip", "triclip", "triclip"]
-        assert comp.groups[0] == comp.groups[1] != comp.groups[2] == comp.groups[3]
+        assert comp.configs[0] == comp.configs[1] != comp.configs[2] == comp.configs[3]
         for side in SIDES:
             c = comp.abs_corr(side, 1, 0)
             assert c.shape == (len(comp.orders[1]), len(comp.orders[0]))
@@ -201,6 +201,8 @@ def test_both_bases_score_every_pair_on_both_sides(runs, runs_root, comparisons)
     basis = load_pair_basis(runs["clip0"])
     assert basis is not None and (runs["clip0"].path / "analysis" / PAIR_BASIS_FILE).is_file()
     np.testing.assert_array_equal(comparisons["spectral"].orders[0], np.arange(basis.rank))
+    assert comparisons["spectral"].unresolved[0] == basis.groups
+    assert comparisons["trained"].unresolved == [[], [], [], []]
 
 
 def test_trained_scores_match_numpy(runs, comparisons):
