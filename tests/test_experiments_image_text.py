@@ -1,4 +1,4 @@
-"""The image-text section of the study, on the shipped clip / triclip runs (read, never retrained)."""
+"""The image-text section of the study, on the shipped clip and triclip runs (never retrained)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from tricl.analysis.image_text import load_text_analysis
 from tricl.experiments.image_text import (
     ACCURACY_KEYS,
     image_text_markdown,
+    main,
+    replace_section,
     run_image_text_study,
 )
 from tricl.runs import SHIPPED_RUNS_ROOT, Run, list_runs
@@ -51,3 +53,21 @@ def test_the_section_reuses_the_shipped_runs_and_reports_their_numbers(tmp_path:
     text = "\n".join(lines)
     assert "## Image-text" in text and "| triclip  | text   | spectral |" in text
     assert (tmp_path / "figures" / "image_text_factors.png").stat().st_size > 10_000
+
+
+def test_replace_section_swaps_only_the_image_text_section() -> None:
+    doc = "# R\n\n## mnist5k\nA\n\n## Image-text: old\nold line\n\n## Known-answer\nB\n"
+    out = replace_section(doc, ["## Image-text: new", "new line", ""])
+    assert out == "# R\n\n## mnist5k\nA\n\n## Image-text: new\nnew line\n\n## Known-answer\nB\n"
+    assert replace_section("# R\n", ["## Image-text", "x"]) == "# R\n\n## Image-text\nx"
+
+
+@pytest.mark.skipif(len(SHIPPED) < 6, reason="the shipped clip / triclip runs are not here")
+def test_main_writes_the_section_into_results_in_place(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\n## mnist5k\nkept\n")
+    main(["--runs-root", str(tmp_path / "runs"), "--results", str(results), "--no-progress"])
+    text = results.read_text()
+    assert text.startswith("# Results\n\n## mnist5k\nkept\n\n## Image-text")
+    assert (tmp_path / "figures" / "image_text_factors.png").exists()
+    assert "wrote the image-text section" in capsys.readouterr().out

@@ -205,3 +205,53 @@ def image_text_markdown(study: ImageTextStudy, fig_dir: Path) -> list[str]:
         "![caption factors](figures/image_text_factors.png)",
         "",
     ]
+
+
+SECTION_TITLE = "## Image-text"
+
+
+def replace_section(markdown: str, section: list[str]) -> str:
+    """``markdown`` with its image-text section (from :data:`SECTION_TITLE` to the next ``## ``
+    heading) replaced by ``section``, or ``section`` appended when it has none."""
+    lines = markdown.rstrip("\n").split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(SECTION_TITLE)), None)
+    if start is None:
+        return "\n".join([*lines, "", *section])
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join([*lines[:start], *section, *lines[end:]]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        description="The image-text section of the study (clip vs triclip on mnist5k-captions):"
+        " train or reuse the runs, analyse and compare them, and write the section into"
+        " RESULTS.md in place (the rest of the file is kept).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--runs-root", type=Path, default=Path("experiments/runs/image-text"))
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        default=Path("checkpoints"),
+        help="finished runs of the same recipe here are used, not retrained (the shipped runs)",
+    )
+    p.add_argument("--results", type=Path, default=Path("docs/RESULTS.md"))
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    study = run_image_text_study(
+        args.seeds, args.runs_root, reuse=args.reuse, progress=not args.no_progress
+    )
+    section = image_text_markdown(study, args.results.parent / "figures")
+    old = args.results.read_text() if args.results.exists() else ""
+    tmp = args.results.with_name(args.results.name + ".tmp")
+    tmp.write_text(replace_section(old, section))
+    tmp.replace(args.results)  # atomic: a reader never sees half a report
+    print(f"wrote the image-text section of {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
