@@ -15,6 +15,7 @@ a batch into loss terms; the loop itself never asks which method it trains.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -562,13 +563,30 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     }
 
 
-def save_epoch(s: Session, row: dict[str, Any]) -> None:
-    """Checkpoint the epoch ``row`` ends (rank 0 writes; every rank waits for it)."""
+def save_epoch(s: Session, row: dict[str, Any], checkpoint: bool = True) -> None:
+    """Log the epoch ``row`` ends and, if ``checkpoint``, save weights and state (rank 0 writes;
+    every rank waits for it).
+
+    Without a checkpoint only the metrics line is written: a run killed later resumes from its
+    last checkpoint, whose resume drops the lines past it (:func:`tricl.runs.trim_metrics`) and
+    trains those epochs again, exactly as before (data order and RNG state come from the epoch).
+    """
     if s.rank == 0:
-        state = {"optimizer": s.optimizer.state_dict(), "rng": _rng_state(s.device)}
-        runs.save_epoch(s.run_dir, s.encoder.state_dict(), state, row)
+        if checkpoint:
+            state = {"optimizer": s.optimizer.state_dict(), "rng": _rng_state(s.device)}
+            runs.save_epoch(s.run_dir, s.encoder.state_dict(), state, row)
+        else:
+            rows = [r for r in runs.read_metrics(s.run_dir) if r["epoch"] < row["epoch"]]
+            text = "".join(json.dumps(r) + "\n" for r in [*rows, row])
+            runs.atomic_write_text(s.run_dir / runs.METRICS_FILE, text)
     if dist_utils.is_distributed():
         torch.distributed.barrier()
+
+
+def checkpoint_due(cfg: RunConfig, epochs_done: int) -> bool:
+    """Whether the epoch that makes ``epochs_done`` is checkpointed: every ``save_every``-th
+    epoch, and the last."""
+    return epochs_done % cfg.save_every == 0 or epochs_done >= cfg.epochs
 
 
 def train(
@@ -587,8 +605,8 @@ def train(
             ``$TRICL_RUNS`` or ``./runs``).
         resume: an existing run directory to continue from its last finished epoch.
         progress: draw progress bars (dataset loading; loss terms, images/s, ETA).
-        stop_after_epoch: stop (as if killed) once this epoch is checkpointed; for tests and for
-            training in slices.
+        stop_after_epoch: stop (as if killed) once this epoch is checkpointed (it is, whatever
+            ``save_every`` says); for tests and for training in slices.
 
     Returns:
         The :class:`~tricl.runs.Run` (complete, or partial when ``stop_after_epoch`` stopped it).
@@ -599,8 +617,10 @@ def train(
     s = setup(cfg, runs_root=runs_root, resume=resume, progress=progress)
     try:
         for epoch in range(s.start_epoch, s.cfg.epochs):
-            save_epoch(s, train_epoch(s, epoch))
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            row = train_epoch(s, epoch)
+            stop = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+            save_epoch(s, row, checkpoint=stop or checkpoint_due(s.cfg, epoch + 1))
+            if stop:
                 break
     finally:
         if s.bar is not None:

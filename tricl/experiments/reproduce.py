@@ -61,6 +61,15 @@ ARMS: dict[str, tuple[Variant, str]] = {
         Variant("tri-spectral", {"method": "tri-spectral"}),
         method_color("tri-spectral"),
     ),
+    "neuralef": (
+        Variant(
+            "neuralef",
+            {"method": "neuralef"},
+            note="NeuralEF-CLR (Deng et al. 2023): the peer method that orders its outputs by a"
+            " stop-gradient penalty; features in index order",
+        ),
+        method_color("neuralef"),
+    ),
 }
 
 
@@ -382,8 +391,9 @@ def write_report(
         "",
         f"Made by `{command}` (see its `--help`). Every number is"
         " measured on the test split; identifiability is the mean ± std over the seed pairs"
-        " of a method. Feature order: softplus(s) for methods with S, variance order for"
-        " SimCLR and spectral.",
+        " of a method. Feature order: softplus(s) for methods with S, the index order for"
+        " NeuralEF-CLR (feature 0 = first eigenfunction), variance order for SimCLR and"
+        " spectral.",
         "",
     ]
     for title, results, base in sections:
