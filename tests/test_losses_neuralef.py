@@ -271,3 +271,23 @@ def test_cli_trains_and_analyses_a_neuralef_run_in_index_order(tmp_path, capsys)
     assert "index" in set(analysis.downstream["order"]) and 0 < analysis.linear_acc <= 1
     top = analysis.curves().query("selection == 'top'")
     assert len(top) and top["linear_acc"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_give_the_one_process_loss_and_gradients(tmp_path) -> None:
+    # The loss normalises and correlates the gathered global batch, so two ranks holding half of
+    # it each must reproduce one process's loss and gradients (stop-gradient included).
+    from gloo_pair import run_two_ranks
+    from test_distributed import WORKER, _setup
+
+    from tricl.train import step_loss
+
+    cfg, enc, x1, x2 = _setup("neuralef")
+    ref = step_loss(enc, x1, x2, build_loss(cfg))
+    ref.total.backward()
+    got = run_two_ranks(WORKER, tmp_path, "neuralef")
+    torch.testing.assert_close(got["loss"], ref.total.detach(), rtol=1e-5, atol=1e-5)
+    ref_grads = {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}
+    assert set(got["grads"]) == set(ref_grads)
+    for n, g in ref_grads.items():
+        torch.testing.assert_close(got["grads"][n], g, rtol=1e-4, atol=1e-5, msg=n)
