@@ -500,7 +500,7 @@ def _progress_bar(s: Session):
     )
 
 
-def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
+def train_step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
     """One optimizer step on batch ``i`` of the epoch's permutation."""
     cfg = s.cfg
     total_steps = cfg.epochs * s.steps_per_epoch
@@ -524,6 +524,14 @@ def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
     return terms
 
 
+def amp_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision of a training step: bf16 autocast on CUDA (no loss scaling needed, unlike
+    fp16; the losses compute in float32 inside it), nothing on a CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     """Train epoch ``epoch`` (0-based) and return its metrics row."""
     cfg = s.cfg
@@ -531,15 +539,11 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     # data order depends only on (seed, epoch): a resumed run sees the same batches
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     perm = torch.randperm(len(s.train_x), generator=gen).to(s.device)
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if s.device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    amp = amp_context(s.device)
     sums = {"loss": 0.0, "contrastive": 0.0, "decorrelation": 0.0}
     s.model.train()
     for i in range(s.steps_per_epoch):
-        terms = _step(s, epoch, i, perm, amp)
+        terms = train_step(s, epoch, i, perm, amp)
         values = {k: getattr(terms, "total" if k == "loss" else k).item() for k in sums}
         for k, v in values.items():
             sums[k] += v
