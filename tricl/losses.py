@@ -1,6 +1,6 @@
 """Contrastive losses as pure functions of tensors, built once per run by :func:`build_loss`.
 
-A loss is one of two contrastive kernels over the two views' raw projector outputs ``z1``, ``z2``
+A loss is one of the contrastive kernels over the two views' raw projector outputs ``z1``, ``z2``
 of shape (N, k), named by the method's entry in :data:`tricl.methods.METHODS`:
 
 - ``nt_xent``: NT-Xent (Chen et al., "A Simple Framework for Contrastive Learning of Visual
@@ -22,9 +22,9 @@ NeurIPS 2023): every similarity goes through a positive diagonal importance matr
 ``sim_ij = z_i^T diag(importance) z_j / T``, and a decorrelation penalty on the normalised
 features is added with weight ``tau``.
 
-All methods use 2N anchors (every sample of both views), the other view of the same image as the
-positive, and the remaining 2N - 2 samples as negatives. The losses are always computed in float32,
-also inside ``torch.autocast``.
+The similarity kernels use 2N anchors (every sample of both views), the other view of the same
+image as the positive, and the remaining 2N - 2 samples as negatives. The losses are always
+computed in float32, also inside ``torch.autocast``.
 
 Hyperparameters are checked once, when the loss is built; a call only checks its tensors::
 

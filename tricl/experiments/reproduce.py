@@ -205,7 +205,7 @@ def plot_few_features(results: list[ArmResult], path: Path, title: str) -> None:
         (axes[1], "retrieval_map", "retrieval mAP"),
     ):
         for r in results:
-            if r.name not in ("simclr", "tricl"):
+            if r.name not in ("simclr", "tricl", "neuralef"):  # the two learned orders + baseline
                 continue
             curves = pd.concat([a.curves() for a in r.analyses])
             mean = curves.groupby(["selection", "k"])[column].mean().reset_index()
