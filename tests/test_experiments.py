@@ -205,3 +205,72 @@ def test_walkthrough_notebook_executes_on_the_shipped_runs(monkeypatch):
         )
         >= 4
     )
+
+
+def _cifar_format_tree(root: Path, per_class: int = 24, test_per_class: int = 8) -> Path:
+    """A CIFAR-10-format ImageFolder (32x32 RGB PNGs, 10 classes, train/ and test/): each class a
+    colour with noise, so a probe has something to find."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for c in range(10):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            colour = rng.integers(0, 256, size=3)
+            for i in range(count):
+                noise = rng.integers(-60, 60, size=(32, 32, 3))
+                pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_paper_scale_recipe_is_the_papers_cifar10_setting() -> None:
+    from tricl.config import RunConfig
+    from tricl.experiments.paper_scale import paper_base
+    from tricl.experiments.reproduce import _parser
+
+    args = _parser().parse_args(["--paper-scale", "--save-every", "5"])
+    base = paper_base(args)
+    cfg = RunConfig(**base)  # a valid config, nothing trained
+    expected = dict(
+        dataset="cifar10", backbone="resnet18_cifar", epochs=200, optimizer="lars", lr=0.4,
+        batch_size=256, proj_hidden_dim=2048, proj_dim=256, temperature=0.2, tau=1.0,
+        warmup_epochs=10, save_every=5,
+    )  # fmt: skip
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    assert args.paper_methods == ["simclr", "tricl"] and args.out is None
+    help_text = _parser().format_help()
+    assert "needs a GPU in practice" in help_text and "estimated" in help_text
+
+
+def test_paper_scale_smoke_runs_the_whole_path_on_cpu(tmp_path) -> None:
+    import json
+    import time
+
+    from tricl.experiments.reproduce import main
+
+    data = _cifar_format_tree(tmp_path / "cifar")
+    out, runs = tmp_path / "paper", tmp_path / "runs"
+    argv = ["--paper-scale", "--smoke", "--paper-dataset", f"folder:{data}", "--seeds", "0", "1"]
+    argv += ["--runs-root", str(runs), "--out", str(out), "--no-progress", "--device", "cpu"]
+    t0 = time.perf_counter()
+    assert main(argv) == 0
+    seconds = time.perf_counter() - t0
+    # ~40 s on an idle 2-core machine (UMAP's JIT cache warm); twice that bounds a busy one
+    assert seconds < 120, f"the paper-scale smoke took {seconds:.0f} s (target: under 60 s)"
+    text = (out / "RESULTS.md").read_text()
+    for needle in ("CIFAR-10 paper scale (smoke)", "| tricl", "| simclr", "linear top-8"):
+        assert needle in text, needle
+    made = sorted(p.name for p in (runs / "paper_scale_smoke").glob("*_seed*"))
+    assert len(made) == 4  # 2 methods x 2 seeds
+    cfg = json.loads((runs / "paper_scale_smoke" / made[0] / "config.json").read_text())["config"]
+    assert (cfg["optimizer"], cfg["lr"], cfg["temperature"], cfg["save_every"]) == (
+        "lars",
+        0.4,
+        0.2,
+        10,
+    )
+    assert cfg["dataset"] == f"folder:{data}"
+    # rerunning the command resumes: finished runs and cached analyses are reused
+    assert main(argv) == 0

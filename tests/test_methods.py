@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tricl.methods import (
+    FEATURE_ORDERS,
     METHODS,
     PAIRS,
     UNKNOWN_COLOR,
@@ -18,6 +19,7 @@ from tricl.methods import (
     get_method,
     method_color,
     method_label,
+    method_order,
     methods_with_pair,
     register_method,
 )
@@ -47,14 +49,19 @@ def test_tri_factor_methods_are_their_kernel_with_s() -> None:
         by_kernel.setdefault(spec.loss, set()).add(spec.has_s)
     # triCLIP is CLIP with S; its loss has its own name (the image-text losses are not kernels)
     assert by_kernel.pop("triclip") == {True}
-    assert by_kernel == {"nt_xent": {False, True}, "spectral": {False, True}, "clip": {False}}
+    assert by_kernel == {
+        "nt_xent": {False, True},
+        "spectral": {False, True},
+        "clip": {False},
+        "neuralef": {False},
+    }
     assert {n for n, s in METHODS.items() if s.has_s} == {"tricl", "tri-spectral", "triclip"}
 
 
 def test_every_loss_name_is_registered_for_its_pair_kind() -> None:
-    from tricl.losses import IMAGE_TEXT_LOSSES, KERNELS
+    from tricl.losses import FEATURE_KERNELS, IMAGE_TEXT_LOSSES, KERNELS
 
-    registries = {"views": KERNELS, "caption": IMAGE_TEXT_LOSSES}
+    registries = {"views": {**KERNELS, **FEATURE_KERNELS}, "caption": IMAGE_TEXT_LOSSES}
     assert set(registries) == set(PAIRS)
     for spec in METHODS.values():
         assert spec.loss in registries[spec.pair], spec.name
@@ -137,7 +144,12 @@ def test_a_method_is_registered_once(monkeypatch) -> None:
 
 @pytest.mark.parametrize(
     ("changes", "match"),
-    [({"pair": "image_text"}, "pair"), ({"loss": ""}, "loss kernel")],
+    [
+        ({"pair": "image_text"}, "pair"),
+        ({"loss": ""}, "loss kernel"),
+        ({"order": "alphabetical"}, "order"),
+        ({"order": "S"}, "only with has_s"),
+    ],
 )
 def test_a_malformed_entry_is_refused(changes, match) -> None:
     fields = dict(name="x", label="X", color="#000000", description="d", loss="nt_xent")
@@ -150,3 +162,17 @@ def test_the_registry_imports_without_torch() -> None:
     code = "import sys, tricl.methods; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_feature_order_is_declared_or_derived_from_s() -> None:
+    for spec in METHODS.values():
+        assert spec.order in FEATURE_ORDERS
+        assert method_order(spec.name, spec.has_s) == spec.order
+    assert {n for n, s in METHODS.items() if s.order == "S"} == {
+        n for n, s in METHODS.items() if s.has_s
+    }
+    # NeuralEF-CLR's loss orders its outputs: feature 0 is the first eigenfunction
+    assert METHODS["neuralef"].order == "index"
+    assert METHODS["simclr"].order == "variance"
+    # a run of a method this version does not know: S if it has S, else variance
+    assert method_order("byol", True) == "S" and method_order("byol", False) == "variance"

@@ -132,6 +132,43 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert weights(Run.load(resumed.path))["importance_logits"].equal(wr["importance_logits"])
 
 
+def test_save_every_checkpoints_every_nth_epoch_and_a_killed_run_resumes_exactly(
+    tmp_path, monkeypatch
+):
+    import tricl.train as train_module
+
+    full = train(tiny(epochs=4), runs_root=tmp_path / "full", progress=False)
+    real_epoch = train_module.train_epoch
+
+    def killed_in_epoch_4(s, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt  # the process dies mid-epoch
+        return real_epoch(s, epoch)
+
+    monkeypatch.setattr(train_module, "train_epoch", killed_in_epoch_4)
+    cfg = tiny(epochs=4, save_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, runs_root=tmp_path / "every2", progress=False)
+    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
+    run = Run.load(tmp_path / "every2" / full.name)
+    # epoch 3 was logged but not checkpointed: the run holds epoch 2
+    assert run.epochs_done == 2
+    assert [r["epoch"] for r in read_metrics_rows(run)] == [1, 2, 3]
+    resumed = train(resume=run.path, progress=False)
+    assert resumed.epochs_done == 4 and [r["epoch"] for r in resumed.metrics()] == [1, 2, 3, 4]
+    wf, wr = weights(full), weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+
+
+def read_metrics_rows(run: Run) -> list[dict]:
+    return [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_save_every_must_be_positive():
+    with pytest.raises(ConfigError, match="save_every"):
+        tiny(save_every=0)
+
+
 def test_a_run_killed_before_its_first_checkpoint_resumes_like_a_fresh_run(tmp_path):
     from tricl.data import load_dataset
     from tricl.runs import create_run_dir

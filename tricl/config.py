@@ -72,7 +72,8 @@ class RunConfig:
         "tricl",
         "loss: 'tricl' (z^T S z' with learnable diagonal S + decorrelation; the paper), 'simclr'"
         " (NT-Xent baseline), 'spectral' / 'tri-spectral' (spectral contrastive loss without /"
-        " with S); 'clip' / 'triclip' train on image-caption pairs (--dataset mnist5k-captions"
+        " with S), 'neuralef' (NeuralEF-CLR: ordered eigenfunctions, feature 0 first; see"
+        " --nef-alpha); 'clip' / 'triclip' train on image-caption pairs (--dataset mnist5k-captions"
         " or captions:PATH.csv). Recommended: tricl, and simclr with the same seeds to compare",
         _methods,
     )
@@ -131,6 +132,16 @@ class RunConfig:
         " (docs/RESULTS.md), though not MNIST's near-degenerate classes",
         DECORRELATIONS,
     )
+    nef_alpha: float = _opt(
+        1.0,
+        "neuralef: weight of the ordering penalty on the upper triangle of the cross-view Gram"
+        " matrix (official: 1). 0 drops the ordering (every feature chases the top eigenvalue)",
+    )
+    nef_scale: float = _opt(
+        10.0,
+        "neuralef: scale t of the normalised features (official --t: 10); the penalty grows as"
+        " t^2 against the reward's t, so it also sets the penalty's strength",
+    )
     s_init_std: float = _opt(0.1, "std of S's logits at init (official code: 0.1)")
     s_init: str = _opt(
         "random",
@@ -172,6 +183,12 @@ class RunConfig:
         32,
         "clip/triclip: tokens per caption with [SOS]/[EOS]; longer captions are cut (the count"
         " is logged), so raise it for long CSV captions",
+    )
+    save_every: int = _opt(
+        1,
+        "write a checkpoint every N epochs (and after the last); metrics are logged every epoch."
+        " 1 (default) loses at most one epoch to a crash; raise it when an epoch takes seconds"
+        " and the checkpoint write dominates (a killed run resumes from the last checkpoint)",
     )
     seed: int = _opt(0, "seed; a CPU run is repeatable bit for bit (compare runs over seeds 0-2)")
     device: str = _opt("auto", "auto (CUDA if present), cpu, cuda, cuda:1")
@@ -222,7 +239,8 @@ class RunConfig:
     def _check_ranges(self) -> None:
         if self.s_init_spread < 0:
             raise ConfigError(f"s_init_spread must be >= 0 decades, got {self.s_init_spread}")
-        for name in ("proj_hidden_dim", "proj_dim", "epochs", "batch_size", *_TEXT_SIZES):
+        names = ("proj_hidden_dim", "proj_dim", "epochs", "batch_size", "save_every", *_TEXT_SIZES)
+        for name in names:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.text_width % self.text_heads:
@@ -241,6 +259,11 @@ class RunConfig:
             raise ConfigError(f"temperature must be > 0, got {self.temperature} (paper: 0.2)")
         if self.tau < 0:
             raise ConfigError(f"tau must be >= 0, got {self.tau} (paper: 1.0)")
+        if self.nef_alpha < 0 or not self.nef_scale > 0:
+            raise ConfigError(
+                f"nef_alpha must be >= 0 and nef_scale > 0, got {self.nef_alpha} and"
+                f" {self.nef_scale} (official: 1 and 10)"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or self.s_lr_mult < 0 or self.s_init_std < 0:

@@ -1,6 +1,6 @@
 """Contrastive losses as pure functions of tensors, built once per run by :func:`build_loss`.
 
-A loss is one of two contrastive kernels over the two views' raw projector outputs ``z1``, ``z2``
+A loss is one of the contrastive kernels over the two views' raw projector outputs ``z1``, ``z2``
 of shape (N, k), named by the method's entry in :data:`tricl.methods.METHODS`:
 
 - ``nt_xent``: NT-Xent (Chen et al., "A Simple Framework for Contrastive Learning of Visual
@@ -8,15 +8,23 @@ of shape (N, k), named by the method's entry in :data:`tricl.methods.METHODS`:
 - ``spectral``: spectral contrastive loss (HaoChen et al., "Provable Guarantees for Self-Supervised
   Deep Learning with Spectral Contrastive Loss", NeurIPS 2021); method ``spectral``.
 
+Those two are similarity kernels (:data:`KERNELS`: a (2N, 2N) matrix of similarities in, a scalar
+out). A feature kernel (:data:`FEATURE_KERNELS`) reads the raw views itself:
+
+- ``neuralef``: NeuralEF-CLR (Deng, Shi, Zhang, Cui, Lu & Zhu, "Neural Eigenfunctions Are
+  Structured Representation Learners", ICML 2023; the NeuralEF objective of Deng, Shi & Zhu,
+  "NeuralEF: Deconstructing Kernels by Deep Neural Networks", ICML 2022); method ``neuralef``.
+  See :func:`neuralef_loss`.
+
 A method with S (``tricl``, ``tri-spectral``) is the same kernel in its tri-factor form (Zhang,
 Wang & Wang, "Identifiable Contrastive Learning with Automatic Feature Importance Discovery",
 NeurIPS 2023): every similarity goes through a positive diagonal importance matrix S,
 ``sim_ij = z_i^T diag(importance) z_j / T``, and a decorrelation penalty on the normalised
 features is added with weight ``tau``.
 
-All methods use 2N anchors (every sample of both views), the other view of the same image as the
-positive, and the remaining 2N - 2 samples as negatives. The losses are always computed in float32,
-also inside ``torch.autocast``.
+The similarity kernels use 2N anchors (every sample of both views), the other view of the same
+image as the positive, and the remaining 2N - 2 samples as negatives. The losses are always
+computed in float32, also inside ``torch.autocast``.
 
 Hyperparameters are checked once, when the loss is built; a call only checks its tensors::
 
@@ -49,9 +57,11 @@ class LossTerms:
     """The named terms of a loss (never a bare tuple).
 
     Attributes:
-        total: ``contrastive + tau * decorrelation``, the value to minimise. Shape: ().
-        contrastive: the contrastive term. Shape: ().
-        decorrelation: the feature decorrelation term (zeros for methods without one). Shape: ().
+        total: ``contrastive + weight * decorrelation``, the value to minimise (weight: ``tau``
+            for methods with S, ``nef_alpha`` for neuralef). Shape: ().
+        contrastive: the contrastive term (neuralef: its eigenvalue reward). Shape: ().
+        decorrelation: the feature decorrelation term (neuralef: its ordering penalty; zeros for
+            methods without one). Shape: ().
     """
 
     total: Tensor
@@ -215,11 +225,94 @@ KERNELS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+# ------------------------------------------------------------------ NeuralEF-CLR (feature kernel)
+# Read before writing (not copied): the official NeuralEF-CLR training script, class
+# ``NeuralEFCLR.forward`` of main.py in github.com/thudzj/NeuralEFCLR (seen through the code
+# index; the repository itself could not be fetched here), and the NeuralEF objective of
+# github.com/thudzj/NeuralEigenFunction (neuralef-classic-kernels.py, Eq. 8 of the CLR paper).
+# Their default path: gather both views from every process (with gradients), divide every
+# feature by its root second moment over both views together (a batch-norm without centring),
+# scale by sqrt(t) (--t 10), reward the cross-view diagonal, and penalise the upper triangle of
+# the cross-view Gram matrix with the earlier feature of each pair detached, both directions.
+
+NEF_EPS = 1e-6  # the official clamp: a dead feature (all zeros) stays 0 instead of NaN
+
+
+def _nef_normalise(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+    """Divides every feature by its root mean square over both views (N rows each).
+
+    Args:
+        z1: raw features of view 1. Shape: (N, k).
+        z2: raw features of view 2. Shape: (N, k).
+
+    Returns:
+        ``(psi1, psi2)``, each feature with mean square 1 over the 2N rows. Shapes: (N, k).
+    """
+    second = (z1.pow(2).sum(0) + z2.pow(2).sum(0)) / (2 * z1.shape[0])  # (k,)
+    rms = second.sqrt().clamp(min=NEF_EPS)  # (k,)
+    return z1 / rms, z2 / rms
+
+
+def neuralef_loss(z1: Tensor, z2: Tensor, *, alpha: float = 1.0, scale: float = 10.0) -> LossTerms:
+    """NeuralEF-CLR: the k features as the top-k eigenfunctions of the augmentation kernel.
+
+    With psi the features normalised to unit mean square (:func:`_nef_normalise`) and the
+    cross-view Gram matrix ``R = psi1^T psi2 / N`` (k, k), the loss is::
+
+        reward  = -2 t sum_j R_jj / k
+        penalty = t^2 sum_{i<j} [ (sg(psi2_i) . psi1_j / N)^2 + (sg(psi1_i) . psi2_j / N)^2 ] / k
+        total   = reward + alpha * penalty
+
+    where ``sg`` stops the gradient and t is ``scale``. The penalty's pair (i, j), i < j, pushes
+    feature j away from the earlier feature i, never i towards j: feature 0 maximises its
+    eigenvalue alone, feature 1 under orthogonality to feature 0, and so on, so the features come
+    out ordered by eigenvalue (feature 0 first). Both view directions are penalised, which makes
+    the loss symmetric in the views. ``t`` is the official ``--t`` (sum of squares of a feature
+    over the 2N rows equals 2t there), so values match the official logs: reward ``-2t sum R_jj``
+    and penalty ``t^2 sum R^2`` over k.
+
+    Args:
+        z1: raw projector outputs of view 1, gathered over every process. Shape: (N, k).
+        z2: raw projector outputs of view 2, row i the same image. Shape: (N, k).
+        alpha: weight of the penalty (official default 1).
+        scale: t, the scale of the normalised features (official default 10).
+
+    Returns:
+        LossTerms with ``contrastive`` the reward and ``decorrelation`` the penalty (its value;
+        its gradient is the stop-gradient one), each Shape: ().
+    """
+    n, k = z1.shape
+    psi1, psi2 = _nef_normalise(z1, z2)  # (N, k) each
+    reward = -2.0 * scale * (psi1 * psi2).sum() / (n * k)  # sum_j R_jj: (N, k) -> ()
+    cross_21 = psi2.detach().T @ psi1 / n  # (k, N) @ (N, k) -> (k, k): row i detached
+    cross_12 = psi1.detach().T @ psi2 / n  # (k, k)
+    upper = torch.ones(k, k, dtype=torch.bool, device=z1.device).triu(1)  # (k, k): i < j
+    penalty = scale**2 * (cross_21.pow(2) + cross_12.pow(2))[upper].sum() / k
+    return LossTerms(total=reward + alpha * penalty, contrastive=reward, decorrelation=penalty)
+
+
+def _neuralef_kernel(z1: Tensor, z2: Tensor, loss_fn: LossFn) -> LossTerms:
+    """:func:`neuralef_loss` with the run's ``nef_alpha`` and ``nef_scale``."""
+    return neuralef_loss(z1, z2, alpha=loss_fn.nef_alpha, scale=loss_fn.nef_scale)
+
+
+# Feature kernels by the name a MethodSpec's ``loss`` gives: they see the raw views (their own
+# normalisation) and return all terms: ``kernel(z1, z2, loss_fn) -> LossTerms`` in float32.
+FEATURE_KERNELS: dict[str, Callable[[Tensor, Tensor, LossFn], LossTerms]] = {
+    "neuralef": _neuralef_kernel,
+}
+
+
 # ------------------------------------------------------------------------------ validation
 
 
 def _check_hyperparameters(
-    temperature: float, tau: float, s_placement: str, decorrelation: str
+    temperature: float,
+    tau: float,
+    s_placement: str,
+    decorrelation: str,
+    nef_alpha: float = 1.0,
+    nef_scale: float = 10.0,
 ) -> None:
     """Raises LossError with a one-line message if a hyperparameter is invalid."""
     if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)) or not (
@@ -227,6 +320,10 @@ def _check_hyperparameters(
     ):
         raise LossError(f"temperature must be a finite number > 0, got {temperature!r}; try 0.2")
     _check_s_options(tau, s_placement, decorrelation)
+    if not (isinstance(nef_alpha, numbers.Real) and math.isfinite(nef_alpha)) or nef_alpha < 0:
+        raise LossError(f"nef_alpha must be a finite number >= 0, got {nef_alpha!r}; try 1.0")
+    if not (isinstance(nef_scale, numbers.Real) and math.isfinite(nef_scale)) or nef_scale <= 0:
+        raise LossError(f"nef_scale must be a finite number > 0, got {nef_scale!r}; try 10.0")
 
 
 def _check_s_options(tau: float, s_placement: str, decorrelation: str) -> None:
@@ -319,6 +416,9 @@ class LossFn:
         decorrelation: ``"mean"`` (the paper's and official code's term,
             ``mean((Zn^T Zn / 2N - I_k)^2)``) or ``"whiten"`` (see ``_decorrelation_whiten``).
             Unused by methods without S.
+        nef_alpha: weight of NeuralEF-CLR's ordering penalty, >= 0 (``neuralef`` only).
+        nef_scale: NeuralEF-CLR's feature scale t, > 0 (``neuralef`` only; see
+            :func:`neuralef_loss`).
 
     Raises:
         LossError: on construction, for an unknown method or an invalid hyperparameter.
@@ -329,8 +429,13 @@ class LossFn:
     tau: float = 1.0
     s_placement: str = "both"
     decorrelation: str = "mean"
+    nef_alpha: float = 1.0
+    nef_scale: float = 10.0
     spec: MethodSpec = field(init=False, repr=False, compare=False)
-    kernel: Callable[[Tensor], Tensor] = field(init=False, repr=False, compare=False)
+    kernel: Callable[[Tensor], Tensor] | None = field(init=False, repr=False, compare=False)
+    feature_kernel: Callable[[Tensor, Tensor, LossFn], LossTerms] | None = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         spec = METHODS.get(self.method)
@@ -341,15 +446,24 @@ class LossFn:
                 f"method {self.method!r} trains on image-caption pairs; build its loss with"
                 " build_image_text_loss"
             )
-        kernel = KERNELS.get(spec.loss)
-        if kernel is None:
+        kernel, feature_kernel = KERNELS.get(spec.loss), FEATURE_KERNELS.get(spec.loss)
+        if kernel is None and feature_kernel is None:
             raise LossError(
                 f"method {self.method!r} names loss kernel {spec.loss!r}, which is not registered;"
-                f" choose one of {sorted(KERNELS)} in its MethodSpec"
+                f" choose one of {sorted(KERNELS) + sorted(FEATURE_KERNELS)} in its MethodSpec"
             )
-        _check_hyperparameters(self.temperature, self.tau, self.s_placement, self.decorrelation)
+        if feature_kernel is not None and spec.has_s:
+            raise LossError(
+                f"method {self.method!r}: feature kernel {spec.loss!r} has no tri-factor form;"
+                " set has_s=False in its MethodSpec"
+            )
+        _check_hyperparameters(
+            self.temperature, self.tau, self.s_placement, self.decorrelation,
+            self.nef_alpha, self.nef_scale,
+        )  # fmt: skip
         object.__setattr__(self, "spec", spec)
         object.__setattr__(self, "kernel", kernel)
+        object.__setattr__(self, "feature_kernel", feature_kernel)
 
     def __call__(self, z1: Tensor, z2: Tensor, importance: Tensor | None = None) -> LossTerms:
         """The loss of one batch of pairs, in float32 (autocast off).
@@ -372,6 +486,8 @@ class LossFn:
         # Autocast would run the matmuls in bf16/fp16 even on float32 inputs; exp/log of
         # similarities divided by a small T need float32.
         with torch.autocast(device_type=z1.device.type, enabled=False):
+            if self.feature_kernel is not None:
+                return self.feature_kernel(z1.float(), z2.float(), self)
             zn = _normalized_views(z1, z2)  # (2N, k)
             rows = zn
             if importance is not None:
@@ -397,9 +513,12 @@ class LossConfig(Protocol):
     tau: float
     s_placement: str
     decorrelation: str
+    # optional: nef_alpha, nef_scale (read when present)
 
 
 _HYPERPARAMETERS = ("temperature", "tau", "s_placement", "decorrelation")
+# read from a config when it has them (configs of other tools may predate them)
+_OPTIONAL_HYPERPARAMETERS = ("nef_alpha", "nef_scale")
 
 
 def build_loss(cfg: LossConfig | str, **hyperparameters: Any) -> LossFn:
@@ -408,8 +527,9 @@ def build_loss(cfg: LossConfig | str, **hyperparameters: Any) -> LossFn:
     Args:
         cfg: a :class:`tricl.config.RunConfig` (or any object with the attributes ``method``,
             ``temperature``, ``tau``, ``s_placement`` and ``decorrelation``), or a method name.
-        **hyperparameters: values for ``temperature``, ``tau``, ``s_placement`` or
-            ``decorrelation`` that replace the config's (or the defaults of :class:`LossFn`).
+        **hyperparameters: values for ``temperature``, ``tau``, ``s_placement``,
+            ``decorrelation``, ``nef_alpha`` or ``nef_scale`` that replace the config's (or the
+            defaults of :class:`LossFn`).
 
     Returns:
         The frozen, callable :class:`LossFn`: ``loss_fn(z1, z2, importance) -> LossTerms``.
@@ -417,16 +537,18 @@ def build_loss(cfg: LossConfig | str, **hyperparameters: Any) -> LossFn:
     Raises:
         LossError: for an unknown method or hyperparameter, or an invalid value.
     """
-    unknown = sorted(set(hyperparameters) - set(_HYPERPARAMETERS))
+    known = _HYPERPARAMETERS + _OPTIONAL_HYPERPARAMETERS
+    unknown = sorted(set(hyperparameters) - set(known))
     if unknown:
-        raise LossError(f"unknown loss hyperparameters {unknown}; choose from {_HYPERPARAMETERS}")
+        raise LossError(f"unknown loss hyperparameters {unknown}; choose from {known}")
     if isinstance(cfg, str):
         return LossFn(cfg, **hyperparameters)
     missing = [a for a in ("method", *_HYPERPARAMETERS) if not hasattr(cfg, a)]
     if missing:
         raise LossError(f"{type(cfg).__name__} has no {missing}; pass a RunConfig or a method name")
-    values = {name: getattr(cfg, name) for name in _HYPERPARAMETERS} | hyperparameters
-    return LossFn(cfg.method, **values)
+    values = {name: getattr(cfg, name) for name in _HYPERPARAMETERS}
+    values |= {name: getattr(cfg, name) for name in _OPTIONAL_HYPERPARAMETERS if hasattr(cfg, name)}
+    return LossFn(cfg.method, **(values | hyperparameters))
 
 
 def compute_loss(
@@ -439,6 +561,8 @@ def compute_loss(
     tau: float = 1.0,
     s_placement: str = "both",
     decorrelation: str = "mean",
+    nef_alpha: float = 1.0,
+    nef_scale: float = 10.0,
 ) -> LossTerms:
     """One-off form of ``build_loss(method, ...)(z1, z2, importance)``.
 
@@ -454,6 +578,8 @@ def compute_loss(
         tau: weight of the decorrelation term (methods with S), >= 0.
         s_placement: ``"both"`` or ``"first_view"`` (see :class:`LossFn`).
         decorrelation: ``"mean"`` or ``"whiten"`` (see :class:`LossFn`).
+        nef_alpha: NeuralEF-CLR's penalty weight, >= 0 (``neuralef`` only).
+        nef_scale: NeuralEF-CLR's feature scale t, > 0 (``neuralef`` only).
 
     Returns:
         LossTerms in float32, each Shape: ().
@@ -461,7 +587,7 @@ def compute_loss(
     Raises:
         LossError: for an unknown method or any invalid input.
     """
-    loss_fn = LossFn(method, temperature, tau, s_placement, decorrelation)
+    loss_fn = LossFn(method, temperature, tau, s_placement, decorrelation, nef_alpha, nef_scale)
     return loss_fn(z1, z2, importance)
 
 

@@ -15,6 +15,7 @@ a batch into loss terms; the loop itself never asks which method it trains.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -499,7 +500,7 @@ def _progress_bar(s: Session):
     )
 
 
-def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
+def train_step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
     """One optimizer step on batch ``i`` of the epoch's permutation."""
     cfg = s.cfg
     total_steps = cfg.epochs * s.steps_per_epoch
@@ -523,6 +524,14 @@ def _step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
     return terms
 
 
+def amp_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision of a training step: bf16 autocast on CUDA (no loss scaling needed, unlike
+    fp16; the losses compute in float32 inside it), nothing on a CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     """Train epoch ``epoch`` (0-based) and return its metrics row."""
     cfg = s.cfg
@@ -530,15 +539,11 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     # data order depends only on (seed, epoch): a resumed run sees the same batches
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     perm = torch.randperm(len(s.train_x), generator=gen).to(s.device)
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if s.device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    amp = amp_context(s.device)
     sums = {"loss": 0.0, "contrastive": 0.0, "decorrelation": 0.0}
     s.model.train()
     for i in range(s.steps_per_epoch):
-        terms = _step(s, epoch, i, perm, amp)
+        terms = train_step(s, epoch, i, perm, amp)
         values = {k: getattr(terms, "total" if k == "loss" else k).item() for k in sums}
         for k, v in values.items():
             sums[k] += v
@@ -562,13 +567,30 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     }
 
 
-def save_epoch(s: Session, row: dict[str, Any]) -> None:
-    """Checkpoint the epoch ``row`` ends (rank 0 writes; every rank waits for it)."""
+def save_epoch(s: Session, row: dict[str, Any], checkpoint: bool = True) -> None:
+    """Log the epoch ``row`` ends and, if ``checkpoint``, save weights and state (rank 0 writes;
+    every rank waits for it).
+
+    Without a checkpoint only the metrics line is written: a run killed later resumes from its
+    last checkpoint, whose resume drops the lines past it (:func:`tricl.runs.trim_metrics`) and
+    trains those epochs again, exactly as before (data order and RNG state come from the epoch).
+    """
     if s.rank == 0:
-        state = {"optimizer": s.optimizer.state_dict(), "rng": _rng_state(s.device)}
-        runs.save_epoch(s.run_dir, s.encoder.state_dict(), state, row)
+        if checkpoint:
+            state = {"optimizer": s.optimizer.state_dict(), "rng": _rng_state(s.device)}
+            runs.save_epoch(s.run_dir, s.encoder.state_dict(), state, row)
+        else:
+            rows = [r for r in runs.read_metrics(s.run_dir) if r["epoch"] < row["epoch"]]
+            text = "".join(json.dumps(r) + "\n" for r in [*rows, row])
+            runs.atomic_write_text(s.run_dir / runs.METRICS_FILE, text)
     if dist_utils.is_distributed():
         torch.distributed.barrier()
+
+
+def checkpoint_due(cfg: RunConfig, epochs_done: int) -> bool:
+    """Whether the epoch that makes ``epochs_done`` is checkpointed: every ``save_every``-th
+    epoch, and the last."""
+    return epochs_done % cfg.save_every == 0 or epochs_done >= cfg.epochs
 
 
 def train(
@@ -587,8 +609,8 @@ def train(
             ``$TRICL_RUNS`` or ``./runs``).
         resume: an existing run directory to continue from its last finished epoch.
         progress: draw progress bars (dataset loading; loss terms, images/s, ETA).
-        stop_after_epoch: stop (as if killed) once this epoch is checkpointed; for tests and for
-            training in slices.
+        stop_after_epoch: stop (as if killed) once this epoch is checkpointed (it is, whatever
+            ``save_every`` says); for tests and for training in slices.
 
     Returns:
         The :class:`~tricl.runs.Run` (complete, or partial when ``stop_after_epoch`` stopped it).
@@ -599,8 +621,10 @@ def train(
     s = setup(cfg, runs_root=runs_root, resume=resume, progress=progress)
     try:
         for epoch in range(s.start_epoch, s.cfg.epochs):
-            save_epoch(s, train_epoch(s, epoch))
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            row = train_epoch(s, epoch)
+            stop = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+            save_epoch(s, row, checkpoint=stop or checkpoint_due(s.cfg, epoch + 1))
+            if stop:
                 break
     finally:
         if s.bar is not None:

@@ -3,12 +3,16 @@
 - ``S``: the diagonal of triCL's importance matrix, ``softplus(s)`` (runs whose method has S).
 - ``variance``: variance of each feature of the L2-normalised z over the TRAIN split: the share of
   the cosine similarity's spread a feature carries. Label-free, like S.
+- ``index``: the features' own positions, feature 0 first, for a method whose loss orders its
+  outputs (NeuralEF-CLR: feature j is the j-th eigenfunction). Only runs of such a method have it.
 - ``ablation``: the drop in linear-probe accuracy when one feature is removed (ties broken by the
   rise in the probe's cross-entropy). Fitted on 80% of the TRAIN split and measured on the other
   20%, so the test split that the few-feature curves use never chose the order.
 
-The default order is ``S`` where the run has S, else ``variance``: both are unsupervised, so the
-top-k curves of triCL and SimCLR compare like with like (the ablation order uses labels).
+The default order is the method's (``MethodSpec.order`` in :mod:`tricl.methods`): ``S`` where the
+run has S, ``index`` for a method that orders its outputs, else ``variance``. All are unsupervised,
+so the top-k curves of triCL, NeuralEF-CLR and SimCLR compare like with like (the ablation order
+uses labels).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tricl.analysis.downstream import l2_normalise, linear_probe
+from tricl.methods import method_order
 
 ABLATION_VAL_FRACTION = 0.2
 ABLATION_SEED = 0
@@ -29,7 +34,7 @@ class Importance:
     """Importance scores and orders of the k features.
 
     Attributes:
-        default: name of the order the dashboard shows by default ("S" or "variance").
+        default: name of the order the dashboard shows by default ("S", "variance" or "index").
         scores: order name -> score per feature, higher is more important. Shape: (k,) each.
         orders: order name -> feature indices, most important first. Shape: (k,) each.
         ablation_loss_increase: rise of the probe's validation cross-entropy when each feature is
@@ -68,6 +73,30 @@ def order_from_scores(scores: np.ndarray, tie_break: np.ndarray | None = None) -
         keys.append(-np.asarray(tie_break))
     keys.append(-np.asarray(scores))
     return np.lexsort(keys)  # the last key is the primary one
+
+
+def index_scores(k: int) -> np.ndarray:
+    """Scores that rank the features by position, feature 0 first: ``k - i``. Shape: (k,)."""
+    return np.arange(k, 0, -1).astype(np.float32)
+
+
+def default_scores(method: str, train_z: np.ndarray, s: np.ndarray | None) -> np.ndarray:
+    """Scores of the method's default order (see :func:`tricl.methods.method_order`).
+
+    Args:
+        method: the run's method.
+        train_z: its raw features on the train split. Shape: (N, k).
+        s: the diagonal of S, or None for a run without S. Shape: (k,).
+
+    Returns:
+        Higher is more important. Shape: (k,).
+    """
+    order = method_order(method, s is not None)
+    if order == "S" and s is not None:
+        return np.asarray(s, dtype=np.float32)
+    if order == "index":
+        return index_scores(train_z.shape[1])
+    return variance_scores(train_z)
 
 
 def variance_scores(train_z: np.ndarray) -> np.ndarray:
@@ -123,6 +152,7 @@ def compute_importance(
     train_y: np.ndarray,
     s: np.ndarray | None,
     *,
+    method: str = "",
     tick: Callable[[], None] | None = None,
 ) -> Importance:
     """All importance orders of a run.
@@ -131,6 +161,8 @@ def compute_importance(
         train_z: raw features of the train split. Shape: (N, k).
         train_y: their labels. Shape: (N,).
         s: the diagonal of S, or None for a run without S. Shape: (k,).
+        method: the run's method; its ``order`` is the default (empty or unknown: S if the run
+            has S, else variance). A method ordered by ``index`` also gets that order.
         tick: called after every ablation probe.
 
     Returns:
@@ -141,13 +173,19 @@ def compute_importance(
     if s is not None:
         scores["S"] = np.asarray(s, dtype=np.float32)
         orders["S"] = order_from_scores(scores["S"])
+    default = method_order(method, s is not None)
+    if default == "S" and s is None:  # a run saved without S cannot be ranked by it
+        default = "variance"
+    if default == "index":
+        scores["index"] = index_scores(train_z.shape[1])
+        orders["index"] = order_from_scores(scores["index"])
     scores["variance"] = variance_scores(train_z)
     orders["variance"] = order_from_scores(scores["variance"])
     acc_drop, loss_inc, base_acc = ablation_scores(train_z, train_y, tick=tick)
     scores["ablation"] = acc_drop
     orders["ablation"] = order_from_scores(acc_drop, tie_break=loss_inc)
     return Importance(
-        default="S" if s is not None else "variance",
+        default=default,
         scores=scores,
         orders=orders,
         ablation_loss_increase=loss_inc,

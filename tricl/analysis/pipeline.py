@@ -401,7 +401,9 @@ def _load_importance(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _
 def _compute_importance(job: _Job, inputs: dict[str, Any]) -> Output:
     f: Features = inputs["features"]
     job.progress.add(f.k + 1)
-    res = imp.compute_importance(f.train_z, f.train_labels, f.s, tick=job.progress.tick)
+    res = imp.compute_importance(
+        f.train_z, f.train_labels, f.s, method=job.run.config.method, tick=job.progress.tick
+    )
     arrays = {"ablation_loss_increase": res.ablation_loss_increase}
     for name in res.orders:
         arrays[f"score_{name}"] = res.scores[name]

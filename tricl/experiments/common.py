@@ -16,7 +16,7 @@ import numpy as np
 
 from tricl.analysis.downstream import linear_probe
 from tricl.analysis.features import extract
-from tricl.analysis.importance import order_from_scores, variance_scores
+from tricl.analysis.importance import default_scores, order_from_scores
 from tricl.analysis.metrics import METRICS, score_pair
 from tricl.config import RunConfig
 from tricl.runs import Run
@@ -78,10 +78,11 @@ def train_seeds(
 
 
 def importance_order(run: Run, z: np.ndarray) -> np.ndarray:
-    """The run's default feature order, most important first: S if its method has S, else variance.
+    """The run's default feature order, most important first: its method's order (S, index or
+    variance).
 
     The analysis's definitions (:mod:`tricl.analysis.importance`): S is ``Encoder.importance()``,
-    variance that of the L2-normalised features.
+    variance that of the L2-normalised features, index the features' own positions.
 
     Args:
         run: the trained run.
@@ -91,7 +92,8 @@ def importance_order(run: Run, z: np.ndarray) -> np.ndarray:
         Feature indices. Shape: (k,).
     """
     s = run.encoder().importance()
-    return order_from_scores(variance_scores(z) if s is None else s.detach().numpy())
+    s_np = None if s is None else s.detach().numpy()
+    return order_from_scores(default_scores(run.config.method, z, s_np))
 
 
 def _probe_accuracies(

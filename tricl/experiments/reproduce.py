@@ -3,6 +3,10 @@
     python -m tricl.experiments.reproduce                        # mnist5k, 3 seeds per method
     python -m tricl.experiments.reproduce --cifar ../shared/data/cifar10-subset   # + CIFAR-10
     python -m tricl.experiments.reproduce --smoke --out /tmp/x   # tiny version (CI)
+    python -m tricl.experiments.reproduce --paper-scale          # the paper's CIFAR-10 run (GPU)
+
+``--paper-scale`` (:mod:`tricl.experiments.paper_scale`) trains the paper's own setting instead:
+full CIFAR-10, ResNet-18, 200 epochs; it needs a GPU in practice (see its ``--help``).
 
 For each method (SimCLR, triCL, spectral, tri-spectral, and the official code's triCL recipe) it
 trains every seed with ``tricl train``'s own function, analyses each run (``tricl analyze``) and
@@ -60,6 +64,15 @@ ARMS: dict[str, tuple[Variant, str]] = {
     "tri-spectral": (
         Variant("tri-spectral", {"method": "tri-spectral"}),
         method_color("tri-spectral"),
+    ),
+    "neuralef": (
+        Variant(
+            "neuralef",
+            {"method": "neuralef"},
+            note="NeuralEF-CLR (Deng et al. 2023): the peer method that orders its outputs by a"
+            " stop-gradient penalty; features in index order",
+        ),
+        method_color("neuralef"),
     ),
 }
 
@@ -192,7 +205,7 @@ def plot_few_features(results: list[ArmResult], path: Path, title: str) -> None:
         (axes[1], "retrieval_map", "retrieval mAP"),
     ):
         for r in results:
-            if r.name not in ("simclr", "tricl"):
+            if r.name not in ("simclr", "tricl", "neuralef"):  # the two learned orders + baseline
                 continue
             curves = pd.concat([a.curves() for a in r.analyses])
             mean = curves.groupby(["selection", "k"])[column].mean().reset_index()
@@ -382,8 +395,9 @@ def write_report(
         "",
         f"Made by `{command}` (see its `--help`). Every number is"
         " measured on the test split; identifiability is the mean ± std over the seed pairs"
-        " of a method. Feature order: softplus(s) for methods with S, variance order for"
-        " SimCLR and spectral.",
+        " of a method. Feature order: softplus(s) for methods with S, the index order for"
+        " NeuralEF-CLR (feature 0 = first eigenfunction), variance order for SimCLR and"
+        " spectral.",
         "",
     ]
     for title, results, base in sections:
@@ -486,7 +500,12 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("experiments/runs"),
         help="where the study's runs are kept (reused and resumed)",
     )
-    p.add_argument("--out", type=Path, default=Path("docs"), help="where RESULTS.md goes")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where RESULTS.md goes (default: docs, or experiments/paper_scale with --paper-scale)",
+    )
     p.add_argument(
         "--notes",
         type=Path,
@@ -496,9 +515,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny version for CI: digits, 1 epoch, 2 seeds, simclr and tricl",
+        help="tiny version for CI: digits, 1 epoch, 2 seeds, simclr and tricl (with --paper-scale:"
+        " a small CNN, small widths, 1 epoch on --paper-dataset)",
     )
     p.add_argument("--no-progress", action="store_true")
+    from tricl.experiments.paper_scale import add_arguments
+
+    add_arguments(p, list(ARMS))
     return p
 
 
@@ -540,6 +563,12 @@ def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    shown = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m tricl.experiments.reproduce", *shown])
+    if args.paper_scale:
+        from tricl.experiments.paper_scale import run_paper_scale
+
+        return run_paper_scale(args, command)
     progress = not args.no_progress
     sections = _sections(args, progress)
     synthetic = None
@@ -550,9 +579,8 @@ def main(argv: list[str] | None = None) -> int:
             args.synthetic_seeds, progress=progress, cache=args.runs_root / "synthetic.json"
         )
     notes = args.notes.read_text() if args.notes else ""
-    shown = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m tricl.experiments.reproduce", *shown])
-    path = write_report(sections, args.out, notes, synthetic, command)
+    out = args.out if args.out is not None else Path("docs")
+    path = write_report(sections, out, notes, synthetic, command)
     print(f"wrote {path}")
     return 0
 

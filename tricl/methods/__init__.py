@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 # "views": two augmented views of one image; "caption": one augmented view and its caption
 PAIRS = ("views", "caption")
+# How a method's features are ranked by default (tricl.analysis.importance): "S" by the learned
+# importance diagonal, "variance" by the variance of the normalised features, "index" by their
+# position (a method whose loss orders its outputs, feature 0 first).
+FEATURE_ORDERS = ("S", "variance", "index")
 
 
 class MethodError(ValueError):
@@ -76,14 +80,17 @@ class MethodSpec:
         color: its colour on every chart (hex).
         description: one line for help texts and the dashboard.
         loss: its contrastive kernel: for ``pair="views"`` a key of :data:`tricl.losses.KERNELS`
-            (``"nt_xent"`` or ``"spectral"``), for ``pair="caption"`` a key of
+            (``"nt_xent"``, ``"spectral"``) or of :data:`tricl.losses.FEATURE_KERNELS`
+            (``"neuralef"``), for ``pair="caption"`` a key of
             :data:`tricl.losses.IMAGE_TEXT_LOSSES` (``"clip"`` or ``"triclip"``).
         has_s: whether it learns the importance diagonal S (tri-factor methods: the kernel's
-            similarities go through S and the decorrelation term is added); its features are then
-            ordered by S, else by variance.
+            similarities go through S and the decorrelation term is added).
         pair: what a training pair is (see :data:`PAIRS`).
         encoders: ``encoders(cfg, in_channels, **context)`` builds the modules it trains (caption
             methods take ``text_config``).
+        order: the default importance order of its features, one of :data:`FEATURE_ORDERS`
+            (empty: ``"S"`` with S, else ``"variance"``). The analysis, compare and the study
+            rank features by it.
     """
 
     name: str
@@ -94,12 +101,20 @@ class MethodSpec:
     has_s: bool
     pair: str = "views"
     encoders: Callable[..., nn.Module] = build_image_encoder
+    order: str = ""
 
     def __post_init__(self) -> None:
         if self.pair not in PAIRS:
             raise ValueError(f"method {self.name!r}: pair {self.pair!r} is not one of {PAIRS}")
         if not self.loss:
             raise ValueError(f"method {self.name!r} names no loss kernel; set loss='nt_xent'")
+        if not self.order:  # frozen: the derived default is set once, here
+            object.__setattr__(self, "order", "S" if self.has_s else "variance")
+        if self.order not in FEATURE_ORDERS or (self.order == "S" and not self.has_s):
+            raise ValueError(
+                f"method {self.name!r}: order {self.order!r} must be one of {FEATURE_ORDERS}"
+                " ('S' only with has_s=True)"
+            )
 
     def build_encoders(self, cfg: Any, in_channels: int, **context: Any) -> nn.Module:
         """The modules this method trains for ``cfg`` (a RunConfig), on ``in_channels`` images;
@@ -140,6 +155,15 @@ def method_label(name: str) -> str:
     """The method's display label (the name itself for a method this version does not know)."""
     spec = METHODS.get(name)
     return spec.label if spec is not None else name
+
+
+def method_order(name: str, has_s: bool) -> str:
+    """The default importance order of a method's features (a key of :data:`FEATURE_ORDERS`);
+    for a method this version does not know, ``"S"`` if its run has S, else ``"variance"``."""
+    spec = METHODS.get(name)
+    if spec is not None:
+        return spec.order
+    return "S" if has_s else "variance"
 
 
 def method_color(name: str) -> str:
@@ -210,5 +234,16 @@ register_method(
         has_s=True,
         pair="caption",
         encoders=build_image_text_model,
+    )
+)
+register_method(
+    MethodSpec(
+        "neuralef",
+        "NeuralEF-CLR",
+        "#17BECF",
+        "NeuralEF-CLR: ordered eigenfunctions of the augmentation kernel (Deng et al. 2023)",
+        loss="neuralef",
+        has_s=False,
+        order="index",
     )
 )
