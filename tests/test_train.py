@@ -8,7 +8,14 @@ import torch
 from tricl.config import ConfigError, RunConfig
 from tricl.losses import LOSSES, build_loss
 from tricl.runs import STATE_FILE, WEIGHTS_FILE, Run, RunError, read_weights
-from tricl.train import TrainingError, build_optimizer, lr_factor, step_loss, train
+from tricl.train import (
+    TrainingError,
+    build_optimizer,
+    default_run_name,
+    lr_factor,
+    step_loss,
+    train,
+)
 
 TINY = dict(
     dataset="digits",
@@ -248,3 +255,19 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(10, 100, 10) == pytest.approx(1.0)
     assert lr_factor(55, 100, 10) == pytest.approx(0.5)
     assert lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "part"),
+    [
+        ("mnist5k", "mnist5k"),
+        ("folder:/data/my.pets", "folder-my.pets"),
+        ("folder:/data/pets/", "folder-pets"),
+        ("captions:/data/pairs.csv", "captions-pairs"),
+        ("captions:relative/dir/pairs.tsv", "captions-pairs"),
+    ],
+)
+def test_a_dataset_path_gives_one_folder_name(dataset: str, part: str) -> None:
+    method = "clip" if dataset.startswith("captions:") else "tricl"
+    name = default_run_name(RunConfig(method=method, dataset=dataset, seed=3))
+    assert name == f"{method}_{part}_small_cnn_k64_seed3" and "/" not in name

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from tricl import distributed as dist_utils
 from tricl import runs
+from tricl.catalog import parse_dataset
 from tricl.config import RunConfig
 from tricl.losses import LossFn, LossTerms, build_image_text_loss, build_loss
 from tricl.methods import get_method
@@ -60,12 +61,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_run_name(cfg: RunConfig) -> str:
-    """``<method>_<dataset>_<backbone>_k<k>_seed<seed>`` (a folder dataset contributes its name)."""
+    """``<method>_<dataset>_<backbone>_k<k>_seed<seed>``.
+
+    A dataset with a path contributes its kind and the path's last name, never the path itself
+    (``folder:/d/pets`` -> ``folder-pets``, ``captions:/d/pairs.csv`` -> ``captions-pairs``), so
+    the name is one folder and seeds of one dataset differ only in their seed.
+    """
     if cfg.name:
         return cfg.name
+    kind, arg = parse_dataset(cfg.dataset)
     ds = cfg.dataset
-    if ds.startswith("folder:"):
-        ds = "folder-" + (Path(ds.split(":", 1)[1]).name or "root")
+    if arg is not None:
+        path = Path(arg)
+        # a folder keeps its whole name (dots included); a file drops its extension
+        ds = f"{kind}-" + ((path.name if kind == "folder" else path.stem) or "root")
     return f"{cfg.method}_{ds}_{cfg.backbone}_k{cfg.proj_dim}_seed{cfg.seed}"
 
 
