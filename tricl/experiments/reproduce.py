@@ -518,6 +518,12 @@ def _parser() -> argparse.ArgumentParser:
         help="tiny version for CI: digits, 1 epoch, 2 seeds, simclr and tricl (with --paper-scale:"
         " a small CNN, small widths, 1 epoch on --paper-dataset)",
     )
+    p.add_argument(
+        "--image-text",
+        action="store_true",
+        help="add the image-text section (clip vs triclip on mnist5k-captions, the shipped runs"
+        " reused; also alone: python -m tricl.experiments.image_text)",
+    )
     p.add_argument("--no-progress", action="store_true")
     from tricl.experiments.paper_scale import add_arguments
 
@@ -581,6 +587,14 @@ def main(argv: list[str] | None = None) -> int:
     notes = args.notes.read_text() if args.notes else ""
     out = args.out if args.out is not None else Path("docs")
     path = write_report(sections, out, notes, synthetic, command)
+    if args.image_text and not args.smoke:
+        from tricl.experiments import image_text
+
+        study = image_text.run_image_text_study(
+            args.seeds, args.runs_root / "image-text", reuse=args.reuse, progress=progress
+        )
+        section = image_text.image_text_markdown(study, out / "figures")
+        path.write_text(image_text.replace_section(path.read_text(), section))
     print(f"wrote {path}")
     return 0
 
