@@ -189,7 +189,9 @@ def test_shipped_runs_load_unchanged_and_new_runs_keep_their_format(runs_root):
     new = json.loads((next(runs_root.iterdir()) / "config.json").read_text())
     for run in shipped:
         assert run.shipped and run.epochs_done == run.config.epochs == 15
-        assert set(run.info) == set(new)  # format, config, dataset, versions, git_commit, created
+        # format, config, dataset, versions, git_commit, created (+ the text encoder of a
+        # clip / triclip run, which the image run that the fixture trains has not)
+        assert set(run.info) == set(new) | ({"text_encoder"} if run.image_text else set())
         assert set(run.info["dataset"]) == set(new["dataset"])
         assert set(run.info["config"]) <= set(new["config"])
         assert run.summary()["final_loss"] == run.metrics()[-1]["loss"]
