@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 import state
 import streamlit as st
+import text_ui
 
 from tricl.methods import method_color
 
@@ -154,16 +155,35 @@ def activation_figure(
     return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title="activation z")
 
 
-def main() -> None:
-    draw.page_header(
-        "Probe an image",
-        "Upload an image or pick one from the dataset: the bars are its activations, most "
-        "important feature first, against each feature's usual range; below, the features it "
-        "excites most (relative to their usual range), where in the image they look, and the "
-        "dataset images they usually respond to.",
-    )
-    jobs_ui.require_runs()
-    run = state.current_run()
+PROBE_KINDS = ("A caption", "An image")
+HEADER = (
+    "Upload an image or pick one from the dataset: the bars are its activations, most "
+    "important feature first, against each feature's usual range; below, the features it "
+    "excites most (relative to their usual range), where in the image they look, and the "
+    "dataset images they usually respond to."
+)
+CAPTION_HEADER = (
+    "This run encodes text too. Type a caption: the bars are its features, most important "
+    "first, against the evaluation captions' usual range, and below are the evaluation images "
+    "it retrieves. Or switch to an image to probe the image encoder."
+)
+
+
+def probe_caption(run) -> None:
+    """The caption probe of an image-text run, always in the trained axes."""
+    if state.current_basis() != "trained":
+        st.info(
+            "The caption probe reads the trained axes, the space in which the run matches "
+            "captions to images (the spectral basis comes from image augmentations).",
+            icon=":material/info:",
+        )
+    analysis = jobs_ui.analysis_of(run, "trained")
+    order_name = state.current_order(analysis)
+    text_ui.caption_probe(run, analysis, order_name, jobs_ui.text_analysis(run))
+
+
+def probe_image(run) -> None:
+    """The image probe: activations, strongest features, their saliency on the image."""
     analysis = jobs_ui.analysis_of(run, state.current_basis())
     order_name = state.current_order(analysis)
     note = draw.basis_note(analysis, order_name)
@@ -182,6 +202,11 @@ def main() -> None:
             activation_figure(analysis, order, z, method_color(run.config.method), note),
             "probe_activations",
         )
+    strongest_features(run, analysis, order_name, image, z)
+
+
+def strongest_features(run, analysis, order_name: str, image: np.ndarray, z: np.ndarray) -> None:
+    """The features the image excites most, with saliency on it and their top dataset images."""
     std = np.maximum(analysis.stats.std, 1e-8)
     zscore = (z - analysis.stats.mean) / std  # (k,)
     strongest = np.argsort(-zscore)[:STRONGEST]
@@ -212,6 +237,23 @@ def main() -> None:
             top = images[analysis.top_images.top_indices[f, :8]]
             st.image(draw.grid(draw.to_rgb(top), cols=4, pad=1), width="stretch")
             st.caption("saliency on this image · the feature's top dataset images")
+
+
+def main() -> None:
+    idx = state.index()
+    image_text = bool(idx.runs) and state.current_run().image_text
+    if not image_text:
+        draw.page_header("Probe an image", HEADER)
+    else:
+        draw.page_header("Probe a caption or an image", CAPTION_HEADER)
+    jobs_ui.require_runs()
+    run = state.current_run()
+    if image_text:
+        kind = st.radio("Probe", PROBE_KINDS, horizontal=True, key="_w_probe_kind")
+        if kind == PROBE_KINDS[0]:
+            probe_caption(run)
+            return
+    probe_image(run)
 
 
 if __name__ == "__main__":
