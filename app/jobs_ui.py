@@ -44,6 +44,11 @@ SPECTRAL_WHAT = (
     "and the features, top images, class statistics and few-feature curves in it (plus the "
     "trained-basis analysis first if it is missing)"
 )
+IMAGE_TEXT_COMPARE_WHAT = (
+    "the image and the text features of every pair of these runs: ordered correlation, MCC, "
+    "CKA (and, in the pair basis, each run's canonical correlation of its train image and "
+    "text features first), plus the image comparison of the same runs"
+)
 CONSENSUS_WHAT = (
     "every run's spectral-basis analysis, then the |corr| of each spectral rank across every "
     "pair of runs"
@@ -158,6 +163,19 @@ def comparison(runs: Sequence[Run], *, key: str, basis: str = "trained") -> Any 
         COMPARE_WHAT if basis == "trained" else SPECTRAL_WHAT,
         "Compare now",
         key if basis == "trained" else f"{key}_{basis}",
+    )
+
+
+def image_text_comparison(runs: Sequence[Run], *, key: str, basis: str) -> Any | None:
+    """The stored image-and-text comparison of image-text runs in ``basis``, or None after
+    offering the ``tricl compare`` job that writes it."""
+    return _stored(
+        lambda: readers.image_text_comparison(runs, basis),
+        runs,
+        compare_command([r.path for r in runs], readers.EVAL_SPLIT, basis),
+        IMAGE_TEXT_COMPARE_WHAT,
+        "Compare now",
+        f"{key}_{basis}",
     )
 
 

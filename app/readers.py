@@ -207,6 +207,42 @@ def comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
     return comp
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _image_text_comparison(
+    paths: tuple[str, ...], basis: str, stamps: tuple[tuple[int, ...], ...]
+) -> Any:
+    del stamps  # cache key, as for comparisons
+    from tricl.analysis.image_text_compare import load_image_text_comparison
+
+    got = load_image_text_comparison(list(paths), split=EVAL_SPLIT, basis=basis)
+    if got is None:
+        raise _NotCached(paths)
+    return got
+
+
+def image_text_comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
+    """The stored comparison of image-text runs' image and text features in ``basis``
+    (``ImageTextComparison``), or what is missing.
+
+    Raises:
+        AnalysisError: the runs cannot be compared (image-only runs, other images).
+    """
+    paths = tuple(str(r.path) for r in runs)
+    stamps = tuple(
+        (*artifact_stamp(_analysis_folder(p) / "text"), -1, *artifact_stamp(Path(p) / "analysis"))
+        for p in paths
+    )
+    try:
+        return _image_text_comparison(paths, basis, stamps)
+    except _NotCached:
+        where = "trained axes" if basis == "trained" else "pair (spectral) basis"
+        return Missing(
+            tuple(runs),
+            f"no stored comparison of these {len(runs)} runs' image and text "
+            f"features in the {where} yet",
+        )
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _consensus(paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...]) -> Any:
     del stamps  # cache key, as for comparisons

@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import draw
+import jobs_ui
+import labels
 import models
 import numpy as np
 import pandas as pd
@@ -23,7 +25,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tricl import serve
-from tricl.methods import method_color
+from tricl.analysis.metrics import METRICS
+from tricl.methods import method_color, method_label
 from tricl.runs import Run
 
 RETRIEVED = 16  # images the caption probe retrieves
@@ -84,6 +87,197 @@ def runs_column_config() -> dict[str, Any]:
         label: st.column_config.NumberColumn(format="percent", help=help_)
         for label, help_ in ZERO_SHOT_COLUMNS.values()
     }
+
+
+# --------------------------------------------------------------------------- Features pages
+
+CAPTIONS_IN_TABLE = 3  # top captions per row of the Features table
+SIDES = {"image": "image features", "text": "caption features"}
+
+
+def _row_of(text: Any) -> dict[int, int]:
+    """Raw feature index -> row of the text analysis's per-rank artifacts."""
+    return {int(f): r for r, f in enumerate(text.top_captions.feature)}
+
+
+def top_captions_of(text: Any, feature: int, n: int | None = None) -> pd.DataFrame:
+    """A feature's distinct top captions, highest value first.
+
+    Args:
+        text: the run's text analysis.
+        feature: raw feature index.
+        n: at most this many (all stored if None).
+
+    Returns:
+        Columns ``caption``, ``value`` (the feature on it), ``captions`` (how many evaluation
+        captions have that text).
+    """
+    tc = text.top_captions
+    r = _row_of(text)[int(feature)]
+    stop = tc.indices.shape[1] if n is None else n
+    return pd.DataFrame(
+        {
+            "caption": [text.features.captions[int(i)] for i in tc.indices[r, :stop]],
+            "value": tc.values[r, :stop].astype(float),
+            "captions": tc.counts[r, :stop].astype(int),
+        }
+    )
+
+
+def tokens_of(text: Any, feature: int) -> pd.DataFrame:
+    """The words that raise a feature most: ``token, lift`` (in the feature's std), ``count``."""
+    t = text.tokens
+    rows = t[t["feature"] == int(feature)].sort_values("lift", ascending=False)
+    return rows[["token", "lift", "count"]].reset_index(drop=True)
+
+
+def feature_columns(text: Any, order: np.ndarray) -> dict[str, list[str]]:
+    """The Features table's caption columns, one entry per feature of ``order`` (raw indices).
+
+    Returns:
+        ``{"top captions": ..., "raised by": ...}``: each feature's top captions joined by " | ",
+        and its top words with their lift (e.g. ``thick +1.3σ``).
+    """
+    captions, words = [], []
+    for f in order:
+        top = top_captions_of(text, int(f), CAPTIONS_IN_TABLE)
+        captions.append(" | ".join(top["caption"]))
+        tok = tokens_of(text, int(f))
+        words.append(", ".join(f"{w} {v:+.1f}σ" for w, v in zip(tok["token"], tok["lift"])))
+    return {"top captions": captions, "raised by": words}
+
+
+def feature_column_config() -> dict[str, Any]:
+    return {
+        "top captions": st.column_config.TextColumn(
+            f"top {CAPTIONS_IN_TABLE} captions",
+            width="large",
+            help="the distinct evaluation captions with the highest value of this feature "
+            "(caption features), highest first",
+        ),
+        "raised by": st.column_config.TextColumn(
+            "words that raise it",
+            width="medium",
+            help="words whose presence in a caption raises the feature most: mean with the word "
+            "minus mean without, in units of the feature's std (words in >= 5 captions)",
+        ),
+    }
+
+
+def factor_names(factors: pd.DataFrame) -> list[str]:
+    """The caption factors a factor table scores (``class``, ``thickness``, ...), in its order."""
+    return [c.removeprefix("image_") for c in factors.columns if c.startswith("image_")]
+
+
+def factor_figure(factors: pd.DataFrame) -> go.Figure:
+    """Heatmaps of |corr| (class: eta) of each factor with each feature rank, image above text."""
+    from plotly.subplots import make_subplots
+
+    names = factor_names(factors)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=list(SIDES.values()))
+    for row, side in enumerate(SIDES, start=1):
+        values = factors[[f"{side}_{n}" for n in names]].to_numpy(dtype=float).T  # (F, k)
+        fig.add_trace(
+            go.Heatmap(
+                z=values,
+                x=factors["rank"],
+                y=names,
+                zmin=0,
+                zmax=1,
+                colorscale="Viridis",
+                colorbar={"title": "|corr|"},
+                showscale=row == 1,
+                hovertemplate=f"{side} feature #%{{x}} · %{{y}}: %{{z:.2f}}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="feature # (trained axes, importance order)", row=2, col=1)
+    return draw.tidy(fig, height=140 + 45 * 2 * len(names))
+
+
+def factor_verdict(factors: pd.DataFrame) -> str:
+    """Markdown: for each factor, the rank that carries it most on each side."""
+    lines = []
+    for name in factor_names(factors):
+        parts = []
+        for side in SIDES:
+            col = factors[f"{side}_{name}"].to_numpy(dtype=float)
+            if np.isfinite(col).any():
+                best = int(np.nanargmax(col))
+                parts.append(f"{side} #{int(factors['rank'].iloc[best])} ({col[best]:.2f})")
+        lines.append(f"- **{name}**: " + (", ".join(parts) or "no score"))
+    return "\n".join(lines)
+
+
+def factor_section(run: Run, text: Any, order_name: str) -> None:
+    """The caption factor table: which feature rank carries which known factor of the captions."""
+    st.subheader("Caption factors by feature rank")
+    factors = text.factors
+    if not factor_names(factors):
+        st.info(
+            "This dataset's captions carry no known factors (no class labels or measured "
+            "attributes), so there is no factor table.",
+            icon=":material/info:",
+        )
+        return
+    st.caption(
+        "How strongly each feature (columns, most important first, in the run's default order "
+        f"{order_name}) follows each known factor of the captions: class by the correlation "
+        "ratio eta (separates the classes in any order), thickness, slant and size by |corr|. "
+        "If S orders the features, the factors light up the first columns."
+    )
+    left, right = st.columns([3, 1])
+    with left:
+        draw.show_figure(factor_figure(factors), f"caption_factors_{run.name}")
+    with right:
+        st.markdown("**Strongest feature per factor**\n\n" + factor_verdict(factors))
+    with st.expander("The numbers"):
+        draw.show_table(
+            factors,
+            f"caption_factors_{run.name}",
+            column_config=draw.number_columns(factors, "%.2f"),
+        )
+
+
+def feature_captions(text: Any, feature: int, rank: int) -> None:
+    """The Feature detail page's caption side: top captions and the words that raise it."""
+    st.subheader("Its top captions and words")
+    left, right = st.columns([3, 2])
+    with left:
+        top = top_captions_of(text, feature)
+        draw.show_table(
+            top,
+            f"feature{rank}_top_captions",
+            column_config={
+                "value": st.column_config.NumberColumn("feature value", format="%.3f"),
+                "captions": st.column_config.NumberColumn(
+                    "times", help="evaluation captions with exactly this text"
+                ),
+            },
+        )
+        st.caption(
+            "The distinct evaluation captions with the highest value of this feature (caption "
+            "features, trained axes), highest first."
+        )
+    with right:
+        tok = tokens_of(text, feature)
+        if tok.empty:
+            st.info("No word occurs often enough to score (>= 5 captions).")
+            return
+        draw.show_table(
+            tok,
+            f"feature{rank}_tokens",
+            column_config={
+                "lift": st.column_config.NumberColumn("lift (σ)", format="%+.2f"),
+                "count": st.column_config.NumberColumn("captions"),
+            },
+        )
+        st.caption(
+            "Words whose presence raises the feature most: mean with the word minus mean "
+            "without, in units of the feature's std."
+        )
 
 
 # --------------------------------------------------------------------------- caption probe
@@ -223,4 +417,121 @@ def retrieved(run: Run, analysis: Any, z: np.ndarray, captions: tuple[str, ...] 
         table,
         f"retrieved_{run.name}",
         column_config={"similarity": st.column_config.NumberColumn(format="%.3f")},
+    )
+
+
+# --------------------------------------------------------------------------- Compare seeds
+
+BASIS_NAMES = {"trained": "trained axes", "spectral": "pair basis"}
+HEADLINE = "ordered_corr_top8"
+
+
+def seed_pair_datasets(runs: list[Run]) -> dict[str, list[Run]]:
+    """Image-text runs by dataset, for datasets where some configuration has two seeds.
+
+    Each list is sorted by method, seed and name: the order names the stored comparison, so the
+    page and the job it starts agree on it.
+    """
+    by_dataset: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.image_text and not r.aligned:
+            by_dataset.setdefault(r.config.dataset, []).append(r)
+    out = {}
+    for dataset, members in sorted(by_dataset.items()):
+        groups = pd.Series([labels.config_key(r) for r in members]).value_counts()
+        if (groups >= 2).any():
+            out[dataset] = sorted(members, key=lambda r: (r.config.method, r.config.seed, r.name))
+    return out
+
+
+def identifiability_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the page shows it: method label, side, basis, pairs, metric means."""
+    shown = pd.DataFrame(
+        {
+            "method": summary["method"].map(method_label),
+            "side": summary["side"],
+            "basis": summary["basis"].map(BASIS_NAMES),
+            "seed pairs": summary["n_pairs"],
+        }
+    )
+    for name, m in METRICS.items():
+        shown[m.label] = summary[f"{name}_mean"]
+    return shown
+
+
+def identifiability_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
+    """Bars of one metric's mean over seed pairs (± std): per side and basis, one per method."""
+    fig = go.Figure()
+    for method, rows in summary.groupby("method", sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=[f"{s} · {BASIS_NAMES[b]}" for s, b in zip(rows["side"], rows["basis"])],
+                y=rows[f"{metric}_mean"],
+                error_y={"type": "data", "array": rows[f"{metric}_std"]},
+                name=method_label(method),
+                marker_color=method_color(method),
+            )
+        )
+    return draw.tidy(
+        fig,
+        height=340,
+        barmode="group",
+        yaxis={"range": [0, 1.05], "title": METRICS[metric].label},
+    )
+
+
+def compare_section(runs: list[Run]) -> None:
+    """Identifiability of the image-text runs' image AND text features across seeds, in the
+    trained axes and in each run's pair basis, one configuration (method) per colour."""
+    datasets = seed_pair_datasets(runs)
+    if not any(r.image_text for r in runs):
+        return
+    st.subheader("Image-text runs: image and text features across seeds")
+    st.caption(
+        "Each side scored like the image features above, over the seed pairs of each "
+        "configuration: the image features f(x) of the evaluation images and the text features "
+        "g(t) of their captions. Trained axes: each run's importance order (S for triCLIP). Pair "
+        "basis: each side rotated onto the run's canonical correlation directions between its "
+        "train image and text features (the image-caption counterpart of the spectral basis), "
+        "strongest first."
+    )
+    if not datasets:
+        st.info(
+            "No image-text configuration has two seeds yet; train clip or triclip with two "
+            "`--seed` values to measure it."
+        )
+        return
+    dataset = st.selectbox("Dataset", list(datasets), key="_w_image_text_dataset")
+    group = datasets[dataset]
+    from tricl.analysis.image_text_compare import summarize
+
+    comps = [
+        jobs_ui.image_text_comparison(group, key=f"image_text_{dataset}", basis=b)
+        for b in BASIS_NAMES
+    ]
+    comps = [c for c in comps if c is not None]
+    if not comps:
+        return
+    summary = summarize(comps)
+    if summary.empty:
+        st.info("These runs share no configuration with two seeds.")
+        return
+    metric = st.selectbox(
+        "Score",
+        list(METRICS),
+        index=list(METRICS).index(HEADLINE) if HEADLINE in METRICS else 0,
+        format_func=lambda m: METRICS[m].label,
+        key="_w_image_text_metric",
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        draw.show_figure(identifiability_figure(summary, metric), "image_text_identifiability")
+    with right:
+        st.markdown("\n".join(f"- **{m.label}**: {m.help}" for m in METRICS.values()))
+    table = identifiability_table(summary)
+    draw.show_table(
+        table,
+        f"image_text_identifiability_{dataset.replace(':', '_').replace('/', '_')}",
+        csv=summary,
+        column_config=draw.number_columns(table),
     )

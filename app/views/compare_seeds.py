@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import readers
 import state
 import streamlit as st
+import text_ui
 
 from tricl.analysis.metrics import METRICS
 from tricl.methods import method_color, method_label
@@ -364,6 +365,9 @@ def main() -> None:
     )
     idx = jobs_ui.require_runs()
     summary(idx)
+    if any(r.image_text for r in idx.runs):
+        st.divider()
+        text_ui.compare_section(list(idx.runs))
     st.divider()
     consensus_section(idx)
     st.divider()

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import readers
 import state
 import streamlit as st
+import text_ui
 
 SALIENCY_N = 8
 # the dominant class stands out from the others on the class charts
@@ -363,6 +364,11 @@ def main() -> None:
         )
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
+    if run.image_text and analysis.basis == "trained":
+        if (text := jobs_ui.text_analysis(run)) is not None:
+            text_ui.feature_captions(text, feature, rank)
+    elif run.image_text:
+        st.caption(text_ui.TRAINED_ONLY)
     saliency(run, analysis, feature, rank, order)
     if analysis.basis == "spectral":
         same_rank_elsewhere(run, analysis, rank, images)

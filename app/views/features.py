@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import state
 import streamlit as st
+import text_ui
 
 STRIP_N = 8
 
@@ -30,11 +31,12 @@ def strips(
     return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N)) for row in _top]
 
 
-def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
+def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.DataFrame:
     """One row per feature, most important first.
 
     In the spectral basis the rank is the feature (no raw index column) and a column names the
-    unresolved group a rank belongs to, if any.
+    unresolved group a rank belongs to, if any. With an image-text run's text analysis
+    (``text``, trained axes) each row also has its top captions and the words that raise it.
     """
     o = analysis.importance.order(order)
     scores = np.asarray(analysis.importance.scores[order], dtype=float)
@@ -45,6 +47,7 @@ def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
         first = {"group": [draw.group_label(g) if g else "" for g in found]}
     else:
         first = {"feature": o}
+    captions = text_ui.feature_columns(text, o) if text is not None else {}
     return pd.DataFrame(
         {
             "#": np.arange(1, len(o) + 1),
@@ -57,6 +60,7 @@ def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
                 images,
                 analysis.top_images.top_indices[o],
             ),
+            **captions,
             "dominant class": [classes[c] for c in st_.dominant_class[o]],
             "selectivity": st_.dominant_share[o],
             "entropy (bits)": st_.class_entropy[o],
@@ -101,8 +105,13 @@ def main() -> None:
     if analysis.basis == "spectral":
         with st.container(border=True):
             st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
+    text = None
+    if run.image_text and analysis.basis == "trained":
+        text = jobs_ui.text_analysis(run)
+    elif run.image_text:
+        st.caption(text_ui.TRAINED_ONLY)
     images = models.eval_images(run, analysis)
-    table = feature_table(analysis, order, images)
+    table = feature_table(analysis, order, images, text)
     keep = table["selectivity"] >= min_sel
     if picked:
         keep &= table["dominant class"].isin(picked)
@@ -135,12 +144,15 @@ def main() -> None:
             "entropy (bits)": st.column_config.NumberColumn(format="%.2f"),
             "mean": st.column_config.NumberColumn(format="%.3f"),
             "std": st.column_config.NumberColumn(format="%.3f"),
+            **(text_ui.feature_column_config() if text is not None else {}),
         },
     )
     rows = event.selection.rows if event is not None else []
     if rows:
         ss[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
         st.switch_page("views/feature_detail.py")
+    if text is not None:
+        text_ui.factor_section(run, text, analysis.importance.default)
 
 
 if __name__ == "__main__":
