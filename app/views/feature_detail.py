@@ -351,6 +351,8 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
+    if run.image_text and state.current_basis() != "trained":
+        st.caption(text_ui.TRAINED_ONLY)
     analysis = jobs_ui.analysis_of(run, state.current_basis())
     order = state.current_order(analysis)
     rank, feature = pick_feature(analysis, order)
@@ -367,8 +369,6 @@ def main() -> None:
     if run.image_text and analysis.basis == "trained":
         if (text := jobs_ui.text_analysis(run)) is not None:
             text_ui.feature_captions(text, feature, rank)
-    elif run.image_text:
-        st.caption(text_ui.TRAINED_ONLY)
     saliency(run, analysis, feature, rank, order)
     if analysis.basis == "spectral":
         same_rank_elsewhere(run, analysis, rank, images)

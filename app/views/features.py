@@ -81,6 +81,8 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
+    if run.image_text and state.current_basis() != "trained":
+        st.caption(text_ui.TRAINED_ONLY)
     analysis = jobs_ui.analysis_of(run, state.current_basis())
     ss = st.session_state
     orders = list(analysis.importance.orders)
@@ -108,8 +110,6 @@ def main() -> None:
     text = None
     if run.image_text and analysis.basis == "trained":
         text = jobs_ui.text_analysis(run)
-    elif run.image_text:
-        st.caption(text_ui.TRAINED_ONLY)
     images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images, text)
     keep = table["selectivity"] >= min_sel
