@@ -366,9 +366,9 @@ def main() -> None:
         )
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
-    if run.image_text and analysis.basis == "trained":
-        if (text := jobs_ui.text_analysis(run)) is not None:
-            text_ui.feature_captions(text, feature, rank)
+    text = jobs_ui.text_analysis(run) if run.image_text and analysis.basis == "trained" else None
+    if text is not None:
+        text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)
     if analysis.basis == "spectral":
         same_rank_elsewhere(run, analysis, rank, images)
