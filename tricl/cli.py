@@ -154,7 +154,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "analyze",
         help="compute the dashboard's artifacts for runs (cached in RUN/analysis/)",
         description="Compute features, importance orders, per-feature statistics, top images,"
-        " UMAP and few-feature curves for each run; cached, so an unchanged run is instant.",
+        " UMAP and few-feature curves for each run; for a clip / triclip run also its caption"
+        " features, zero-shot accuracy, retrieval recall, top captions, token lift and factor"
+        " table; cached, so an unchanged run is instant.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
@@ -207,7 +209,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             basis=args.basis,
         )
         print(f"{run}: {a.summary()}")
+        if len(set(a.features.labels.tolist())) < 2:
+            print(f"{run}: no class labels: probe, k-NN, retrieval mAP and ablation are NaN")
+        _analyze_text(run, args)
     return 0
+
+
+def _analyze_text(run: Path, args: argparse.Namespace) -> None:
+    """The text side of an image-text run (run's own dataset only): one summary line."""
+    from tricl.analysis.image_text import analyze_text, has_text
+    from tricl.analysis.pipeline import load_run
+
+    if args.dataset is not None or not has_text(load_run(run)):
+        return
+    t = analyze_text(
+        run, args.split, force=args.force, progress=not args.no_progress, device=args.device
+    )
+    print(f"{run}: {t.summary()}")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:

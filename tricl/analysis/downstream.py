@@ -1,7 +1,9 @@
 """Downstream use of the features: linear probe, k-NN, retrieval mAP, and few-feature curves.
 
 The probe and retrieval database come from the TRAIN split, the queries/evaluation from the
-evaluation split. Features are first L2-normalised as whole vectors (the geometry the contrastive
+evaluation split. With fewer than two classes (a caption CSV without labels) nothing class-based
+can be measured: probe, k-NN and retrieval mAP are NaN ("not measured"), not a crash.
+Features are first L2-normalised as whole vectors (the geometry the contrastive
 loss sees); a subset of features is then taken from the normalised vector, so at k = all the
 retrieval ranking is exactly the cosine-similarity ranking.
 
@@ -80,8 +82,12 @@ def linear_probe(
             with the dropped columns removed), shapes as :class:`ProbeResult`; None starts at 0.
 
     Returns:
-        The :class:`ProbeResult` on the evaluation rows.
+        The :class:`ProbeResult` on the evaluation rows; accuracy and loss NaN (and a zero probe)
+        when ``y_train`` has fewer than two classes.
     """
+    if _one_class(y_train):
+        zero = np.zeros((1, x_train.shape[1]))
+        return ProbeResult(np.nan, np.nan, np.full(len(y_eval), -1), zero, np.zeros(1))
     # imported here so that reading artifacts (the dashboard) never loads scikit-learn
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -140,8 +146,10 @@ def knn_accuracy(
         chunk: queries per block (bounds memory to chunk x N_train).
 
     Returns:
-        Top-1 accuracy.
+        Top-1 accuracy; NaN when ``train_y`` has fewer than two classes.
     """
+    if _one_class(train_y):
+        return float("nan")
     db = l2_normalise(train_x)
     queries = l2_normalise(eval_x)
     n_classes = int(max(train_y.max(), eval_y.max())) + 1
@@ -160,6 +168,11 @@ def knn_accuracy(
         )  # (B, C)
         correct += int((votes.argmax(axis=1) == eval_y[start : start + chunk]).sum())
     return correct / len(queries)
+
+
+def _one_class(labels: np.ndarray) -> bool:
+    """Whether the labels hold fewer than two classes (then no class-based score means anything)."""
+    return np.unique(labels).size < 2
 
 
 def _mask(scores: np.ndarray, exclude: np.ndarray | None) -> None:
@@ -222,8 +235,11 @@ def retrieval_map(
         max_block: bound on queries x database entries processed at once (memory).
 
     Returns:
-        mAP over the queries that have at least one relevant database item.
+        mAP over the queries that have at least one relevant database item; NaN when ``db_y``
+        has fewer than two classes (every item would be relevant).
     """
+    if _one_class(db_y):
+        return float("nan")
     query_x = np.asarray(query_x, dtype=np.float32)
     db_x = np.asarray(db_x, dtype=np.float32)
     db_sq = (db_x**2).sum(axis=1)  # (D,)

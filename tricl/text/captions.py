@@ -44,6 +44,7 @@ from tricl.data import (
     load_dataset,
     parse_dataset,
 )
+from tricl.text.prompts import DIGIT_WORDS
 
 INK_THRESHOLD = 128  # a pixel is ink from this uint8 value on
 FACTORS = ("thickness", "slant", "size")
@@ -53,7 +54,6 @@ LEVEL_WORDS = {
     "size": ("small", "medium", "large"),
 }
 SLANT_PHRASES = ("slanted to the left", "standing upright", "slanted to the right")
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Fields: digit (numeral), word (digit name), thickness, slant, size, slant_phrase.
 TEMPLATES = (
     "a {size}, {thickness}, {slant} handwritten {digit}",
@@ -64,6 +64,9 @@ TEMPLATES = (
     "a {slant} {size} {digit} with a {thickness} line",
 )
 CSV_DEFAULTS = {"csv_separator": "\t", "image_column": "filepath", "caption_column": "title"}
+# A CSV's labels come from this column when it has one and no label_column is given: a run stores
+# only its dataset spec, so this is how a trained run's analysis finds the labels for zero-shot.
+DEFAULT_LABEL_COLUMN = "label"
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,9 @@ def read_caption_csv(
 ) -> list[CsvRow]:
     """The rows of an open_clip-style caption CSV, checked; image paths relative to the CSV.
 
+    ``label_column`` None reads the labels from a column named :data:`DEFAULT_LABEL_COLUMN` if
+    there is one, else the rows have no label.
+
     Raises:
         DatasetError: a one-line message naming the file (and line): missing file or column,
             short row, empty caption or label, missing image.
@@ -300,6 +306,8 @@ def read_caption_csv(
     with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of the header
         reader = csv.DictReader(fh, delimiter=csv_separator)
         columns = reader.fieldnames or []
+        if label_column is None and DEFAULT_LABEL_COLUMN in columns:
+            label_column = DEFAULT_LABEL_COLUMN
         wanted = {"image_column": image_column, "caption_column": caption_column}
         if label_column is not None:
             wanted["label_column"] = label_column
@@ -427,7 +435,8 @@ def load_image_text(spec: str, *, image_size: int = 0, **options: str | None) ->
         spec: ``"mnist5k-captions"`` or ``"captions:PATH.csv"``.
         image_size: if > 0, CSV images are resized to it (mnist5k-captions stays 28x28).
         **options: for CSVs, ``csv_separator`` (default tab), ``image_column`` (``"filepath"``),
-            ``caption_column`` (``"title"``), ``label_column`` (None: no labels).
+            ``caption_column`` (``"title"``), ``label_column`` (None: the column ``label`` if
+            the CSV has one, else no labels).
 
     Raises:
         DatasetError: unknown name, or bad input (one-line message naming file and line).

@@ -16,15 +16,23 @@ and refuses a tokenizer that does not match the weights.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tricl.text.tokenizer import EOS_ID, PAD_ID, TextTokenizer, TokenizerError, load_tokenizer
+from tricl.text.tokenizer import (
+    EOS_ID,
+    PAD_ID,
+    TextTokenizer,
+    TokenizerError,
+    load_tokenizer,
+    trim_padding,
+)
 
 
 @dataclass(frozen=True)
@@ -187,3 +195,50 @@ def load_text_encoder(
     encoder = TextEncoder.from_config(config)
     encoder.load_state_dict(dict(state_dict))
     return tokenizer, encoder.eval()
+
+
+def embed_captions(
+    encoder: TextEncoder,
+    tokenizer: TextTokenizer,
+    captions: Sequence[str],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    tick: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """The k features z of captions, each distinct text encoded once, in eval mode.
+
+    Generated captions repeat (mnist5k-captions: about 1,600 distinct texts for 5,000 images), and
+    equal token ids give equal features, so only the distinct texts go through the encoder.
+
+    Args:
+        encoder: the run's text encoder.
+        tokenizer: the run's tokenizer.
+        captions: N non-empty captions.
+        device: where the encoder runs.
+        batch_size: distinct captions per forward pass.
+        tick: called after every batch (progress bars).
+
+    Returns:
+        ``(z, truncated)``: float32 features, row i the caption i's, Shape: (N, k); and how many
+        distinct captions were longer than the context length and were cut.
+    """
+    distinct = list(dict.fromkeys(captions))
+    row = {c: i for i, c in enumerate(distinct)}
+    encoder.eval()
+    out, truncated = [], 0
+    with torch.inference_mode():
+        for start in range(0, len(distinct), batch_size):
+            encoded = tokenizer.encode(distinct[start : start + batch_size])
+            truncated += encoded.truncated
+            ids = trim_padding(encoded.ids).to(device)  # (B, L')
+            out.append(encoder(ids).float().cpu().numpy())  # (B, k)
+            if tick is not None:
+                tick()
+    z = np.concatenate(out) if out else np.zeros((0, encoder.cfg.proj_dim), np.float32)
+    return z[[row[c] for c in captions]], truncated  # (N, k)
+
+
+def n_caption_batches(captions: Sequence[str], batch_size: int = 256) -> int:
+    """Forward passes :func:`embed_captions` makes for ``captions`` (progress bars)."""
+    return -(-len(set(captions)) // batch_size)
