@@ -239,8 +239,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         f" metric ({metrics}), and the spectral ones again in each run's spectral basis (features"
         " rotated onto the eigenvectors of the augmentation's positive-pair covariance, estimated"
         " on train pairs; column spectral_<metric>). With --basis spectral every score is taken"
-        " in the spectral bases (rank r against rank r) and has its plain column. Stored under"
-        " RUNS_ROOT/_compare/.",
+        " in the spectral bases (rank r against rank r) and has its plain column. When every run is"
+        " clip / triclip, their image AND text features are compared too (a second table with a"
+        " side column, and the mean ± std over seed pairs of each configuration); in --basis"
+        " spectral each side is rotated onto the run's pair basis (the canonical correlation of"
+        " its train image and text features). Stored under RUNS_ROOT/_compare/.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -291,14 +294,61 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             basis=args.basis,
         )
         table = comp.pairs  # its columns follow the registry (spectral_* in the trained basis)
+    text = None if args.consensus else _compare_image_text(args, progress)
     if args.json:
         for row in table.to_dict(orient="records"):
             print(json.dumps(row))
+        for row in [] if text is None else text.pairs.to_dict(orient="records"):
+            print(json.dumps(row))  # the image-text rows carry a "side" key
         return 0
     if args.consensus:  # the first few top images keep the text table readable
         table = table.assign(top_indices=[" ".join(map(str, t[:5])) for t in table["top_indices"]])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if text is not None:
+        _print_image_text(text)
     return 0
+
+
+def _compare_image_text(args: argparse.Namespace, progress: bool):
+    """The image-text comparison when every run is clip / triclip; None (and a note) otherwise.
+
+    Mixed runs keep today's image comparison: the text side needs a text encoder in every run.
+    """
+    from tricl.analysis.image_text import has_text
+    from tricl.analysis.image_text_compare import compare_image_text
+    from tricl.analysis.pipeline import load_run
+
+    runs = [load_run(r) for r in args.runs]
+    image_only = [r.name for r in runs if not has_text(r)]
+    if image_only and len(image_only) < len(runs):
+        print(
+            f"note: text features not compared ({', '.join(image_only)} without a text"
+            " encoder); pass only clip / triclip runs to compare them",
+            file=sys.stderr,
+        )
+    if image_only:
+        return None
+    return compare_image_text(
+        runs, split=args.split, basis=args.basis, force=args.force, progress=progress
+    )
+
+
+def _print_image_text(comp) -> None:
+    """The image-text pairs and, where seeds of one configuration meet, their mean +- std."""
+    from tricl.analysis.image_text_compare import summarize
+    from tricl.analysis.metrics import METRICS
+
+    print(f"\nimage and text features, {comp.basis} basis:")
+    print(comp.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    summary = summarize([comp])
+    if summary.empty:
+        return
+    shown = summary[["method", "side", "basis", "n_pairs"]].copy()
+    for m in METRICS:
+        means, stds = summary[f"{m}_mean"], summary[f"{m}_std"]
+        shown[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(means, stds)]
+    print("\nseed pairs of one configuration, mean ± std:")
+    print(shown.to_string(index=False))
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
