@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tricl import serve
+from tricl.analysis.image_text import anchor_weights, similarity
 from tricl.analysis.metrics import METRICS
 from tricl.methods import method_color, method_label
 from tricl.runs import Run
@@ -399,10 +399,33 @@ def caption_probe(run: Run, analysis: Any, order_name: str, text_analysis: Any |
     retrieved(run, analysis, z, captions)
 
 
+def caption_scores(
+    image_z: np.ndarray, z: np.ndarray, importance: np.ndarray | None, s_placement: str
+) -> np.ndarray:
+    """A caption's similarity to every image as the run's loss scores a caption anchor.
+
+    Both sides L2-normalised; clip: cosine; triclip: ``f^T S g`` where ``s_placement`` puts S on
+    caption anchors (``both``), cosine where it does not (``first_view``). The temperature
+    scales every score alike and is left out (:mod:`tricl.analysis.image_text`, as the
+    text->image recall is computed).
+
+    Args:
+        image_z: raw image features, raw feature index order. Shape: (N, k).
+        z: raw features of the caption. Shape: (k,).
+        importance: the diagonal of S (triclip), or None (clip). Shape: (k,).
+        s_placement: the run's ``s_placement``.
+
+    Returns:
+        Similarity to each image. Shape: (N,).
+    """
+    weights = anchor_weights(importance, s_placement, "text")
+    return similarity(np.asarray(z)[None], image_z, weights)[0]  # (1, k) x (N, k) -> (N,)
+
+
 def retrieved(run: Run, analysis: Any, z: np.ndarray, captions: tuple[str, ...] | None) -> None:
     """The evaluation images closest to a caption by the method's own similarity."""
     image_z = analysis.features.z.astype(np.float64)  # (N, k), raw feature order
-    scores = serve.text_image_similarity(image_z, z, analysis.features.s, run.config.s_placement)
+    scores = caption_scores(image_z, z, analysis.features.s, run.config.s_placement)
     top = np.argsort(-scores, kind="stable")[:RETRIEVED]  # (n,) best first
     how = "f·Sg through the learned S" if analysis.features.s is not None else "cosine"
     st.subheader(f"The {len(top)} evaluation images it retrieves")

@@ -21,6 +21,7 @@ from tricl import losses, serve
 from tricl.analysis import analyze
 from tricl.analysis.image_text import analyze_text, load_text_analysis
 from tricl.analysis.image_text_compare import compare_image_text, load_image_text_comparison
+from tricl.analysis.metrics import METRICS
 from tricl.config import RunConfig
 from tricl.runs import Run, list_runs
 from tricl.train import train
@@ -81,6 +82,13 @@ def it_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def it_runs(it_root) -> dict[str, Run]:
     return {r.name: r for r in list_runs(it_root) if isinstance(r, Run)}
+
+
+def text_ui():
+    """app/text_ui.py as a module, after the app modules it imports by their plain names."""
+    for name in ("draw", "state", "readers", "models", "jobs_ui", "labels"):
+        app_module(name)
+    return app_module("text_ui")
 
 
 def caption_box(at):
@@ -193,11 +201,11 @@ def loss_text_to_image(image_z: np.ndarray, z: np.ndarray, s, placement: str) ->
 
 @pytest.mark.parametrize("placement", ["both", "first_view"])
 @pytest.mark.parametrize("with_s", [True, False])
-def test_text_image_similarity_is_the_losses(placement, with_s):
+def test_the_probes_similarity_is_the_losses(placement, with_s):
     rng = np.random.default_rng(0)
     image_z, z = rng.normal(size=(50, 6)), rng.normal(size=6)
     s = rng.uniform(0.1, 3.0, size=6) if with_s else None
-    got = serve.text_image_similarity(image_z, z, s, placement)
+    got = text_ui().caption_scores(image_z, z, s, placement)
     np.testing.assert_allclose(got, loss_text_to_image(image_z, z, s, placement), atol=1e-12)
 
 
@@ -288,7 +296,7 @@ def test_compare_seeds_shows_both_sides_in_both_bases(it_root, it_runs, monkeypa
     clip = pairs[(pairs["run_a"].str.startswith("clip")) & pairs["run_b"].str.startswith("clip")]
     row = table[(table["method"] == "CLIP") & (table["side"] == "text")]
     row = row[row["basis"] == "trained axes"].iloc[0]
-    label = app_module("text_ui").METRICS["ordered_corr_top8"].label
+    label = METRICS["ordered_corr_top8"].label
     assert row[label] == pytest.approx(clip[clip["side"] == "text"]["ordered_corr_top8"].mean())
     assert any('"type":"bar"' in c.proto.spec.replace(" ", "") for c in at.get("plotly_chart"))
 

@@ -9,7 +9,7 @@ process's :data:`_CACHE`, so the second call of a page is fast.
 Nothing here sweeps a dataset with a model: the forward passes are on the handful of images a
 page shows (saliency maps of a feature's top images, one uploaded image) or the one caption typed
 into the probe (:func:`encode_text`; the images it retrieves are ranked against the stored
-features of the analysis by :func:`text_image_similarity`, which needs no model).
+image features of the analysis, which needs no model).
 """
 
 from __future__ import annotations
@@ -254,32 +254,3 @@ def encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
         "truncated": bool(encoded.truncated),
         "context_length": tokenizer.context_length,
     }
-
-
-def text_image_similarity(
-    image_z: np.ndarray, text_z: np.ndarray, importance: np.ndarray | None, s_placement: str
-) -> np.ndarray:
-    """A caption's similarity to every image, as the method's loss scores a caption anchor.
-
-    Both sides are L2-normalised first. clip: cosine ``f_i . g``. triclip: ``f_i^T S g`` with S =
-    diag(importance) when ``s_placement`` is ``"both"``; with ``"first_view"`` S weights only the
-    image anchors, so a caption anchor compares by cosine (``tricl.losses._clip_contrastive``'s
-    text->image logits). The temperature 1/T scales every score alike and changes no ranking, so
-    it is left out.
-
-    Args:
-        image_z: raw image features, raw feature index order. Shape: (N, k).
-        text_z: raw features of one caption. Shape: (k,).
-        importance: the diagonal of S (triclip), or None (clip). Shape: (k,).
-        s_placement: the run's ``s_placement``.
-
-    Returns:
-        The similarity of the caption to each image. Shape: (N,).
-    """
-    f = np.asarray(image_z, dtype=np.float64)
-    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # (N, k)
-    g = np.asarray(text_z, dtype=np.float64)
-    g = g / max(float(np.linalg.norm(g)), 1e-12)  # (k,)
-    if importance is not None and s_placement == "both":
-        g = g * np.asarray(importance, dtype=np.float64)  # the caption anchor's row S g
-    return f @ g  # (N, k) @ (k,) -> (N,)
