@@ -13,6 +13,7 @@ trained axes instead of mixing the two.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import draw
@@ -92,6 +93,7 @@ def runs_column_config() -> dict[str, Any]:
 # --------------------------------------------------------------------------- Features pages
 
 CAPTIONS_IN_TABLE = 3  # top captions per row of the Features table
+IN_WORDS = 4  # features drawn as cards above the factor table
 SIDES = {"image": "image features", "text": "caption features"}
 
 
@@ -162,6 +164,27 @@ def feature_column_config() -> dict[str, Any]:
             "minus mean without, in units of the feature's std (words in >= 5 captions)",
         ),
     }
+
+
+def md_escape(text: str) -> str:
+    """Caption text safe inside Markdown: ASCII punctuation backslash-escaped (a CSV caption may
+    hold ``*``, ``#``, ``$`` or ``:name:``, which Streamlit would render as markup)."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+
+
+def features_in_words(text: Any, order: np.ndarray, n: int = IN_WORDS) -> None:
+    """The first ``n`` features of ``order`` (raw indices) as cards: their words and captions.
+
+    The table's caption cells are cut to their width; these cards show them whole.
+    """
+    st.subheader("The most important features, in words")
+    for col, (rank, f) in zip(st.columns(n), enumerate(order[:n], start=1)):
+        with col, st.container(border=True):
+            words = tokens_of(text, int(f))["token"].head(3)
+            said = ", ".join(f"*{md_escape(w)}*" for w in words) or "no frequent word"
+            st.markdown(f"**Feature #{rank}** · raised by {said}")
+            top = top_captions_of(text, int(f), CAPTIONS_IN_TABLE)
+            st.markdown("\n".join(f"- {md_escape(c)}" for c in top["caption"]))
 
 
 def factor_names(factors: pd.DataFrame) -> list[str]:

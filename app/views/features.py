@@ -152,6 +152,7 @@ def main() -> None:
         ss[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
         st.switch_page("views/feature_detail.py")
     if text is not None:
+        text_ui.features_in_words(text, analysis.importance.order(order))
         text_ui.factor_section(run, text, analysis.importance.default)
 
 
