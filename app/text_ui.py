@@ -94,6 +94,8 @@ def runs_column_config() -> dict[str, Any]:
 
 CAPTIONS_IN_TABLE = 3  # top captions per row of the Features table
 IN_WORDS = 4  # features drawn as cards above the factor table
+HEAD = 8  # the factor table's "first ranks" (the paper's top-8)
+CELL_TEXT_MAX_K = 16  # the heatmap prints its numbers in the cells up to this many ranks
 SIDES = {"image": "image features", "text": "caption features"}
 
 
@@ -210,6 +212,7 @@ def factor_figure(factors: pd.DataFrame) -> go.Figure:
                 colorscale="Viridis",
                 colorbar={"title": "|corr|"},
                 showscale=row == 1,
+                texttemplate="%{z:.2f}" if len(factors) <= CELL_TEXT_MAX_K else None,
                 hovertemplate=f"{side} feature #%{{x}} · %{{y}}: %{{z:.2f}}<extra></extra>",
             ),
             row=row,
@@ -234,6 +237,25 @@ def factor_verdict(factors: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def head_against_rest(factors: pd.DataFrame, head: int = HEAD) -> str:
+    """Markdown: for each factor and side, mean score of the first ``head`` ranks vs the rest.
+
+    A higher mean in the head says the importance order puts that factor first.
+    """
+    if len(factors) <= head:
+        return ""
+    lines = []
+    for name in factor_names(factors):
+        parts = []
+        for side in SIDES:
+            col = factors[f"{side}_{name}"].to_numpy(dtype=float)  # (k,) in rank order
+            first, rest = np.nanmean(col[:head]), np.nanmean(col[head:])
+            if np.isfinite(first) and np.isfinite(rest):
+                parts.append(f"{side} {first:.2f} vs {rest:.2f}")
+        lines.append(f"- **{name}**: " + (" · ".join(parts) or "no score"))
+    return f"**#1-#{head} against the rest** (mean score)\n\n" + "\n".join(lines)
+
+
 def factor_section(run: Run, text: Any, order_name: str) -> None:
     """The caption factor table: which feature rank carries which known factor of the captions."""
     st.subheader("Caption factors by feature rank")
@@ -256,6 +278,7 @@ def factor_section(run: Run, text: Any, order_name: str) -> None:
         draw.show_figure(factor_figure(factors), f"caption_factors_{run.name}")
     with right:
         st.markdown("**Strongest feature per factor**\n\n" + factor_verdict(factors))
+        st.markdown(head_against_rest(factors))
     with st.expander("The numbers"):
         draw.show_table(
             factors,

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from test_app_pages import PAGE_FILES, app_at, app_module, open_page, texts
@@ -309,3 +310,25 @@ def test_missing_image_text_comparison_offers_compare_now(it_runs, tmp_path, mon
     assert "no stored comparison of these 4 runs' image and text features" in texts(at).lower()
     key = "start_image_text_mnist5k-captions_trained"
     assert at.button(key=key).label == "Compare now"
+
+
+def test_factor_summaries_name_the_strongest_rank_and_the_head_against_the_rest():
+    ui = text_ui()
+    factors = pd.DataFrame(
+        {
+            "rank": np.arange(1, 11),
+            "feature": np.arange(10)[::-1],
+            "image_class": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0],
+            "text_class": [0.0] * 9 + [1.0],
+            "image_size": [np.nan] * 10,
+            "text_size": [0.5] * 10,
+        }
+    )
+    assert ui.factor_names(factors) == ["class", "size"]
+    verdict = ui.factor_verdict(factors)
+    assert "- **class**: image #1 (0.90), text #10 (1.00)" in verdict
+    assert "- **size**: text #1 (0.50)" in verdict
+    head = ui.head_against_rest(factors, head=8)
+    assert "- **class**: image 0.55 vs 0.05 · text 0.00 vs 0.50" in head
+    assert "- **size**: text 0.50 vs 0.50" in head
+    assert ui.head_against_rest(factors.head(8), head=8) == ""
