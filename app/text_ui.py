@@ -237,6 +237,12 @@ def factor_verdict(factors: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _finite_mean(x: np.ndarray) -> float:
+    """Mean of the finite entries (NaN if none), without numpy's empty-slice warning."""
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else float("nan")
+
+
 def head_against_rest(factors: pd.DataFrame, head: int = HEAD) -> str:
     """Markdown: for each factor and side, mean score of the first ``head`` ranks vs the rest.
 
@@ -249,7 +255,7 @@ def head_against_rest(factors: pd.DataFrame, head: int = HEAD) -> str:
         parts = []
         for side in SIDES:
             col = factors[f"{side}_{name}"].to_numpy(dtype=float)  # (k,) in rank order
-            first, rest = np.nanmean(col[:head]), np.nanmean(col[head:])
+            first, rest = _finite_mean(col[:head]), _finite_mean(col[head:])
             if np.isfinite(first) and np.isfinite(rest):
                 parts.append(f"{side} {first:.2f} vs {rest:.2f}")
         lines.append(f"- **{name}**: " + (" · ".join(parts) or "no score"))
