@@ -610,3 +610,71 @@ def compare_section(runs: list[Run]) -> None:
         csv=summary,
         column_config=draw.number_columns(table),
     )
+    pair_heatmap(comps, group)
+
+
+def _default_pair(comp: Any) -> tuple[int, int]:
+    """Two seeds of one method (triCLIP's if there are two), for the heatmap's first view."""
+    for method in sorted(set(comp.methods), key=lambda m: m != "triclip"):
+        same = [i for i, m in enumerate(comp.methods) if m == method]
+        if len(same) >= 2:
+            return same[0], same[1]
+    return 0, 1
+
+
+def pair_figure(comp: Any, side: str, i: int, j: int, shown: dict[str, str]) -> go.Figure:
+    """|corr| between run i's features (rows) and run j's on one side, each in its own order."""
+    corr = comp.abs_corr(side, i, j)  # (k_i, k_j)
+    fig = go.Figure(
+        go.Heatmap(
+            z=corr,
+            x=np.arange(1, corr.shape[1] + 1),
+            y=np.arange(1, corr.shape[0] + 1),
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            colorbar={"title": "|corr|"},
+            hovertemplate="#%{y} vs #%{x}: |corr| %{z:.2f}<extra></extra>",
+        )
+    )
+    return draw.tidy(
+        fig,
+        height=520,
+        xaxis={"title": f"{shown[comp.runs[j]]}: {side} feature #", "constrain": "domain"},
+        yaxis={
+            "title": f"{shown[comp.runs[i]]}: {side} feature #",
+            "autorange": "reversed",
+            "scaleanchor": "x",
+        },
+    )
+
+
+def pair_heatmap(comps: list, runs: list[Run]) -> None:
+    """Two runs' features against each other, on the image or the text side, in either basis."""
+    st.markdown("**|corr| between two runs' features, one side**")
+    st.caption(
+        "Identifiable features light up the diagonal: feature #i of one seed is feature #i of "
+        "the other, on the image side (f) or the text side (g)."
+    )
+    first = comps[0]
+    shown = labels.run_labels(runs)
+    a0, b0 = _default_pair(first)
+    names = first.runs
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    a = c1.selectbox(
+        "Rows", range(len(names)), a0, format_func=lambda i: shown[names[i]], key="_w_it_rows"
+    )
+    b = c2.selectbox(
+        "Columns", range(len(names)), b0, format_func=lambda i: shown[names[i]], key="_w_it_cols"
+    )
+    side = c3.radio("Side", list(SIDES), key="_w_image_text_side")
+    basis = c4.radio(
+        "Basis", [c.basis for c in comps], format_func=BASIS_NAMES.get, key="_w_image_text_basis"
+    )
+    if a == b:
+        st.info("Pick two different runs.")
+        return
+    comp = next(c for c in comps if c.basis == basis)
+    left, _ = st.columns([3, 1])
+    with left:
+        draw.show_figure(pair_figure(comp, side, a, b, shown), "image_text_abs_corr_heatmap")

@@ -9,6 +9,7 @@ seeds, and bad probe input.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -300,6 +301,14 @@ def test_compare_seeds_shows_both_sides_in_both_bases(it_root, it_runs, monkeypa
     label = METRICS["ordered_corr_top8"].label
     assert row[label] == pytest.approx(clip[clip["side"] == "text"]["ordered_corr_top8"].mean())
     assert any('"type":"bar"' in c.proto.spec.replace(" ", "") for c in at.get("plotly_chart"))
+    # two triCLIP seeds against each other, text side, pair basis
+    at.radio(key="_w_image_text_side").set_value("text").run()
+    at.radio(key="_w_image_text_basis").set_value("spectral").run()
+    assert not at.exception
+    heat = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    heat = [f for f in heat if "text feature #" in f["layout"]["yaxis"]["title"]["text"]]
+    spectral = load_image_text_comparison(runs, basis="spectral")
+    np.testing.assert_allclose(heat[0]["data"][0]["z"], spectral.abs_corr("text", 2, 3), atol=1e-9)
 
 
 def test_missing_image_text_comparison_offers_compare_now(it_runs, tmp_path, monkeypatch):
