@@ -9,6 +9,7 @@ seeds, and bad probe input.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -91,6 +92,15 @@ def text_ui():
     for name in ("draw", "state", "readers", "models", "jobs_ui", "labels"):
         app_module(name)
     return app_module("text_ui")
+
+
+def plotly_array(value) -> np.ndarray:
+    """An array of a chart's JSON spec: a list, or plotly's ``{"dtype", "bdata", "shape"}``."""
+    if not isinstance(value, dict):
+        return np.asarray(value, dtype=float)
+    flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
+    return flat.reshape(shape)
 
 
 def caption_box(at):
@@ -305,10 +315,11 @@ def test_compare_seeds_shows_both_sides_in_both_bases(it_root, it_runs, monkeypa
     at.radio(key="_w_image_text_side").set_value("text").run()
     at.radio(key="_w_image_text_basis").set_value("spectral").run()
     assert not at.exception
-    heat = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    heat = [f for f in heat if "text feature #" in f["layout"]["yaxis"]["title"]["text"]]
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (heat,) = [f for f in figures if "text feature #" in str(f["layout"].get("yaxis"))]
     spectral = load_image_text_comparison(runs, basis="spectral")
-    np.testing.assert_allclose(heat[0]["data"][0]["z"], spectral.abs_corr("text", 2, 3), atol=1e-9)
+    got = plotly_array(heat["data"][0]["z"])
+    np.testing.assert_allclose(got, spectral.abs_corr("text", 2, 3), atol=1e-9)
 
 
 def test_missing_image_text_comparison_offers_compare_now(it_runs, tmp_path, monkeypatch):
