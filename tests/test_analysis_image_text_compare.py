@@ -15,6 +15,7 @@ from scipy.optimize import linear_sum_assignment
 from test_image_text_train import tiny, write_caption_csv
 
 from tricl.align import align
+from tricl.analysis.comparison import compare
 from tricl.analysis.image_text import load_text_features
 from tricl.analysis.image_text_compare import (
     IMAGE_TEXT_BASES,
@@ -191,7 +192,7 @@ def test_both_bases_score_every_pair_on_both_sides(runs, runs_root, comparisons)
         assert len(comp.pairs) == 2 * 6 and set(comp.pairs["side"]) == set(SIDES)
         assert comp.pairs[list(METRICS)].stack().between(0, 1 + 1e-6).all()
         assert comp.methods == ["clip", "clip", "triclip", "triclip"]
-        assert comp.groups[0] == comp.groups[1] != comp.groups[2] == comp.groups[3]
+        assert comp.configs[0] == comp.configs[1] != comp.configs[2] == comp.configs[3]
         for side in SIDES:
             c = comp.abs_corr(side, 1, 0)
             assert c.shape == (len(comp.orders[1]), len(comp.orders[0]))
@@ -200,6 +201,8 @@ def test_both_bases_score_every_pair_on_both_sides(runs, runs_root, comparisons)
     basis = load_pair_basis(runs["clip0"])
     assert basis is not None and (runs["clip0"].path / "analysis" / PAIR_BASIS_FILE).is_file()
     np.testing.assert_array_equal(comparisons["spectral"].orders[0], np.arange(basis.rank))
+    assert comparisons["spectral"].unresolved[0] == basis.groups
+    assert comparisons["trained"].unresolved == [[], [], [], []]
 
 
 def test_trained_scores_match_numpy(runs, comparisons):
@@ -214,6 +217,12 @@ def test_trained_scores_match_numpy(runs, comparisons):
             assert row[name] == pytest.approx(expected, abs=1e-6), (row.side, name)
         c = np.nan_to_num(np.corrcoef(a.T, b.T)[: a.shape[1], a.shape[1] :])
         np.testing.assert_allclose(comp.corr[(row.side, i, j)], c, atol=1e-6)
+    # the image side is what the image comparison (tricl compare) scores on the same runs
+    image = compare(_all(runs)[:2], spectral=False, progress=False).pairs.iloc[0]
+    ours = comp.pairs[comp.pairs.side == "image"].iloc[0]
+    assert (ours.run_a, ours.run_b) == (image.run_a, image.run_b)
+    for name in METRICS:
+        assert ours[name] == pytest.approx(image[name], abs=1e-6), name
 
 
 def test_spectral_scores_are_those_of_the_pair_basis_variates(runs, comparisons):

@@ -47,7 +47,13 @@ import pandas as pd
 
 from tricl.analysis.comparison import _default_out_root, _load_runs
 from tricl.analysis.identifiability import corr_matrix
-from tricl.analysis.image_text import TextFeatures, has_text, load_text_features, text_features
+from tricl.analysis.image_text import (
+    TEXT_STAGES,
+    TextFeatures,
+    has_text,
+    load_text_features,
+    text_features,
+)
 from tricl.analysis.metrics import METRICS, metric_columns, score_pair
 from tricl.analysis.pair_basis import RIDGE, PairBasis, load_pair_basis, pair_basis
 from tricl.analysis.stages import (
@@ -77,8 +83,9 @@ class ImageTextComparison:
         runs: run names, in the order given.
         weights_hashes: each run's weights hash.
         methods: each run's method (``clip``, ``triclip``).
-        groups: each run's configuration without seed (JSON text): runs with equal groups differ
-            only by seed, and :func:`summarize` averages over their pairs.
+        configs: each run's configuration without seed (JSON text, :func:`config_group`): runs
+            with equal configs differ only by seed, and :func:`summarize` averages over their
+            pairs.
         split: evaluation split the features come from.
         basis: ``trained`` or ``spectral`` (see the module docstring).
         pairs: one row per pair i < j and side, columns :data:`PAIR_COLUMNS`.
@@ -86,6 +93,9 @@ class ImageTextComparison:
             (rows) and run j's (columns). Shape: (k_i, k_j).
         orders: each run's feature order (raw indices, most important first; the identity in the
             spectral basis). Shape: (k_i,) each.
+        unresolved: in the spectral basis, each run's unresolved rank groups (0-based inclusive
+            ranges whose canonical correlations are within the estimation noise, so their order
+            is not identifiable: :attr:`PairBasis.groups`); empty lists in the trained basis.
         path: folder the artifacts live in.
         recomputed: the stages this call computed (empty, so falsy: all read from the cache).
         meta: the pairs artifact's meta.
@@ -94,12 +104,13 @@ class ImageTextComparison:
     runs: list[str]
     weights_hashes: list[str]
     methods: list[str]
-    groups: list[str]
+    configs: list[str]
     split: str
     basis: str
     pairs: pd.DataFrame
     corr: dict[tuple[str, int, int], np.ndarray]
     orders: list[np.ndarray]
+    unresolved: list[list[tuple[int, int]]]
     path: Path
     recomputed: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -217,8 +228,8 @@ def _check_runs(loaded: list[Run]) -> None:
     image_only = [r.name for r in loaded if not has_text(r)]
     if image_only:
         raise AnalysisError(
-            f"{', '.join(image_only)} {'has' if len(image_only) == 1 else 'have'} no text encoder,"
-            " so their text features cannot be compared; pass only clip / triclip runs"
+            f"no text encoder in {', '.join(image_only)} (image-only or aligned), so the text"
+            " features cannot be compared; pass only clip / triclip runs"
         )
 
 
@@ -278,7 +289,8 @@ def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
     job = _Job(loaded, feats, bases)
     names, hashes = [r.name for r in loaded], [r.weights_hash for r in loaded]
     key: dict[str, Any] = {"runs": names, "weights_hashes": hashes, "split": req.split}
-    key["basis"] = req.basis
+    # a new version of the text features (their normalisation, say) recomputes the comparison
+    key |= {"basis": req.basis, "text_features": TEXT_STAGES["text_features"].version}
     if bases is None:
         key["orders"] = [o.tolist() for o in job.orders()]
     else:  # a re-estimated pair basis (other ridge, other weights) recomputes the comparison
@@ -297,12 +309,13 @@ def _comparison(target: Target, res: StageResults) -> ImageTextComparison:
         runs=list(target.key["runs"]),
         weights_hashes=list(target.key["weights_hashes"]),
         methods=[r.config.method for r in job.runs],
-        groups=[config_group(r) for r in job.runs],
+        configs=[config_group(r) for r in job.runs],
         split=target.key["split"],
         basis=target.key["basis"],
         pairs=res.values["it_pairs"],
         corr=corr,
         orders=orders,
+        unresolved=[b.groups for b in job.bases] if job.bases else [[] for _ in job.runs],
         path=target.folder,
         recomputed=res.recomputed,
         meta=res.metas["it_pairs"],
@@ -380,7 +393,7 @@ def summarize(comparisons: Iterable[ImageTextComparison]) -> pd.DataFrame:
     """Mean and standard deviation of every metric over the seed pairs of each configuration.
 
     Only pairs of runs with the same configuration apart from the seed (equal
-    :attr:`ImageTextComparison.groups`) count: a clip run against a triclip run is no seed pair.
+    :attr:`ImageTextComparison.configs`) count: a clip run against a triclip run is no seed pair.
     The standard deviation is the population one (``ddof=0``), as in the reproduction study.
 
     Args:
@@ -394,8 +407,8 @@ def summarize(comparisons: Iterable[ImageTextComparison]) -> pd.DataFrame:
     rows = []
     for comp in comparisons:
         members: dict[str, list[str]] = {}
-        for name, group in zip(comp.runs, comp.groups):
-            members.setdefault(group, []).append(name)
+        for name, config in zip(comp.runs, comp.configs):
+            members.setdefault(config, []).append(name)
         for names in members.values():
             if len(names) < 2:
                 continue
