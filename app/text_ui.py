@@ -678,3 +678,13 @@ def pair_heatmap(comps: list, runs: list[Run]) -> None:
     left, _ = st.columns([3, 1])
     with left:
         draw.show_figure(pair_figure(comp, side, a, b, shown), "image_text_abs_corr_heatmap")
+    if comp.basis == "spectral":
+        notes = [
+            f"{shown[comp.runs[x]]}: "
+            + (", ".join(draw.group_label(g) for g in comp.unresolved[x]) or "none")
+            for x in (a, b)
+        ]
+        st.caption(
+            "Unresolved pair-basis ranks (canonical correlations closer than their split-half "
+            "noise, so their order is not defined by the data): " + "; ".join(notes) + "."
+        )

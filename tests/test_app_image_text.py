@@ -320,6 +320,7 @@ def test_compare_seeds_shows_both_sides_in_both_bases(it_root, it_runs, monkeypa
     spectral = load_image_text_comparison(runs, basis="spectral")
     got = plotly_array(heat["data"][0]["z"])
     np.testing.assert_allclose(got, spectral.abs_corr("text", 2, 3), atol=1e-9)
+    assert "Unresolved pair-basis ranks" in texts(at)
 
 
 def test_missing_image_text_comparison_offers_compare_now(it_runs, tmp_path, monkeypatch):
