@@ -163,7 +163,7 @@ def text_analyses(runs: Sequence[Run]) -> Analyses:
     """The stored text analysis of every image-text run among ``runs`` (others are skipped)."""
     out = Analyses()
     for r in runs:
-        if not r.image_text:
+        if not r.image_text or r.aligned:
             continue
         try:
             got = text_analysis_or_none(r)

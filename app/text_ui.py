@@ -73,7 +73,7 @@ def runs_columns(runs: list[Run], texts: dict[str, Any]) -> dict[str, list[float
         Column label -> one value per run; empty when no run is an image-text run, so a folder
         of image-only runs keeps its table as it was.
     """
-    if not any(r.image_text for r in runs):
+    if not any(labels.has_text(r) for r in runs):
         return {}
     out: dict[str, list[float]] = {}
     for key, (label, _) in ZERO_SHOT_COLUMNS.items():
@@ -509,7 +509,7 @@ def seed_pair_datasets(runs: list[Run]) -> dict[str, list[Run]]:
     """
     by_dataset: dict[str, list[Run]] = {}
     for r in runs:
-        if r.image_text and not r.aligned:
+        if labels.has_text(r):
             by_dataset.setdefault(r.config.dataset, []).append(r)
     out = {}
     for dataset, members in sorted(by_dataset.items()):
@@ -559,7 +559,7 @@ def compare_section(runs: list[Run]) -> None:
     """Identifiability of the image-text runs' image AND text features across seeds, in the
     trained axes and in each run's pair basis, one configuration (method) per colour."""
     datasets = seed_pair_datasets(runs)
-    if not any(r.image_text for r in runs):
+    if not any(labels.has_text(r) for r in runs):
         return
     st.subheader("Image-text runs: image and text features across seeds")
     st.caption(

@@ -353,3 +353,21 @@ def test_factor_summaries_name_the_strongest_rank_and_the_head_against_the_rest(
     assert "- **class**: image 0.55 vs 0.05 · text 0.00 vs 0.50" in head
     assert "- **size**: text 0.50 vs 0.50" in head
     assert ui.head_against_rest(factors.head(8), head=8) == ""
+
+
+def test_an_aligned_copy_of_a_triclip_run_is_shown_as_an_image_run(it_runs, tmp_path, monkeypatch):
+    from tricl.align import align
+
+    src = it_runs[TRICLIP].path
+    shutil.copytree(src, tmp_path / src.name)
+    (child,) = align([tmp_path / src.name], runs_root=tmp_path)
+    analyze(child, progress=False)
+    at = open_page(app_at(tmp_path, monkeypatch, run=child.name), "probe.py")
+    assert at.title[0].value == "Probe an image" and not at.error
+    at.switch_page("views/features.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "top captions" not in at.dataframe[0].value
+    at.switch_page("views/runs.py").run()
+    table = at.dataframe[0].value.set_index("run")
+    assert np.isnan(table.loc[child.name, "zero-shot acc"])
+    assert table.loc[src.name, "zero-shot acc"] >= 0

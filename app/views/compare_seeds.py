@@ -365,7 +365,7 @@ def main() -> None:
     )
     idx = jobs_ui.require_runs()
     summary(idx)
-    if any(r.image_text for r in idx.runs):
+    if any(labels.has_text(r) for r in idx.runs):
         st.divider()
         text_ui.compare_section(list(idx.runs))
     st.divider()

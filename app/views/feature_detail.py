@@ -351,7 +351,7 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    if run.image_text and state.current_basis() != "trained":
+    if labels.has_text(run) and state.current_basis() != "trained":
         st.caption(text_ui.TRAINED_ONLY)
     analysis = jobs_ui.analysis_of(run, state.current_basis())
     order = state.current_order(analysis)
@@ -366,7 +366,9 @@ def main() -> None:
         )
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
-    text = jobs_ui.text_analysis(run) if run.image_text and analysis.basis == "trained" else None
+    text = (
+        jobs_ui.text_analysis(run) if labels.has_text(run) and analysis.basis == "trained" else None
+    )
     if text is not None:
         text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)

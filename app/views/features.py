@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import draw
 import jobs_ui
+import labels
 import models
 import numpy as np
 import pandas as pd
@@ -81,7 +82,7 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    if run.image_text and state.current_basis() != "trained":
+    if labels.has_text(run) and state.current_basis() != "trained":
         st.caption(text_ui.TRAINED_ONLY)
     analysis = jobs_ui.analysis_of(run, state.current_basis())
     ss = st.session_state
@@ -108,7 +109,7 @@ def main() -> None:
         with st.container(border=True):
             st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
     text = None
-    if run.image_text and analysis.basis == "trained":
+    if labels.has_text(run) and analysis.basis == "trained":
         text = jobs_ui.text_analysis(run)
     images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images, text)

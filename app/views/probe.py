@@ -6,6 +6,7 @@ import io
 
 import draw
 import jobs_ui
+import labels
 import models
 import numpy as np
 import plotly.graph_objects as go
@@ -241,7 +242,7 @@ def strongest_features(run, analysis, order_name: str, image: np.ndarray, z: np.
 
 def main() -> None:
     idx = state.index()
-    image_text = bool(idx.runs) and state.current_run().image_text
+    image_text = bool(idx.runs) and labels.has_text(state.current_run())
     if not image_text:
         draw.page_header("Probe an image", HEADER)
     else:
