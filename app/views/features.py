@@ -71,20 +71,8 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
     )
 
 
-def main() -> None:
-    draw.page_header(
-        "Features",
-        "The features (projector outputs z) of one run, most important first, each with the "
-        "images that excite it most. Selectivity is the share of the feature's top-100 images "
-        "that belong to its dominant class: 100% means a pure class detector. Click a row to "
-        "open the feature; click a column header to sort. The sidebar's basis picks the axes: "
-        "the trained ones, or the run's spectral basis (identifiable across seeds).",
-    )
-    jobs_ui.require_runs()
-    run = state.current_run()
-    if labels.has_text(run) and state.current_basis() != "trained":
-        st.caption(text_ui.TRAINED_ONLY)
-    analysis = jobs_ui.analysis_of(run, state.current_basis())
+def controls(analysis) -> tuple[str, list, float]:
+    """The importance order, dominant-class and selectivity filters: (order, classes, minimum)."""
     ss = st.session_state
     orders = list(analysis.importance.orders)
     order = state.current_order(analysis)
@@ -104,20 +92,11 @@ def main() -> None:
         picked = st.multiselect("Dominant class", analysis.classes, placeholder="all classes")
     with c3:
         min_sel = st.slider("Selectivity at least", 0.0, 1.0, 0.0, 0.05)
-    st.caption(draw.order_caption(analysis, order))
-    if analysis.basis == "spectral":
-        with st.container(border=True):
-            st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
-    text = None
-    if labels.has_text(run) and analysis.basis == "trained":
-        text = jobs_ui.text_analysis(run)
-    images = models.eval_images(run, analysis)
-    table = feature_table(analysis, order, images, text)
-    keep = table["selectivity"] >= min_sel
-    if picked:
-        keep &= table["dominant class"].isin(picked)
-    shown = table[keep].reset_index(drop=True)
-    st.caption(f"{len(shown)} of {len(table)} features shown.")
+    return order, picked, min_sel
+
+
+def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
+    """The feature table; a clicked row opens that feature on the Feature detail page."""
     event = draw.show_table(
         shown,
         f"features_{run.name}_{analysis.basis}",
@@ -150,8 +129,40 @@ def main() -> None:
     )
     rows = event.selection.rows if event is not None else []
     if rows:
-        ss[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
+        st.session_state[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
         st.switch_page("views/feature_detail.py")
+
+
+def main() -> None:
+    draw.page_header(
+        "Features",
+        "The features (projector outputs z) of one run, most important first, each with the "
+        "images that excite it most. Selectivity is the share of the feature's top-100 images "
+        "that belong to its dominant class: 100% means a pure class detector. Click a row to "
+        "open the feature; click a column header to sort. The sidebar's basis picks the axes: "
+        "the trained ones, or the run's spectral basis (identifiable across seeds).",
+    )
+    jobs_ui.require_runs()
+    run = state.current_run()
+    if labels.has_text(run) and state.current_basis() != "trained":
+        st.caption(text_ui.TRAINED_ONLY)
+    analysis = jobs_ui.analysis_of(run, state.current_basis())
+    order, picked, min_sel = controls(analysis)
+    st.caption(draw.order_caption(analysis, order))
+    if analysis.basis == "spectral":
+        with st.container(border=True):
+            st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
+    text = None
+    if labels.has_text(run) and analysis.basis == "trained":
+        text = jobs_ui.text_analysis(run)
+    images = models.eval_images(run, analysis)
+    table = feature_table(analysis, order, images, text)
+    keep = table["selectivity"] >= min_sel
+    if picked:
+        keep &= table["dominant class"].isin(picked)
+    shown = table[keep].reset_index(drop=True)
+    st.caption(f"{len(shown)} of {len(table)} features shown.")
+    show_features(run, analysis, order, shown, text)
     if text is not None:
         text_ui.features_in_words(text, analysis.importance.order(order))
         text_ui.factor_section(run, text, analysis.importance.default)
