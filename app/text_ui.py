@@ -181,12 +181,18 @@ def features_in_words(text: Any, order: np.ndarray, n: int = IN_WORDS) -> None:
     """
     st.subheader("The most important features, in words")
     for col, (rank, f) in zip(st.columns(n), enumerate(order[:n], start=1)):
-        with col, st.container(border=True):
-            words = tokens_of(text, int(f))["token"].head(3)
-            said = ", ".join(f"*{md_escape(w)}*" for w in words) or "no frequent word"
-            st.markdown(f"**Feature #{rank}** · raised by {said}")
-            top = top_captions_of(text, int(f), CAPTIONS_IN_TABLE)
-            st.markdown("\n".join(f"- {md_escape(c)}" for c in top["caption"]))
+        with col:
+            feature_card(text, int(f), f"Feature #{rank}")
+
+
+def feature_card(text: Any, feature: int, title: str) -> None:
+    """A bordered card: ``title``, the words that raise the feature and its top captions."""
+    with st.container(border=True):
+        words = tokens_of(text, feature)["token"].head(3)
+        said = ", ".join(f"*{md_escape(w)}*" for w in words) or "no frequent word"
+        st.markdown(f"**{title}** · raised by {said}")
+        top = top_captions_of(text, feature, CAPTIONS_IN_TABLE)
+        st.markdown("\n".join(f"- {md_escape(c)}" for c in top["caption"]))
 
 
 def factor_names(factors: pd.DataFrame) -> list[str]:
@@ -433,7 +439,8 @@ def caption_probe(run: Run, analysis: Any, order_name: str, text_analysis: Any |
         st.error(f"cannot encode the caption with {run.name}: {exc}", icon=":material/error:")
         return
     z = np.asarray(got["z"], dtype=np.float64)  # (k,)
-    st.caption("Tokens read: " + " · ".join(f"`{t}`" for t in got["tokens"]))
+    shown = (t.replace("`", "'") for t in got["tokens"])  # a backtick would end the code span
+    st.caption("Tokens read: " + " · ".join(f"`{t}`" for t in shown))
     if got["truncated"]:
         st.warning(
             f"The caption is longer than the model's context of {got['context_length']} tokens: "
@@ -448,7 +455,33 @@ def caption_probe(run: Run, analysis: Any, order_name: str, text_analysis: Any |
     note = f"trained axes, {order_name} order"
     color = method_color(run.config.method)
     draw.show_figure(caption_figure(order, z, usual, note, color), "caption_features")
+    if text_analysis is not None:
+        strongest_caption_features(text_analysis, z, usual, order)
     retrieved(run, analysis, z, captions)
+
+
+def strongest_caption_features(
+    text: Any, z: np.ndarray, usual: tuple[np.ndarray, np.ndarray], order: np.ndarray
+) -> None:
+    """The features a caption raises most above the evaluation captions' usual range, as cards
+    with the words and captions that usually drive them.
+
+    Args:
+        text: the run's text analysis.
+        z: the caption's features, raw index order. Shape: (k,).
+        usual: mean and std of the evaluation captions' features. Shape: (k,) each.
+        order: raw feature indices, most important first. Shape: (k,).
+    """
+    mean, std = usual
+    zscore = (z - mean) / np.maximum(std, 1e-8)  # (k,)
+    strongest = np.argsort(-zscore, kind="stable")[:IN_WORDS]
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(1, len(order) + 1)  # raw index -> 1-based rank
+    st.subheader("The features it raises most")
+    for col, f in zip(st.columns(IN_WORDS), strongest):
+        with col:
+            title = f"Feature #{rank[f]}: {z[f]:.2f} ({zscore[f]:+.1f} σ)"
+            feature_card(text, int(f), title)
 
 
 def caption_scores(

@@ -246,6 +246,7 @@ def test_probe_retrieves_the_images_the_methods_similarity_ranks_first(
     at.text_input(key=f"_w_caption_{name}").set_value(caption).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Tokens read: `a` · `thick`" in texts(at)
+    assert "The features it raises most" in texts(at)
     assert len(at.get("plotly_chart")) == 1  # the caption's features in importance order
     shown = at.dataframe[-1].value
     assert len(shown) == 16
@@ -258,6 +259,12 @@ def test_probe_retrieves_the_images_the_methods_similarity_ranks_first(
     )
     np.testing.assert_allclose(shown["similarity"], np.sort(ref)[::-1][:16], atol=1e-6)
     assert set(shown["image"]) == set(np.argsort(-ref, kind="stable")[:16])
+    # the first card: the feature this caption raises most above the captions' usual range
+    tz = load_text_analysis(run).features.text_z.astype(np.float64)  # (N, k)
+    top = int(np.argmax((z - tz.mean(axis=0)) / tz.std(axis=0)))
+    rank = list(a.importance.order(a.importance.default)).index(top) + 1
+    cards = [m.value for m in at.markdown if "· raised by" in m.value]
+    assert cards[-4].startswith(f"**Feature #{rank}: {z[top]:.2f}")
 
 
 @pytest.mark.parametrize(
