@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_app_pages import PAGE_FILES, app_at, app_module, open_page, texts
+from test_app_pages import APP, PAGE_FILES, app_at, app_module, open_page, texts
 
 from tricl import losses, serve
 from tricl.analysis import analyze
@@ -26,6 +27,7 @@ from tricl.analysis.image_text import analyze_text, load_text_analysis
 from tricl.analysis.image_text_compare import compare_image_text, load_image_text_comparison
 from tricl.analysis.metrics import METRICS
 from tricl.config import RunConfig
+from tricl.jobs import JobStore, analyze_command
 from tricl.runs import Run, list_runs
 from tricl.train import train
 
@@ -147,14 +149,27 @@ def test_image_only_runs_folder_keeps_its_runs_table(it_runs, tmp_path, monkeypa
     assert "Its strongest features" in texts(at)
 
 
-def test_missing_text_analysis_offers_the_analyse_job(it_runs, tmp_path, monkeypatch):
+def test_missing_text_analysis_runs_as_a_job_and_the_page_reads_it(it_runs, tmp_path, monkeypatch):
     src = it_runs[TRICLIP].path
     shutil.copytree(src, tmp_path / src.name, ignore=shutil.ignore_patterns("text"))
+    monkeypatch.setenv("PYTHONPATH", str(APP.parent))  # the job imports this checkout's tricl
     at = open_page(app_at(tmp_path, monkeypatch), "runs.py")
     assert "have no stored caption analysis yet" in texts(at)
     assert at.button(key="start_text_runs_page").label == "Analyse now"
     assert at.dataframe[0].value["zero-shot acc"].isna().all()
     assert at.dataframe[0].value["linear probe acc"].notna().all()  # the image side is there
+    at.button(key="start_text_runs_page").click().run()
+    store = JobStore(tmp_path / "_jobs")
+    job = store.find(analyze_command([tmp_path / src.name]))
+    assert job is not None, "the button starts `tricl analyze`, which computes the text side"
+    deadline = time.monotonic() + 240
+    while store.status(job.id).running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.status(job.id).state == "done", store.folder(job.id)
+    at.run()
+    assert "no stored caption analysis" not in texts(at)
+    got = at.dataframe[0].value["zero-shot acc"].iloc[0]
+    assert got == pytest.approx(load_text_analysis(tmp_path / src.name).zero_shot["zero_shot_acc"])
 
 
 # --------------------------------------------------------------------------- features
