@@ -230,10 +230,10 @@ def encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
             length is cut to it (``truncated``), as in training.
 
     Returns:
-        ``{"z": (k,) float32 features, raw feature index order; "tokens": the tokens the encoder
-        read, without [SOS]/[EOS]/[PAD] and the end-of-word mark (``[UNK]`` for characters the
-        tokenizer never saw);
-        "truncated": whether the caption was cut; "context_length": L}``.
+        ``z``: the features, raw feature index order, float32 (Shape: (k,)); ``tokens``: the
+        tokens the encoder read, without [SOS]/[EOS]/[PAD] and the end-of-word mark (``[UNK]``
+        for characters the tokenizer never saw); ``truncated``: whether the caption was cut;
+        ``context_length``: L.
 
     Raises:
         ValueError: an empty caption, or a run without a text encoder (one line naming the fix).
