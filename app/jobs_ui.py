@@ -44,9 +44,19 @@ SPECTRAL_WHAT = (
     "and the features, top images, class statistics and few-feature curves in it (plus the "
     "trained-basis analysis first if it is missing)"
 )
+IMAGE_TEXT_COMPARE_WHAT = (
+    "the image and the text features of every pair of these runs: ordered correlation, MCC, "
+    "CKA (and, in the pair basis, each run's canonical correlation of its train image and "
+    "text features first), plus the image comparison of the same runs"
+)
 CONSENSUS_WHAT = (
     "every run's spectral-basis analysis, then the |corr| of each spectral rank across every "
     "pair of runs"
+)
+TEXT_WHAT = (
+    "the caption side of an image-text run: text features of the evaluation captions, zero-shot "
+    "accuracy, image->text and text->image recall, top captions and tokens per feature and the "
+    "caption factor table (the image analysis is read, not redone): seconds per run"
 )
 COMPARE_WHAT = (
     "ordered correlation, MCC, CKA and the same scores in each run's spectral basis (estimated "
@@ -94,6 +104,40 @@ def analysis_of(run: Run, basis: str = "trained") -> Any:
     return got[run.name]
 
 
+def text_analyses(runs: Sequence[Run], *, key: str) -> dict[str, Any]:
+    """The stored text analyses of the image-text runs among ``runs``.
+
+    Runs whose image analysis is stored but whose text analysis is not get one job panel (the
+    same ``tricl analyze`` command, which reads the image side and computes the text side);
+    runs with neither are left to the image analysis's panel, whose job does both.
+    """
+    got = readers.text_analyses(runs)
+    for name, msg in got.errors.items():
+        st.error(
+            f"the caption analysis files of {name} cannot be read ({msg}); analyse it again "
+            f"with `tricl analyze --force {name}`",
+            icon=":material/error:",
+        )
+    analysed = readers.analyses(got.missing).found
+    todo = [r for r in got.missing if r.name in analysed]
+    if todo:
+        names = ", ".join(f"`{r.name}`" for r in todo)
+        _job_panel(
+            job_store(todo),
+            analyze_command([r.path for r in todo], readers.EVAL_SPLIT),
+            f"{len(todo)} image-text run(s) have no stored caption analysis yet: {names}.",
+            TEXT_WHAT,
+            "Analyse now",
+            f"text_{key}",
+        )
+    return got.found
+
+
+def text_analysis(run: Run) -> Any | None:
+    """One image-text run's stored text analysis, or None after offering the job."""
+    return text_analyses([run], key=f"analyse_{run.name}").get(run.name)
+
+
 def _stored(
     read: Any, runs: Sequence[Run], command: list[str], detail: str, label: str, key: str
 ) -> Any:
@@ -119,6 +163,19 @@ def comparison(runs: Sequence[Run], *, key: str, basis: str = "trained") -> Any 
         COMPARE_WHAT if basis == "trained" else SPECTRAL_WHAT,
         "Compare now",
         key if basis == "trained" else f"{key}_{basis}",
+    )
+
+
+def image_text_comparison(runs: Sequence[Run], *, key: str, basis: str) -> Any | None:
+    """The stored image-and-text comparison of image-text runs in ``basis``, or None after
+    offering the ``tricl compare`` job that writes it."""
+    return _stored(
+        lambda: readers.image_text_comparison(runs, basis),
+        runs,
+        compare_command([r.path for r in runs], readers.EVAL_SPLIT, basis),
+        IMAGE_TEXT_COMPARE_WHAT,
+        "Compare now",
+        f"{key}_{basis}",
     )
 
 

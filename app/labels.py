@@ -29,6 +29,12 @@ def aligned(run: Run) -> bool:
     return run.aligned
 
 
+def has_text(run: Run) -> bool:
+    """Whether the run has a text encoder the pages can show (clip / triclip; an aligned copy
+    keeps only the image encoder)."""
+    return run.image_text and not run.aligned
+
+
 def parent_name(run: Run) -> str:
     """The name of the run an aligned run was derived from ('' if none recorded)."""
     return str(run.parent.get("name", "")) if run.parent else ""

@@ -206,3 +206,20 @@ def embed_image(run: Run, analysis: Any, image: np.ndarray) -> np.ndarray:
         analysis.dataset,
         np.ascontiguousarray(image),
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
+    return call(serve.encode_text, path, weights_hash, text)
+
+
+def encode_text(run: Run, text: str) -> dict[str, Any]:
+    """Trained-axes features of one caption and the tokens the run's text encoder read.
+
+    Returns:
+        What :func:`tricl.serve.encode_text` returns (``z`` Shape: (k,)).
+
+    Raises:
+        ValueError: the caption is empty, or the run's text encoder cannot be loaded.
+    """
+    return _guarded(_encode_text, str(run.path), run.weights_hash, text)

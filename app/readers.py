@@ -127,6 +127,56 @@ def analyses(runs: Sequence[Run], basis: str = "trained") -> Analyses:
     return out
 
 
+def _slim_text(text: Any) -> Any:
+    """The text analysis without the train split's features (no page draws them)."""
+    empty = np.empty((0, 0), np.float32)
+    return replace(text, features=replace(text.features, train_image_z=empty, train_text_z=empty))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _text_analysis(path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
+    """The stored text analysis of these weights; raises :class:`_NotCached`."""
+    del weights_hash, stamp  # cache keys, as for analyses
+    from tricl.analysis.image_text import load_text_analysis
+
+    found = load_text_analysis(path, split=EVAL_SPLIT)
+    if found is None:
+        raise _NotCached(path)
+    return _slim_text(found)
+
+
+def text_analysis_or_none(run: Run) -> Any | None:
+    """The stored text analysis of an image-text run (zero-shot, retrieval, captions and tokens
+    per feature, caption factors), or None if it has none for its current weights.
+
+    Raises:
+        AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
+    """
+    stamp = (*analysis_stamp(run.path), -1, *artifact_stamp(_analysis_folder(run.path) / "text"))
+    try:
+        return _text_analysis(str(run.path), run.weights_hash, stamp)
+    except _NotCached:
+        return None
+
+
+def text_analyses(runs: Sequence[Run]) -> Analyses:
+    """The stored text analysis of every image-text run among ``runs`` (others are skipped)."""
+    out = Analyses()
+    for r in runs:
+        if not r.image_text or r.aligned:
+            continue
+        try:
+            got = text_analysis_or_none(r)
+        except Exception as exc:  # corrupt files of one run must not break the others
+            out.errors[r.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if got is None:
+            out.missing.append(r)
+        else:
+            out.found[r.name] = got
+    return out
+
+
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _comparison(paths: tuple[str, ...], basis: str, stamps: tuple[tuple[int, ...], ...]) -> Any:
     del stamps  # cache key: a re-analysed run or a new comparison gets a new entry
@@ -155,6 +205,42 @@ def comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
     # no file-time check against the analyses: a stored comparison names the weights hashes
     # and importance orders it was computed from, and load_comparison refuses it if they moved
     return comp
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _image_text_comparison(
+    paths: tuple[str, ...], basis: str, stamps: tuple[tuple[int, ...], ...]
+) -> Any:
+    del stamps  # cache key, as for comparisons
+    from tricl.analysis.image_text_compare import load_image_text_comparison
+
+    got = load_image_text_comparison(list(paths), split=EVAL_SPLIT, basis=basis)
+    if got is None:
+        raise _NotCached(paths)
+    return got
+
+
+def image_text_comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
+    """The stored comparison of image-text runs' image and text features in ``basis``
+    (``ImageTextComparison``), or what is missing.
+
+    Raises:
+        AnalysisError: the runs cannot be compared (image-only runs, other images).
+    """
+    paths = tuple(str(r.path) for r in runs)
+    stamps = tuple(
+        (*artifact_stamp(_analysis_folder(p) / "text"), -1, *artifact_stamp(Path(p) / "analysis"))
+        for p in paths
+    )
+    try:
+        return _image_text_comparison(paths, basis, stamps)
+    except _NotCached:
+        where = "trained axes" if basis == "trained" else "pair (spectral) basis"
+        return Missing(
+            tuple(runs),
+            f"no stored comparison of these {len(runs)} runs' image and text "
+            f"features in the {where} yet",
+        )
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

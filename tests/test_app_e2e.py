@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_app_image_text import TRICLIP, make_image_text_runs
 from test_app_pages import make_fixture_runs
 
+from tricl.analysis.image_text import load_text_analysis
 from tricl.analysis.metrics import METRICS
 from tricl.dashboard import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command, wait_healthy
 
@@ -29,10 +31,8 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
+def _serve(root: Path, tmp_path_factory) -> Iterator[str]:
     """`streamlit run app/main.py -- --runs-root ROOT` on a free port; yields its URL."""
-    root = make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")  # noqa: SIM115
     cmd = streamlit_command(port, root)
@@ -51,7 +51,27 @@ def server(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(tmp_path_factory) -> Iterator[str]:
+    """The dashboard on the image-only fixture runs (SimCLR and triCL, two seeds each)."""
+    yield from _serve(
+        make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs"), tmp_path_factory
+    )
+
+
+@pytest.fixture(scope="module")
+def image_text_root(tmp_path_factory) -> Path:
+    return make_image_text_runs(tmp_path_factory.getbasetemp() / "app_image_text_runs")
+
+
+@pytest.fixture(scope="module")
+def image_text_server(image_text_root, tmp_path_factory) -> Iterator[str]:
+    """The dashboard on the image-text fixture runs (clip and triclip, two seeds each)."""
+    yield from _serve(image_text_root, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tab():
+    """One chromium tab for the module's tests."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -60,6 +80,12 @@ def page(server):
         tab.set_default_timeout(180_000)
         yield tab
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, tab):
+    """The tab, once the image-only server is up."""
+    return tab
 
 
 def _open(tab, url: str, shot: str) -> None:
@@ -196,3 +222,32 @@ def test_run_outside_the_root_is_refused(page, server):
     _open(page, f"{server}/features?run=..%2F..%2Fetc", "refused")
     page.get_by_text("outside the runs root").first.wait_for()
     page.get_by_text("16 of 16 features shown").wait_for()
+
+
+def test_a_triclip_runs_features_page_shows_its_captions(tab, image_text_server, image_text_root):
+    page = tab
+    text = load_text_analysis(image_text_root / TRICLIP)
+    tc = text.top_captions
+    first = text.features.captions[int(tc.indices[0, 0])]  # feature #1's top caption
+    _open(page, f"{image_text_server}/features?run={TRICLIP}", "features_image_text")
+    page.get_by_text("The most important features, in words").wait_for()
+    page.get_by_text(first, exact=True).first.wait_for()
+    page.get_by_text("Caption factors by feature rank").wait_for()
+    assert page.locator(".js-plotly-plot").count() == 1  # the factor heatmap
+    page.locator('[data-testid="stExpander"] summary', has_text="The numbers").click()
+    page.wait_for_selector(IDLE)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "features_image_text_numbers.png"), full_page=True)
+
+
+def test_the_caption_probe_retrieves_images(tab, image_text_server):
+    page = tab
+    _open(page, f"{image_text_server}/probe?run={TRICLIP}", "probe_caption_before")
+    box = page.get_by_label("Caption", exact=True)
+    box.fill("a thick, right-slanted handwritten 7")
+    box.press("Enter")
+    page.get_by_text("The 16 evaluation images it retrieves").wait_for()
+    page.wait_for_selector(IDLE)
+    page.screenshot(path=str(SHOTS / "probe_caption.png"), full_page=True)
+    assert page.get_by_text("Tokens read:").count() == 1
+    assert _loaded_images(page) >= 1

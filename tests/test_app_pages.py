@@ -618,7 +618,8 @@ def test_dashboard_server_modules_never_import_torch():
     tricl_side = "import tricl.runs, tricl.jobs, tricl.methods, tricl.serve, tricl.analysis.metrics"
     if heavy := _heavy_imports(tricl_side):
         pytest.skip(f"the tricl modules the app imports still pull in {heavy} (tricl.runs)")
-    assert _heavy_imports("import state, readers, draw, labels, jobs_ui, models, main") == []
+    server = "import state, readers, draw, labels, jobs_ui, models, text_ui, main"
+    assert _heavy_imports(server) == []
 
 
 def test_reading_stored_artifacts_never_imports_torch(runs):

@@ -7,7 +7,9 @@ values (paths, strings, NumPy arrays), and keep what they load (datasets, encode
 process's :data:`_CACHE`, so the second call of a page is fast.
 
 Nothing here sweeps a dataset with a model: the forward passes are on the handful of images a
-page shows (saliency maps of a feature's top images, one uploaded image).
+page shows (saliency maps of a feature's top images, one uploaded image) or the one caption typed
+into the probe (:func:`encode_text`; the images it retrieves are ranked against the stored
+image features of the analysis, which needs no model).
 """
 
 from __future__ import annotations
@@ -204,3 +206,51 @@ def embed(path: str, weights_hash: str, basis: str, spec: str, image: np.ndarray
     # stay usable by the saliency maps' autograd afterwards
     with torch.no_grad():
         return enc(data.preprocess(torch.from_numpy(image[None].copy())))[0].float().numpy()
+
+
+def _text_model(path: str, weights_hash: str) -> tuple[Any, Any]:
+    """The run's tokenizer and text encoder (CPU, eval mode), checked against each other."""
+    from tricl.runs import Run
+
+    def make() -> tuple[Any, Any]:
+        run = Run.load(path)
+        return run.tokenizer(), run.text_encoder("cpu").eval()
+
+    return _cached(("text", path, weights_hash), make)
+
+
+@plain_errors
+def encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
+    """The trained-axes features of one caption, as the run's text encoder sees it.
+
+    Args:
+        path: run folder of an image-text run (clip, triclip).
+        weights_hash: the run's weights hash (cache key of the encoder).
+        text: the caption; the tokenizer lower-cases it, and a caption longer than the context
+            length is cut to it (``truncated``), as in training.
+
+    Returns:
+        ``z``: the features, raw feature index order, float32 (Shape: (k,)); ``tokens``: the
+        tokens the encoder read, without [SOS]/[EOS]/[PAD] and the end-of-word mark (``[UNK]``
+        for characters the tokenizer never saw); ``truncated``: whether the caption was cut;
+        ``context_length``: L.
+
+    Raises:
+        ValueError: an empty caption, or a run without a text encoder (one line naming the fix).
+    """
+    import torch
+
+    from tricl.text.tokenizer import SPECIAL_TOKENS, WORD_END, trim_padding
+
+    tokenizer, encoder = _text_model(path, weights_hash)
+    encoded = tokenizer.encode([text])  # ids (1, L); raises on an empty caption
+    pieces = tokenizer.tokenizer.encode(text).tokens  # what the ids spell, truncated to L
+    with torch.no_grad():
+        z = encoder(trim_padding(encoded.ids))[0].float().numpy()  # (1, L') -> (k,)
+    shown = [t.removesuffix(WORD_END) for t in pieces if t not in SPECIAL_TOKENS or t == "[UNK]"]
+    return {
+        "z": z,
+        "tokens": shown,
+        "truncated": bool(encoded.truncated),
+        "context_length": tokenizer.context_length,
+    }

@@ -1,4 +1,8 @@
-"""Compare seeds: are a method's features identifiable, i.e. the same across seeds, in order?"""
+"""Compare seeds: are a method's features identifiable, i.e. the same across seeds, in order?
+
+Image-text runs (clip, triclip) add a section scoring their image AND text features across
+seeds, in the trained axes and in each run's pair basis.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import plotly.graph_objects as go
 import readers
 import state
 import streamlit as st
+import text_ui
 
 from tricl.analysis.metrics import METRICS
 from tricl.methods import method_color, method_label
@@ -194,6 +199,200 @@ def summary(idx) -> None:
     )
 
 
+# --------------------------------------------------------------------------- image-text runs
+
+BASIS_NAMES = {"trained": "trained axes", "spectral": "pair basis"}
+
+
+def seed_pair_datasets(runs: list) -> dict[str, list]:
+    """Image-text runs by dataset, for datasets where some configuration has two seeds.
+
+    Each list is sorted by method, seed and name: the order names the stored comparison, so the
+    page and the job it starts agree on it.
+    """
+    by_dataset: dict[str, list] = {}
+    for r in runs:
+        if labels.has_text(r):
+            by_dataset.setdefault(r.config.dataset, []).append(r)
+    out = {}
+    for dataset, members in sorted(by_dataset.items()):
+        groups = pd.Series([labels.config_key(r) for r in members]).value_counts()
+        if (groups >= 2).any():
+            out[dataset] = sorted(members, key=lambda r: (r.config.method, r.config.seed, r.name))
+    return out
+
+
+def identifiability_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the page shows it: method label, side, basis, pairs, metric means."""
+    shown = pd.DataFrame(
+        {
+            "method": summary["method"].map(method_label),
+            "side": summary["side"],
+            "basis": summary["basis"].map(BASIS_NAMES),
+            "seed pairs": summary["n_pairs"],
+        }
+    )
+    for name, m in METRICS.items():
+        shown[m.label] = summary[f"{name}_mean"]
+    return shown
+
+
+def identifiability_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
+    """Bars of one metric's mean over seed pairs (± std): per side and basis, one per method."""
+    fig = go.Figure()
+    for method, rows in summary.groupby("method", sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=[f"{s} · {BASIS_NAMES[b]}" for s, b in zip(rows["side"], rows["basis"])],
+                y=rows[f"{metric}_mean"],
+                error_y={"type": "data", "array": rows[f"{metric}_std"]},
+                name=method_label(method),
+                marker_color=method_color(method),
+            )
+        )
+    return draw.tidy(
+        fig,
+        height=340,
+        barmode="group",
+        yaxis={"range": [0, 1.05], "title": METRICS[metric].label},
+    )
+
+
+def image_text_section(runs: list) -> None:
+    """Identifiability of the image-text runs' image AND text features across seeds, in the
+    trained axes and in each run's pair basis, one configuration (method) per colour."""
+    datasets = seed_pair_datasets(runs)
+    if not any(labels.has_text(r) for r in runs):
+        return
+    st.subheader("Image-text runs: image and text features across seeds")
+    st.caption(
+        "Each side scored like the image features above, over the seed pairs of each "
+        "configuration: the image features f(x) of the evaluation images and the text features "
+        "g(t) of their captions. Trained axes: each run's importance order (S for triCLIP). Pair "
+        "basis: each side rotated onto the run's canonical correlation directions between its "
+        "train image and text features (the image-caption counterpart of the spectral basis), "
+        "strongest first."
+    )
+    if not datasets:
+        st.info(
+            "No image-text configuration has two seeds yet; train clip or triclip with two "
+            "`--seed` values to measure it."
+        )
+        return
+    dataset = st.selectbox("Dataset", list(datasets), key="_w_image_text_dataset")
+    group = datasets[dataset]
+    from tricl.analysis.image_text_compare import summarize
+
+    comps = [
+        jobs_ui.image_text_comparison(group, key=f"image_text_{dataset}", basis=b)
+        for b in BASIS_NAMES
+    ]
+    comps = [c for c in comps if c is not None]
+    if not comps:
+        return
+    summary = summarize(comps)
+    if summary.empty:
+        st.info("These runs share no configuration with two seeds.")
+        return
+    metric = st.selectbox(
+        "Score",
+        list(METRICS),
+        index=list(METRICS).index(TOP8),
+        format_func=lambda m: METRICS[m].label,
+        key="_w_image_text_metric",
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        draw.show_figure(identifiability_figure(summary, metric), "image_text_identifiability")
+    with right:
+        st.markdown("\n".join(f"- **{m.label}**: {m.help}" for m in METRICS.values()))
+    table = identifiability_table(summary)
+    draw.show_table(
+        table,
+        f"image_text_identifiability_{dataset.replace(':', '_').replace('/', '_')}",
+        csv=summary,
+        column_config=draw.number_columns(table),
+    )
+    pair_heatmap(comps, group)
+
+
+def _default_pair(comp) -> tuple[int, int]:
+    """Two seeds of one method (triCLIP's if there are two), for the heatmap's first view."""
+    for method in sorted(set(comp.methods), key=lambda m: m != "triclip"):
+        same = [i for i, m in enumerate(comp.methods) if m == method]
+        if len(same) >= 2:
+            return same[0], same[1]
+    return 0, 1
+
+
+def pair_figure(comp, side: str, i: int, j: int, shown: dict[str, str]) -> go.Figure:
+    """|corr| between run i's features (rows) and run j's on one side, each in its own order."""
+    corr = comp.abs_corr(side, i, j)  # (k_i, k_j)
+    fig = go.Figure(
+        go.Heatmap(
+            z=corr,
+            x=np.arange(1, corr.shape[1] + 1),
+            y=np.arange(1, corr.shape[0] + 1),
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            colorbar={"title": "|corr|"},
+            hovertemplate="#%{y} vs #%{x}: |corr| %{z:.2f}<extra></extra>",
+        )
+    )
+    return draw.tidy(
+        fig,
+        height=520,
+        xaxis={"title": f"{shown[comp.runs[j]]}: {side} feature #", "constrain": "domain"},
+        yaxis={
+            "title": f"{shown[comp.runs[i]]}: {side} feature #",
+            "autorange": "reversed",
+            "scaleanchor": "x",
+        },
+    )
+
+
+def pair_heatmap(comps: list, runs: list) -> None:
+    """Two runs' features against each other, on the image or the text side, in either basis."""
+    st.markdown("**|corr| between two runs' features, one side**")
+    st.caption(
+        "Identifiable features light up the diagonal: feature #i of one seed is feature #i of "
+        "the other, on the image side (f) or the text side (g)."
+    )
+    first = comps[0]
+    shown = labels.run_labels(runs)
+    a0, b0 = _default_pair(first)
+    names = first.runs
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    a = c1.selectbox(
+        "Rows", range(len(names)), a0, format_func=lambda i: shown[names[i]], key="_w_it_rows"
+    )
+    b = c2.selectbox(
+        "Columns", range(len(names)), b0, format_func=lambda i: shown[names[i]], key="_w_it_cols"
+    )
+    side = c3.radio("Side", list(text_ui.SIDES), key="_w_image_text_side")
+    basis = c4.radio(
+        "Basis", [c.basis for c in comps], format_func=BASIS_NAMES.get, key="_w_image_text_basis"
+    )
+    if a == b:
+        st.info("Pick two different runs.")
+        return
+    comp = next(c for c in comps if c.basis == basis)
+    left, _ = st.columns([3, 1])
+    with left:
+        draw.show_figure(pair_figure(comp, side, a, b, shown), "image_text_abs_corr_heatmap")
+    if comp.basis == "spectral":
+        notes = [
+            f"{shown[comp.runs[x]]}: "
+            + (", ".join(draw.group_label(g) for g in comp.unresolved[x]) or "none")
+            for x in (a, b)
+        ]
+        st.caption(
+            "Unresolved pair-basis ranks (canonical correlations closer than their split-half "
+            "noise, so their order is not defined by the data): " + "; ".join(notes) + "."
+        )
+
+
 CONSENSUS_STRIP_N = 8
 
 
@@ -364,6 +563,9 @@ def main() -> None:
     )
     idx = jobs_ui.require_runs()
     summary(idx)
+    if any(labels.has_text(r) for r in idx.runs):
+        st.divider()
+        image_text_section(list(idx.runs))
     st.divider()
     consensus_section(idx)
     st.divider()

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import readers
 import state
 import streamlit as st
+import text_ui
 
 SALIENCY_N = 8
 # the dominant class stands out from the others on the class charts
@@ -350,6 +351,8 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
+    if labels.has_text(run) and state.current_basis() != "trained":
+        st.caption(text_ui.TRAINED_ONLY)
     analysis = jobs_ui.analysis_of(run, state.current_basis())
     order = state.current_order(analysis)
     rank, feature = pick_feature(analysis, order)
@@ -363,6 +366,11 @@ def main() -> None:
         )
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
+    text = (
+        jobs_ui.text_analysis(run) if labels.has_text(run) and analysis.basis == "trained" else None
+    )
+    if text is not None:
+        text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)
     if analysis.basis == "spectral":
         same_rank_elsewhere(run, analysis, rank, images)

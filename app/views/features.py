@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import draw
 import jobs_ui
+import labels
 import models
 import numpy as np
 import pandas as pd
 import state
 import streamlit as st
+import text_ui
 
 STRIP_N = 8
 
@@ -30,11 +32,12 @@ def strips(
     return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N)) for row in _top]
 
 
-def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
+def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.DataFrame:
     """One row per feature, most important first.
 
     In the spectral basis the rank is the feature (no raw index column) and a column names the
-    unresolved group a rank belongs to, if any.
+    unresolved group a rank belongs to, if any. With an image-text run's text analysis
+    (``text``, trained axes) each row also has its top captions and the words that raise it.
     """
     o = analysis.importance.order(order)
     scores = np.asarray(analysis.importance.scores[order], dtype=float)
@@ -45,6 +48,7 @@ def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
         first = {"group": [draw.group_label(g) if g else "" for g in found]}
     else:
         first = {"feature": o}
+    captions = text_ui.feature_columns(text, o) if text is not None else {}
     return pd.DataFrame(
         {
             "#": np.arange(1, len(o) + 1),
@@ -57,6 +61,7 @@ def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
                 images,
                 analysis.top_images.top_indices[o],
             ),
+            **captions,
             "dominant class": [classes[c] for c in st_.dominant_class[o]],
             "selectivity": st_.dominant_share[o],
             "entropy (bits)": st_.class_entropy[o],
@@ -66,18 +71,8 @@ def feature_table(analysis, order: str, images: np.ndarray) -> pd.DataFrame:
     )
 
 
-def main() -> None:
-    draw.page_header(
-        "Features",
-        "The features (projector outputs z) of one run, most important first, each with the "
-        "images that excite it most. Selectivity is the share of the feature's top-100 images "
-        "that belong to its dominant class: 100% means a pure class detector. Click a row to "
-        "open the feature; click a column header to sort. The sidebar's basis picks the axes: "
-        "the trained ones, or the run's spectral basis (identifiable across seeds).",
-    )
-    jobs_ui.require_runs()
-    run = state.current_run()
-    analysis = jobs_ui.analysis_of(run, state.current_basis())
+def controls(analysis) -> tuple[str, list, float]:
+    """The importance order, dominant-class and selectivity filters: (order, classes, minimum)."""
     ss = st.session_state
     orders = list(analysis.importance.orders)
     order = state.current_order(analysis)
@@ -97,17 +92,11 @@ def main() -> None:
         picked = st.multiselect("Dominant class", analysis.classes, placeholder="all classes")
     with c3:
         min_sel = st.slider("Selectivity at least", 0.0, 1.0, 0.0, 0.05)
-    st.caption(draw.order_caption(analysis, order))
-    if analysis.basis == "spectral":
-        with st.container(border=True):
-            st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
-    images = models.eval_images(run, analysis)
-    table = feature_table(analysis, order, images)
-    keep = table["selectivity"] >= min_sel
-    if picked:
-        keep &= table["dominant class"].isin(picked)
-    shown = table[keep].reset_index(drop=True)
-    st.caption(f"{len(shown)} of {len(table)} features shown.")
+    return order, picked, min_sel
+
+
+def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
+    """The feature table; a clicked row opens that feature on the Feature detail page."""
     event = draw.show_table(
         shown,
         f"features_{run.name}_{analysis.basis}",
@@ -135,12 +124,48 @@ def main() -> None:
             "entropy (bits)": st.column_config.NumberColumn(format="%.2f"),
             "mean": st.column_config.NumberColumn(format="%.3f"),
             "std": st.column_config.NumberColumn(format="%.3f"),
+            **(text_ui.feature_column_config() if text is not None else {}),
         },
     )
     rows = event.selection.rows if event is not None else []
     if rows:
-        ss[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
+        st.session_state[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
         st.switch_page("views/feature_detail.py")
+
+
+def main() -> None:
+    draw.page_header(
+        "Features",
+        "The features (projector outputs z) of one run, most important first, each with the "
+        "images that excite it most. Selectivity is the share of the feature's top-100 images "
+        "that belong to its dominant class: 100% means a pure class detector. Click a row to "
+        "open the feature; click a column header to sort. The sidebar's basis picks the axes: "
+        "the trained ones, or the run's spectral basis (identifiable across seeds).",
+    )
+    jobs_ui.require_runs()
+    run = state.current_run()
+    if labels.has_text(run) and state.current_basis() != "trained":
+        st.caption(text_ui.TRAINED_ONLY)
+    analysis = jobs_ui.analysis_of(run, state.current_basis())
+    order, picked, min_sel = controls(analysis)
+    st.caption(draw.order_caption(analysis, order))
+    if analysis.basis == "spectral":
+        with st.container(border=True):
+            st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
+    text = None
+    if labels.has_text(run) and analysis.basis == "trained":
+        text = jobs_ui.text_analysis(run)
+    images = models.eval_images(run, analysis)
+    table = feature_table(analysis, order, images, text)
+    keep = table["selectivity"] >= min_sel
+    if picked:
+        keep &= table["dominant class"].isin(picked)
+    shown = table[keep].reset_index(drop=True)
+    st.caption(f"{len(shown)} of {len(table)} features shown.")
+    show_features(run, analysis, order, shown, text)
+    if text is not None:
+        text_ui.features_in_words(text, analysis.importance.order(order))
+        text_ui.factor_section(run, text, analysis.importance.default)
 
 
 if __name__ == "__main__":

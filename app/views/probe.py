@@ -1,22 +1,32 @@
-"""Probe an image: its activations in importance order, and where its strongest features look."""
+"""Probe an image: its activations in importance order, and where its strongest features look.
+
+For an image-text run, probe a caption too: its features in importance order, the features it
+raises most, and the evaluation images it retrieves by the run's own similarity.
+"""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import draw
 import jobs_ui
+import labels
 import models
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import state
 import streamlit as st
+import text_ui
 
 from tricl.methods import method_color
 
 STRONGEST = 4
 IMAGE_TYPES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 MAX_SIDE = 8192  # pixels; bigger uploads are refused before they are decoded
+RETRIEVED = 16  # images the caption probe retrieves
+MAX_CAPTION_CHARS = 1000  # longer input is refused before it reaches the worker
 
 
 class NotAnImage(ValueError):
@@ -154,16 +164,204 @@ def activation_figure(
     return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title="activation z")
 
 
-def main() -> None:
-    draw.page_header(
-        "Probe an image",
-        "Upload an image or pick one from the dataset: the bars are its activations, most "
-        "important feature first, against each feature's usual range; below, the features it "
-        "excites most (relative to their usual range), where in the image they look, and the "
-        "dataset images they usually respond to.",
+# --------------------------------------------------------------------------- a caption
+
+
+def caption_problem(text: str) -> str | None:
+    """Why a typed caption cannot be probed (one line), or None if it can."""
+    if not text.strip():
+        return "Type a caption to probe, e.g. “a thick handwritten 3”."
+    if len(text) > MAX_CAPTION_CHARS:
+        return (
+            f"The caption is {len(text):,} characters long; type at most {MAX_CAPTION_CHARS:,} "
+            "(the model reads only its first few dozen tokens anyway)."
+        )
+    return None
+
+
+def caption_figure(
+    order: np.ndarray, z: np.ndarray, usual: tuple[np.ndarray, np.ndarray] | None, note: str, color
+) -> go.Figure:
+    """Bars of a caption's features in importance order, with the captions' usual range.
+
+    Args:
+        order: raw feature indices, most important first. Shape: (k,).
+        z: the caption's features, raw index order. Shape: (k,).
+        usual: mean and std of the evaluation captions' features (raw order), or None.
+        note: which axes and order (for the axis title).
+        color: the method's colour.
+    """
+    ranks = np.arange(1, len(order) + 1)
+    fig = go.Figure(
+        go.Bar(
+            x=ranks,
+            y=z[order],
+            name="this caption",
+            marker_color=color,
+            customdata=order,
+            hovertemplate="#%{x} (z[%{customdata}]): %{y:.3f}<extra></extra>",
+        )
     )
-    jobs_ui.require_runs()
-    run = state.current_run()
+    if usual is not None:
+        mean, std = usual
+        fig.add_trace(
+            go.Scatter(
+                x=ranks,
+                y=mean[order],
+                error_y={"type": "data", "array": std[order], "thickness": 1},
+                mode="markers",
+                name="evaluation captions' mean ± std",
+                marker={"color": "#444", "size": 4},
+            )
+        )
+    return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title="feature z")
+
+
+def retrieved_table(
+    top: np.ndarray, scores: np.ndarray, analysis: Any, captions: tuple[str, ...] | None
+) -> pd.DataFrame:
+    """One row per retrieved image: rank, similarity, class and (if stored) its own caption."""
+    table = {
+        "#": np.arange(1, len(top) + 1),
+        "image": top,
+        "similarity": scores[top],
+        "class": [analysis.classes[int(analysis.features.labels[i])] for i in top],
+    }
+    if captions is not None:
+        table["its caption"] = [captions[int(i)] for i in top]
+    return pd.DataFrame(table)
+
+
+def _caption_input(run, examples: tuple[str, ...]) -> str:
+    key = f"_w_caption_{run.name}"
+    if key not in st.session_state:
+        st.session_state[key] = examples[0] if examples else ""
+    return st.text_input(
+        "Caption",
+        key=key,
+        help="Any text: it is lower-cased and split into the tokens the run's tokenizer learned "
+        "from the training captions; unknown characters become [UNK]. Press Enter to probe.",
+    )
+
+
+def caption_probe(run, analysis: Any, order_name: str, text_analysis: Any | None) -> None:
+    """Type a caption: its features in importance order and the evaluation images it retrieves.
+
+    Args:
+        run: an image-text run.
+        analysis: its stored trained-axes image analysis (features, importance, classes).
+        order_name: the importance order the page uses.
+        text_analysis: its stored text analysis, or None (then no captions' range and no
+            captions beside the retrieved images).
+    """
+    captions = text_analysis.features.captions if text_analysis is not None else None
+    text = _caption_input(run, captions or ())
+    if (problem := caption_problem(text)) is not None:
+        (st.info if not text.strip() else st.error)(problem, icon=":material/edit_note:")
+        return
+    try:
+        got = models.encode_text(run, text)
+    except ValueError as exc:  # e.g. a tokenizer.json that does not match the weights
+        st.error(f"cannot encode the caption with {run.name}: {exc}", icon=":material/error:")
+        return
+    z = np.asarray(got["z"], dtype=np.float64)  # (k,)
+    shown = (t.replace("`", "'") for t in got["tokens"])  # a backtick would end the code span
+    st.caption("Tokens read: " + " · ".join(f"`{t}`" for t in shown))
+    if got["truncated"]:
+        st.warning(
+            f"The caption is longer than the model's context of {got['context_length']} tokens: "
+            "it read only the tokens above (as in training, longer captions are cut).",
+            icon=":material/content_cut:",
+        )
+    order = analysis.importance.order(order_name)
+    usual = None
+    if text_analysis is not None:
+        tz = text_analysis.features.text_z.astype(np.float64)  # (N, k)
+        usual = (tz.mean(axis=0), tz.std(axis=0))
+    note = f"trained axes, {order_name} order"
+    color = method_color(run.config.method)
+    draw.show_figure(caption_figure(order, z, usual, note, color), "caption_features")
+    if text_analysis is not None:
+        strongest_caption_features(text_analysis, z, usual, order)
+    retrieved(run, analysis, z, captions)
+
+
+def strongest_caption_features(
+    text: Any, z: np.ndarray, usual: tuple[np.ndarray, np.ndarray], order: np.ndarray
+) -> None:
+    """The features a caption raises most above the evaluation captions' usual range, as cards
+    with the words and captions that usually drive them.
+
+    Args:
+        text: the run's text analysis.
+        z: the caption's features, raw index order. Shape: (k,).
+        usual: mean and std of the evaluation captions' features. Shape: (k,) each.
+        order: raw feature indices, most important first. Shape: (k,).
+    """
+    mean, std = usual
+    zscore = (z - mean) / np.maximum(std, 1e-8)  # (k,)
+    strongest = np.argsort(-zscore, kind="stable")[: text_ui.IN_WORDS]
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(1, len(order) + 1)  # raw index -> 1-based rank
+    st.subheader("The features it raises most")
+    for col, f in zip(st.columns(text_ui.IN_WORDS), strongest):
+        with col:
+            title = f"Feature #{rank[f]}: {z[f]:.2f} ({zscore[f]:+.1f} σ)"
+            text_ui.feature_card(text, int(f), title)
+
+
+def retrieved(run, analysis: Any, z: np.ndarray, captions: tuple[str, ...] | None) -> None:
+    """The evaluation images closest to a caption by the method's own similarity."""
+    image_z = analysis.features.z.astype(np.float64)  # (N, k), raw feature order
+    scores = text_ui.caption_scores(image_z, z, analysis.features.s, run.config.s_placement)
+    top = np.argsort(-scores, kind="stable")[:RETRIEVED]  # (n,) best first
+    how = "f·Sg through the learned S" if analysis.features.s is not None else "cosine"
+    st.subheader(f"The {len(top)} evaluation images it retrieves")
+    images = models.eval_images(run, analysis)
+    st.image(draw.grid(draw.to_rgb(images[top]), cols=8), width="content")
+    st.caption(
+        f"Ranked by the similarity the run was trained with ({how}, both sides L2-normalised), "
+        "best first, left to right."
+    )
+    table = retrieved_table(top, scores, analysis, captions)
+    draw.show_table(
+        table,
+        f"retrieved_{run.name}",
+        column_config={"similarity": st.column_config.NumberColumn(format="%.3f")},
+    )
+
+
+# --------------------------------------------------------------------------- the page
+
+PROBE_KINDS = ("A caption", "An image")
+HEADER = (
+    "Upload an image or pick one from the dataset: the bars are its activations, most "
+    "important feature first, against each feature's usual range; below, the features it "
+    "excites most (relative to their usual range), where in the image they look, and the "
+    "dataset images they usually respond to."
+)
+CAPTION_HEADER = (
+    "This run encodes text too. Type a caption: the bars are its features, most important "
+    "first, against the evaluation captions' usual range, and below are the evaluation images "
+    "it retrieves. Or switch to an image to probe the image encoder."
+)
+
+
+def probe_caption(run) -> None:
+    """The caption probe of an image-text run, always in the trained axes."""
+    if state.current_basis() != "trained":
+        st.info(
+            "The caption probe reads the trained axes, the space in which the run matches "
+            "captions to images (the spectral basis comes from image augmentations).",
+            icon=":material/info:",
+        )
+    analysis = jobs_ui.analysis_of(run, "trained")
+    order_name = state.current_order(analysis)
+    caption_probe(run, analysis, order_name, jobs_ui.text_analysis(run))
+
+
+def probe_image(run) -> None:
+    """The image probe: activations, strongest features, their saliency on the image."""
     analysis = jobs_ui.analysis_of(run, state.current_basis())
     order_name = state.current_order(analysis)
     note = draw.basis_note(analysis, order_name)
@@ -182,6 +380,11 @@ def main() -> None:
             activation_figure(analysis, order, z, method_color(run.config.method), note),
             "probe_activations",
         )
+    strongest_features(run, analysis, order_name, image, z)
+
+
+def strongest_features(run, analysis, order_name: str, image: np.ndarray, z: np.ndarray) -> None:
+    """The features the image excites most, with saliency on it and their top dataset images."""
     std = np.maximum(analysis.stats.std, 1e-8)
     zscore = (z - analysis.stats.mean) / std  # (k,)
     strongest = np.argsort(-zscore)[:STRONGEST]
@@ -212,6 +415,23 @@ def main() -> None:
             top = images[analysis.top_images.top_indices[f, :8]]
             st.image(draw.grid(draw.to_rgb(top), cols=4, pad=1), width="stretch")
             st.caption("saliency on this image · the feature's top dataset images")
+
+
+def main() -> None:
+    idx = state.index()
+    image_text = bool(idx.runs) and labels.has_text(state.current_run())
+    if not image_text:
+        draw.page_header("Probe an image", HEADER)
+    else:
+        draw.page_header("Probe a caption or an image", CAPTION_HEADER)
+    jobs_ui.require_runs()
+    run = state.current_run()
+    if image_text:
+        kind = st.radio("Probe", PROBE_KINDS, horizontal=True, key="_w_probe_kind")
+        if kind == PROBE_KINDS[0]:
+            probe_caption(run)
+            return
+    probe_image(run)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ import plotly.graph_objects as go
 import readers
 import state
 import streamlit as st
+import text_ui
 
 from tricl.methods import method_color, method_label
 
 
-def runs_table(runs: list, found: dict) -> pd.DataFrame:
-    """One row per run: configuration, training result and the analysis' headline numbers."""
+def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFrame:
+    """One row per run: configuration, training result and the analysis' headline numbers
+    (image-text runs add zero-shot accuracy and retrieval recall from ``texts``)."""
     rows = []
     for r in runs:
         s = r.summary()
@@ -39,7 +41,10 @@ def runs_table(runs: list, found: dict) -> pd.DataFrame:
                 "importance": a.importance.default if a else "",
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for label, values in text_ui.runs_columns(runs, texts or {}).items():
+        table.insert(table.columns.get_loc("importance"), label, values)
+    return table
 
 
 def curves_figure(runs: list, metric: str) -> go.Figure:
@@ -116,8 +121,9 @@ def main() -> None:
         return
     runs = list(idx.runs)
     found = jobs_ui.analyses(runs, key="runs_page")
+    texts = jobs_ui.text_analyses(runs, key="runs_page")
     st.subheader(f"{len(runs)} runs in {idx.where}")
-    table = runs_table(runs, found)
+    table = runs_table(runs, found, texts)
     draw.show_table(
         table,
         "runs",
@@ -133,6 +139,7 @@ def main() -> None:
             ),
             "k-NN acc": st.column_config.NumberColumn(format="percent"),
             "backbone probe acc": st.column_config.NumberColumn(format="percent"),
+            **text_ui.runs_column_config(),
         },
     )
     left, right = st.columns(2)
