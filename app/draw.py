@@ -21,6 +21,7 @@ ORDER_LABELS = {
     "S": "learned importance S = softplus(s)",
     "variance": "variance of the normalised feature",
     "ablation": "leave-one-out linear-probe accuracy drop",
+    "index": "the feature's own position (NeuralEF-CLR: feature 0 is the first eigenfunction)",
     "eigenvalue": "eigenvalue of the run's spectral basis (augmentation invariance, 1 = unchanged "
     "by every augmentation), estimated on train pairs",
 }
@@ -116,7 +117,9 @@ def order_caption(analysis: Any, order: str) -> str:
     """One sentence naming the importance order the page uses, and why if it is a fallback."""
     what = ORDER_LABELS.get(order, order)
     note = ""
-    if analysis.basis == "trained" and order != "S" and "S" not in analysis.importance.orders:
+    orders = analysis.importance.orders
+    # the fallback note only where variance stands in for a missing S (not for an index order)
+    if analysis.basis == "trained" and order == "variance" and not {"S", "index"} & set(orders):
         note = " (this run has no learned S, so the dashboard orders its features by variance)"
     return f"Features ordered by **{order}**: {what}{note}."
 

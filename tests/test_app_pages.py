@@ -174,6 +174,14 @@ def test_order_caption_names_the_variance_fallback_only_in_the_trained_basis(run
     assert "no learned S" in draw.order_caption(trained, trained.importance.default)
     caption = draw.order_caption(spectral, spectral.importance.default)
     assert "eigenvalue" in caption and "no learned S" not in caption
+    # a method that orders its own outputs (NeuralEF-CLR) is not a variance fallback
+    from dataclasses import replace
+
+    indexed = replace(
+        trained.importance, orders={**trained.importance.orders, "index": np.arange(16)}
+    )
+    caption = draw.order_caption(replace(trained, importance=indexed), "index")
+    assert "first eigenfunction" in caption and "no learned S" not in caption
 
 
 def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, monkeypatch):

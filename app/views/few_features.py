@@ -15,8 +15,8 @@ from tricl.methods import method_color, method_label
 DASH = {"top": "solid", "random": "dash", "bottom": "dot"}
 PANELS = {"linear_acc": "Linear probe accuracy", "retrieval_map": "Retrieval mAP"}
 ORDER_CHOICES = {
-    "default": "each run's default: S for triCL, variance for SimCLR; in the spectral basis the "
-    "eigenvalue for every run",
+    "default": "each run's default: S for triCL, index for NeuralEF-CLR, variance for SimCLR; in "
+    "the spectral basis the eigenvalue for every run",
     "variance": "variance for every run (label-free)",
     "ablation": "leave-one-out ablation for every run (uses labels)",
 }
