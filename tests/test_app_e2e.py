@@ -116,7 +116,7 @@ PAGES = [
     ("", "runs", "4 runs in"),
     ("features", "features", "16 of 16 features shown"),
     ("feature", "feature_detail", "highest activation"),
-    ("compare", "compare_seeds", "SimCLR against triCL, across seeds"),
+    ("compare", "compare_seeds", "Each method across seeds (image features)"),
     ("embedding", "embedding", "Select points on the map"),
     ("few-features", "few_features", "Linear probe accuracy"),
     ("probe", "probe", "Its strongest features"),

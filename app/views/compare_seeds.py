@@ -50,6 +50,7 @@ def score_columns(frame: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
 # Verdict thresholds on the seed-averaged scores.
 IDENTIFIABLE = 0.8  # top-8 ordered corr at least this: same features, same order
 MATCHED = 0.8  # MCC at least this (but order lost): same features, arbitrary order
+CARDS_PER_LINE = 2  # four st.metric values per card stay readable at two cards a line
 
 
 def verdict(scores: pd.Series) -> str:
@@ -166,7 +167,7 @@ def _bars(table: pd.DataFrame, columns: dict[str, tuple[str, str, str]]) -> go.F
 
 
 def summary(idx) -> None:
-    st.subheader("SimCLR against triCL, across seeds")
+    st.subheader("Each method across seeds (image features)")
     groups = [g for g in labels.seed_groups(list(idx.runs)) if len(g) >= 2]
     if not groups:
         st.info(
@@ -178,9 +179,12 @@ def summary(idx) -> None:
     if table.empty:
         return
     by_name = {g[0].name: g for g in groups}
-    for col, (_, row) in zip(st.columns(len(table)), table.iterrows()):
-        with col, st.container(border=True):
-            _card(row, columns, by_name[row["group"]])
+    rows = [row for _, row in table.iterrows()]
+    per_line = min(len(rows), CARDS_PER_LINE)  # wider cards keep their four scores readable
+    for start in range(0, len(rows), per_line):
+        for col, row in zip(st.columns(per_line), rows[start : start + per_line]):
+            with col, st.container(border=True):
+                _card(row, columns, by_name[row["group"]])
     left, right = st.columns([3, 2])
     with left:
         draw.show_figure(_bars(table, columns), "identifiability_by_method")
