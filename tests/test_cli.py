@@ -142,6 +142,13 @@ def test_no_progress_silences_the_image_folder_loading_bar(tmp_path, capsys, mon
     assert main([*argv, "--name", "loud"]) == 0
     assert "loading imgs" in capsys.readouterr().err
 
+    # the Python API's progress=False silences the loading bar too, whatever the process default
+    from tricl.analysis import analyze
+
+    tricl.data.set_progress(True)
+    analyze(tmp_path / "runs" / "quiet", progress=False)
+    assert "loading imgs" not in capsys.readouterr().err
+
 
 @pytest.mark.parametrize("command", ["analyze", "compare"])
 def test_bad_basis_exits_2_with_one_line(command, capsys, tmp_path):

@@ -838,7 +838,9 @@ def _load_images(job: _Job) -> Any:
 
     run = job.run
     try:
-        data = load_dataset(job.dataset, image_size=run.config.image_size)
+        # progress=False silences the loading bar too; None keeps the process default
+        quiet = None if job.progress.enabled else False
+        data = load_dataset(job.dataset, image_size=run.config.image_size, progress=quiet)
     except DatasetError as exc:
         raise AnalysisError(f"cannot analyze {run.name}: {exc}") from None
     want_c, want_size = run.in_channels, run.dataset_info.get("image_size")

@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=Path("docs/RESULTS.md"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    from tricl.data import set_progress
+
+    set_progress(not args.no_progress)
     study = run_image_text_study(
         args.seeds, args.runs_root, reuse=args.reuse, progress=not args.no_progress
     )

@@ -576,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_paper_scale(args, command)
     progress = not args.no_progress
+    from tricl.data import set_progress
+
+    set_progress(progress)  # --no-progress silences dataset loading too, as in tricl's CLI
     sections = _sections(args, progress)
     synthetic = None
     if args.synthetic_seeds and not args.smoke:
