@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
+from test_image_text_train import write_caption_csv
 
 from tricl.analysis import AnalysisError, analyze, load_analysis
 from tricl.analysis.image_text import (
@@ -42,33 +42,10 @@ from tricl.runs import Run
 from tricl.text.prompts import LABEL_TEMPLATES, class_prompts
 from tricl.train import train
 
-SHAPES = ("square", "stripes", "cross", "dot")
-SIZES = ("small", "large")
-
 
 def write_csv(root: Path, *, labels: bool, n: int = 48, size: int = 16) -> Path:
     """``n`` PNGs of 4 shapes in 2 sizes, a caption each and (if ``labels``) the shape as label."""
-    rng = np.random.default_rng(0)
-    (root / "img").mkdir(parents=True)
-    lines = ["filepath\ttitle" + ("\tlabel" if labels else "")]
-    for i in range(n):
-        shape, big = SHAPES[i % 4], (i // 4) % 2
-        img = rng.integers(0, 50, (size, size), dtype=np.uint8)
-        lo, hi = (2, 14) if big else (5, 11)
-        if shape == "square":
-            img[lo:hi, lo:hi] = 220
-        elif shape == "stripes":
-            img[lo:hi, lo:hi:3] = 220
-        elif shape == "cross":
-            img[size // 2, lo:hi] = img[lo:hi, size // 2] = 220
-        else:
-            img[size // 2 - 1 : size // 2 + 1, size // 2 - 1 : size // 2 + 1] = 220
-        Image.fromarray(img).save(root / "img" / f"{i:02d}.png")
-        line = f"img/{i:02d}.png\ta {SIZES[big]} bright {shape} on a dark ground"
-        lines.append(line + (f"\t{shape}" if labels else ""))
-    path = root / "pairs.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_caption_csv(root, n, size, labels=labels)
 
 
 def tiny(csv: Path, method: str, **kw) -> RunConfig:

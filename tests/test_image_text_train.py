@@ -25,11 +25,12 @@ SHAPES = ("square", "stripes", "cross", "dot")
 SIZES = ("small", "large")
 
 
-def write_caption_csv(root: Path, n: int = 40, size: int = 16) -> Path:
-    """``n`` 16x16 PNGs of 4 shapes in 2 sizes and an open_clip CSV captioning each."""
+def write_caption_csv(root: Path, n: int = 40, size: int = 16, *, labels: bool = False) -> Path:
+    """``n`` 16x16 PNGs of 4 shapes in 2 sizes and an open_clip CSV captioning each (with the
+    shape as a ``label`` column if ``labels``)."""
     rng = np.random.default_rng(0)
     (root / "img").mkdir(parents=True)
-    lines = ["filepath\ttitle"]
+    lines = ["filepath\ttitle" + ("\tlabel" if labels else "")]
     for i in range(n):
         shape, big = SHAPES[i % 4], (i // 4) % 2
         img = rng.integers(0, 50, (size, size), dtype=np.uint8)
@@ -43,7 +44,8 @@ def write_caption_csv(root: Path, n: int = 40, size: int = 16) -> Path:
         else:
             img[size // 2 - 1 : size // 2 + 1, size // 2 - 1 : size // 2 + 1] = 220
         Image.fromarray(img).save(root / "img" / f"{i:02d}.png")
-        lines.append(f"img/{i:02d}.png\ta {SIZES[big]} bright {shape} on a dark ground")
+        line = f"img/{i:02d}.png\ta {SIZES[big]} bright {shape} on a dark ground"
+        lines.append(line + (f"\t{shape}" if labels else ""))
     path = root / "pairs.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
