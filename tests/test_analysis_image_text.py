@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_image_text_train import tiny as train_tiny
 from test_image_text_train import write_caption_csv
 
 from tricl.analysis import AnalysisError, analyze, load_analysis
@@ -49,23 +50,9 @@ def write_csv(root: Path, *, labels: bool, n: int = 48, size: int = 16) -> Path:
 
 
 def tiny(csv: Path, method: str, **kw) -> RunConfig:
-    values = dict(
-        method=method,
-        dataset=f"captions:{csv}",
-        proj_hidden_dim=16,
-        proj_dim=8,
-        batch_size=8,
-        epochs=2,
-        warmup_epochs=0,
-        lr=2e-3,
-        text_width=16,
-        text_heads=2,
-        text_layers=1,
-        text_context_length=12,
-        device="cpu",
-        name=f"{method}-{'labelled' if 'unlabelled' not in str(csv) else 'unlabelled'}",
-    )
-    return RunConfig(**(values | kw))
+    """The training tests' tiny caption run, 2 epochs, named by method and labelling."""
+    labelled = "labelled" if "unlabelled" not in str(csv) else "unlabelled"
+    return train_tiny(csv, **({"method": method, "epochs": 2, "name": f"{method}-{labelled}"} | kw))
 
 
 @pytest.fixture(scope="module")
