@@ -113,10 +113,15 @@ def analysis_or_none(run: Run, basis: str = "trained") -> Any | None:
 def analyses(runs: Sequence[Run], basis: str = "trained") -> Analyses:
     """The stored analysis of every run in ``basis``; runs without one are listed, broken ones
     explained."""
+    return _collect(runs, lambda r: analysis_or_none(r, basis))
+
+
+def _collect(runs: Sequence[Run], read: Any) -> Analyses:
+    """``read(run)`` of every run: found, missing (None) or broken (its error explained)."""
     out = Analyses()
     for r in runs:
         try:
-            got = analysis_or_none(r, basis)
+            got = read(r)
         except Exception as exc:  # corrupt files of one run must not break the others
             out.errors[r.name] = f"{type(exc).__name__}: {exc}"
             continue
@@ -161,20 +166,7 @@ def text_analysis_or_none(run: Run) -> Any | None:
 
 def text_analyses(runs: Sequence[Run]) -> Analyses:
     """The stored text analysis of every image-text run among ``runs`` (others are skipped)."""
-    out = Analyses()
-    for r in runs:
-        if not r.image_text or r.aligned:
-            continue
-        try:
-            got = text_analysis_or_none(r)
-        except Exception as exc:  # corrupt files of one run must not break the others
-            out.errors[r.name] = f"{type(exc).__name__}: {exc}"
-            continue
-        if got is None:
-            out.missing.append(r)
-        else:
-            out.found[r.name] = got
-    return out
+    return _collect([r for r in runs if r.image_text and not r.aligned], text_analysis_or_none)
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -137,31 +137,64 @@ def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
     return images[int(i)], f"{analysis.split} image {i} (class {label})"
 
 
-def activation_figure(
-    analysis, order: np.ndarray, z: np.ndarray, color: str, note: str
+def feature_bars(
+    order: np.ndarray,
+    z: np.ndarray,
+    usual: tuple[np.ndarray, np.ndarray] | None,
+    note: str,
+    color,
+    *,
+    what: str,
+    usual_name: str,
+    y_title: str,
 ) -> go.Figure:
+    """Bars of one input's features in importance order, with the dataset's usual range.
+
+    Args:
+        order: raw feature indices, most important first. Shape: (k,).
+        z: the input's features, raw index order. Shape: (k,).
+        usual: mean and std of the evaluation set's features (raw order), or None.
+        note: which axes and order (for the axis title).
+        color: the method's colour.
+        what: legend name of the bars (``this image``, ``this caption``).
+        usual_name: legend name of the usual range.
+        y_title: the y axis title.
+    """
     ranks = np.arange(1, len(order) + 1)
     fig = go.Figure(
         go.Bar(
             x=ranks,
             y=z[order],
-            name="this image",
+            name=what,
             marker_color=color,
             customdata=order,
             hovertemplate="#%{x} (z[%{customdata}]): %{y:.3f}<extra></extra>",
         )
     )
-    fig.add_trace(
-        go.Scatter(
-            x=ranks,
-            y=analysis.stats.mean[order],
-            error_y={"type": "data", "array": analysis.stats.std[order], "thickness": 1},
-            mode="markers",
-            name="dataset mean ± std",
-            marker={"color": "#444", "size": 4},
+    if usual is not None:
+        mean, std = usual
+        fig.add_trace(
+            go.Scatter(
+                x=ranks,
+                y=mean[order],
+                error_y={"type": "data", "array": std[order], "thickness": 1},
+                mode="markers",
+                name=usual_name,
+                marker={"color": "#444", "size": 4},
+            )
         )
-    )
-    return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title="activation z")
+    return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title=y_title)
+
+
+def activation_figure(
+    analysis, order: np.ndarray, z: np.ndarray, color: str, note: str
+) -> go.Figure:
+    """An image's activations against the evaluation images' mean ± std."""
+    usual = (analysis.stats.mean, analysis.stats.std)
+    return feature_bars(
+        order, z, usual, note, color,
+        what="this image", usual_name="dataset mean ± std", y_title="activation z",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- a caption
@@ -182,39 +215,11 @@ def caption_problem(text: str) -> str | None:
 def caption_figure(
     order: np.ndarray, z: np.ndarray, usual: tuple[np.ndarray, np.ndarray] | None, note: str, color
 ) -> go.Figure:
-    """Bars of a caption's features in importance order, with the captions' usual range.
-
-    Args:
-        order: raw feature indices, most important first. Shape: (k,).
-        z: the caption's features, raw index order. Shape: (k,).
-        usual: mean and std of the evaluation captions' features (raw order), or None.
-        note: which axes and order (for the axis title).
-        color: the method's colour.
-    """
-    ranks = np.arange(1, len(order) + 1)
-    fig = go.Figure(
-        go.Bar(
-            x=ranks,
-            y=z[order],
-            name="this caption",
-            marker_color=color,
-            customdata=order,
-            hovertemplate="#%{x} (z[%{customdata}]): %{y:.3f}<extra></extra>",
-        )
-    )
-    if usual is not None:
-        mean, std = usual
-        fig.add_trace(
-            go.Scatter(
-                x=ranks,
-                y=mean[order],
-                error_y={"type": "data", "array": std[order], "thickness": 1},
-                mode="markers",
-                name="evaluation captions' mean ± std",
-                marker={"color": "#444", "size": 4},
-            )
-        )
-    return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title="feature z")
+    """A caption's features against the evaluation captions' mean ± std (see feature_bars)."""
+    return feature_bars(
+        order, z, usual, note, color,
+        what="this caption", usual_name="evaluation captions' mean ± std", y_title="feature z",
+    )  # fmt: skip
 
 
 def retrieved_table(
