@@ -9,7 +9,7 @@ import torch
 from gloo_pair import run_two_ranks
 
 from tricl.config import RunConfig
-from tricl.losses import LOSSES, build_loss
+from tricl.losses import build_loss
 from tricl.models import Encoder
 from tricl.train import step_loss
 
@@ -48,7 +48,7 @@ dist.destroy_process_group()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "tricl"])
+@pytest.mark.parametrize("method", ["simclr", "tricl", "tri-eigen"])
 def test_two_process_gloo_equals_one_process(tmp_path, method):
     cfg, enc, x1, x2 = _setup(method)
     ref = step_loss(enc, x1, x2, build_loss(cfg))
@@ -57,10 +57,14 @@ def test_two_process_gloo_equals_one_process(tmp_path, method):
     torch.testing.assert_close(got["loss"], ref.total.detach(), rtol=1e-5, atol=1e-6)
     ref_grads = {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}
     assert set(got["grads"]) == set(ref_grads)
-    if method in LOSSES and LOSSES[method].uses_importance:
+    if enc.importance_logits is not None:
         assert "importance_logits" in got["grads"]
+    if enc.head is not None:  # the head solved its map from the gathered global batch
+        assert ref.total.isfinite() and float(enc.head.steps) == 1
     for n, g in ref_grads.items():
-        torch.testing.assert_close(got["grads"][n], g, rtol=1e-4, atol=1e-6, msg=n)
+        # float32 rounding relative to the gradient's scale (whitening makes tri-eigen's large)
+        atol = 1e-6 * max(1.0, float(g.abs().max()))
+        torch.testing.assert_close(got["grads"][n], g, rtol=1e-4, atol=atol, msg=n)
 
 
 @pytest.mark.slow

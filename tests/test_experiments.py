@@ -274,3 +274,16 @@ def test_paper_scale_smoke_runs_the_whole_path_on_cpu(tmp_path) -> None:
     assert cfg["dataset"] == f"folder:{data}"
     # rerunning the command resumes: finished runs and cached analyses are reused
     assert main(argv) == 0
+
+
+def test_a_dataset_section_is_rewritten_in_place_and_the_rest_kept() -> None:
+    from tricl.experiments.reproduce import replace_dataset_section
+
+    text = "# R\n\n## mnist5k (a)\n\nold m\n\n## CIFAR-10 subset (b)\n\nold c\n### t\n\nx\n\n"
+    text += "## Known-answer check\n\nk\n"
+    new = replace_dataset_section(text, ["## CIFAR-10 subset (b)", "", "new c", ""])
+    assert "old c" not in new and "### t" not in new and "new c" in new
+    assert "old m" in new and new.endswith("## Known-answer check\n\nk\n")
+    assert new.index("## mnist5k") < new.index("new c") < new.index("## Known-answer")
+    added = replace_dataset_section(text, ["## STL (c)", "", "s", ""])
+    assert "old c" in added and added.index("old c") < added.index("s\n") < added.index("## Known")

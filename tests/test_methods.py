@@ -55,7 +55,19 @@ def test_tri_factor_methods_are_their_kernel_with_s() -> None:
         "clip": {False},
         "neuralef": {False},
     }
-    assert {n for n, s in METHODS.items() if s.has_s} == {"tricl", "tri-spectral", "triclip"}
+    assert {n for n, s in METHODS.items() if s.has_s} == {
+        "tricl", "tri-spectral", "triclip", "tri-eigen"
+    }  # fmt: skip
+
+
+def test_a_head_is_registered_and_only_for_two_view_methods() -> None:
+    from tricl.heads import HEADS
+
+    for spec in METHODS.values():
+        assert not spec.head or (spec.head in HEADS and spec.pair == "views"), spec.name
+    assert METHODS["tri-eigen"].head == "eigen" and METHODS["tri-eigen"].order == "S"
+    with pytest.raises(ValueError, match="a head needs pair='views'"):
+        MethodSpec("x", "X", "#000000", "x", loss="clip", has_s=True, pair="caption", head="eigen")
 
 
 def test_every_loss_name_is_registered_for_its_pair_kind() -> None:

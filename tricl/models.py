@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tricl.catalog import BACKBONE_INFO
+from tricl.heads import HEADS
 from tricl.methods import get_method
 
 
@@ -179,6 +180,7 @@ class Encoder(nn.Module):
         s_init: str = "random",
         s_init_spread: float = 1.0,
         aligned_dim: int = 0,
+        head: str = "",
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -197,12 +199,14 @@ class Encoder(nn.Module):
         self.projector = nn.Sequential(*layers)
         self.importance_logits: nn.Parameter | None = None
         self.aligner: FixedAffine | None = None
+        # a head solved from statistics (tricl.heads), e.g. tri-eigen's; it then gives S
+        self.head: nn.Module | None = HEADS[head](proj_dim) if head else None
         self.fixed_importance: Tensor | None
         self.register_buffer("fixed_importance", None)
         if aligned_dim > 0:
             self.aligner = FixedAffine(proj_dim, aligned_dim)
             self.fixed_importance = torch.ones(aligned_dim, dtype=torch.float64)
-        elif uses_importance:
+        elif uses_importance and self.head is None:
             if s_init == "geometric":
                 # S from 1 down to 10^-spread: distinct values break the rotation symmetry from
                 # the first step, instead of waiting for a near-flat random S to spread
@@ -230,6 +234,7 @@ class Encoder(nn.Module):
             s_init=cfg.s_init,
             s_init_spread=cfg.s_init_spread,
             aligned_dim=aligned_dim,
+            head=get_method(cfg.method).head,
         )
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -241,14 +246,22 @@ class Encoder(nn.Module):
         """Number of features z: ``proj_dim``, or ``aligned_dim`` for an aligned encoder."""
         return self.proj_dim if self.aligner is None else int(self.aligner.weight.shape[0])
 
-    def project(self, h: Tensor) -> Tensor:
-        """Projector (then the aligner, if any). Shape: (B, feat_dim) -> (B, out_dim)."""
+    def project(self, h: Tensor, raw: bool = False) -> Tensor:
+        """Projector, then the head and the aligner, if any. Shape: (B, feat_dim) -> (B, out_dim).
+
+        ``raw=True`` stops after the projector (what a head observes). Shape: (B, proj_dim).
+        """
         z = self.projector(h)  # (B, k)
+        if raw:
+            return z
+        if self.head is not None:
+            z = self.head(z)  # (B, k)
         return z if self.aligner is None else self.aligner(z)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The features z. Shape: (B, C, H, W) -> (B, out_dim)."""
-        return self.project(self.forward_features(x))
+    def forward(self, x: Tensor, raw: bool = False) -> Tensor:
+        """The features z. Shape: (B, C, H, W) -> (B, out_dim) (``raw``: (B, proj_dim), see
+        :meth:`project`)."""
+        return self.project(self.forward_features(x), raw=raw)
 
     def importance(self) -> Tensor | None:
         """Diagonal of S (an aligned encoder: its fixed eigenvalues).
@@ -257,6 +270,8 @@ class Encoder(nn.Module):
         """
         if self.fixed_importance is not None:
             return self.fixed_importance
+        if self.head is not None:
+            return self.head.importance()
         if self.importance_logits is None:
             return None
         return importance_from_logits(self.importance_logits, self.s_param)

@@ -195,11 +195,50 @@ def step_loss(model: nn.Module, x1: Tensor, x2: Tensor, loss_fn: LossFn) -> Loss
         loss_fn: the run's loss, built (and validated) once by ``build_loss(cfg)``.
     """
     encoder: Encoder = model.module if hasattr(model, "module") else model
-    z = model(torch.cat([x1, x2]))  # (2 * B_local, k)
+    head = encoder.head
+    # a head (tricl.heads) observes the raw projector outputs of the whole global batch, so every
+    # rank solves the same map, and then maps them; gradients flow through it to the projector
+    z = model(torch.cat([x1, x2]), raw=head is not None)  # (2 * B_local, k)
     z1, z2 = z.chunk(2)  # (B_local, k) each
     z1 = dist_utils.gather_with_grad(z1)  # (B_global, k)
     z2 = dist_utils.gather_with_grad(z2)  # (B_global, k)
+    if head is not None:
+        head.observe(z1, z2)
+        z1, z2 = head(z1), head(z2)
     return loss_fn(z1, z2, encoder.importance())
+
+
+# Passes of augmented pairs over the train set that the final refit of a head averages.
+REFIT_PASSES = 2
+
+
+@torch.no_grad()
+def refit_head(s: Session) -> None:
+    """Refits the encoder's head (if any) on exact statistics of the final network.
+
+    The running averages a head trains with lag behind the network; as "precise BatchNorm" does,
+    this recomputes them once at the end, in eval mode (as the analysis extracts features), over
+    :data:`REFIT_PASSES` passes of augmented pairs of the train set. Under torchrun rank 0's
+    result is broadcast, so every rank saves the same head.
+    """
+    from tricl.heads import pair_statistics
+
+    head = s.encoder.head
+    if head is None:
+        return
+    s.encoder.eval()
+    views: tuple[list[Tensor], list[Tensor]] = ([], [])
+    for _ in range(REFIT_PASSES):
+        for start in range(0, len(s.train_x), s.cfg.batch_size):
+            xb = s.train_x[start : start + s.cfg.batch_size]
+            z = s.encoder(torch.cat([s.augment(xb), s.augment(xb)]), raw=True)  # (2B, k)
+            for keep, part in zip(views, z.float().chunk(2)):
+                keep.append(part)
+    head.refit(*pair_statistics(torch.cat(views[0]), torch.cat(views[1])))
+    if dist_utils.is_distributed():
+        for buf in head.buffers():
+            torch.distributed.broadcast(buf, src=0)
+    s.encoder.train()
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -631,6 +670,8 @@ def train(
     try:
         for epoch in range(s.start_epoch, s.cfg.epochs):
             row = train_epoch(s, epoch)
+            if epoch + 1 == s.cfg.epochs:
+                refit_head(s)
             stop = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
             save_epoch(s, row, checkpoint=stop or checkpoint_due(s.cfg, epoch + 1))
             if stop:

@@ -65,6 +65,15 @@ ARMS: dict[str, tuple[Variant, str]] = {
         Variant("tri-spectral", {"method": "tri-spectral"}),
         method_color("tri-spectral"),
     ),
+    "tri-eigen": (
+        Variant(
+            "tri-eigen",
+            {"method": "tri-eigen"},
+            note="triCL whose last rotation and S are solved in closed form from running"
+            " covariances each step (tricl.heads.EigenHead), the backbone trained through them",
+        ),
+        method_color("tri-eigen"),
+    ),
     "neuralef": (
         Variant(
             "neuralef",
@@ -205,7 +214,7 @@ def plot_few_features(results: list[ArmResult], path: Path, title: str) -> None:
         (axes[1], "retrieval_map", "retrieval mAP"),
     ):
         for r in results:
-            if r.name not in ("simclr", "tricl", "neuralef"):  # the two learned orders + baseline
+            if r.name not in ("simclr", "tricl", "neuralef", "tri-eigen"):  # orders + baseline
                 continue
             curves = pd.concat([a.curves() for a in r.analyses])
             mean = curves.groupby(["selection", "k"])[column].mean().reset_index()
@@ -380,77 +389,126 @@ def plot_synthetic(results, path: Path) -> None:
     plt.close(fig)
 
 
+def section_markdown(
+    title: str, results: list[ArmResult], base: dict, fig_dir: Path, command: str = ""
+) -> list[str]:
+    """One dataset's section of RESULTS.md (``## title``): tables, and figures into ``fig_dir``.
+
+    ``command``, when given, is named under the heading (a section can be rewritten alone, see
+    :func:`replace_dataset_section`, so each names the command that made it).
+    """
+    slug = title.split()[0].lower()
+    k_small = 8 if base.get("proj_dim", 64) <= 64 else 16  # curves are at powers of 2
+    lines = [f"## {title}", ""]
+    if command:
+        lines += [f"Made by `{command}`.", ""]
+    lines += ["Settings: `" + json.dumps(base) + "`", ""]
+    lines += [
+        "### Identifiability across seeds",
+        "",
+        identifiability_table(results).to_markdown(index=False),
+        "",
+    ]
+    plot_identifiability(results, fig_dir / f"{slug}_identifiability.png", title)
+    lines += [f"![identifiability](figures/{slug}_identifiability.png)", ""]
+    lines += [
+        "### Accuracy (all features, and few features)",
+        "",
+        accuracy_table(results, k_small).to_markdown(index=False),
+        "",
+    ]
+    plot_few_features(results, fig_dir / f"{slug}_few_features.png", title)
+    plot_spectra(results, fig_dir / f"{slug}_spectra.png", f"{title}: learned S")
+    lines += [
+        f"![few features](figures/{slug}_few_features.png)",
+        f"![spectra](figures/{slug}_spectra.png)",
+        "",
+    ]
+    return lines + spectral_markdown(results, fig_dir, slug, f"{title}: spectral basis")
+
+
+def replace_dataset_section(text: str, section: list[str]) -> str:
+    """``text`` (a RESULTS.md) with the section of the same ``## `` heading replaced by
+    ``section``; appended before the known-answer section when the file has none yet.
+
+    A section runs from its heading to the next ``## `` heading.
+    """
+    heading = section[0]
+    lines = text.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    if heading in lines:
+        i = lines.index(heading)
+        end = next((j for j in starts if j > i), len(lines))
+    else:
+        i = end = next((j for j in starts if lines[j].startswith("## Known-answer")), len(lines))
+    return "\n".join([*lines[:i], *section, *lines[end:]])
+
+
 def write_report(
     sections: list[tuple[str, list[ArmResult], dict]],
     out: Path,
     extra_markdown: str = "",
     synthetic=None,
     command: str = "python -m tricl.experiments.reproduce",
+    update: bool = False,
 ) -> Path:
-    """Write RESULTS.md and its figures under ``out``; return the Markdown path."""
+    """Write RESULTS.md and its figures under ``out``; return the Markdown path.
+
+    With ``update``, the existing RESULTS.md keeps everything but the sections studied here,
+    which are rewritten in place, each naming ``command``.
+    """
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    path = out / "RESULTS.md"
+    if update and path.exists():
+        text = path.read_text()
+        for title, results, base in sections:
+            text = replace_dataset_section(
+                text, section_markdown(title, results, base, fig_dir, command)
+            )
+        path.write_text(text)
+        return path
     lines = [
         "# Results: identifiability and feature importance at small scale",
         "",
         f"Made by `{command}` (see its `--help`). Every number is"
         " measured on the test split; identifiability is the mean ± std over the seed pairs"
-        " of a method. Feature order: softplus(s) for methods with S, the index order for"
-        " NeuralEF-CLR (feature 0 = first eigenfunction), variance order for SimCLR and"
-        " spectral.",
+        " of a method. Feature order: softplus(s) for methods with S (tri-eigen: the eigenvalues"
+        " it solves for), the index order for NeuralEF-CLR (feature 0 = first eigenfunction),"
+        " variance order for SimCLR and spectral.",
         "",
     ]
     for title, results, base in sections:
-        slug = title.split()[0].lower()
-        k_small = 8 if base.get("proj_dim", 64) <= 64 else 16  # curves are at powers of 2
-        lines += [f"## {title}", "", "Settings: `" + json.dumps(base) + "`", ""]
-        lines += [
-            "### Identifiability across seeds",
-            "",
-            identifiability_table(results).to_markdown(index=False),
-            "",
-        ]
-        plot_identifiability(results, fig_dir / f"{slug}_identifiability.png", title)
-        lines += [f"![identifiability](figures/{slug}_identifiability.png)", ""]
-        lines += [
-            "### Accuracy (all features, and few features)",
-            "",
-            accuracy_table(results, k_small).to_markdown(index=False),
-            "",
-        ]
-        plot_few_features(results, fig_dir / f"{slug}_few_features.png", title)
-        plot_spectra(results, fig_dir / f"{slug}_spectra.png", f"{title}: learned S")
-        lines += [
-            f"![few features](figures/{slug}_few_features.png)",
-            f"![spectra](figures/{slug}_spectra.png)",
-            "",
-        ]
-        lines += spectral_markdown(results, fig_dir, slug, f"{title}: spectral basis")
+        lines += section_markdown(title, results, base, fig_dir)
     if synthetic:
-        from tricl.experiments.synthetic import RECIPES, markdown_table
-
-        plot_synthetic(synthetic, fig_dir / "synthetic_factors.png")
-        lines += [
-            "## Known-answer check: latent factors of known strength",
-            "",
-            "`python -m tricl.experiments.synthetic`: 4 binary latent factors mixed into 16-D"
-            " observations; a positive pair keeps factor i with probability (1 + lambda_i) / 2,"
-            " lambda = (0.6, 0.5, 0.4, 0.35), so the augmentation graph's top eigenfunctions"
-            " are the factors in this order. An MLP with k = 4 outputs, 1500 steps of batch"
-            " 512. A cell is |corr| of the feature at importance rank r with factor r"
-            " (1.0: factor r recovered at rank r). Recipes: "
-            + "; ".join(f"`{n}` = `{json.dumps(kw)}`" for n, kw in RECIPES.items()),
-            "",
-            *markdown_table(synthetic),
-            "",
-            "![synthetic](figures/synthetic_factors.png)",
-            "",
-        ]
+        lines += synthetic_markdown(synthetic, fig_dir)
     if extra_markdown:
         lines += [extra_markdown, ""]
-    path = out / "RESULTS.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def synthetic_markdown(synthetic, fig_dir: Path) -> list[str]:
+    """The known-answer section: its table and figure."""
+    from tricl.experiments.synthetic import RECIPES, markdown_table
+
+    plot_synthetic(synthetic, fig_dir / "synthetic_factors.png")
+    return [
+        "## Known-answer check: latent factors of known strength",
+        "",
+        "`python -m tricl.experiments.synthetic`: 4 binary latent factors mixed into 16-D"
+        " observations; a positive pair keeps factor i with probability (1 + lambda_i) / 2,"
+        " lambda = (0.6, 0.5, 0.4, 0.35), so the augmentation graph's top eigenfunctions"
+        " are the factors in this order. An MLP with k = 4 outputs, 1500 steps of batch"
+        " 512. A cell is |corr| of the feature at importance rank r with factor r"
+        " (1.0: factor r recovered at rank r). Recipes: "
+        + "; ".join(f"`{n}` = `{json.dumps(kw)}`" for n, kw in RECIPES.items()),
+        "",
+        *markdown_table(synthetic),
+        "",
+        "![synthetic](figures/synthetic_factors.png)",
+        "",
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -524,6 +582,17 @@ def _parser() -> argparse.ArgumentParser:
         help="add the image-text section (clip vs triclip on mnist5k-captions, the shipped runs"
         " reused; also alone: python -m tricl.experiments.image_text)",
     )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="rewrite only the dataset sections studied here, in place in the existing"
+        " RESULTS.md (each names this command); the rest of the file stays",
+    )
+    p.add_argument(
+        "--no-mnist5k",
+        action="store_true",
+        help="skip the mnist5k study (with --cifar --update: rewrite the CIFAR section alone)",
+    )
     p.add_argument("--no-progress", action="store_true")
     from tricl.experiments.paper_scale import add_arguments
 
@@ -548,11 +617,12 @@ def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[
         sections.append(("digits (smoke)", results, base))
     else:
         base = {"dataset": "mnist5k", "epochs": args.epochs}
-        results = [
-            run_arm(m, args.seeds, args.runs_root / "mnist5k", base, progress, reuse=args.reuse)
-            for m in args.methods
-        ]
-        sections.append(("mnist5k (small CNN, 64 features)", results, base))
+        if not args.no_mnist5k:
+            results = [
+                run_arm(m, args.seeds, args.runs_root / "mnist5k", base, progress, reuse=args.reuse)
+                for m in args.methods
+            ]
+            sections.append(("mnist5k (small CNN, 64 features)", results, base))
         if args.cifar is not None:
             cbase = {
                 "dataset": f"folder:{args.cifar.resolve()}",
@@ -581,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     set_progress(progress)  # --no-progress silences dataset loading too, as in tricl's CLI
     sections = _sections(args, progress)
     synthetic = None
-    if args.synthetic_seeds and not args.smoke:
+    if args.synthetic_seeds and not args.smoke and not args.update:
         from tricl.experiments.synthetic import study
 
         synthetic = study(
@@ -589,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     notes = args.notes.read_text() if args.notes else ""
     out = args.out if args.out is not None else Path("docs")
-    path = write_report(sections, out, notes, synthetic, command)
+    path = write_report(sections, out, notes, synthetic, command, update=args.update)
     if args.image_text and not args.smoke:
         from tricl.experiments import image_text
 

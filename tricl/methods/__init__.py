@@ -91,6 +91,10 @@ class MethodSpec:
         order: the default importance order of its features, one of :data:`FEATURE_ORDERS`
             (empty: ``"S"`` with S, else ``"variance"``). The analysis, compare and the study
             rank features by it.
+        head: a key of :data:`tricl.heads.HEADS` (empty: none): a layer after the projector whose
+            weights are solved from statistics during training; with ``has_s`` it gives S
+            (``tri-eigen``: the eigenvalues of the cross-view covariance), in place of learned
+            logits.
     """
 
     name: str
@@ -102,12 +106,15 @@ class MethodSpec:
     pair: str = "views"
     encoders: Callable[..., nn.Module] = build_image_encoder
     order: str = ""
+    head: str = ""
 
     def __post_init__(self) -> None:
         if self.pair not in PAIRS:
             raise ValueError(f"method {self.name!r}: pair {self.pair!r} is not one of {PAIRS}")
         if not self.loss:
             raise ValueError(f"method {self.name!r} names no loss kernel; set loss='nt_xent'")
+        if self.head and self.pair != "views":
+            raise ValueError(f"method {self.name!r}: a head needs pair='views', not {self.pair!r}")
         if not self.order:  # frozen: the derived default is set once, here
             object.__setattr__(self, "order", "S" if self.has_s else "variance")
         if self.order not in FEATURE_ORDERS or (self.order == "S" and not self.has_s):
@@ -245,5 +252,17 @@ register_method(
         loss="neuralef",
         has_s=False,
         order="index",
+    )
+)
+register_method(
+    MethodSpec(
+        "tri-eigen",
+        "tri-Eigen",
+        "#7F3C8D",
+        "triCL with F and S solved in closed form: NT-Xent through S on the eigenbasis of the"
+        " running cross-view covariance (S = its eigenvalues)",
+        loss="nt_xent",
+        has_s=True,
+        head="eigen",
     )
 )
