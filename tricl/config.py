@@ -73,7 +73,8 @@ class RunConfig:
         "loss: 'tricl' (z^T S z' with learnable diagonal S + decorrelation; the paper), 'simclr'"
         " (NT-Xent baseline), 'spectral' / 'tri-spectral' (spectral contrastive loss without /"
         " with S), 'tri-eigen' (triCL with the last rotation and S solved in closed form from"
-        " running covariances: features identifiable by construction), 'neuralef' (NeuralEF-CLR:"
+        ""
+        " running covariances, features in eigenvalue order), 'neuralef' (NeuralEF-CLR:"
         " ordered eigenfunctions, feature 0 first; see --nef-alpha); 'clip' / 'triclip' train on"
         " image-caption pairs (--dataset mnist5k-captions"
         " or captions:PATH.csv). Recommended: tricl, and simclr with the same seeds to compare",
