@@ -73,7 +73,6 @@ class RunConfig:
         "loss: 'tricl' (z^T S z' with learnable diagonal S + decorrelation; the paper), 'simclr'"
         " (NT-Xent baseline), 'spectral' / 'tri-spectral' (spectral contrastive loss without /"
         " with S), 'tri-eigen' (triCL with the last rotation and S solved in closed form from"
-        ""
         " running covariances, features in eigenvalue order), 'neuralef' (NeuralEF-CLR:"
         " ordered eigenfunctions, feature 0 first; see --nef-alpha); 'clip' / 'triclip' train on"
         " image-caption pairs (--dataset mnist5k-captions"
