@@ -17,6 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from tricl.methods import METHODS
+
 ORDER_LABELS = {
     "S": "learned importance S = softplus(s)",
     "variance": "variance of the normalised feature",
@@ -116,6 +118,9 @@ def tidy(fig: go.Figure, height: int = 360, **layout: Any) -> go.Figure:
 def order_caption(analysis: Any, order: str) -> str:
     """One sentence naming the importance order the page uses, and why if it is a fallback."""
     what = ORDER_LABELS.get(order, order)
+    spec = METHODS.get(getattr(analysis, "method", ""))
+    if order == "S" and spec is not None and spec.head:  # S solved from statistics, not learned
+        what = "importance S = eigenvalues solved by the run's head (cross-view correlation)"
     note = ""
     orders = analysis.importance.orders
     # the fallback note only where variance stands in for a missing S (not for an index order)

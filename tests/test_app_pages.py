@@ -182,6 +182,11 @@ def test_order_caption_names_the_variance_fallback_only_in_the_trained_basis(run
     )
     caption = draw.order_caption(replace(trained, importance=indexed), "index")
     assert "first eigenfunction" in caption and "no learned S" not in caption
+    # tri-eigen's S is solved by its head, not learned: the caption must not say softplus(s)
+    tri = load_analysis(runs["tricl_digits_small_cnn_k16_seed0"])
+    assert "softplus" in draw.order_caption(tri, "S")
+    caption = draw.order_caption(replace(tri, method="tri-eigen"), "S")
+    assert "eigenvalues solved" in caption and "softplus" not in caption
 
 
 def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, monkeypatch):
