@@ -73,19 +73,39 @@ def test_the_loss_prefers_the_invariant_feature_in_the_high_s_slot() -> None:
     loss_fn = build_loss("tricl")
     angles = [math.pi / 4, math.pi / 2]
     high_first = torch.tensor([1.0, 0.1])
-    _, d = paired_differences(loss_fn, z1, z2, high_first, [(0, 1)], angles)
+    d = paired_differences(loss_fn, z1, z2, high_first, [(0, 1)], angles).diff
     # moving the invariant feature out of the S = 1 slot makes positives less similar
     assert d[0, 0] > 0 and d[0, 1] > d[0, 0]
     # the same features with S reversed: the swap now helps, by exactly as much
-    _, rev = paired_differences(loss_fn, z1, z2, high_first.flip(0), [(0, 1)], angles)
+    rev = paired_differences(loss_fn, z1, z2, high_first.flip(0), [(0, 1)], angles).diff
     assert rev[0, 1] == pytest.approx(-d[0, 1], rel=1e-4)
     # a swap by pi/2 is the column permutation (the sign flip changes no loss)
     base = float(loss_fn(z1, z2, high_first).total)
     swapped = float(loss_fn(z1[:, [1, 0]], z2[:, [1, 0]], high_first).total)
     assert d[0, 1] == pytest.approx(swapped - base, rel=1e-5)
     # SimCLR's NT-Xent on normalised rows cannot tell any rotation from another
-    _, flat = paired_differences(build_loss("simclr"), z1, z2, None, [(0, 1)], angles)
-    assert np.abs(flat).max() < 1e-6 * base
+    flat = paired_differences(build_loss("simclr"), z1, z2, None, [(0, 1)], angles)
+    assert np.abs(flat.diff).max() < 1e-6 * base and np.abs(flat.slope).max() < 1e-5
+
+
+def test_the_slope_is_the_derivative_of_the_loss_in_the_angle() -> None:
+    z1, z2 = _hand_built_views()
+    loss_fn, s = build_loss("tricl"), torch.tensor([1.0, 0.1])
+    h = 1e-2
+    got = paired_differences(loss_fn, z1, z2, s, [(0, 1)], [0.6 - h, 0.6, 0.6 + h])
+    central = (got.diff[0, 2] - got.diff[0, 0]) / (2 * h)
+    assert got.slope[0, 1] == pytest.approx(central, rel=1e-2)
+    assert got.slope[0, 1] > 0  # half way to the swap, the loss pushes back towards 0
+
+
+def test_neuralef_orders_its_features_by_force_not_by_value() -> None:
+    z1, z2 = _hand_built_views()
+    swap = paired_differences(build_loss("neuralef"), z1, z2, None, [(0, 1)], [math.pi / 2])
+    # NeuralEF-CLR's value is symmetric in two adjacent features: a swap costs nothing ...
+    assert abs(swap.diff[0, 0]) < 1e-6 * abs(swap.loss)
+    # ... but half way there its stop-gradient penalty pushes the features apart
+    half = paired_differences(build_loss("neuralef"), z1, z2, None, [(0, 1)], [math.pi / 4])
+    assert abs(half.slope[0, 0]) > 1e-3
 
 
 def test_simclr_drive_is_exactly_zero(runs) -> None:

@@ -50,7 +50,7 @@ class SNRError(ValueError):
     """A measurement setting is invalid; the one-line message names it and the fix."""
 
 
-def givens(z: Tensor, a: int, b: int, theta: float) -> Tensor:
+def givens(z: Tensor, a: int, b: int, theta: float | Tensor) -> Tensor:
     """Rotates columns ``a`` and ``b`` of ``z`` by ``theta`` (radians) in their plane.
 
     ``z'_a = cos(theta) z_a - sin(theta) z_b`` and ``z'_b = sin(theta) z_a + cos(theta) z_b``;
@@ -61,16 +61,36 @@ def givens(z: Tensor, a: int, b: int, theta: float) -> Tensor:
         z: features, one row per sample. Shape: (N, k).
         a: first column.
         b: second column (not ``a``).
-        theta: the angle.
+        theta: the angle; a tensor that requires grad gives the loss's slope in theta.
 
     Returns:
         A new tensor. Shape: (N, k).
     """
-    c, s = math.cos(theta), math.sin(theta)
+    import torch
+
+    th = torch.as_tensor(theta, dtype=z.dtype)
+    c, s = torch.cos(th), torch.sin(th)
     out = z.clone()
     out[:, a] = c * z[:, a] - s * z[:, b]  # (N,)
     out[:, b] = s * z[:, a] + c * z[:, b]  # (N,)
     return out
+
+
+@dataclass(frozen=True)
+class BatchDrive:
+    """One batch's loss and how rotations change it.
+
+    Attributes:
+        loss: L(0), the loss of the trained features.
+        diff: ``L(theta) - L(0)`` per pair and angle. Shape: (P, T).
+        slope: ``dL/dtheta`` at each angle, through the loss's own autograd (so NeuralEF-CLR's
+            stop-gradients hold: this is the force SGD applies, where the value's change is not).
+            Shape: (P, T).
+    """
+
+    loss: float
+    diff: np.ndarray
+    slope: np.ndarray
 
 
 def paired_differences(
@@ -80,32 +100,54 @@ def paired_differences(
     importance: Tensor | None,
     slots: Sequence[tuple[int, int]],
     angles: Sequence[float],
-) -> tuple[float, np.ndarray]:
-    """The loss of one batch and its change under every (pair, angle) rotation of both views.
+) -> BatchDrive:
+    """The loss of one batch, its change and its slope under every (pair, angle) rotation of both
+    views.
 
     S is not rotated: slot a keeps s_a, so a rotation moves the features between importance slots.
 
     Args:
         loss_fn: the run's loss, ``loss_fn(z1, z2, importance) -> LossTerms``.
-        z1: raw projector outputs of view 1. Shape: (B, k).
+        z1: raw projector outputs of view 1 (no grad). Shape: (B, k).
         z2: raw projector outputs of view 2, row i the same image. Shape: (B, k).
         importance: the diagonal of S, or None for a method without S. Shape: (k,).
         slots: the feature columns (a, b) of each pair.
         angles: rotation angles in radians.
 
     Returns:
-        ``(L(0), D)`` with ``D[p, t] = L(pair p rotated by angles[t]) - L(0)``. D: (P, T).
+        The :class:`BatchDrive`, P = len(slots), T = len(angles).
     """
     import torch
 
     with torch.no_grad():
         base = float(loss_fn(z1, z2, importance).total)
-        diffs = np.empty((len(slots), len(angles)))
-        for p, (a, b) in enumerate(slots):
-            for t, theta in enumerate(angles):
-                r1, r2 = givens(z1, a, b, theta), givens(z2, a, b, theta)  # (B, k) each
-                diffs[p, t] = float(loss_fn(r1, r2, importance).total) - base
-    return base, diffs
+    diff, slope = np.empty((len(slots), len(angles))), np.empty((len(slots), len(angles)))
+    with torch.enable_grad():  # also when the caller runs under no_grad
+        _rotate_all(loss_fn, z1, z2, importance, slots, angles, base, diff, slope)
+    return BatchDrive(base, diff, slope)
+
+
+def _rotate_all(
+    loss_fn: Any,
+    z1: Tensor,
+    z2: Tensor,
+    importance: Tensor | None,
+    slots: Sequence[tuple[int, int]],
+    angles: Sequence[float],
+    base: float,
+    diff: np.ndarray,
+    slope: np.ndarray,
+) -> None:
+    """Fills ``diff`` and ``slope`` (Shape: (P, T)) for :func:`paired_differences`."""
+    import torch
+
+    for p, (a, b) in enumerate(slots):
+        for t, angle in enumerate(angles):
+            theta = torch.tensor(float(angle), requires_grad=True)
+            r1, r2 = givens(z1, a, b, theta), givens(z2, a, b, theta)  # (B, k) each
+            loss = loss_fn(r1, r2, importance).total
+            (grad,) = torch.autograd.grad(loss, theta)
+            diff[p, t], slope[p, t] = float(loss.detach()) - base, float(grad)
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,13 +216,17 @@ def _batches(
     gen = torch.Generator().manual_seed(seed)
     # the augmentation draws from torch's global RNG: seed it for repeatable views, and give the
     # caller's stream back afterwards
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for _ in tqdm(range(batches), desc=probe.run.name, disable=not progress, leave=False):
             idx = torch.randperm(len(probe.train_x), generator=gen)[:batch_size]  # (B,)
             xb = probe.train_x[idx]  # (B, C, H, W) uint8
-            x = torch.cat([probe.augment(xb), probe.augment(xb)])  # (2B, C, H, W)
-            yield probe.encoder(x).float().chunk(2)  # (B, k) each
+            # no_grad, not inference_mode: the rotations' slopes need autograd on these features;
+            # and not around the yield, which would leave the caller in no_grad
+            with torch.no_grad():
+                x = torch.cat([probe.augment(xb), probe.augment(xb)])  # (2B, C, H, W)
+                z = probe.encoder(x).float()  # (2B, k)
+            yield z.chunk(2)  # (B, k) each
 
 
 def _check(probe: Probe, ranks: int, angles: Sequence[float], batches: int, batch: int) -> None:
@@ -209,41 +255,49 @@ def _measure(
     batch = probe.run.config.batch_size if batch_size is None else batch_size
     _check(probe, ranks, angles, batches, batch)
     slots = [(int(probe.order[r]), int(probe.order[r + 1])) for r in range(ranks - 1)]
-    losses, diffs = [], []
-    for z1, z2 in _batches(probe, batches, batch, seed, progress):
-        base, d = paired_differences(probe.loss_fn, z1, z2, probe.importance, slots, angles)
-        losses.append(base)
-        diffs.append(d)
-    return _frame(probe, np.array(losses), np.stack(diffs), slots, angles, batch)
+    drives = [
+        paired_differences(probe.loss_fn, z1, z2, probe.importance, slots, angles)
+        for z1, z2 in _batches(probe, batches, batch, seed, progress)
+    ]
+    return _frame(probe, drives, slots, angles, batch)
+
+
+def _stats(values: np.ndarray, floor: float) -> tuple[float, float, bool, float]:
+    """Mean, std, whether any value is above the float32 ``floor``, and (std / mean)^2 (inf when
+    none is). Shape: (n,)."""
+    mean, std = float(values.mean()), float(values.std(ddof=1))
+    felt = bool(np.abs(values).max() > floor)
+    return mean, std, felt, (std / mean) ** 2 if felt and mean != 0 else math.inf
 
 
 def _frame(
     probe: Probe,
-    losses: np.ndarray,
-    diffs: np.ndarray,
+    drives: list[BatchDrive],
     slots: list[tuple[int, int]],
     angles: Sequence[float],
     batch: int,
 ) -> pd.DataFrame:
-    """One row per (pair, angle) from the batches' losses (Shape: (n,)) and D (Shape: (n, P, T))."""
+    """One row per (pair, angle) from every batch's :class:`BatchDrive`."""
     s = None if probe.importance is None else probe.importance.numpy()
+    losses = np.array([d.loss for d in drives])  # (n,)
+    diffs = np.stack([d.diff for d in drives])  # (n, P, T)
+    slopes = np.stack([d.slope for d in drives])  # (n, P, T)
     floor = ROUNDOFF * float(np.abs(losses).mean())
     rows = []
     for p, (a, b) in enumerate(slots):
         for t, theta in enumerate(angles):
-            d = diffs[:, p, t]  # (n,)
-            drive, noise = float(d.mean()), float(d.std(ddof=1))
-            felt = bool(np.abs(d).max() > floor)
+            drive, noise, felt, steps = _stats(diffs[:, p, t], floor)
+            slope, slope_noise, _, slope_steps = _stats(slopes[:, p, t], floor)
             row = {
                 "run": probe.run.name, "arm": probe.arm, "method": probe.run.config.method,
                 "seed": probe.run.config.seed, "rank": p + 1, "pair": f"{p + 1}-{p + 2}",
                 "slot_a": a, "slot_b": b, "theta": float(theta),
-                "angle": f"{math.degrees(theta):g}°", "batch_size": batch, "batches": len(d),
-                "loss": float(losses.mean()), "drive": drive, "noise": noise,
-                "snr": abs(drive) / noise if felt and noise > 0 else 0.0,
-                "steps_needed": (noise / drive) ** 2 if felt and drive != 0 else math.inf,
-                "steps_trained": probe.steps_trained, "train_images": len(probe.train_x),
-                "felt": felt,
+                "angle": f"{math.degrees(theta):g}°", "batch_size": batch,
+                "batches": len(drives), "loss": float(losses.mean()), "drive": drive,
+                "noise": noise, "snr": abs(drive) / noise if felt and noise > 0 else 0.0,
+                "steps_needed": steps, "steps_trained": probe.steps_trained,
+                "train_images": len(probe.train_x), "felt": felt, "slope": slope,
+                "slope_noise": slope_noise, "slope_steps": slope_steps,
             }  # fmt: skip
             if s is not None:
                 row |= {"s_a": float(s[a]), "s_b": float(s[b])}
@@ -284,6 +338,10 @@ def rotation_drive(
     - Eval mode, no gradients: the features are those of the final weights (batch norm on its
       running statistics, so a sample's features do not depend on its batch mates), one forward
       pass per batch; the rotations act on those features, so the CNN is not re-run per angle.
+    - Slopes: NeuralEF-CLR's value does not change when two adjacent features swap (its
+      ordering lives in stop-gradients, not in the value), so for it the finite difference at
+      90 degrees is zero although SGD is pushed; the slope ``dL_b/dtheta`` at each angle, through
+      the loss's own autograd, is that push, reported with its own noise and steps.
     - float32: the losses compute in float32; a pair whose every ``|D_b|`` is below
       :data:`ROUNDOFF` x the loss is not felt by the loss at all (``felt`` False, snr 0,
       steps_needed inf). SimCLR is exactly there.
@@ -301,8 +359,9 @@ def rotation_drive(
     Returns:
         One row per (pair, angle): run, arm, method, seed, rank (r), pair ("r-(r+1)"), slot_a,
         slot_b (the feature columns), theta, angle, batch_size, batches, loss (mean L_b(0)),
-        drive, noise, snr, steps_needed, steps_trained, train_images, felt; and s_a, s_b for a
-        run with S.
+        drive, noise, snr, steps_needed, steps_trained, train_images, felt, slope (mean
+        dL_b/dtheta at the angle: > 0 pushes back towards the trained rotation), slope_noise,
+        slope_steps ((slope_noise / slope)^2); and s_a, s_b for a run with S.
 
     Raises:
         SNRError: for settings the run cannot meet (ranks beyond k, one batch, batch > N, an
