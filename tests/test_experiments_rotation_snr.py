@@ -179,4 +179,9 @@ def test_cli_help_bad_path_and_report(runs, tmp_path, capsys) -> None:
     assert text.count(SECTION_TITLE) == 1 and "tricl-spread" in text and "β" in text
     assert (out / "figures" / "rotation_snr.png").stat().st_size > 0
     assert len(pd.read_csv(out / "rotation_drive.csv")) == 2 * 2 * 2
+    (out / "RESULTS.md").write_text("# Study\n\n## Other\n\nkept\n")
+    assert main(["--report", str(out)]) == 0  # the report again from the CSVs, nothing measured
+    text = (out / "RESULTS.md").read_text()
+    assert text.count(SECTION_TITLE) == 1 and "kept" in text and "tricl-spread" in text
+    assert main([]) == 2 and "no RUN given" in capsys.readouterr().err
     assert sorted(set(pd.read_csv(out / "batch_sweep.csv")["batch_size"])) == [16, 32]

@@ -16,7 +16,10 @@ the rotation then stays where initialisation and noise left it, and seeds disagr
 is exactly zero (NT-Xent of L2-normalised rows is invariant to every rotation of z); the tri-factor
 losses (triCL, tri-spectral) feel a rotation only through the spread of S (their decorrelation
 terms are rotation invariant too); NeuralEF-CLR's per-feature normalisation and ordered penalty
-are not rotation invariant at all.
+are not rotation invariant, but its value is symmetric under a swap of two adjacent features (the
+order lives in its stop-gradients). So the slope ``dL_b/dtheta`` at each angle, through the loss's
+own autograd (the force SGD applies), is measured beside the finite difference, with its own noise
+and ``slope_steps = (slope_noise / slope)^2``.
 
     python -m tricl.experiments.rotation_snr RUN [RUN ...] --out /tmp/snr_out
     python -m tricl.experiments.rotation_snr RUN --batch-sizes 256 1024   # noise vs batch size
@@ -402,7 +405,9 @@ def summarize(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
         Columns arm, angle, runs, pairs, loss (mean), drive (mean, signed: > 0 means the loss
         prefers the trained rotation), abs_drive, noise, snr (means), steps_needed (median),
         steps_trained (median), resolved (share of pairs with steps_needed < steps_trained),
-        prefers_trained (share of pairs whose drive is felt and > 0).
+        prefers_trained (share of pairs whose drive is felt and > 0), and the same read from
+        the slopes: slope_steps (median), slope_resolved (share below steps trained),
+        pushes_back (share of pairs whose mean slope is > 0, towards the trained rotation).
     """
     t = pd.concat(frames, ignore_index=True)
     rows = []
@@ -416,6 +421,9 @@ def summarize(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
                 "steps_trained": part["steps_trained"].median(),
                 "resolved": (part["steps_needed"] < part["steps_trained"]).mean(),
                 "prefers_trained": (part["felt"] & (part["drive"] > 0)).mean(),
+                "slope_steps": part["slope_steps"].median(),
+                "slope_resolved": (part["slope_steps"] < part["steps_trained"]).mean(),
+                "pushes_back": (np.isfinite(part["slope_steps"]) & (part["slope"] > 0)).mean(),
             }
         )  # fmt: skip
     return pd.DataFrame(rows)
@@ -601,6 +609,9 @@ compare the run's own loss on the same batch of fresh augmented pairs, D_b = L_b
                  inf where the loss does not feel the rotation (SimCLR: exactly invariant)
   steps_trained  epochs x steps per epoch the run trained for
   resolved       share of pairs with steps_needed < steps_trained
+  slope          mean dL_b/dtheta at the angle through the loss's autograd (the push SGD feels;
+                 > 0: back towards the trained rotation); slope_steps = (std / mean)^2 of it.
+                 NeuralEF-CLR needs it: its value does not change when two features swap.
 
 --batch-sizes repeats the measurement at several batch sizes; the noise of independent samples
 falls as B^-0.5, and the fitted exponents tell how much a larger batch would help.
@@ -615,7 +626,7 @@ def _parser() -> Any:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="trained two-view runs")
+    p.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="trained two-view runs")
     p.add_argument("--ranks", type=int, default=8, help="top ranks whose adjacent pairs rotate")
     p.add_argument(
         "--batches", type=int, default=48,
@@ -635,8 +646,23 @@ def _parser() -> Any:
         "--out", type=Path, default=None,
         help="write RESULTS.md (this section, replaced in place), figures/ and the CSVs here",
     )  # fmt: skip
+    p.add_argument(
+        "--report", type=Path, default=None, metavar="DIR",
+        help="measure nothing: rewrite DIR's report from the CSVs an earlier --out DIR wrote",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _read_csvs(out: Path) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
+    """The frames and sweep an earlier ``--out`` wrote."""
+    path = out / "rotation_drive.csv"
+    if not path.is_file():
+        raise SNRError(f"{path} does not exist; measure first with RUN ... --out {out}")
+    table = pd.read_csv(path)
+    sweep_path = out / "batch_sweep.csv"
+    sweep = pd.read_csv(sweep_path) if sweep_path.is_file() else None
+    return [part for _, part in table.groupby("run", sort=False)], sweep
 
 
 def _measure_all(args: Any) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
@@ -687,7 +713,13 @@ def main(argv: list[str] | None = None) -> int:
     set_progress(not args.no_progress)
     t0 = time.perf_counter()
     try:
-        frames, sweep = _measure_all(args)
+        if args.report is not None:
+            frames, sweep = _read_csvs(args.report)
+            args.out = args.report
+        elif not args.runs:
+            raise SNRError("no RUN given; pass run directories (or --report DIR)")
+        else:
+            frames, sweep = _measure_all(args)
     except (RunError, DatasetError, SNRError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
