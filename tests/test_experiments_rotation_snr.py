@@ -15,6 +15,7 @@ from tricl.experiments.rotation_snr import (
     givens,
     main,
     paired_differences,
+    plot_steps,
     rotation_drive,
     summarize,
     sweep_summary,
@@ -108,13 +109,15 @@ def test_neuralef_orders_its_features_by_force_not_by_value() -> None:
     assert abs(half.slope[0, 0]) > 1e-3
 
 
-def test_simclr_drive_is_exactly_zero(runs) -> None:
+def test_simclr_drive_is_exactly_zero(runs, tmp_path) -> None:
     frame = rotation_drive(runs["simclr"], **FAST)
     assert len(frame) == (FAST["ranks"] - 1) * 2
     assert (frame["drive"].abs() < 1e-6 * frame["loss"]).all()
     assert not frame["felt"].any()
     assert np.isinf(frame["steps_needed"]).all() and (frame["snr"] == 0).all()
     assert "s_a" not in frame
+    plot_steps([frame], tmp_path / "steps.png")  # every pair at infinity still draws
+    assert (tmp_path / "steps.png").stat().st_size > 0
 
 
 def test_a_flat_s_makes_the_tri_factor_loss_rotation_invariant(runs) -> None:

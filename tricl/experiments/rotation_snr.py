@@ -508,7 +508,8 @@ def plot_steps(frames: Sequence[pd.DataFrame], path: Path) -> None:
 
     t = pd.concat(frames, ignore_index=True)
     finite = t["steps_needed"][np.isfinite(t["steps_needed"])]
-    top = 10 ** math.ceil(math.log10(max(finite.max(), t["steps_trained"].max(), 10) * 10))
+    highest = max(finite.max() if len(finite) else 1.0, t["steps_trained"].max(), 10.0)
+    top = 10 ** math.ceil(math.log10(highest * 10))  # inf is drawn here
     angles = list(dict.fromkeys(t["angle"]))
     fig, axes = plt.subplots(1, len(angles), figsize=(5 * len(angles), 3.6), squeeze=False)
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
