@@ -456,17 +456,19 @@ def sweep_summary(sweep: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per (run, angle, batch_size): arm, run, angle, batch_size, noise, abs_drive,
-        steps_needed, epochs_needed (medians over pairs), steps_trained, alpha, beta,
-        batch_for_trained.
+        steps_needed, epochs_needed, slope_steps (medians over pairs), steps_trained, alpha,
+        beta (fitted on the pairs the loss feels at every batch size), batch_for_trained.
     """
     rows = []
     for (run, angle), part in sweep.groupby(["run", "angle"], sort=False):
+        # a pair the loss does not feel has float32 roundoff for noise: nothing to fit
         fits = [
             (
                 _loglog_slope(p["batch_size"].to_numpy(), p["noise"].to_numpy()),
                 _loglog_slope(p["batch_size"].to_numpy(), p["steps_needed"].to_numpy()),
             )
             for _, p in part.groupby("rank")
+            if p["felt"].all()
         ]
         alpha, beta = (-_finite_median([f[i] for f in fits]) for i in (0, 1))
         by_b = part.groupby("batch_size")
@@ -481,6 +483,7 @@ def sweep_summary(sweep: pd.DataFrame) -> pd.DataFrame:
                     "noise": p["noise"].median(), "abs_drive": p["drive"].abs().median(),
                     "steps_needed": needed[b],
                     "epochs_needed": needed[b] * b / p["train_images"].iloc[0],
+                    "slope_steps": p["slope_steps"].median(),
                     "steps_trained": trained, "alpha": alpha, "beta": beta,
                     "batch_for_trained": target,
                 }
@@ -497,42 +500,58 @@ def _arm_color(arm: str, fallback: str) -> str:
     return METHODS[arm].color if arm in METHODS else fallback
 
 
+PLOTTED = {
+    "steps_needed": "steps needed, (noise/drive)²",
+    "slope_steps": "slope steps, (noise/slope)²",
+}
+
+
+def _panel(ax: Any, part: pd.DataFrame, column: str, top: float, cycle: list[str]) -> None:
+    """One angle's ``column`` per rank pair: a line per recipe (median over seeds), seeds as
+    dots, inf on the top edge, a dashed line at the steps trained."""
+    for i, (arm, rows) in enumerate(part.groupby("arm", sort=False)):
+        color = _arm_color(arm, cycle[i % len(cycle)])
+        ax.scatter(rows["rank"], rows[column].clip(upper=top), s=10, color=color, alpha=0.5)
+        med = rows.groupby("rank")[column].median().clip(upper=top)
+        ax.plot(med.index, med.to_numpy(), "-o", ms=3, color=color, label=arm)
+    for steps in sorted(set(part["steps_trained"])):
+        ax.axhline(steps, ls="--", color="k", lw=1)
+        ax.text(1, steps * 1.3, f"steps trained ({steps:g})", fontsize=7)
+    ranks = sorted(set(part["rank"]))
+    ax.set_xticks(ranks, [f"{r}-{r + 1}" for r in ranks])
+    ax.set_yscale("log")
+    ax.set_ylim(top=top * 3)
+    ax.text(ranks[-1], top * 1.3, "∞: not felt", va="bottom", ha="right", fontsize=7)
+    ax.set_ylabel(PLOTTED[column], fontsize=8)
+
+
 def plot_steps(frames: Sequence[pd.DataFrame], path: Path) -> None:
-    """Steps needed per rank pair (log scale), one panel per angle, one line per recipe (median
-    over seeds, seeds as dots); a dashed line at the steps trained. A rotation the loss does not
-    feel (steps_needed inf) is drawn on the top edge, marked "∞"."""
+    """Steps needed per rank pair (log scale; top row from the finite differences, bottom row
+    from the slopes), one column per angle, one line per recipe (median over seeds, seeds as
+    dots); a dashed line at the steps trained. A rotation the loss does not feel (inf) is drawn
+    on the top edge."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = pd.concat(frames, ignore_index=True)
-    finite = t["steps_needed"][np.isfinite(t["steps_needed"])]
+    values = t[list(PLOTTED)].to_numpy().ravel()
+    finite = values[np.isfinite(values)]
     highest = max(finite.max() if len(finite) else 1.0, t["steps_trained"].max(), 10.0)
     top = 10 ** math.ceil(math.log10(highest * 10))  # inf is drawn here
     angles = list(dict.fromkeys(t["angle"]))
-    fig, axes = plt.subplots(1, len(angles), figsize=(5 * len(angles), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        len(PLOTTED), len(angles), figsize=(5 * len(angles), 6.4), squeeze=False, sharex=True
+    )
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, angle in zip(axes[0], angles):
-        part = t[t["angle"] == angle]
-        for i, (arm, rows) in enumerate(part.groupby("arm", sort=False)):
-            color = _arm_color(arm, cycle[i % len(cycle)])
-            y = rows["steps_needed"].clip(upper=top)  # inf drawn on the top edge
-            ax.scatter(rows["rank"], y, s=10, color=color, alpha=0.5)
-            med = rows.groupby("rank")["steps_needed"].median().clip(upper=top)
-            ax.plot(med.index, med.to_numpy(), "-o", ms=3, color=color, label=arm)
-        for steps in sorted(set(part["steps_trained"])):
-            ax.axhline(steps, ls="--", color="k", lw=1)
-            ax.text(1, steps * 1.3, f"steps trained ({steps:g})", fontsize=7)
-        ranks = sorted(set(part["rank"]))
-        ax.set_xticks(ranks, [f"{r}-{r + 1}" for r in ranks])
-        ax.set_yscale("log")
-        ax.set_ylim(top=top * 2)
-        ax.text(ranks[-1], top, "∞", va="bottom", ha="right", fontsize=9)
+    for row, column in zip(axes, PLOTTED):
+        for ax, angle in zip(row, angles):
+            _panel(ax, t[t["angle"] == angle], column, top, cycle)
+            ax.set_title(f"rotation by {angle}", fontsize=9)
+    for ax in axes[-1]:
         ax.set_xlabel("rank pair rotated")
-        ax.set_ylabel("steps needed, (noise/drive)²")
-        ax.set_title(f"rotation by {angle}", fontsize=10)
-    axes[0][0].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -564,7 +583,12 @@ def rotation_snr_markdown(
         " snr = |drive|/noise, steps needed = (noise/drive)²: batches SGD must average before"
         " the sign of the drive shows; ∞ where the loss does not feel the rotation at all."
         " 90° swaps the two features. resolved: share of pairs with steps needed < steps"
-        " trained.",
+        " trained; prefers_trained: share whose drive is felt and > 0. slope_steps,"
+        " slope_resolved, pushes_back: the same read from the slope dL_b/dθ at the angle,"
+        " through the loss's own autograd (the push SGD applies: NeuralEF-CLR's value does not"
+        " change when two features swap, its order lives in stop-gradients); pushes_back: share"
+        " of pairs whose mean slope points back to the trained rotation. Figure: top row from"
+        " the differences, bottom row from the slopes.",
         "",
         _fmt(summarize(frames)).to_markdown(index=False),
         "",
