@@ -16,6 +16,7 @@ from tricl.experiments.rotation_snr import (
     main,
     paired_differences,
     plot_steps,
+    preferred_angles,
     rotation_drive,
     summarize,
     sweep_summary,
@@ -99,6 +100,25 @@ def test_the_slope_is_the_derivative_of_the_loss_in_the_angle() -> None:
     assert got.slope[0, 1] > 0  # half way to the swap, the loss pushes back towards 0
 
 
+@pytest.mark.parametrize("tilt", [20.0, -35.0])
+def test_the_preferred_angle_undoes_a_known_tilt(tilt) -> None:
+    """Features rotated away from the loss's optimum by ``tilt``: the loss asks for -tilt."""
+    z1, z2 = _hand_built_views()
+    r1, r2 = (givens(z, 0, 1, math.radians(tilt)) for z in (z1, z2))
+    angles = {"45°": math.pi / 4, "90°": math.pi / 2}
+    got = paired_differences(
+        build_loss("tricl"), r1, r2, torch.tensor([1.0, 0.9]), [(0, 1)], [*angles.values()]
+    )
+    frame = pd.DataFrame(
+        {"run": "hand", "arm": "hand", "rank": 1, "pair": "1-2", "angle": list(angles),
+         "felt": True, "drive": got.diff[0], "slope": got.slope[0]}
+    )  # fmt: skip
+    found = preferred_angles([frame])
+    # the sample's own optimum sits within a degree of 0 (feature 1's sign is symmetric)
+    assert found["theta_star"].iloc[0] == pytest.approx(-tilt, abs=1.5)
+    assert found["model_error"].iloc[0] < 0.01  # the first-harmonic model holds
+
+
 def test_neuralef_orders_its_features_by_force_not_by_value() -> None:
     z1, z2 = _hand_built_views()
     swap = paired_differences(build_loss("neuralef"), z1, z2, None, [(0, 1)], [math.pi / 2])
@@ -134,6 +154,9 @@ def test_a_spread_s_gives_the_swap_a_drive(runs) -> None:
     assert (swap["drive"].abs() > 1e-4 * swap["loss"]).all()
     assert (swap["s_a"] > swap["s_b"]).all()  # S order: slot a is the more important one
     assert swap["slot_a"].tolist() == [0, 1, 2]  # geometric S falls with the index
+    angles = preferred_angles([frame])
+    assert len(angles) == 3 and angles["theta_star"].between(-90, 90).all()
+    assert (angles["model_error"] < 0.1).all()
     ratio = (swap["noise"] / swap["drive"]) ** 2
     np.testing.assert_allclose(swap["steps_needed"], ratio)
     assert (frame["steps_trained"] == run.epochs_done * (frame["train_images"] // 128)).all()
@@ -180,6 +203,7 @@ def test_cli_help_bad_path_and_report(runs, tmp_path, capsys) -> None:
         assert main(args) == 0
     text = (out / "RESULTS.md").read_text()
     assert text.count(SECTION_TITLE) == 1 and "tricl-spread" in text and "β" in text
+    assert "θ*" in text
     assert (out / "figures" / "rotation_snr.png").stat().st_size > 0
     assert len(pd.read_csv(out / "rotation_drive.csv")) == 2 * 2 * 2
     (out / "RESULTS.md").write_text("# Study\n\n## Other\n\nkept\n")

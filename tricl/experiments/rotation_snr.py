@@ -429,6 +429,61 @@ def summarize(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def preferred_angles(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per run and pair, the rotation the loss prefers, read from the 45° and 90° rows.
+
+    To first order in s_a - s_b the similarities are affine in (cos 2θ, sin 2θ), so
+    ``L(θ) - L(0) ≈ A (cos 2θ - 1) + B sin 2θ`` with ``A = -D(90°)/2`` and
+    ``B = D(45°) - D(90°)/2``. Its minimum is at ``θ* = (atan2(B, A) + π) / 2``, taken modulo
+    180° (a rotation by 180° flips both signs, which no loss sees) into (-90°, 90°]: 0 when the
+    trained rotation is the one the loss prefers. The model predicts the slope at 45° to be
+    ``-2A = D(90°)``; ``model_error`` is the measured slope's relative distance from that
+    (NeuralEF-CLR's slope is not its value's derivative, so there it fails by design).
+
+    Args:
+        frames: :func:`rotation_drive` results measured at both 45° and 90°.
+
+    Returns:
+        One row per (run, pair) the loss feels at both angles: arm, run, rank, pair, A, B,
+        theta_star (degrees), model_error. Empty without both angles.
+    """
+    t = pd.concat(frames, ignore_index=True)
+    half, swap = t[t["angle"] == "45°"], t[t["angle"] == "90°"]
+    both = half.merge(swap, on=["run", "rank"], suffixes=("_45", "_90"))
+    both = both[both["felt_45"] & both["felt_90"]]
+    a = -both["drive_90"] / 2
+    b = both["drive_45"] - both["drive_90"] / 2
+    star = np.degrees((np.arctan2(b, a) + math.pi) / 2)  # (0°, 180°]
+    error = (both["slope_45"] - both["drive_90"]).abs() / both["drive_90"].abs()
+    return pd.DataFrame(
+        {
+            "arm": both["arm_45"], "run": both["run"], "rank": both["rank"],
+            "pair": both["pair_45"], "A": a, "B": b,
+            "theta_star": np.where(star > 90, star - 180, star), "model_error": error,
+        }
+    ).reset_index(drop=True)  # fmt: skip
+
+
+def angle_summary(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per recipe: how far the trained axes sit from the rotation the loss prefers.
+
+    Returns:
+        Columns arm, pairs (felt at both angles), abs_theta_star (median |θ*|, degrees),
+        beyond_15 (share of pairs with |θ*| > 15°), model_error (median).
+    """
+    t = preferred_angles(frames)
+    rows = [
+        {
+            "arm": arm, "pairs": len(part),
+            "abs_theta_star": part["theta_star"].abs().median(),
+            "beyond_15": (part["theta_star"].abs() > 15).mean(),
+            "model_error": part["model_error"].median(),
+        }
+        for arm, part in t.groupby("arm", sort=False)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def _loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
     """Least-squares slope of log y on log x (nan unless every y is finite and > 0)."""
     if len(x) < 2 or not (np.isfinite(y).all() and (y > 0).all()):
@@ -595,6 +650,22 @@ def rotation_snr_markdown(
         "![steps needed per rank pair](figures/rotation_snr.png)",
         "",
     ]
+    angles = angle_summary(frames)
+    if len(angles):
+        lines += [
+            "### How far the trained axes sit from the rotation the loss prefers",
+            "",
+            "To first order in s_a − s_b, L(θ) − L(0) = A (cos 2θ − 1) + B sin 2θ with"
+            " A = −D(90°)/2 and B = D(45°) − D(90°)/2; the loss is lowest at θ* (0: the trained"
+            " rotation is the preferred one; rotations uniformly at random give a median |θ*|"
+            " of 45°). model error: the measured slope at 45° against the model's −2A (NeuralEF"
+            "-CLR is not in this table: its swap is not felt by its value).",
+            "",
+            _fmt(angles.rename(columns={"abs_theta_star": "median |θ*| (°)"})).to_markdown(
+                index=False
+            ),
+            "",
+        ]
     if sweep is not None and len(sweep):
         lines += [
             "### Batch size: noise ~ B^-α, steps needed ~ B^-β",
@@ -750,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(_fmt(summarize(frames)).to_string(index=False))
+        print(_fmt(angle_summary(frames)).to_string(index=False))
         if sweep is not None:
             print(_fmt(sweep_summary(sweep)).to_string(index=False))
     if args.out is not None:
