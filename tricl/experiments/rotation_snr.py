@@ -633,7 +633,8 @@ def rotation_snr_markdown(
         "For each run, adjacent features of its importance order (ranks r, r+1) are rotated"
         " by a Givens angle in both views (S stays with its slot) and the run's own loss is"
         f" compared on the same batch: D_b = L_b(θ) − L_b(0), over {t['batches'].iloc[0]}"
-        f" batches of {sorted(set(t['batch_size']))} fresh augmented pairs (eval mode)."
+        f" batches of {', '.join(map(str, sorted(set(t['batch_size']))))} fresh augmented"
+        " pairs (eval mode)."
         " drive = mean D_b (> 0: the loss prefers the trained rotation), noise = std D_b,"
         " snr = |drive|/noise, steps needed = (noise/drive)²: batches SGD must average before"
         " the sign of the drive shows; ∞ where the loss does not feel the rotation at all."
@@ -671,8 +672,9 @@ def rotation_snr_markdown(
             "### Batch size: noise ~ B^-α, steps needed ~ B^-β",
             "",
             "Median over rank pairs; batch for trained: the batch size at which the median"
-            " steps needed would equal the steps trained (from β); epochs needed = steps"
-            " needed × B / train images.",
+            " steps needed would equal the steps trained (from β; below the smallest batch"
+            " measured: that batch already suffices); epochs needed = steps needed × B / train"
+            " images.",
             "",
             _fmt(sweep_summary(sweep).drop(columns=["run"])).to_markdown(index=False),
             "",
