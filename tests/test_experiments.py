@@ -287,3 +287,11 @@ def test_a_dataset_section_is_rewritten_in_place_and_the_rest_kept() -> None:
     assert new.index("## mnist5k") < new.index("new c") < new.index("## Known-answer")
     added = replace_dataset_section(text, ["## STL (c)", "", "s", ""])
     assert "old c" in added and added.index("old c") < added.index("s\n") < added.index("## Known")
+
+
+def test_sections_of_different_lengths_get_their_own_figure_names() -> None:
+    from tricl.experiments.reproduce import _slug
+
+    assert _slug("mnist5k (small CNN, 64 features)") == "mnist5k"
+    assert _slug("CIFAR-10 subset (small CNN, 128 features, 10 epochs)") == "cifar-10-10ep"
+    assert _slug("CIFAR-10 subset (small CNN, 128 features, 20 epochs)") == "cifar-10-20ep"

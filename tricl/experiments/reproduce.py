@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,6 +390,13 @@ def plot_synthetic(results, path: Path) -> None:
     plt.close(fig)
 
 
+def _slug(title: str) -> str:
+    """Figure-file prefix of a section: its first word, plus its epochs when the title names
+    them (two CIFAR sections of different lengths keep apart)."""
+    epochs = re.search(r"(\d+) epochs", title)
+    return title.split()[0].lower() + (f"-{epochs.group(1)}ep" if epochs else "")
+
+
 def section_markdown(
     title: str, results: list[ArmResult], base: dict, fig_dir: Path, command: str = ""
 ) -> list[str]:
@@ -397,7 +405,7 @@ def section_markdown(
     ``command``, when given, is named under the heading (a section can be rewritten alone, see
     :func:`replace_dataset_section`, so each names the command that made it).
     """
-    slug = title.split()[0].lower()
+    slug = _slug(title)
     k_small = 8 if base.get("proj_dim", 64) <= 64 else 16  # curves are at powers of 2
     lines = [f"## {title}", ""]
     if command:
@@ -633,7 +641,8 @@ def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[
                 run_arm(m, args.seeds, args.runs_root / "cifar10", cbase, progress)
                 for m in args.cifar_methods
             ]
-            sections.append(("CIFAR-10 subset (small CNN, 128 features)", cres, cbase))
+            title = f"CIFAR-10 subset (small CNN, 128 features, {args.cifar_epochs} epochs)"
+            sections.append((title, cres, cbase))
     return sections
 
 
