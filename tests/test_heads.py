@@ -102,7 +102,10 @@ def test_head_passes_gradients_to_its_input_and_gives_a_positive_descending_s() 
     assert z.grad is not None and z.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in head.parameters())  # solved, never optimised
     s = head.importance()
-    assert (s >= IMPORTANCE_FLOOR).all() and (s[:-1] >= s[1:]).all()
+    assert (s > 0).all() and (s[:-1] >= s[1:]).all()
+    assert abs(float(s.mean()) - 1.0) < 1e-5  # mean 1: S leaves the temperature where it was
+    lam = head.eigenvalues.clamp_min(IMPORTANCE_FLOOR)
+    torch.testing.assert_close(s.double(), lam / lam.mean(), atol=1e-6, rtol=1e-6)
 
 
 def test_bad_momentum_is_refused() -> None:

@@ -102,8 +102,14 @@ class EigenHead(nn.Module):
         return F.linear(z.to(self.weight.dtype), self.weight, self.bias).to(z.dtype)
 
     def importance(self) -> Tensor:
-        """S: the eigenvalues, floored at :data:`IMPORTANCE_FLOOR`. Shape: (k,), float32."""
-        return self.eigenvalues.clamp_min(IMPORTANCE_FLOOR).float()
+        """S: the eigenvalues floored at :data:`IMPORTANCE_FLOOR`, divided by their mean.
+
+        Mean 1 (as ``--s-param softplus_mean1``) keeps S's overall scale, i.e. the temperature,
+        where the method's kernel expects it: eigenvalues average about 0.3, which would
+        triple the effective temperature. Shape: (k,), float32.
+        """
+        s = self.eigenvalues.clamp_min(IMPORTANCE_FLOOR)
+        return (s / s.mean()).float()
 
 
 def pair_statistics(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
