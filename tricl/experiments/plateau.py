@@ -290,7 +290,8 @@ def plateau_sentence(study: PlateauStudy, score: str = PLATEAU_SCORE) -> str:
     if epoch is None:
         return (
             f"{SCORES[score]}: still rising at the largest budget ({int(t['epochs'].iloc[-1])}"
-            f" epochs; no shorter budget is within {study.threshold:.3f} of every longer one)."
+            f" epochs; every shorter budget is beaten by a longer one by more than"
+            f" {study.threshold:.3f})."
         )
     row = t[t["epochs"] == epoch].iloc[0]
     return (
