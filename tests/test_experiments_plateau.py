@@ -13,6 +13,7 @@ from tricl.experiments.common import _probe_accuracies, probe_split
 from tricl.experiments.plateau import (
     SCORES,
     PlateauError,
+    absolute_dataset,
     main,
     plateau_epoch,
     plateau_markdown,
@@ -164,3 +165,9 @@ def test_bad_budgets_are_refused_before_training(tmp_path) -> None:
     with pytest.raises(PlateauError, match="unknown method"):
         plateau_study("nope", (1,), runs_root=tmp_path, base=TINY)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_relative_folder_is_made_absolute(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the recipe of a run made from another directory must match
+    assert absolute_dataset("folder:data/cifar") == f"folder:{tmp_path / 'data' / 'cifar'}"
+    assert absolute_dataset("digits") == "digits"

@@ -411,6 +411,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def absolute_dataset(spec: str) -> str:
+    """``folder:PATH`` with PATH made absolute (other specs unchanged): the run's recipe holds
+    the spec, so a relative path would not match the same folder's runs made elsewhere."""
+    from tricl.catalog import parse_dataset
+
+    name, arg = parse_dataset(spec)
+    return f"folder:{Path(arg).resolve()}" if name == "folder" and arg else spec
+
+
 def main(argv: list[str] | None = None) -> int:
     from tricl.cli import _is_ours
     from tricl.data import set_progress
@@ -418,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     progress = not args.no_progress
     set_progress(progress)
-    base: dict[str, Any] = {"dataset": args.dataset}
+    base: dict[str, Any] = {"dataset": absolute_dataset(args.dataset)}
     if args.proj_dim is not None:
         base["proj_dim"] = args.proj_dim
     try:
