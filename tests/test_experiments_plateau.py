@@ -15,6 +15,7 @@ from tricl.experiments.plateau import (
     PlateauError,
     absolute_dataset,
     main,
+    paired_gain,
     plateau_epoch,
     plateau_markdown,
     plateau_study,
@@ -173,3 +174,16 @@ def test_a_relative_folder_is_made_absolute(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the recipe of a run made from another directory must match
     assert absolute_dataset("folder:data/cifar") == f"folder:{tmp_path / 'data' / 'cifar'}"
     assert absolute_dataset("digits") == "digits"
+
+
+def test_paired_gain_is_the_mean_difference_with_its_standard_error() -> None:
+    gain, se = paired_gain(np.array([1, 1, 0, 0]), np.array([1, 1, 1, 0]))
+    assert gain == pytest.approx(0.25)
+    assert se == pytest.approx(0.5 / 2)  # sd of (0, 0, 1, 0) with ddof 1, over sqrt(4)
+
+
+def test_the_gain_column_is_paired_on_the_held_images(study) -> None:
+    t = study[0].table
+    assert np.isnan(t["linear_acc_gain"].iloc[0]) and np.isnan(t["linear_acc_gain_se"].iloc[0])
+    np.testing.assert_allclose(t["linear_acc_gain"].iloc[1], t["linear_acc"].diff().iloc[1])
+    assert 0 < t["linear_acc_gain_se"].iloc[1] < 0.1

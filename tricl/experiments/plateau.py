@@ -58,7 +58,9 @@ class PlateauStudy:
         threshold: accuracy gain (absolute) below which a longer budget counts as no gain.
         table: one row per budget, ascending: ``epochs``, ``run`` (its path), the
             :func:`training_time` columns (``wall_s``, ``fastest_epoch_s``, ``images_per_s``),
-            the :data:`SCORES` columns, ``score_s`` (seconds the scoring took) and
+            the :data:`SCORES` columns, ``score_s`` (seconds the scoring took),
+            ``linear_acc_gain`` / ``backbone_linear_acc_gain`` and their ``..._gain_se``
+            (:func:`paired_gain` over the previous budget; NaN for the first) and
             ``paced_wall_s`` (the budget's epochs at the study's fastest epoch: the training
             cost on an unshared machine).
     """
@@ -108,6 +110,24 @@ def plateau_epoch(
     return None
 
 
+def paired_gain(hits_a: np.ndarray, hits_b: np.ndarray) -> tuple[float, float]:
+    """Accuracy gain of b over a on the same images, and its standard error.
+
+    Paired: both runs score the same held images, so the error is that of the mean per-image
+    difference (far smaller than two independent accuracies' errors). It does not include
+    seed-to-seed variation.
+
+    Args:
+        hits_a: whether run a got each image right. Shape: (N,).
+        hits_b: the same for run b. Shape: (N,).
+
+    Returns:
+        ``(gain, standard error)``.
+    """
+    d = np.asarray(hits_b, dtype=float) - np.asarray(hits_a, dtype=float)  # (N,)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def train_split_scores(run: Any, data: Any | None = None) -> dict[str, float]:
     """Linear-probe and k-NN accuracy on the train split's held quarter; the test split unused.
 
@@ -120,6 +140,12 @@ def train_split_scores(run: Any, data: Any | None = None) -> dict[str, float]:
         The :data:`SCORES` columns: fitted on the 3/4 rows of :func:`probe_split`, scored on
         the other 1/4, on z (projector outputs, (N, k)) and h (backbone, (N, feat_dim)).
     """
+    return _scores_and_hits(run, data)[0]
+
+
+def _scores_and_hits(run: Any, data: Any | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """:func:`train_split_scores`, and whether each linear probe got each held image right
+    (keys ``linear_acc``, ``backbone_linear_acc``; Shape: (N_held,))."""
     from tricl.analysis.downstream import knn_accuracy, linear_probe
     from tricl.analysis.features import extract
 
@@ -127,12 +153,13 @@ def train_split_scores(run: Any, data: Any | None = None) -> dict[str, float]:
     z, h = extract(run.encoder(), data.train_x, data.preprocess)  # (N, k), (N, feat_dim)
     y = data.train_y.numpy()  # (N,)
     fit, held = probe_split(len(y))
-    out = {}
+    out, hits = {}, {}
     for prefix, feats in (("", z), ("backbone_", h)):
         probe = linear_probe(feats[fit], y[fit], feats[held], y[held])
         out[f"{prefix}linear_acc"] = probe.accuracy
+        hits[f"{prefix}linear_acc"] = probe.predictions == y[held]  # (N_held,)
         out[f"{prefix}knn_acc"] = knn_accuracy(feats[fit], y[fit], feats[held], y[held])
-    return out
+    return out, hits
 
 
 def training_time(run: Any) -> dict[str, float]:
@@ -251,7 +278,7 @@ def plateau_study(
     variant = _resolve(variant_or_method)
     for epochs in budgets:  # every recipe is checked before the first run trains
         variant.config(seed, **base, epochs=int(epochs))
-    rows, data = [], None
+    rows, data, previous = [], None, None
     for epochs in sorted(int(b) for b in budgets):
         run = budget_run(
             variant, epochs, seed=seed, runs_root=runs_root, base=base, reuse=reuse,
@@ -259,9 +286,14 @@ def plateau_study(
         )  # fmt: skip
         data = run.load_data() if data is None else data  # every budget has the same images
         start = time.perf_counter()
-        scores = train_split_scores(run, data)
+        scores, hits = _scores_and_hits(run, data)
         row = {"epochs": epochs, "run": str(run.path), **training_time(run)}
-        rows.append(row | scores | {"score_s": time.perf_counter() - start})
+        row |= scores | {"score_s": time.perf_counter() - start}
+        for key in hits:  # the gain over the previous budget, paired on the held images
+            gain = paired_gain(previous[key], hits[key]) if previous else (np.nan, np.nan)
+            row[f"{key}_gain"], row[f"{key}_gain_se"] = gain
+        rows.append(row)
+        previous = hits
     table = pd.DataFrame(rows)
     # an epoch is the same work in every budget (same recipe, same images): the study's fastest
     # epoch is the best estimate of its cost on an unshared machine
@@ -280,8 +312,11 @@ def plateau_table(study: PlateauStudy) -> pd.DataFrame:
     out = pd.DataFrame({"epochs": t["epochs"]})
     for key, label in SCORES.items():
         out[label] = t[key].map(lambda v: f"{v:.3f}")
-    gain = t[PLATEAU_SCORE].diff()
-    out[f"gain in {SCORES[PLATEAU_SCORE]}"] = ["" if math.isnan(g) else f"{g:+.3f}" for g in gain]
+    for key in (PLATEAU_SCORE, "backbone_linear_acc"):
+        gain, se = t[f"{key}_gain"], t[f"{key}_gain_se"]
+        out[f"gain in {SCORES[key]}"] = [
+            "" if math.isnan(g) else f"{g:+.3f} ± {e:.3f}" for g, e in zip(gain, se)
+        ]
     out["training wall time"] = t["wall_s"].map(_minutes)
     out["at the fastest pace"] = t["paced_wall_s"].map(_minutes)
     out["images/s (fastest epoch)"] = t["images_per_s"].map(lambda v: f"{v:.0f}")
@@ -352,7 +387,9 @@ def plateau_markdown(study: PlateauStudy, fig_dir: Path) -> list[str]:
         " split is not used); z: the projector outputs, h: the backbone features. Training"
         " wall time: the sum of the epochs' seconds in metrics.jsonl, which grows with whatever"
         " else the machine ran; at the fastest pace: the epochs times the fastest epoch of any"
-        " budget (an epoch is the same work in each), the cost on an unshared machine.",
+        " budget (an epoch is the same work in each), the cost on an unshared machine. Gain:"
+        " over the previous budget ± its standard error, paired on the same held images (seed"
+        " -to-seed variation not included); a threshold below it cannot be resolved.",
         "",
         plateau_table(study).to_markdown(index=False),
         "",
