@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tricl.experiments.common import _probe_accuracies, probe_split
+from tricl.experiments.common import Variant, _probe_accuracies, probe_split
 from tricl.experiments.plateau import (
     SCORES,
     PlateauError,
@@ -22,7 +22,8 @@ from tricl.experiments.plateau import (
     plateau_table,
     train_split_scores,
 )
-from tricl.runs import RunError, read_metrics
+from tricl.runs import Run, RunError, read_metrics
+from tricl.train import train
 
 TINY = dict(
     dataset="digits",
@@ -75,10 +76,7 @@ def test_probe_split_partitions_the_train_rows_three_to_one() -> None:
 
 def test_scores_use_the_train_split_only(study) -> None:
     s, _ = study
-    run = s.table["run"].iloc[-1]
-    from tricl.runs import Run
-
-    run = Run.load(run)
+    run = Run.load(s.table["run"].iloc[-1])
     data = run.load_data()
     scores = train_split_scores(run, data)
     assert set(scores) == set(SCORES)
@@ -133,6 +131,21 @@ def test_reuse_takes_a_finished_run_of_the_exact_recipe(study, tmp_path) -> None
     shutil.copytree(root / "e1", tmp_path / "e2")
     with pytest.raises(RunError, match="another recipe"):
         plateau_study("simclr", (2,), runs_root=tmp_path, base=TINY)
+
+
+def test_no_train_scores_finished_runs_and_never_resumes_one(study, tmp_path) -> None:
+    _, root = study
+    again = plateau_study("simclr", BUDGETS, runs_root=root, base=TINY, train=False)
+    assert again.table["epochs"].tolist() == list(BUDGETS)
+    # a 2-epoch run stopped after its first epoch, as one another process is still training
+    cfg = Variant("simclr", {"method": "simclr"}).config(0, **TINY, epochs=2)
+    partial = train(cfg, runs_root=tmp_path / "e2", progress=False, stop_after_epoch=1)
+    with pytest.raises(PlateauError, match=r"budget 2: .* has 1 of 2 epochs"):
+        plateau_study(
+            "simclr", BUDGETS, runs_root=tmp_path, base=TINY, reuse=root / "e1", train=False
+        )
+    assert Run.load(partial.path).epochs_done == 1  # not resumed
+    assert not (tmp_path / "e1").exists()  # nothing trained
 
 
 def test_report_has_the_table_the_plateau_and_a_figure(study, tmp_path) -> None:

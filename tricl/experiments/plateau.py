@@ -203,6 +203,13 @@ def _check_arguments(budgets: Sequence[int], base: dict[str, Any], threshold: fl
         raise PlateauError(f"threshold {threshold} must be >= 0 (an accuracy gain, e.g. 0.01)")
 
 
+def _finished(path: Path, cfg: Any) -> bool:
+    """Whether ``path`` is a run of recipe ``cfg`` with all its epochs done."""
+    from tricl.runs import Run
+
+    return _same_recipe(path, cfg) and Run.load(path).epochs_done >= cfg.epochs
+
+
 def budget_run(
     variant: Variant,
     epochs: int,
@@ -211,15 +218,19 @@ def budget_run(
     runs_root: Path,
     base: dict[str, Any],
     reuse: Path | None = None,
+    train: bool = True,
     progress: bool = False,
 ) -> Any:
     """The run of ``variant`` trained for ``epochs``: reused, resumed or trained.
 
     It lives in ``runs_root / f"e{epochs}"``; a finished run of the exact recipe (epochs
-    included) in the flat folder ``reuse`` is used in place instead.
+    included) in the flat folder ``reuse`` is used in place instead. With ``train`` False only
+    a finished run is taken: a run another process is still training is never resumed beside it
+    (nothing locks a run against two trainers).
 
     Raises:
         RunError: ``runs_root/e{epochs}`` holds a run of that name with another recipe.
+        PlateauError: ``train`` is False and no finished run is there.
     """
     from tricl.runs import Run, RunError
     from tricl.train import default_run_name
@@ -233,8 +244,13 @@ def budget_run(
             " pass another --runs-root or move it away"
         )
     found = Path(reuse) / path.name if reuse is not None else None
-    finished = found is not None and _same_recipe(found, cfg)
-    shared = found.parent if finished and Run.load(found).epochs_done >= epochs else root
+    shared = found.parent if found is not None and _finished(found, cfg) else root
+    if not train and not _finished(shared / path.name, cfg):
+        done = Run.load(path).epochs_done if (path / "config.json").exists() else 0
+        raise PlateauError(
+            f"budget {epochs}: {path} has {done} of {epochs} epochs and training is off"
+            " (--no-train); leave the budget out, or wait until its training has finished"
+        )
     # train_seeds takes a finished run in `shared` as it is (no data loading), else resumes
     # or trains the one in `root`
     return train_seeds(
@@ -251,6 +267,7 @@ def plateau_study(
     base: dict[str, Any],
     reuse: Path | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    train: bool = True,
     progress: bool = False,
 ) -> PlateauStudy:
     """Train (or reuse) one run per epoch budget and score each on the train split.
@@ -269,6 +286,8 @@ def plateau_study(
         reuse: a flat folder of finished runs (e.g. the study's runs): one whose recipe matches
             a budget exactly is used in place of training.
         threshold: the accuracy gain below which a longer budget counts as no gain.
+        train: False: only score finished runs (a missing or unfinished one is an error,
+            raised before any scoring), e.g. while another process trains a budget.
         progress: draw training progress bars.
 
     Returns:
@@ -278,13 +297,12 @@ def plateau_study(
     variant = _resolve(variant_or_method)
     for epochs in budgets:  # every recipe is checked before the first run trains
         variant.config(seed, **base, epochs=int(epochs))
-    rows, data, previous = [], None, None
-    for epochs in sorted(int(b) for b in budgets):
-        run = budget_run(
-            variant, epochs, seed=seed, runs_root=runs_root, base=base, reuse=reuse,
-            progress=progress,
-        )  # fmt: skip
-        data = run.load_data() if data is None else data  # every budget has the same images
+    ordered = sorted(int(b) for b in budgets)
+    kwargs = dict(seed=seed, runs_root=runs_root, base=base, reuse=reuse, progress=progress)
+    runs = [budget_run(variant, epochs, train=train, **kwargs) for epochs in ordered]
+    data = runs[0].load_data()  # every budget trains on the same images
+    rows, previous = [], None
+    for epochs, run in zip(ordered, runs):
         start = time.perf_counter()
         scores, hits = _scores_and_hits(run, data)
         row = {"epochs": epochs, "run": str(run.path), **training_time(run)}
@@ -449,6 +467,12 @@ def _parser() -> argparse.ArgumentParser:
         " own noise (binomial std about 0.01 on 2,500 held images) the plateau is noise",
     )
     p.add_argument("--out", type=Path, default=None, help="where PLATEAU.md and its figure go")
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="only score finished runs; a missing or unfinished budget is an error (use it while"
+        " another process trains a budget: without it, that run would be resumed beside it)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -475,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = plateau_study(
             args.method, args.budgets, seed=args.seed, runs_root=args.runs_root, base=base,
-            reuse=args.reuse, threshold=args.threshold, progress=progress,
+            reuse=args.reuse, threshold=args.threshold, train=not args.no_train,
+            progress=progress,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         if not (_is_ours(exc) or isinstance(exc, PlateauError)):
