@@ -406,8 +406,8 @@ def plateau_markdown(study: PlateauStudy, fig_dir: Path) -> list[str]:
         " wall time: the sum of the epochs' seconds in metrics.jsonl, which grows with whatever"
         " else the machine ran; at the fastest pace: the epochs times the fastest epoch of any"
         " budget (an epoch is the same work in each), the cost on an unshared machine. Gain:"
-        " over the previous budget ± its standard error, paired on the same held images (seed"
-        " -to-seed variation not included); a threshold below it cannot be resolved.",
+        " over the previous budget ± its standard error, paired on the same held images"
+        " (seed-to-seed variation not included); a threshold below it cannot be resolved.",
         "",
         plateau_table(study).to_markdown(index=False),
         "",
