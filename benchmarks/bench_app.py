@@ -10,12 +10,16 @@
    Feature detail drawing the picked run's feature beside the same rank of its other seeds
    (target: under 1 s with 3 seeds; analyse the runs first with ``tricl analyze --basis
    spectral RUN...``);
-4. the server's resident memory (VmRSS) with every page of the runs visited (target: under
+4. image-text runs (clip, triclip), whose Probe page opens in caption mode on the first
+   evaluation caption: the warm draw of that page (2.), then a typed caption (Enter -> its
+   features, strongest features and retrieved images drawn; each visit types a new caption, so
+   the model worker encodes it afresh) and the switch to the image probe (target: 1.5 s);
+5. the server's resident memory (VmRSS) with every page of the runs visited (target: under
    700 MiB: the server never imports torch), and the model worker's beside it.
 
 Needs Debian's chromium at /usr/bin/chromium and playwright's Python package (no browser
 download). Usage: python benchmarks/bench_app.py [--runs-root checkpoints] [--repeats 5]
-[--run NAME]
+[--run NAME | --run RUN_DIR]
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import argparse
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 from tricl.dashboard import (
     CHROMIUM,
@@ -46,7 +52,11 @@ PAGES = {
     "Few features": "Few features",
     "Probe an image": "Probe an image",
 }
+# the Probe page's title for runs with a text encoder (app/views/probe.py)
+PROBE_IMAGE_TEXT_TITLE = "Probe a caption or an image"
 TARGET_S = 1.5
+# typed into the caption probe, one per visit: a caption the page has not encoded yet
+CAPTIONS = [f"a {w} handwritten {d}" for d in range(10) for w in ("thin", "thick")]
 # pages measured again in the spectral basis, with their targets
 SPECTRAL_PAGES = {"Feature detail": 1.0, "Features": TARGET_S}
 
@@ -90,54 +100,197 @@ def analysed(root: Path, basis: str = "") -> tuple[int, int]:
     return len(done), len(runs)
 
 
+# The caption probe's "Tokens read: ..." line ('' while none is shown).
+TOKENS_JS = """
+() => {
+  const m = document.body.innerText.match(/Tokens read:[^\\n]*/);
+  return m ? m[0] : '';
+}
+"""
+# Drawn, with a caption probe whose tokens differ from ``before`` (the new caption's are shown).
+CAPTION_DRAWN_JS = f"""
+([title, before]) => {{
+  const tokens = ({TOKENS_JS})();
+  return ({DRAWN_JS})(title) && tokens !== '' && tokens !== before;
+}}
+"""
+# Drawn, with the image probe's strongest features (only the image mode has this heading).
+IMAGE_PROBE_DRAWN_JS = f"""
+(title) => ({DRAWN_JS})(title) && document.body.innerText.includes('Its strongest features')
+"""
+
+
+def resolve_run(run: str, runs_root: str | None) -> tuple[Path, str, bool]:
+    """``(runs root, run name, has a text encoder)`` of ``--run``: a run's name under the runs
+    root, or a run directory (its folder is then the runs root). The app opens only a bare name
+    from its own root (a path in ``?run=`` is refused and the first run shown instead), so the
+    bench passes the name and checks the folder here."""
+    from tricl.runs import Run
+
+    given = Path(run)
+    if len(given.parts) > 1:  # a run directory
+        path = given.resolve()
+        root = Path(runs_root).resolve() if runs_root else path.parent
+        if path.parent != root:
+            sys.exit(f"error: run {run} is not in --runs-root {root}; drop --runs-root")
+    else:
+        root = Path(runs_root or REPO / "checkpoints").resolve()
+        path = root / run
+    if not (path / "config.json").is_file():
+        sys.exit(f"error: no run {path.name!r} in {root}; pass a run directory or a run's name")
+    loaded = Run.load(path)
+    return root, path.name, loaded.image_text and not loaded.aligned  # as app/labels.has_text
+
+
+def page_titles(image_text: bool) -> dict[str, str]:
+    """Sidebar label -> the page's title for the run shown (the Probe page names the caption
+    probe for runs with a text encoder)."""
+    return PAGES | ({"Probe an image": PROBE_IMAGE_TEXT_TITLE} if image_text else {})
+
+
 def click_page(tab, label: str, title: str, timeout_s: float) -> None:
     tab.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
     wait_drawn(tab, title, timeout_s)
 
 
-def warm_draws(tab, pages: dict[str, float], repeats: int) -> float:
+def report(label: str, times: list[float], target: float) -> float:
+    """Print the median and max of ``times``; return the median."""
+    med, top = statistics.median(times), max(times)
+    flag = "ok" if med < target else f"OVER {target} s"
+    print(f"  {label:<16} median {med:5.2f} s   max {top:5.2f} s   {flag}")
+    return med
+
+
+def warm_draws(tab, pages: dict[str, float], repeats: int, titles: dict[str, str]) -> float:
     """Median seconds per page (sidebar click -> drawn), visiting another page in between."""
     worst = 0.0
     for label, target in pages.items():
         times = []
         for _ in range(repeats):
             other = "Runs" if label != "Runs" else "Features"
-            click_page(tab, other, PAGES[other], 120)
+            click_page(tab, other, titles[other], 120)
             t = time.perf_counter()
-            click_page(tab, label, PAGES[label], 120)
+            click_page(tab, label, titles[label], 120)
             times.append(time.perf_counter() - t)
-        med, top = statistics.median(times), max(times)
-        worst = max(worst, med)
-        flag = "ok" if med < target else f"OVER {target} s"
-        print(f"  {label:<16} median {med:5.2f} s   max {top:5.2f} s   {flag}")
+        worst = max(worst, report(label, times, target))
     return worst
+
+
+def caption_draws(tab, repeats: int) -> float:
+    """Median seconds from Enter on a caption the page has not encoded yet to its probe drawn
+    (tokens, feature bars, strongest features, retrieved images); the first is a warm-up."""
+    click_page(tab, "Probe an image", PROBE_IMAGE_TEXT_TITLE, 120)
+    box = tab.get_by_label("Caption", exact=True)
+    times = []
+    for caption in CAPTIONS[: repeats + 1]:
+        before = tab.evaluate(TOKENS_JS)
+        box.fill(caption)
+        t = time.perf_counter()
+        box.press("Enter")
+        tab.wait_for_function(
+            CAPTION_DRAWN_JS, arg=[PROBE_IMAGE_TEXT_TITLE, before], timeout=120_000, polling=20
+        )
+        times.append(time.perf_counter() - t)
+    return report("typed caption", times[1:], TARGET_S)
+
+
+def image_probe_draws(tab, repeats: int) -> float:
+    """Median seconds from picking "An image" on the Probe page (which opens in caption mode)
+    to the image probe drawn (activations, strongest features with saliency); the first visit
+    is a warm-up."""
+    times = []
+    for _ in range(repeats + 1):
+        click_page(tab, "Runs", "Runs", 120)  # leaving the page resets it to caption mode
+        click_page(tab, "Probe an image", PROBE_IMAGE_TEXT_TITLE, 120)
+        radio = tab.locator('[data-testid="stRadio"]').get_by_text("An image", exact=True)
+        t = time.perf_counter()
+        radio.first.click()
+        tab.wait_for_function(
+            IMAGE_PROBE_DRAWN_JS, arg=PROBE_IMAGE_TEXT_TITLE, timeout=120_000, polling=20
+        )
+        times.append(time.perf_counter() - t)
+    return report("image probe", times[1:], TARGET_S)
 
 
 def wait_drawn(tab, title: str, timeout_s: float) -> None:
     tab.wait_for_function(DRAWN_JS, arg=title, timeout=timeout_s * 1000, polling=20)
 
 
-def main() -> None:
+def check_shown(tab, name: str) -> None:
+    """Stop if the app shows another run than ``name`` (it refused the URL's run)."""
+    shown = parse_qs(urlparse(tab.url).query).get("run", [""])[0]
+    if shown != name:
+        alert = tab.locator('[data-testid="stAlert"]').all_inner_texts()
+        why = " ".join(alert[0].split()) if alert else "no message"
+        sys.exit(f"error: the app shows run {shown!r}, not {name!r} ({why})")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-root", default=str(REPO / "checkpoints"))
+    parser.add_argument(
+        "--runs-root",
+        default=None,
+        help="the app's runs root (default: the folder of a --run directory, else checkpoints/)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="warm visits per page (5)")
     parser.add_argument(
         "--run",
         default="tricl_mnist5k_small_cnn_k64_seed0",
-        help="the run the pages show (its other seeds are drawn beside it)",
+        help="the run the pages show (its other seeds are drawn beside it): its name under"
+        " --runs-root, or its directory",
     )
     parser.add_argument(
         "--first-timeout", type=float, default=1800, help="seconds allowed for the first page"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def print_memory(proc: subprocess.Popen) -> None:
+    """Resident memory of the server and of its children (the model worker)."""
+    print(f"\nserver resident memory, every page visited: {rss_mib(proc.pid):.0f} MiB")
+    for child in children(proc.pid):  # the model worker (and multiprocessing's tracker)
+        what = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")[-60:]
+        print(f"child {child} ({what.decode(errors='replace').strip()}): ", end="")
+        print(f"{rss_mib(child):.0f} MiB resident")
+
+
+def measure(tab, name: str, image_text: bool, args: argparse.Namespace) -> None:
+    """Everything after the first page: warm draws, the caption probe, the spectral basis."""
+    titles = page_titles(image_text)
+    for label, title in titles.items():  # warm-up: analyses, datasets, encoders cached
+        click_page(tab, label, title, args.first_timeout)
+    print(f"\nwarm page draws (sidebar click -> drawn), {args.repeats} visits each:")
+    worst = warm_draws(tab, dict.fromkeys(titles, TARGET_S), args.repeats, titles)
+    print(f"slowest page median: {worst:.2f} s (target < {TARGET_S} s)")
+    if image_text:
+        print(
+            f"\nprobe page of an image-text run ({args.repeats} each after a warm-up; the visits"
+            " above drew it on its first evaluation caption):"
+        )
+        caption_draws(tab, args.repeats)
+        image_probe_draws(tab, args.repeats)
+    sidebar = tab.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("spectral basis", exact=True).first.click()  # the basis radio
+    tab.wait_for_url("**basis=spectral**")
+    for label in SPECTRAL_PAGES:  # warm-up in the spectral basis
+        click_page(tab, label, titles[label], args.first_timeout)
+    print(f"\nwarm page draws in the spectral basis ({name}):")
+    warm_draws(tab, SPECTRAL_PAGES, args.repeats, titles)
+
+
+def main() -> None:
+    args = _parser().parse_args()
     from playwright.sync_api import sync_playwright
 
-    root = Path(args.runs_root).resolve()
+    root, name, image_text = resolve_run(args.run, args.runs_root)
     done, total = analysed(root)
     spectral, _ = analysed(root, "spectral")
     print(f"runs root: {root} ({total} runs, {done} analysed, {spectral} in the spectral basis)")
     if done < total:
         print("  runs without an analysis show an 'Analyse now' panel; run `tricl analyze` first")
+    print(
+        f"run: {name}" + (" (image-text: the caption probe is measured too)" if image_text else "")
+    )
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
     port = free_port()
     cmd = streamlit_command(port, root)
@@ -149,29 +302,15 @@ def main() -> None:
         try:
             wait_healthy(port, proc, timeout=180, poll=0.05)
             t_health = time.perf_counter() - t0
-            tab.goto(f"http://127.0.0.1:{port}/?run={args.run}")
+            tab.goto(f"http://127.0.0.1:{port}/?run={name}")
             wait_drawn(tab, "Runs", args.first_timeout)
             t_first = time.perf_counter() - t0
+            check_shown(tab, name)
             print(f"server start -> health check: {t_health:.2f} s")
             print(f"server start -> first page (Runs) drawn: {t_first:.2f} s")
             print(f"server resident memory, first page drawn: {rss_mib(proc.pid):.0f} MiB")
-            for label, title in PAGES.items():  # warm-up: analyses, datasets, encoders cached
-                click_page(tab, label, title, args.first_timeout)
-            print(f"\nwarm page draws (sidebar click -> drawn), {args.repeats} visits each:")
-            worst = warm_draws(tab, dict.fromkeys(PAGES, TARGET_S), args.repeats)
-            print(f"slowest page median: {worst:.2f} s (target < {TARGET_S} s)")
-            sidebar = tab.locator('[data-testid="stSidebar"]')
-            sidebar.get_by_text("spectral basis", exact=True).first.click()  # the basis radio
-            tab.wait_for_url("**basis=spectral**")
-            for label in SPECTRAL_PAGES:  # warm-up in the spectral basis
-                click_page(tab, label, PAGES[label], args.first_timeout)
-            print(f"\nwarm page draws in the spectral basis ({args.run}):")
-            warm_draws(tab, SPECTRAL_PAGES, args.repeats)
-            print(f"\nserver resident memory, every page visited: {rss_mib(proc.pid):.0f} MiB")
-            for child in children(proc.pid):  # the model worker (and multiprocessing's tracker)
-                what = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")[-60:]
-                print(f"child {child} ({what.decode(errors='replace').strip()}): ", end="")
-                print(f"{rss_mib(child):.0f} MiB resident")
+            measure(tab, name, image_text, args)
+            print_memory(proc)
             print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         finally:
             browser.close()

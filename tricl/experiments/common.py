@@ -96,6 +96,15 @@ def importance_order(run: Run, z: np.ndarray) -> np.ndarray:
     return order_from_scores(default_scores(run.config.method, z, s_np))
 
 
+def probe_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The validation probe's rows of a train split of ``n``: ``(fit, held)``, 3/4 and 1/4.
+
+    A fixed shuffle (seed 0) so that both parts mix classes. Shapes: (3n/4,), (n - 3n/4,).
+    """
+    perm = np.random.RandomState(0).permutation(n)
+    return perm[: n * 3 // 4], perm[n * 3 // 4 :]
+
+
 def _probe_accuracies(
     zs: list[np.ndarray], ordered: list[np.ndarray], y: np.ndarray, top: int
 ) -> dict[str, float]:
@@ -107,8 +116,7 @@ def _probe_accuracies(
         y: labels. Shape: (N,).
         top: features the top-k probe keeps.
     """
-    perm = np.random.RandomState(0).permutation(len(y))  # a probe split that mixes classes
-    fit, held = perm[: len(y) * 3 // 4], perm[len(y) * 3 // 4 :]
+    fit, held = probe_split(len(y))
 
     def accuracy(z: np.ndarray) -> float:
         return linear_probe(z[fit], y[fit], z[held], y[held]).accuracy
