@@ -200,3 +200,18 @@ def test_the_gain_column_is_paired_on_the_held_images(study) -> None:
     assert np.isnan(t["linear_acc_gain"].iloc[0]) and np.isnan(t["linear_acc_gain_se"].iloc[0])
     np.testing.assert_allclose(t["linear_acc_gain"].iloc[1], t["linear_acc"].diff().iloc[1])
     assert 0 < t["linear_acc_gain_se"].iloc[1] < 0.1
+
+
+def test_cli_rewrites_its_section_of_a_results_file_in_place(tmp_path) -> None:
+    results = tmp_path / "docs" / "RESULTS.md"
+    results.parent.mkdir()
+    results.write_text("# R\n\n## mnist5k\n\nm\n\n## Known-answer check\n\nk\n")
+    argv = ["--dataset", "digits", "--budgets", "1", "--runs-root", str(tmp_path / "r")]
+    argv += ["--no-progress", "--results", str(results)]
+    assert main(argv) == 0
+    assert main(argv) == 0  # the second call replaces the section, it does not add another
+    text = results.read_text()
+    assert text.count("## Training length") == 1
+    assert text.index("m\n") < text.index("## Training length") < text.index("## Known-answer")
+    assert "Made by `python -m tricl.experiments.plateau --dataset digits" in text
+    assert (results.parent / "figures" / "plateau_simclr_seed0.png").is_file()

@@ -468,6 +468,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="where PLATEAU.md and its figure go")
     p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="a study's RESULTS.md (e.g. docs/RESULTS.md): its section of this method rewritten"
+        " in place (added before the known-answer check), the figure in figures/ beside it",
+    )
+    p.add_argument(
         "--no-train",
         action="store_true",
         help="only score finished runs; a missing or unfinished budget is an error (use it while"
@@ -514,6 +521,15 @@ def main(argv: list[str] | None = None) -> int:
         lines = plateau_markdown(study, args.out / "figures")
         (args.out / "PLATEAU.md").write_text("\n".join(lines))
         print(f"wrote {args.out / 'PLATEAU.md'}")
+    if args.results is not None:  # the study's RESULTS.md: this section rewritten in place
+        from tricl.experiments.reproduce import replace_dataset_section
+
+        lines = plateau_markdown(study, args.results.parent / "figures")
+        command = " ".join(["python -m tricl.experiments.plateau", *(argv or sys.argv[1:])])
+        lines[1:1] = ["", f"Made by `{command}`."]
+        old = args.results.read_text() if args.results.exists() else ""
+        args.results.write_text(replace_dataset_section(old, lines))
+        print(f"wrote {args.results}")
     return 0
 
 
