@@ -627,8 +627,18 @@ def rotation_snr_markdown(
     fig_dir.mkdir(parents=True, exist_ok=True)
     plot_steps(frames, fig_dir / "rotation_snr.png")
     t = pd.concat(frames, ignore_index=True)
+    runs = list(dict.fromkeys(t["run"]))
+    swept = [] if sweep is None else list(dict.fromkeys(sweep["run"]))
+    sizes = [] if sweep is None else sorted(set(sweep["batch_size"]))
+    command = "python -m tricl.experiments.rotation_snr RUN... " + (
+        f"--batch-sizes {' '.join(map(str, sizes))} --sweep {' '.join(swept)} " if swept else ""
+    )
     lines = [
         SECTION_TITLE,
+        "",
+        f"Made by `{command}--out DIR` on the {len(runs)} runs named in DIR/rotation_drive.csv"
+        f" ({', '.join(sorted({r.split('_')[0] for r in runs}))}; seeds as in the names), then"
+        " `--report DIR`, which rewrites this section from the CSVs.",
         "",
         "For each run, adjacent features of its importance order (ranks r, r+1) are rotated"
         " by a Givens angle in both views (S stays with its slot) and the run's own loss is"
