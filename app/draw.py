@@ -274,6 +274,21 @@ def feature_strip(images: np.ndarray, indices: np.ndarray, n: int = 8) -> np.nda
     return grid(to_rgb(images[np.asarray(indices[:n])]), cols=n, pad=1)
 
 
+def section_first(text: str, heading: str) -> str:
+    """``text`` with its ``## `` section whose heading starts with ``heading`` moved up to just
+    after the preamble (the title and what precedes the first ``## ``); unchanged if absent."""
+    lines = text.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    found = next((i for i in starts if lines[i].startswith(heading)), None)
+    if found is None:
+        return text
+    end = next((i for i in starts if i > found), len(lines))
+    first = starts[0]
+    section = lines[found:end]
+    rest = lines[first:found] + lines[end:]
+    return "\n".join(lines[:first] + section + rest)
+
+
 def markdown_blocks(text: str) -> list[tuple[str, str]]:
     """Splits Markdown into ("md", text) and ("img", relative path) blocks, in order.
 

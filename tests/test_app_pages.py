@@ -491,9 +491,19 @@ def test_study_page_shows_the_results_tables_and_figures(runs_root, monkeypatch)
         assert "tricl.experiments.reproduce" in text
         return
     assert "Identifiability across seeds" in text
+    if "## What the study shows" in (REPO_DOCS / "RESULTS.md").read_text():  # findings first
+        assert text.index("What the study shows") < text.index("Identifiability across seeds")
     figures = len(re.findall(r"^!\[", (REPO_DOCS / "RESULTS.md").read_text(), flags=re.M))
     assert figures >= 3
     assert len(at.get("image")) == figures
+
+
+def test_study_section_first_moves_one_section_after_the_preamble():
+    draw = app_module("draw")
+    text = "# T\npre\n## A\na\n### a1\nx\n## B\nb\n## C\nc"
+    assert draw.section_first(text, "## B") == "# T\npre\n## B\nb\n## A\na\n### a1\nx\n## C\nc"
+    assert draw.section_first(text, "## C") == "# T\npre\n## C\nc\n## A\na\n### a1\nx\n## B\nb"
+    assert draw.section_first(text, "## Z") == text
 
 
 def test_study_blocks_split_markdown_around_images():
