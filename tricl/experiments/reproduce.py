@@ -519,6 +519,21 @@ def synthetic_markdown(synthetic, fig_dir: Path) -> list[str]:
     ]
 
 
+def _add_section_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that rewrite part of an existing RESULTS.md instead of all of it."""
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="rewrite only the dataset sections studied here, in place in the existing"
+        " RESULTS.md (each names this command); the rest of the file stays",
+    )
+    p.add_argument(
+        "--no-mnist5k",
+        action="store_true",
+        help="skip the mnist5k study (with --cifar --update: rewrite the CIFAR section alone)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -590,17 +605,7 @@ def _parser() -> argparse.ArgumentParser:
         help="add the image-text section (clip vs triclip on mnist5k-captions, the shipped runs"
         " reused; also alone: python -m tricl.experiments.image_text)",
     )
-    p.add_argument(
-        "--update",
-        action="store_true",
-        help="rewrite only the dataset sections studied here, in place in the existing"
-        " RESULTS.md (each names this command); the rest of the file stays",
-    )
-    p.add_argument(
-        "--no-mnist5k",
-        action="store_true",
-        help="skip the mnist5k study (with --cifar --update: rewrite the CIFAR section alone)",
-    )
+    _add_section_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     from tricl.experiments.paper_scale import add_arguments
 
