@@ -223,7 +223,7 @@ def refit_head(s: Session) -> None:
     """
     from tricl.heads import pair_statistics
 
-    head = s.encoder.head
+    head = getattr(s.encoder, "head", None)  # image-text models have none
     if head is None:
         return
     s.encoder.eval()
