@@ -99,11 +99,18 @@ def _open(tab, url: str, shot: str) -> None:
     assert tab.locator('[data-testid="stException"]').count() == 0
 
 
-def _loaded_images(tab) -> int:
-    return tab.evaluate(
-        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-        ".filter(i => i.complete && i.naturalWidth > 0).length"
-    )
+_LOADED_IMAGES = (
+    "[...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+    ".filter(i => i.complete && i.naturalWidth > 0).length"
+)
+
+
+def _loaded_images(tab, at_least: int = 0) -> int:
+    """Images drawn and decoded on the page, once at least ``at_least`` are (the browser fetches
+    them after the page reports idle, so counting at once races their download)."""
+    if at_least:
+        tab.wait_for_function(f"n => {_LOADED_IMAGES} >= n", arg=at_least, timeout=30_000)
+    return tab.evaluate(f"() => {_LOADED_IMAGES}")
 
 
 def _plot_png_buttons(tab) -> int:
@@ -146,7 +153,7 @@ def test_study_results_draws_the_figures_of_results_md(page, server):
         ".filter(i => i.complete && i.naturalWidth > 0).length >= n",
         arg=figures,
     )
-    assert _loaded_images(page) == figures
+    assert _loaded_images(page, figures) == figures
 
 
 def test_compare_page_reports_the_spectral_basis(page, server):
@@ -164,7 +171,7 @@ def test_feature_detail_shows_feature_one_images(page, server):
         "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
         ".filter(i => i.complete && i.naturalWidth > 0).length >= 5"
     )
-    assert _loaded_images(page) >= 5
+    assert _loaded_images(page, 5) >= 5
     metric = page.locator('[data-testid="stMetricValue"]').first.inner_text()
     assert metric.strip() == "#1"
     assert _plot_png_buttons(page) >= 1
@@ -215,7 +222,7 @@ def test_selecting_points_on_the_map_shows_their_images(page, server):
     page.wait_for_selector(IDLE)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "embedding_selected.png"))
-    assert _loaded_images(page) >= 1
+    assert _loaded_images(page, 1) >= 1
 
 
 def test_run_outside_the_root_is_refused(page, server):
@@ -250,4 +257,4 @@ def test_the_caption_probe_retrieves_images(tab, image_text_server):
     page.wait_for_selector(IDLE)
     page.screenshot(path=str(SHOTS / "probe_caption.png"), full_page=True)
     assert page.get_by_text("Tokens read:").count() == 1
-    assert _loaded_images(page) >= 1
+    assert _loaded_images(page, 1) >= 1
