@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train import TINY  # the training tests' tiny recipe; budgets set the epochs
 
 from tricl.experiments.common import Variant, _probe_accuracies, probe_split
 from tricl.experiments.plateau import (
@@ -25,15 +26,6 @@ from tricl.experiments.plateau import (
 from tricl.runs import Run, RunError, read_metrics
 from tricl.train import train
 
-TINY = dict(
-    dataset="digits",
-    backbone="small_cnn",
-    proj_hidden_dim=32,
-    proj_dim=16,
-    batch_size=128,
-    lr=2e-3,
-    warmup_epochs=0,
-)
 BUDGETS = (1, 2)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_train import TINY as TRAIN_TINY
 
 from tricl.experiments.common import Variant, train_seeds
 from tricl.experiments.rotation_snr import (
@@ -23,16 +24,7 @@ from tricl.experiments.rotation_snr import (
 )
 from tricl.losses import build_loss
 
-TINY = dict(
-    dataset="digits",
-    backbone="small_cnn",
-    proj_hidden_dim=32,
-    proj_dim=8,
-    batch_size=128,
-    lr=2e-3,
-    warmup_epochs=0,
-    epochs=1,
-)
+TINY = {**TRAIN_TINY, "proj_dim": 8, "epochs": 1}  # the training tests' tiny recipe, k = 8
 # S held at a hand-set geometric spread (1 down to 10^-spread), so the drive's sign is known
 FIXED_S = dict(method="tricl", s_init="geometric", s_frozen=True)
 FAST = dict(ranks=4, batches=6, batch_size=64)
