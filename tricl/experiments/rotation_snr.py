@@ -126,31 +126,14 @@ def paired_differences(
         base = float(loss_fn(z1, z2, importance).total)
     diff, slope = np.empty((len(slots), len(angles))), np.empty((len(slots), len(angles)))
     with torch.enable_grad():  # also when the caller runs under no_grad
-        _rotate_all(loss_fn, z1, z2, importance, slots, angles, base, diff, slope)
+        for p, (a, b) in enumerate(slots):
+            for t, angle in enumerate(angles):
+                theta = torch.tensor(float(angle), requires_grad=True)
+                r1, r2 = givens(z1, a, b, theta), givens(z2, a, b, theta)  # (B, k) each
+                loss = loss_fn(r1, r2, importance).total
+                (grad,) = torch.autograd.grad(loss, theta)
+                diff[p, t], slope[p, t] = float(loss.detach()) - base, float(grad)
     return BatchDrive(base, diff, slope)
-
-
-def _rotate_all(
-    loss_fn: Any,
-    z1: Tensor,
-    z2: Tensor,
-    importance: Tensor | None,
-    slots: Sequence[tuple[int, int]],
-    angles: Sequence[float],
-    base: float,
-    diff: np.ndarray,
-    slope: np.ndarray,
-) -> None:
-    """Fills ``diff`` and ``slope`` (Shape: (P, T)) for :func:`paired_differences`."""
-    import torch
-
-    for p, (a, b) in enumerate(slots):
-        for t, angle in enumerate(angles):
-            theta = torch.tensor(float(angle), requires_grad=True)
-            r1, r2 = givens(z1, a, b, theta), givens(z2, a, b, theta)  # (B, k) each
-            loss = loss_fn(r1, r2, importance).total
-            (grad,) = torch.autograd.grad(loss, theta)
-            diff[p, t], slope[p, t] = float(loss.detach()) - base, float(grad)
 
 
 @dataclass(frozen=True, eq=False)
