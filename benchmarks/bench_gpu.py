@@ -51,7 +51,7 @@ def _sync(device: torch.device) -> None:
 def time_steps(s: Session, steps: int, warmup: int) -> list[float]:
     """Seconds per training step of session ``s`` (after ``warmup`` untimed steps)."""
     perm = torch.randperm(len(s.train_x)).to(s.device)
-    amp = amp_context(s.device)
+    amp = amp_context(s.device, s.cfg.precision)
     s.model.train()
     times = []
     for i in range(warmup + steps):

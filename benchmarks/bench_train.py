@@ -4,7 +4,9 @@
    must add almost nothing to a training step;
 2. augmentation throughput of the batched on-device kornia pipeline against a per-image
    torchvision pipeline with the same recipe, on the same images;
-3. training images/s of small_cnn (28x28, mnist5k) and resnet18_cifar (32x32) on this CPU.
+3. training images/s of small_cnn (28x28, mnist5k) and resnet18_cifar (32x32) on this CPU;
+4. step time of ``--precision bf16`` / fp32 on the CIFAR study's recipe (small_cnn, 3x32x32,
+   k = 128): bf16 autocast pays off where the CPU has AVX-512 BF16 or AMX (printed).
 
 Usage: python benchmarks/bench_train.py [--steps 20] [--batch-size 256]
 """
@@ -21,7 +23,7 @@ from tricl.config import RunConfig
 from tricl.data import build_augmentation, load_dataset
 from tricl.losses import build_loss
 from tricl.models import Encoder
-from tricl.train import build_optimizer, step_loss
+from tricl.train import amp_context, build_optimizer, step_loss
 
 
 def time_steps(cfg: RunConfig, x: torch.Tensor, steps: int) -> list[float]:
@@ -33,7 +35,8 @@ def time_steps(cfg: RunConfig, x: torch.Tensor, steps: int) -> list[float]:
     times = []
     for i in range(steps + 3):
         t0 = time.perf_counter()
-        terms = step_loss(enc, x1, x2, build_loss(cfg))
+        with amp_context(torch.device("cpu"), cfg.precision):
+            terms = step_loss(enc, x1, x2, build_loss(cfg))
         opt.zero_grad()
         terms.total.backward()
         opt.step()
@@ -123,6 +126,17 @@ def main() -> None:
             f"[3] training {backbone} {shape[1]}x{shape[2]}: {bs / t:,.0f} img/s"
             f" ({t * 1e3:.0f} ms/step at batch {bs}, two views each)"
         )
+
+    cifar = dict(base, dataset="cifar10", proj_dim=128, method="simclr")
+    x = torch.randn(args.batch_size, 3, 32, 32)
+    t_bf16, t_fp32 = interleaved_ratio(
+        RunConfig(**cifar, precision="bf16"), RunConfig(**cifar, precision="fp32"), x, args.steps
+    )
+    print(
+        f"[4] step time small_cnn 3x32x32, k 128: bf16 {t_bf16 * 1e3:.0f} ms, fp32"
+        f" {t_fp32 * 1e3:.0f} ms, ratio bf16/fp32 = {t_bf16 / t_fp32:.2f} (CPU capability:"
+        f" {torch.backends.cpu.get_cpu_capability()})"
+    )
 
 
 if __name__ == "__main__":

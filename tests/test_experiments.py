@@ -295,3 +295,11 @@ def test_sections_of_different_lengths_get_their_own_figure_names() -> None:
     assert _slug("mnist5k (small CNN, 64 features)") == "mnist5k"
     assert _slug("CIFAR-10 subset (small CNN, 128 features, 10 epochs)") == "cifar-10-10ep"
     assert _slug("CIFAR-10 subset (small CNN, 128 features, 20 epochs)") == "cifar-10-20ep"
+
+
+def test_a_bf16_cifar_section_has_its_own_title_and_figures() -> None:
+    from tricl.experiments.reproduce import _slug, cifar_title
+
+    assert cifar_title(10) == "CIFAR-10 subset (small CNN, 128 features, 10 epochs)"
+    assert _slug(cifar_title(40, "bf16")) == "cifar-10-40ep-bf16"
+    assert _slug(cifar_title(40, "fp32")) == "cifar-10-40ep-fp32"

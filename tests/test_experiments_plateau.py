@@ -148,6 +148,11 @@ def test_report_has_the_table_the_plateau_and_a_figure(study, tmp_path) -> None:
     assert plateau_table(s).to_markdown(index=False) in text
     expected = "plateau at" if s.plateau() is not None else "still rising"
     assert expected in text
+    # a bf16 study is its own section with its own figure, beside the float32 one
+    bf16 = dataclasses.replace(s, base={**s.base, "precision": "bf16"})
+    lines = plateau_markdown(bf16, tmp_path / "figures")
+    assert lines[0].endswith("(simclr, bf16)")
+    assert (tmp_path / "figures" / "plateau_simclr_bf16_seed0.png").exists()
 
 
 def test_cli_help_says_what_it_measures(capsys) -> None:

@@ -572,11 +572,14 @@ def train_step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
     return terms
 
 
-def amp_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision of a training step: bf16 autocast on CUDA (no loss scaling needed, unlike
-    fp16; the losses compute in float32 inside it), nothing on a CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def amp_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """Mixed precision of a training step (``RunConfig.precision``).
+
+    'auto' is bf16 autocast on CUDA and nothing on a CPU; 'bf16' is bf16 autocast on any device
+    (no loss scaling needed, unlike fp16); 'fp32' is nothing. The losses compute in float32
+    inside it (tricl.losses)."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -587,7 +590,7 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     # data order depends only on (seed, epoch): a resumed run sees the same batches
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     perm = torch.randperm(len(s.train_x), generator=gen).to(s.device)
-    amp = amp_context(s.device)
+    amp = amp_context(s.device, cfg.precision)
     sums = {"loss": 0.0, "contrastive": 0.0, "decorrelation": 0.0}
     s.model.train()
     for i in range(s.steps_per_epoch):

@@ -19,7 +19,7 @@ from tricl.analysis.features import extract
 from tricl.analysis.importance import default_scores, order_from_scores
 from tricl.analysis.metrics import METRICS, score_pair
 from tricl.config import RunConfig
-from tricl.runs import Run
+from tricl.runs import Run, RunError
 from tricl.train import default_run_name, train
 
 
@@ -71,6 +71,11 @@ def train_seeds(
                 runs.append(run)
                 continue
         if (path / "config.json").exists():
+            if not _same_recipe(path, cfg):
+                raise RunError(
+                    f"{path} holds a run of another recipe (a different epoch count, precision or"
+                    " setting); give this study its own --runs-root, or move that run away"
+                )
             runs.append(train(resume=path, progress=progress))
         else:
             runs.append(train(cfg, runs_root=root, progress=progress))

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tricl.config import PRECISIONS
 from tricl.experiments.common import Variant, _same_recipe, probe_split, train_seeds
 
 DEFAULT_BUDGETS = (10, 20, 40)
@@ -394,10 +395,13 @@ def plot_plateau(study: PlateauStudy, path: Path) -> None:
 def plateau_markdown(study: PlateauStudy, fig_dir: Path) -> list[str]:
     """The report's Markdown lines (the figure is written into ``fig_dir``)."""
     fig_dir.mkdir(parents=True, exist_ok=True)
-    name = f"plateau_{study.arm}_seed{study.seed}.png"
+    marked = study.base.get("precision", "auto") != "auto"  # auto: names as before
+    precision = f", {study.base['precision']}" if marked else ""
+    tag = f"_{study.base['precision']}" if marked else ""
+    name = f"plateau_{study.arm}{tag}_seed{study.seed}.png"
     plot_plateau(study, fig_dir / name)
     return [
-        f"## Training length: where does accuracy stop rising? ({study.arm})",
+        f"## Training length: where does accuracy stop rising? ({study.arm}{precision})",
         "",
         "Settings: `" + json.dumps(study.base) + f"`, seed {study.seed}. One run per epoch budget"
         " (each with its own cosine schedule, so not checkpoints of the longest run). Accuracy"
@@ -460,6 +464,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--proj-dim", type=int, default=None, help="k (the study uses 128 on CIFAR)")
     p.add_argument(
+        "--precision",
+        default="auto",
+        choices=list(PRECISIONS),
+        help="arithmetic of the training steps (RunConfig.precision; bf16 halves a CPU step"
+        " where the CPU has AVX-512 BF16 or AMX)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=DEFAULT_THRESHOLD,
@@ -503,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     base: dict[str, Any] = {"dataset": absolute_dataset(args.dataset)}
     if args.proj_dim is not None:
         base["proj_dim"] = args.proj_dim
+    if args.precision != "auto":
+        base["precision"] = args.precision
     try:
         study = plateau_study(
             args.method, args.budgets, seed=args.seed, runs_root=args.runs_root, base=base,

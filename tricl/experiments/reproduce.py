@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tricl.config import PRECISIONS
 from tricl.experiments.common import Variant, train_seeds
 from tricl.methods import method_color
 
@@ -393,8 +394,17 @@ def plot_synthetic(results, path: Path) -> None:
 def _slug(title: str) -> str:
     """Figure-file prefix of a section: its first word, plus its epochs when the title names
     them (two CIFAR sections of different lengths keep apart)."""
-    epochs = re.search(r"(\d+) epochs", title)
-    return title.split()[0].lower() + (f"-{epochs.group(1)}ep" if epochs else "")
+    epochs = re.search(r"(\d+) epochs(, (\w+))?", title)
+    if epochs is None:
+        return title.split()[0].lower()
+    precision = f"-{epochs.group(3)}" if epochs.group(3) else ""
+    return title.split()[0].lower() + f"-{epochs.group(1)}ep{precision}"
+
+
+def cifar_title(epochs: int, precision: str = "auto") -> str:
+    """The CIFAR section's heading: its epochs, and its precision unless 'auto' (as before)."""
+    marked = "" if precision == "auto" else f", {precision}"
+    return f"CIFAR-10 subset (small CNN, 128 features, {epochs} epochs{marked})"
 
 
 def section_markdown(
@@ -562,6 +572,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cifar-epochs", type=int, default=10, help="training epochs per CIFAR run")
     p.add_argument(
+        "--cifar-precision",
+        default="auto",
+        choices=list(PRECISIONS),
+        help="arithmetic of the CIFAR runs' training steps (RunConfig.precision); bf16 halves a"
+        " CPU step where the CPU has AVX-512 BF16 or AMX, and the section's title names it",
+    )
+    p.add_argument(
         "--cifar-methods",
         nargs="+",
         default=["simclr", "tricl"],
@@ -642,11 +659,13 @@ def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[
                 "epochs": args.cifar_epochs,
                 "proj_dim": 128,
             }
+            if args.cifar_precision != "auto":  # auto: the recipe (and run names) as before
+                cbase["precision"] = args.cifar_precision
             cres = [
                 run_arm(m, args.seeds, args.runs_root / "cifar10", cbase, progress)
                 for m in args.cifar_methods
             ]
-            title = f"CIFAR-10 subset (small CNN, 128 features, {args.cifar_epochs} epochs)"
+            title = cifar_title(args.cifar_epochs, args.cifar_precision)
             sections.append((title, cres, cbase))
     return sections
 
@@ -663,7 +682,15 @@ def main(argv: list[str] | None = None) -> int:
     from tricl.data import set_progress
 
     set_progress(progress)  # --no-progress silences dataset loading too, as in tricl's CLI
-    sections = _sections(args, progress)
+    from tricl.cli import _is_ours
+
+    try:
+        sections = _sections(args, progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if not _is_ours(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     synthetic = None
     if args.synthetic_seeds and not args.smoke and not args.update:
         from tricl.experiments.synthetic import study

@@ -1,0 +1,60 @@
+"""RunConfig.precision: bf16 autocast training on a CPU, real (tiny) runs on sklearn's digits."""
+
+import pytest
+import torch
+from test_train import tiny, weights  # the training tests' tiny recipe
+
+from tricl.config import ConfigError, RunConfig
+from tricl.experiments.common import Variant, train_seeds
+from tricl.runs import RunError
+from tricl.train import amp_context, train
+
+
+def test_unknown_precision_is_one_clear_line():
+    with pytest.raises(ConfigError, match=r"unknown precision 'fp16'.*--precision auto") as err:
+        tiny(precision="fp16")
+    assert "\n" not in str(err.value)
+
+
+def test_old_runs_without_the_field_keep_their_arithmetic():
+    old = tiny().to_dict()
+    del old["precision"]  # a config.json written before the field existed
+    assert RunConfig.from_dict(old).precision == "auto"
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"),
+    [("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)],
+)
+def test_amp_context_on_a_cpu(precision, dtype):
+    layer = torch.nn.Linear(4, 3)
+    with amp_context(torch.device("cpu"), precision):
+        assert layer(torch.randn(2, 4)).dtype == dtype
+
+
+@pytest.mark.parametrize("method", ["tricl", "tri-eigen"])
+def test_bf16_training_runs_and_resumes_bit_for_bit(tmp_path, method):
+    cfg = tiny(method=method, epochs=2, precision="bf16")
+    full = train(cfg, runs_root=tmp_path / "full", progress=False)
+    rows = full.metrics()
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert full.config.precision == "bf16"  # saved with the run, so a resume keeps it
+    part = train(cfg, runs_root=tmp_path / "part", progress=False, stop_after_epoch=1)
+    resumed = train(resume=part.path, progress=False)
+    wf, wr = weights(full), weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    # and the weights stay float32: autocast changes the arithmetic, not the parameters
+    assert all(v.dtype in (torch.float32, torch.float64, torch.int64) for v in wf.values())
+    fp32 = train(tiny(method=method, epochs=2), runs_root=tmp_path / "fp32", progress=False)
+    assert not all(torch.equal(wf[k], weights(fp32)[k]) for k in wf)
+
+
+def test_a_study_refuses_to_resume_a_run_of_another_recipe(tmp_path):
+    variant = Variant("simclr", {"method": "simclr"})
+    base = dict(tiny().to_dict(), method="simclr")
+    for key in ("seed", "name", "extra"):
+        base.pop(key)
+    train_seeds(variant, [0], tmp_path, **base)
+    with pytest.raises(RunError, match=r"another recipe.*own --runs-root") as err:
+        train_seeds(variant, [0], tmp_path, **{**base, "precision": "bf16"})
+    assert "\n" not in str(err.value)
