@@ -58,3 +58,39 @@ def test_a_study_refuses_to_resume_a_run_of_another_recipe(tmp_path):
     with pytest.raises(RunError, match=r"another recipe.*own --runs-root") as err:
         train_seeds(variant, [0], tmp_path, **{**base, "precision": "bf16"})
     assert "\n" not in str(err.value)
+
+
+def test_parallel_training_trains_resumes_and_skips(tmp_path, monkeypatch):
+    from tricl.experiments import common
+
+    variant = Variant("simclr", {"method": "simclr"})
+    base = tiny(method="simclr", epochs=2).to_dict()
+    for key in ("seed", "name", "extra"):
+        base.pop(key)
+    killed = train(tiny(method="simclr", epochs=2), runs_root=tmp_path, stop_after_epoch=1)
+    assert killed.epochs_done == 1
+    done = common.train_in_parallel([(variant, 0), (variant, 1)], tmp_path, workers=2, **base)
+    assert sorted(p.name for p in done) == [killed.path.name, killed.path.name[:-1] + "1"]
+    assert common.train_in_parallel([(variant, 0), (variant, 1)], tmp_path, 2, **base) == []
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(common, "train", no_training)
+    runs = train_seeds(variant, [0, 1], tmp_path, **base)
+    assert [r.epochs_done for r in runs] == [2, 2]
+    assert [r["epoch"] for r in runs[0].metrics()] == [1, 2]
+
+
+def test_a_failing_parallel_run_stops_the_study_with_its_one_line_error(tmp_path):
+    from tricl.data import DatasetError
+    from tricl.experiments.common import train_in_parallel
+
+    variant = Variant("simclr", {"method": "simclr"})
+    base = tiny(method="simclr", dataset=f"folder:{tmp_path / 'missing'}").to_dict()
+    for key in ("seed", "name", "extra"):
+        base.pop(key)
+    with pytest.raises(DatasetError, match="missing") as err:
+        train_in_parallel([(variant, 0), (variant, 1)], tmp_path / "runs", 2, **base)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -47,6 +47,95 @@ def _same_recipe(path: Path, cfg: RunConfig) -> bool:
     return found.replace(device=cfg.device) == cfg
 
 
+def finished(path: Path, cfg: RunConfig) -> bool:
+    """Whether ``path`` is a run of recipe ``cfg`` with all its epochs done."""
+    return _same_recipe(path, cfg) and Run.load(path).epochs_done >= cfg.epochs
+
+
+def _plan(
+    variant: Variant, seed: int, root: Path, reuse: Path | None, base: dict[str, Any]
+) -> tuple[RunConfig, Path, Path | None]:
+    """The run of ``variant`` with ``seed``: ``(config, its folder under root, a finished run of
+    the same recipe under reuse or None)``.
+
+    Raises:
+        RunError: ``root`` holds a run of that name with another recipe (resuming it would
+            silently continue the other recipe).
+    """
+    cfg = variant.config(seed, **base)
+    path = root / default_run_name(cfg)
+    shared = reuse / default_run_name(cfg) if reuse is not None else None
+    if shared is not None and finished(shared, cfg):
+        return cfg, path, shared
+    if (path / "config.json").exists() and not _same_recipe(path, cfg):
+        raise RunError(
+            f"{path} holds a run of another recipe (a different epoch count, precision or"
+            " setting); give this study its own --runs-root, or move that run away"
+        )
+    return cfg, path, None
+
+
+def _train_one(cfg: RunConfig, path: Path, threads: int) -> str:
+    """A worker process's job: train (or resume) one run with ``threads`` CPU threads."""
+    import torch
+
+    from tricl.data import set_progress
+
+    torch.set_num_threads(threads)
+    set_progress(False)  # several workers' bars would garble one terminal
+    if (path / "config.json").exists():
+        train(resume=path, progress=False)
+    else:
+        train(cfg, runs_root=path.parent, progress=False)
+    return path.name
+
+
+def train_in_parallel(
+    jobs: list[tuple[Variant, int]],
+    root: Path,
+    workers: int,
+    reuse: Path | None = None,
+    **base: Any,
+) -> list[Path]:
+    """Train the unfinished runs of ``jobs`` ((variant, seed) pairs) in ``workers`` processes.
+
+    Each process gets ``cpu_count // workers`` threads: on a small CPU, separate runs side by side
+    use the cores better than one run's threads do. A finished run (here or under ``reuse``) is
+    skipped and a killed one resumed, as in :func:`train_seeds`, which afterwards finds every run
+    finished. A run's weights depend on its thread count only through float summation order.
+
+    Returns:
+        The folders trained or resumed here, in the order they finished.
+    """
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    todo = []
+    for variant, seed in jobs:
+        cfg, path, shared = _plan(variant, seed, root, reuse, base)
+        if shared is None and not finished(path, cfg):
+            todo.append((cfg, path))
+    if not todo:
+        return []
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    done = []
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(todo)), mp_context=context
+    ) as pool:
+        futures = [pool.submit(_train_one, cfg, path, threads) for cfg, path in todo]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                done.append(root / future.result())
+                print(f"trained {done[-1].name} ({len(done)}/{len(todo)})", flush=True)
+        except BaseException:  # a failed run (or Ctrl-C) stops the queue; the rest resume later
+            for future in futures:
+                future.cancel()
+            raise
+    return done
+
+
 def train_seeds(
     variant: Variant,
     seeds: list[int],
@@ -62,20 +151,12 @@ def train_seeds(
     """
     runs = []
     for seed in seeds:
-        cfg = variant.config(seed, **base)
-        path = root / default_run_name(cfg)
-        shared = reuse / default_run_name(cfg) if reuse is not None else None
-        if shared is not None and _same_recipe(shared, cfg):
-            run = Run.load(shared)
-            if run.epochs_done >= cfg.epochs:
-                runs.append(run)
-                continue
-        if (path / "config.json").exists():
-            if not _same_recipe(path, cfg):
-                raise RunError(
-                    f"{path} holds a run of another recipe (a different epoch count, precision or"
-                    " setting); give this study its own --runs-root, or move that run away"
-                )
+        cfg, path, shared = _plan(variant, seed, root, reuse, base)
+        if shared is not None:
+            runs.append(Run.load(shared))
+        elif finished(path, cfg):  # as it is: resuming would only load the dataset again
+            runs.append(Run.load(path))
+        elif (path / "config.json").exists():
             runs.append(train(resume=path, progress=progress))
         else:
             runs.append(train(cfg, runs_root=root, progress=progress))

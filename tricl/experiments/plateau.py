@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tricl.config import PRECISIONS
-from tricl.experiments.common import Variant, _same_recipe, probe_split, train_seeds
+from tricl.experiments.common import Variant, _same_recipe, finished, probe_split, train_seeds
 
 DEFAULT_BUDGETS = (10, 20, 40)
 DEFAULT_THRESHOLD = 0.01
@@ -204,13 +204,6 @@ def _check_arguments(budgets: Sequence[int], base: dict[str, Any], threshold: fl
         raise PlateauError(f"threshold {threshold} must be >= 0 (an accuracy gain, e.g. 0.01)")
 
 
-def _finished(path: Path, cfg: Any) -> bool:
-    """Whether ``path`` is a run of recipe ``cfg`` with all its epochs done."""
-    from tricl.runs import Run
-
-    return _same_recipe(path, cfg) and Run.load(path).epochs_done >= cfg.epochs
-
-
 def budget_run(
     variant: Variant,
     epochs: int,
@@ -245,8 +238,8 @@ def budget_run(
             " pass another --runs-root or move it away"
         )
     found = Path(reuse) / path.name if reuse is not None else None
-    shared = found.parent if found is not None and _finished(found, cfg) else root
-    if not train and not _finished(shared / path.name, cfg):
+    shared = found.parent if found is not None and finished(found, cfg) else root
+    if not train and not finished(shared / path.name, cfg):
         done = Run.load(path).epochs_done if (path / "config.json").exists() else 0
         raise PlateauError(
             f"budget {epochs}: {path} has {done} of {epochs} epochs and training is off"

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tricl.config import PRECISIONS
-from tricl.experiments.common import Variant, train_seeds
+from tricl.experiments.common import Variant, train_in_parallel, train_seeds
 from tricl.methods import method_color
 
 # Each arm: a label, a colour and the recipe. "tricl" follows the paper (S learned, on every
@@ -586,6 +586,14 @@ def _parser() -> argparse.ArgumentParser:
         help="arms of the CIFAR study (each CIFAR run takes minutes on a CPU)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="train this many runs side by side, each with cores/N threads (2 on a 2-core"
+        " machine: two one-thread runs do more per hour than one two-thread run); the analysis"
+        " follows in this process",
+    )
+    p.add_argument(
         "--synthetic-seeds",
         type=int,
         nargs="*",
@@ -630,6 +638,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _train_first(
+    args: argparse.Namespace, methods: list[str], root: Path, base: dict, reuse: Path | None = None
+) -> None:
+    """With ``--workers N`` > 1, train every unfinished run of a section in N processes first;
+    :func:`run_arm` then finds them finished."""
+    if args.workers > 1:
+        jobs = [(ARMS[m][0], seed) for m in methods for seed in args.seeds]
+        train_in_parallel(jobs, root, args.workers, reuse=reuse, **base)
+
+
 def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[ArmResult], dict]]:
     """Train, analyse and compare every arm of every study the arguments ask for."""
     sections = []
@@ -648,6 +666,7 @@ def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[
     else:
         base = {"dataset": "mnist5k", "epochs": args.epochs}
         if not args.no_mnist5k:
+            _train_first(args, args.methods, args.runs_root / "mnist5k", base, args.reuse)
             results = [
                 run_arm(m, args.seeds, args.runs_root / "mnist5k", base, progress, reuse=args.reuse)
                 for m in args.methods
@@ -661,6 +680,7 @@ def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[
             }
             if args.cifar_precision != "auto":  # auto: the recipe (and run names) as before
                 cbase["precision"] = args.cifar_precision
+            _train_first(args, args.cifar_methods, args.runs_root / "cifar10", cbase)
             cres = [
                 run_arm(m, args.seeds, args.runs_root / "cifar10", cbase, progress)
                 for m in args.cifar_methods
@@ -671,7 +691,10 @@ def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers} (e.g. --workers 2)")
     shown = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m tricl.experiments.reproduce", *shown])
     if args.paper_scale:
