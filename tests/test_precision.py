@@ -4,6 +4,7 @@ import pytest
 import torch
 from test_train import tiny, weights  # the training tests' tiny recipe
 
+from tricl.analysis import analyze
 from tricl.config import ConfigError, RunConfig
 from tricl.experiments.common import Variant, train_seeds
 from tricl.runs import RunError
@@ -69,9 +70,13 @@ def test_parallel_training_trains_resumes_and_skips(tmp_path, monkeypatch):
         base.pop(key)
     killed = train(tiny(method="simclr", epochs=2), runs_root=tmp_path, stop_after_epoch=1)
     assert killed.epochs_done == 1
-    done = common.train_in_parallel([(variant, 0), (variant, 1)], tmp_path, workers=2, **base)
+    jobs = [(variant, 0), (variant, 1)]
+    done = common.train_in_parallel(jobs, tmp_path, workers=2, analyze=True, **base)
     assert sorted(p.name for p in done) == [killed.path.name, killed.path.name[:-1] + "1"]
-    assert common.train_in_parallel([(variant, 0), (variant, 1)], tmp_path, 2, **base) == []
+    assert common.train_in_parallel(jobs, tmp_path, 2, **base) == []
+    for path in done:  # both bases analysed in the workers; the study's own calls read the cache
+        for basis in ("trained", "spectral"):
+            assert analyze(path, basis=basis, progress=False).recomputed == ()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

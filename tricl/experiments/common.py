@@ -75,19 +75,34 @@ def _plan(
     return cfg, path, None
 
 
-def _train_one(cfg: RunConfig, path: Path, threads: int) -> str:
-    """A worker process's job: train (or resume) one run with ``threads`` CPU threads."""
+def _worker_init(threads: int) -> None:
+    """Each worker process: its share of the cores, and no progress bars (several would garble
+    one terminal)."""
     import torch
 
     from tricl.data import set_progress
 
     torch.set_num_threads(threads)
-    set_progress(False)  # several workers' bars would garble one terminal
+    set_progress(False)
+
+
+def _train_one(cfg: RunConfig, path: Path) -> Path:
+    """A worker's job: train (or resume) one run."""
     if (path / "config.json").exists():
         train(resume=path, progress=False)
     else:
         train(cfg, runs_root=path.parent, progress=False)
-    return path.name
+    return path
+
+
+def _analyze_one(path: Path) -> Path:
+    """A worker's job: a run's analyses in the trained and the spectral basis (cached in the run,
+    so the study's own calls read them)."""
+    from tricl.analysis import analyze
+
+    analyze(path, progress=False)
+    analyze(path, basis="spectral", progress=False)
+    return path
 
 
 def train_in_parallel(
@@ -95,6 +110,7 @@ def train_in_parallel(
     root: Path,
     workers: int,
     reuse: Path | None = None,
+    analyze: bool = False,
     **base: Any,
 ) -> list[Path]:
     """Train the unfinished runs of ``jobs`` ((variant, seed) pairs) in ``workers`` processes.
@@ -103,6 +119,8 @@ def train_in_parallel(
     use the cores better than one run's threads do. A finished run (here or under ``reuse``) is
     skipped and a killed one resumed, as in :func:`train_seeds`, which afterwards finds every run
     finished. A run's weights depend on its thread count only through float summation order.
+    With ``analyze``, each run's analyses (trained and spectral basis) are computed too, in the
+    same processes, as soon as its training is done.
 
     Returns:
         The folders trained or resumed here, in the order they finished.
@@ -111,29 +129,41 @@ def train_in_parallel(
     import multiprocessing
     import os
 
-    todo = []
+    todo, ready = [], []
     for variant, seed in jobs:
         cfg, path, shared = _plan(variant, seed, root, reuse, base)
-        if shared is None and not finished(path, cfg):
+        if shared is not None or finished(path, cfg):
+            ready.append(shared or path)
+        else:
             todo.append((cfg, path))
-    if not todo:
-        return []
     threads = max(1, (os.cpu_count() or 1) // workers)
-    done = []
+    trained: list[Path] = []
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(todo)), mp_context=context
-    ) as pool:
-        futures = [pool.submit(_train_one, cfg, path, threads) for cfg, path in todo]
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
+    )
+    with pool:
+        trains = {pool.submit(_train_one, cfg, path) for cfg, path in todo}
+        pending = set(trains)
+        if analyze:
+            pending |= {pool.submit(_analyze_one, path) for path in ready}
         try:
-            for future in concurrent.futures.as_completed(futures):
-                done.append(root / future.result())
-                print(f"trained {done[-1].name} ({len(done)}/{len(todo)})", flush=True)
+            while pending:
+                done, pending = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in done:
+                    path = future.result()
+                    if future in trains:
+                        trained.append(path)
+                        print(f"trained {path.name} ({len(trained)}/{len(todo)})", flush=True)
+                        if analyze:
+                            pending.add(pool.submit(_analyze_one, path))
         except BaseException:  # a failed run (or Ctrl-C) stops the queue; the rest resume later
-            for future in futures:
+            for future in pending:
                 future.cancel()
             raise
-    return done
+    return trained
 
 
 def train_seeds(

@@ -589,9 +589,9 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="train this many runs side by side, each with cores/N threads (2 on a 2-core"
-        " machine: two one-thread runs do more per hour than one two-thread run); the analysis"
-        " follows in this process",
+        help="train and analyse this many runs side by side, each with cores/N threads (2 on a"
+        " 2-core machine: two one-thread runs do more per hour than one two-thread run); the"
+        " comparisons and tables follow in this process",
     )
     p.add_argument(
         "--synthetic-seeds",
@@ -641,11 +641,11 @@ def _parser() -> argparse.ArgumentParser:
 def _train_first(
     args: argparse.Namespace, methods: list[str], root: Path, base: dict, reuse: Path | None = None
 ) -> None:
-    """With ``--workers N`` > 1, train every unfinished run of a section in N processes first;
-    :func:`run_arm` then finds them finished."""
+    """With ``--workers N`` > 1, train and analyse every run of a section in N processes first;
+    :func:`run_arm` then finds them finished and their analyses cached."""
     if args.workers > 1:
         jobs = [(ARMS[m][0], seed) for m in methods for seed in args.seeds]
-        train_in_parallel(jobs, root, args.workers, reuse=reuse, **base)
+        train_in_parallel(jobs, root, args.workers, reuse=reuse, analyze=True, **base)
 
 
 def _sections(args: argparse.Namespace, progress: bool) -> list[tuple[str, list[ArmResult], dict]]:
