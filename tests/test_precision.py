@@ -99,3 +99,13 @@ def test_a_failing_parallel_run_stops_the_study_with_its_one_line_error(tmp_path
         train_in_parallel([(variant, 0), (variant, 1)], tmp_path / "runs", 2, **base)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_reproduce_refuses_zero_workers_in_one_line(capsys):
+    from tricl.experiments.reproduce import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--workers", "0", "--no-mnist5k"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--workers must be >= 1, got 0" in err
