@@ -13,6 +13,9 @@
 5. The spectral basis of one shipped run (a copy, its cached basis and spectral artifacts
    removed): estimating the basis, then its artifacts (``analyze --basis spectral``), then the
    cached read (target: basis + artifacts under 20 s on the 2-core CPU).
+6. Saliency: the three maps (integrated gradients, saliency, Grad-CAM) of one feature of a
+   small_cnn on one 28x28 image, best of 3 after a warm-up (target: under 1 s; the dashboard
+   draws them on demand).
 
 Usage::
 
@@ -196,6 +199,23 @@ def bench_spectral(root: Path) -> None:
     print(f"  total {t_basis + t_art:.1f} s (target < 20 s); cached read {t_read:.3f} s")
 
 
+def bench_saliency() -> None:
+    import torch
+
+    from tricl.analysis.saliency import saliency_maps
+    from tricl.models import Encoder
+
+    enc = Encoder("small_cnn", 1, proj_hidden_dim=64, proj_dim=16, uses_importance=True)
+    x = torch.randn(1, 28, 28)
+    saliency_maps(enc, x, 0)  # warm-up: captum's imports, the first autograd graph
+    seconds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        saliency_maps(enc, x, 3)
+        seconds.append(time.perf_counter() - t0)
+    print(f"[6] saliency: three maps of one feature in {min(seconds):.3f} s (target < 1 s)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_ds = f"folder:{SHARED_CIFAR}" if SHARED_CIFAR.is_dir() else "mnist5k"
@@ -205,7 +225,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=6, help="mnist5k runs for parts 2 and 4")
     p.add_argument("--topk-rows", type=int, default=1_000_000)
     p.add_argument(
-        "--only", choices=["analyze", "mnist", "topk", "compare", "spectral"], default=None
+        "--only",
+        choices=["analyze", "mnist", "topk", "compare", "spectral", "saliency"],
+        default=None,
     )
     args = p.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped to a file
@@ -226,6 +248,8 @@ def main() -> None:
             bench_topk(args.topk_rows, 256, 32, 4096)
         if args.only in (None, "spectral"):
             bench_spectral(root)
+        if args.only in (None, "saliency"):
+            bench_saliency()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
 """Saliency maps (captum) on a tiny conv net built here and on the real small_cnn encoder."""
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -100,18 +98,13 @@ def test_bad_arguments(tiny, image):
         attribute(tiny, image.to(torch.uint8), 0, "saliency")
 
 
-def test_small_cnn_saliency_is_fast_on_cpu_and_keeps_train_mode():
+def test_small_cnn_saliency_gives_every_map_and_keeps_train_mode():
+    # its speed (three maps well under a second) is benchmarks/bench_analysis.py --only saliency
     enc = Encoder("small_cnn", 1, proj_hidden_dim=64, proj_dim=16, uses_importance=True)
     enc.train()
-    x = torch.randn(1, 28, 28)
-    saliency_maps(enc, x, 0)  # warm-up (captum imports, first autograd graph)
-    seconds = []
-    for _ in range(3):  # best of 3: the shared CI machine's load spikes are not our time
-        t0 = time.perf_counter()
-        maps = saliency_maps(enc, x, 3)
-        seconds.append(time.perf_counter() - t0)
+    maps = saliency_maps(enc, torch.randn(1, 28, 28), 3)
     assert set(maps.maps) == {"integrated_gradients", "saliency", "grad_cam"}
-    assert min(seconds) < 1.0, f"three maps took {min(seconds):.2f} s"  # ~0.03 s when idle
+    assert all(np.isfinite(m).all() for m in maps.maps.values())
     assert enc.training  # the caller's mode is restored
 
 

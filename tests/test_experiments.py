@@ -246,7 +246,6 @@ def test_paper_scale_recipe_is_the_papers_cifar10_setting() -> None:
 
 def test_paper_scale_smoke_runs_the_whole_path_on_cpu(tmp_path) -> None:
     import json
-    import time
 
     from tricl.experiments.reproduce import main
 
@@ -254,11 +253,7 @@ def test_paper_scale_smoke_runs_the_whole_path_on_cpu(tmp_path) -> None:
     out, runs = tmp_path / "paper", tmp_path / "runs"
     argv = ["--paper-scale", "--smoke", "--paper-dataset", f"folder:{data}", "--seeds", "0", "1"]
     argv += ["--runs-root", str(runs), "--out", str(out), "--no-progress", "--device", "cpu"]
-    t0 = time.perf_counter()
-    assert main(argv) == 0
-    seconds = time.perf_counter() - t0
-    # ~40 s on an idle 2-core machine (UMAP's JIT cache warm); twice that bounds a busy one
-    assert seconds < 120, f"the paper-scale smoke took {seconds:.0f} s (target: under 60 s)"
+    assert main(argv) == 0  # ~40 s on an idle 2-core machine: CI's budget, not a test's
     text = (out / "RESULTS.md").read_text()
     for needle in ("CIFAR-10 paper scale (smoke)", "| tricl", "| simclr", "linear top-8"):
         assert needle in text, needle
