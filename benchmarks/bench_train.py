@@ -6,9 +6,11 @@
    torchvision pipeline with the same recipe, on the same images;
 3. training images/s of small_cnn (28x28, mnist5k) and resnet18_cifar (32x32) on this CPU;
 4. step time of ``--precision bf16`` / fp32 on the CIFAR study's recipe (small_cnn, 3x32x32,
-   k = 128): bf16 autocast pays off where the CPU has AVX-512 BF16 or AMX (printed).
+   k = 128): bf16 autocast pays off where the CPU has AVX-512 BF16 or AMX (printed);
+5. step time of tri-eigen / simclr on the same recipe: tri-eigen's head re-solves a k x k
+   eigenproblem every step (target <= 1.10 at k = 128).
 
-Usage: python benchmarks/bench_train.py [--steps 20] [--batch-size 256]
+Usage: python benchmarks/bench_train.py [--steps 20] [--batch-size 256] [--only 4 5]
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--only", type=int, nargs="+", choices=range(1, 6), default=range(1, 6), help="parts"
+    )
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
 
@@ -100,6 +105,25 @@ def main() -> None:
         proj_dim=64,
         batch_size=args.batch_size,
     )
+    if 1 in args.only:
+        _tri_vs_simclr(base, args)
+    if 2 in args.only:
+        batched, per_image = augmentation_throughput()
+        print(
+            f"[2] augmentation: batched kornia {batched:,.0f} img/s, per-image torchvision"
+            f" {per_image:,.0f} img/s, ratio = {batched / per_image:.1f}x"
+        )
+    if 3 in args.only:
+        _images_per_second(args)
+    cifar = dict(base, dataset="cifar10", proj_dim=128, method="simclr")
+    x = torch.randn(args.batch_size, 3, 32, 32)
+    if 4 in args.only:
+        _bf16_vs_fp32(cifar, x, args)
+    if 5 in args.only:
+        _eigen_vs_simclr(cifar, x, args)
+
+
+def _tri_vs_simclr(base: dict, args: argparse.Namespace) -> None:
     x = torch.randn(args.batch_size, 1, 28, 28)
     t_tri, t_sim = interleaved_ratio(
         RunConfig(method="tricl", **base), RunConfig(method="simclr", **base), x, args.steps
@@ -109,12 +133,8 @@ def main() -> None:
         f" ratio tricl/simclr = {t_tri / t_sim:.3f} (target <= 1.05)"
     )
 
-    batched, per_image = augmentation_throughput()
-    print(
-        f"[2] augmentation: batched kornia {batched:,.0f} img/s, per-image torchvision"
-        f" {per_image:,.0f} img/s, ratio = {batched / per_image:.1f}x"
-    )
 
+def _images_per_second(args: argparse.Namespace) -> None:
     for backbone, shape in (("small_cnn", (1, 28, 28)), ("resnet18_cifar", (3, 32, 32))):
         bs = args.batch_size if backbone == "small_cnn" else 64
         cfg = RunConfig(
@@ -127,8 +147,8 @@ def main() -> None:
             f" ({t * 1e3:.0f} ms/step at batch {bs}, two views each)"
         )
 
-    cifar = dict(base, dataset="cifar10", proj_dim=128, method="simclr")
-    x = torch.randn(args.batch_size, 3, 32, 32)
+
+def _bf16_vs_fp32(cifar: dict, x: torch.Tensor, args: argparse.Namespace) -> None:
     t_bf16, t_fp32 = interleaved_ratio(
         RunConfig(**cifar, precision="bf16"), RunConfig(**cifar, precision="fp32"), x, args.steps
     )
@@ -136,6 +156,17 @@ def main() -> None:
         f"[4] step time small_cnn 3x32x32, k 128: bf16 {t_bf16 * 1e3:.0f} ms, fp32"
         f" {t_fp32 * 1e3:.0f} ms, ratio bf16/fp32 = {t_bf16 / t_fp32:.2f} (CPU capability:"
         f" {torch.backends.cpu.get_cpu_capability()})"
+    )
+
+
+def _eigen_vs_simclr(cifar: dict, x: torch.Tensor, args: argparse.Namespace) -> None:
+    t_eigen, t_simclr = interleaved_ratio(
+        RunConfig(**{**cifar, "method": "tri-eigen"}), RunConfig(**cifar), x, args.steps
+    )
+    print(
+        f"[5] step time small_cnn 3x32x32, k 128: tri-eigen {t_eigen * 1e3:.0f} ms, simclr"
+        f" {t_simclr * 1e3:.0f} ms, ratio tri-eigen/simclr = {t_eigen / t_simclr:.3f}"
+        " (target <= 1.10)"
     )
 
 
