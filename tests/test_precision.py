@@ -1,5 +1,8 @@
 """RunConfig.precision: bf16 autocast training on a CPU, real (tiny) runs on sklearn's digits."""
 
+import sys
+import types
+
 import pytest
 import torch
 from test_train import tiny, weights  # the training tests' tiny recipe
@@ -68,6 +71,13 @@ def test_parallel_training_trains_resumes_and_skips(tmp_path, monkeypatch):
     base = tiny(method="simclr", epochs=2).to_dict()
     for key in ("seed", "name", "extra"):
         base.pop(key)
+    # the parent's __main__ is a page that cannot be imported alone (as Streamlit's AppTest
+    # leaves it): spawned workers must not re-run it
+    page = tmp_path / "page.py"
+    page.write_text("import labels_only_beside_the_page\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", main)
     killed = train(tiny(method="simclr", epochs=2), runs_root=tmp_path, stop_after_epoch=1)
     assert killed.epochs_done == 1
     jobs = [(variant, 0), (variant, 1)]

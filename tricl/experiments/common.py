@@ -6,8 +6,12 @@ split only (a probe fitted on 3/4 of it and scored on the remaining 1/4).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import sys
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +109,21 @@ def _analyze_one(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _blank_main() -> Iterator[None]:
+    """While workers start, ``__main__`` is an empty module.
+
+    A spawned worker first re-runs its parent's ``__main__`` file, whatever it is (a script, or
+    a Streamlit page that Streamlit's test harness left there). The workers' jobs live in this
+    module, so they need none of it."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def train_in_parallel(
     jobs: list[tuple[Variant, int]],
     root: Path,
@@ -142,7 +161,7 @@ def train_in_parallel(
     pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
     )
-    with pool:
+    with _blank_main(), pool:
         trains = {pool.submit(_train_one, cfg, path) for cfg, path in todo}
         pending = set(trains)
         if analyze:
