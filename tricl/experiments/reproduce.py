@@ -544,26 +544,8 @@ def _add_section_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=DEFAULT_METHODS,
-        choices=list(ARMS),
-        help="arms of the mnist5k study; the defaults keep it under 40 minutes on 2 cores, add"
-        " the others (e.g. --methods " + " ".join(ARMS) + ") for the full comparison",
-    )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds per arm")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs per run (mnist5k)")
-    p.add_argument(
-        "--reuse",
-        type=Path,
-        default=Path("checkpoints"),
-        help="finished runs with the same recipe here are used, not retrained (the shipped runs)",
-    )
+def _add_cifar_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the CIFAR study."""
     p.add_argument(
         "--cifar",
         type=Path,
@@ -585,6 +567,29 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(ARMS),
         help="arms of the CIFAR study (each CIFAR run takes minutes on a CPU)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=DEFAULT_METHODS,
+        choices=list(ARMS),
+        help="arms of the mnist5k study; the defaults keep it under 40 minutes on 2 cores, add"
+        " the others (e.g. --methods " + " ".join(ARMS) + ") for the full comparison",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds per arm")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs per run (mnist5k)")
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        default=Path("checkpoints"),
+        help="finished runs with the same recipe here are used, not retrained (the shipped runs)",
+    )
+    _add_cifar_arguments(p)
     p.add_argument(
         "--workers",
         type=int,
