@@ -155,7 +155,9 @@ def train_in_parallel(
             ready.append(shared or path)
         else:
             todo.append((cfg, path))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # the cores this process may use (a container's share), not the host's count
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // workers)
     trained: list[Path] = []
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     pool = concurrent.futures.ProcessPoolExecutor(
