@@ -8,9 +8,11 @@
 4. step time of ``--precision bf16`` / fp32 on the CIFAR study's recipe (small_cnn, 3x32x32,
    k = 128): bf16 autocast pays off where the CPU has AVX-512 BF16 or AMX (printed);
 5. step time of tri-eigen / simclr on the same recipe: tri-eigen's head re-solves a k x k
-   eigenproblem every step (target <= 1.10 at k = 128).
+   eigenproblem every step (target <= 1.10 at k = 128);
+6. step time of channels-last / default (contiguous) memory layout on the same recipe, in bf16
+   and fp32: training converts the encoder and both views to channels-last on every device.
 
-Usage: python benchmarks/bench_train.py [--steps 20] [--batch-size 256] [--only 4 5]
+Usage: python benchmarks/bench_train.py [--steps 20] [--batch-size 256] [--only 4 5 6]
 """
 
 from __future__ import annotations
@@ -28,12 +30,17 @@ from tricl.models import Encoder
 from tricl.train import amp_context, build_optimizer, step_loss
 
 
-def time_steps(cfg: RunConfig, x: torch.Tensor, steps: int) -> list[float]:
-    """Seconds per optimizer step (forward both views, loss, backward, step) after 3 warmups."""
+def time_steps(
+    cfg: RunConfig, x: torch.Tensor, steps: int, layout: torch.memory_format = torch.channels_last
+) -> list[float]:
+    """Seconds per optimizer step (forward both views, loss, backward, step) after 3 warmups.
+
+    layout: the memory format of the encoder and the views (training uses channels-last).
+    """
     torch.manual_seed(0)
-    enc = Encoder.from_config(cfg, x.shape[1])
+    enc = Encoder.from_config(cfg, x.shape[1]).to(memory_format=layout)
     opt = build_optimizer(enc, cfg)
-    x1, x2 = x, x.flip(-1)
+    x1, x2 = x.contiguous(memory_format=layout), x.flip(-1).contiguous(memory_format=layout)
     times = []
     for i in range(steps + 3):
         t0 = time.perf_counter()
@@ -47,12 +54,19 @@ def time_steps(cfg: RunConfig, x: torch.Tensor, steps: int) -> list[float]:
     return times
 
 
-def interleaved_ratio(a: RunConfig, b: RunConfig, x: torch.Tensor, steps: int, rounds: int = 5):
+def interleaved_ratio(
+    a: RunConfig,
+    b: RunConfig,
+    x: torch.Tensor,
+    steps: int,
+    rounds: int = 5,
+    layouts: tuple[torch.memory_format, torch.memory_format] = (torch.channels_last,) * 2,
+):
     """Median step time of a and b, measured in alternating rounds (drift hits both alike)."""
     ta, tb = [], []
     for _ in range(rounds):
-        ta += time_steps(a, x, steps // rounds + 1)
-        tb += time_steps(b, x, steps // rounds + 1)
+        ta += time_steps(a, x, steps // rounds + 1, layouts[0])
+        tb += time_steps(b, x, steps // rounds + 1, layouts[1])
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -93,7 +107,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument(
-        "--only", type=int, nargs="+", choices=range(1, 6), default=range(1, 6), help="parts"
+        "--only", type=int, nargs="+", choices=range(1, 7), default=range(1, 7), help="parts"
     )
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
@@ -121,6 +135,8 @@ def main() -> None:
         _bf16_vs_fp32(cifar, x, args)
     if 5 in args.only:
         _eigen_vs_simclr(cifar, x, args)
+    if 6 in args.only:
+        _layouts(cifar, x, args)
 
 
 def _tri_vs_simclr(base: dict, args: argparse.Namespace) -> None:
@@ -170,5 +186,19 @@ def _eigen_vs_simclr(cifar: dict, x: torch.Tensor, args: argparse.Namespace) -> 
     )
 
 
+def _layouts(cifar: dict, x: torch.Tensor, args: argparse.Namespace) -> None:
+    for precision in ("bf16", "fp32"):
+        cfg = RunConfig(**cifar, precision=precision)
+        t_last, t_default = interleaved_ratio(
+            cfg, cfg, x, args.steps, layouts=(torch.channels_last, torch.contiguous_format)
+        )
+        print(
+            f"[6] step time small_cnn 3x32x32, k 128, {precision}: channels-last"
+            f" {t_last * 1e3:.0f} ms, default layout {t_default * 1e3:.0f} ms, ratio ="
+            f" {t_last / t_default:.2f}"
+        )
+
+
 if __name__ == "__main__":
     main()
+
