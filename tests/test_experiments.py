@@ -68,6 +68,20 @@ def test_importance_order_is_the_analysis_default_order(seed_runs, method) -> No
     np.testing.assert_array_equal(importance_order(run, z), expected.order())
 
 
+def test_training_cost_sums_each_runs_logged_epoch_times(seed_runs) -> None:
+    import pandas as pd
+
+    from tricl.experiments.reproduce import ArmResult, training_cost_table
+
+    runs = seed_runs["tricl"]
+    table = training_cost_table([ArmResult("tricl", runs, [], pd.DataFrame())])
+    minutes = [sum(row["seconds"] for row in run.metrics()) / 60 for run in runs]
+    row = table.iloc[0]
+    assert row["method"] == "tricl" and row["epochs"] == "1"
+    assert row["minutes per run"] == f"{np.mean(minutes):.1f} ± {np.std(minutes):.1f}"
+    assert float(row["worker-hours, all seeds"]) == pytest.approx(sum(minutes) / 60, abs=0.005)
+
+
 def test_train_seeds_reuses_finished_runs(seed_runs, tmp_path) -> None:
     runs = seed_runs["tricl"]
     mtimes = [r.weights_path.stat().st_mtime_ns for r in runs]
@@ -135,6 +149,8 @@ def test_reproduce_smoke_writes_results_with_tables_and_figures(tmp_path):
         "Features in the spectral basis",
         "unresolved groups in top 8",
         "min_abs_corr",
+        "Training cost:",
+        "minutes per run",
     ):
         assert needle in text, needle
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))

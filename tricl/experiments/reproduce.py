@@ -119,9 +119,10 @@ def run_arm(
     return ArmResult(name, runs, analyses, pairs)
 
 
-def _mean_std(values) -> str:
+def _mean_std(values, digits: int = 3) -> str:
     v = np.asarray(list(values), dtype=float)
-    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+    mean, std = f"{v.mean():.{digits}f}", f"{v.std():.{digits}f}"
+    return f"{mean} ± {std}" if len(v) > 1 else mean
 
 
 def _shown_metrics(results: list[ArmResult]) -> list[tuple[str, str]]:
@@ -172,6 +173,32 @@ def accuracy_table(results: list[ArmResult], k_small: int) -> pd.DataFrame:
                 ),
                 f"mAP top-{k_small}": _mean_std(at("top", "retrieval_map", a) for a in r.analyses),
                 "importance order": r.analyses[0].importance.default,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def training_cost_table(results: list[ArmResult]) -> pd.DataFrame:
+    """Epochs and training wall time per run, one row per arm, from each run's metrics.jsonl.
+
+    Minutes per run sum the run's own epoch times (a resumed run counts the epochs it logged, not
+    the time it sat stopped); images/s is the median over its epochs. Runs that trained side by
+    side (``--workers``) each report their own pace, so the arm total is CPU-worker time, not the
+    study's elapsed time.
+    """
+    rows = []
+    for r in results:
+        logs = [run.metrics() for run in r.runs]
+        minutes = [sum(row["seconds"] for row in log) / 60 for log in logs]
+        rows.append(
+            {
+                "method": r.name,
+                "epochs": "/".join(sorted({str(len(log)) for log in logs})),
+                "minutes per run": _mean_std(minutes, 1),
+                "images/s": _mean_std(
+                    (np.median([row["images_per_s"] for row in log]) for log in logs), 0
+                ),
+                "worker-hours, all seeds": f"{sum(minutes) / 60:.2f}",
             }
         )
     return pd.DataFrame(rows)
@@ -421,6 +448,7 @@ def section_markdown(
     if command:
         lines += [f"Made by `{command}`.", ""]
     lines += ["Settings: `" + json.dumps(base) + "`", ""]
+    lines += ["Training cost:", "", training_cost_table(results).to_markdown(index=False), ""]
     lines += [
         "### Identifiability across seeds",
         "",
