@@ -119,3 +119,36 @@ def test_reproduce_refuses_zero_workers_in_one_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--workers must be >= 1, got 0" in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux")
+def test_parallel_workers_die_with_a_killed_study():
+    import subprocess
+    import time
+    from pathlib import Path
+
+    # a study (the parent) whose one worker is busy, as in training; then the study is killed
+    script = (
+        "import concurrent.futures, multiprocessing, os, time\n"
+        "from tricl.experiments.common import _worker_init\n"
+        "pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("
+        "'spawn'), initializer=_worker_init, initargs=(1, os.getpid()))\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "pool.submit(time.sleep, 120)\n"
+        "time.sleep(120)\n"
+    )
+    study = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(study.stdout.readline())
+    study.kill()
+    study.wait()
+
+    def alive(pid: int) -> bool:  # a zombie awaiting its reaper counts as dead
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker), "the worker outlived the study and would go on training"

@@ -44,6 +44,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
         "model.safetensors",
         "train_state.pt",
         "metrics.jsonl",
+        ".train.lock",  # released: only its last holder's pid
     }
     rows = run.metrics()
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -271,3 +272,48 @@ def test_a_dataset_path_gives_one_folder_name(dataset: str, part: str) -> None:
     method = "clip" if dataset.startswith("captions:") else "tricl"
     name = default_run_name(RunConfig(method=method, dataset=dataset, seed=3))
     assert name == f"{method}_{part}_small_cnn_k64_seed3" and "/" not in name
+
+
+def test_a_second_trainer_of_a_run_is_refused_and_changes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from tricl.runs import TRAIN_LOCK_FILE
+
+    part = train(tiny(epochs=3), runs_root=tmp_path, progress=False, stop_after_epoch=1)
+    files = lambda: {p.name: p.read_bytes() for p in part.path.iterdir()}  # noqa: E731
+    # another process trains the run (it holds the lock, as train() does until it returns)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from tricl.runs import training_lock\n"
+            "with training_lock(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); time.sleep(120)",
+            str(part.path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = files()
+        with pytest.raises(RunError, match=rf"another process \(pid {holder.pid}\).*resume") as err:
+            train(resume=part.path, progress=False)
+        assert "\n" not in str(err.value)
+        assert files() == before  # no checkpoint recovered, no metric row trimmed or added
+    finally:
+        holder.kill()  # a killed trainer's lock goes with it (the kernel releases it)
+        holder.wait()
+    assert train(resume=part.path, progress=False).epochs_done == 3
+    assert (part.path / TRAIN_LOCK_FILE).read_text() == str(__import__("os").getpid())
+
+
+def test_the_training_lock_leaves_shipped_runs_and_non_runs_untouched(tmp_path):
+    from tricl.runs import SHIPPED_RUNS_ROOT, TRAIN_LOCK_FILE, training_lock
+
+    shipped = next(p for p in sorted(SHIPPED_RUNS_ROOT.iterdir()) if (p / "config.json").exists())
+    for folder in (shipped, tmp_path):
+        with training_lock(folder), training_lock(folder):  # nothing to hold: no conflict
+            pass
+        assert not (folder / TRAIN_LOCK_FILE).exists()

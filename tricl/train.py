@@ -301,6 +301,7 @@ class Session:
     pair: PairKind
     captions: Tensor | None = None  # caption methods: int64 token ids (N, L) on the device
     bar: Any = None
+    hold: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the training lock
 
 
 @dataclass
@@ -473,13 +474,36 @@ def setup(
     """Check everything, then create (or reopen) the run directory and build the model.
 
     Nothing is written before the config, device, dataset and batch size have passed their checks.
+    The session holds the run's training lock (:func:`tricl.runs.training_lock`) from before
+    its checkpoint is read until :func:`train` ends, so no second process trains it meanwhile.
     """
-    from tricl.data import build_augmentation
-
     cfg, run_dir = _target(cfg, runs_root, resume)
     device = resolve_device(cfg.device)
     dist_utils.init_from_env(device)
+    hold = contextlib.ExitStack()  # the run's training lock, released by train() or on error
+    try:
+        session = _open_session(cfg, run_dir, device, resume, progress, hold)
+    except BaseException:
+        hold.close()
+        raise
+    session.hold = hold
+    return session
+
+
+def _open_session(
+    cfg: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume: str | Path | None,
+    progress: bool,
+    hold: contextlib.ExitStack,
+) -> Session:
+    """:func:`setup` after the device: lock, reopen or create the run, then build the model."""
+    from tricl.data import build_augmentation
+
     world, rank = dist_utils.world_size(), dist_utils.rank()
+    if resume is not None and rank == 0:  # before recovering or reading its checkpoint
+        hold.enter_context(runs.training_lock(run_dir))
     point = _checkpoint(run_dir, rank) if resume is not None else None
     kind = PAIR_KINDS[get_method(cfg.method).pair]
     data = _load_data(cfg, kind, run_dir if point is not None else None, progress)
@@ -488,6 +512,7 @@ def setup(
         runs.create_run_dir(
             run_dir.parent, cfg, facts, name=run_dir.name, info=data.info, files=data.files
         )
+        hold.enter_context(runs.training_lock(run_dir))
     if dist_utils.is_distributed():
         torch.distributed.barrier()
 
@@ -681,4 +706,5 @@ def train(
     finally:
         if s.bar is not None:
             s.bar.close()
+        s.hold.close()
     return Run.load(s.run_dir)

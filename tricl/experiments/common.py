@@ -79,15 +79,35 @@ def _plan(
     return cfg, path, None
 
 
-def _worker_init(threads: int) -> None:
-    """Each worker process: its share of the cores, and no progress bars (several would garble
-    one terminal)."""
+def _worker_init(threads: int, parent: int) -> None:
+    """Each worker process: its share of the cores, no progress bars (several would garble one
+    terminal), and it dies with its parent (pid ``parent``)."""
     import torch
 
     from tricl.data import set_progress
 
+    _die_with_parent(parent)
     torch.set_num_threads(threads)
     set_progress(False)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel sends this process SIGTERM when its parent dies.
+
+    A pool's workers otherwise outlive a killed study (SIGTERM or SIGKILL to the study process
+    alone) and go on training; the run's training lock then refuses the restarted study's
+    workers. A parent already gone before the request counts as dead.
+    """
+    import ctypes
+    import os
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _train_one(cfg: RunConfig, path: Path) -> Path:
@@ -161,7 +181,7 @@ def train_in_parallel(
     trained: list[Path] = []
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     pool = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
+        workers, mp_context=context, initializer=_worker_init, initargs=(threads, os.getpid())
     )
     with _blank_main(), pool:
         trains = {pool.submit(_train_one, cfg, path) for cfg, path in todo}
