@@ -123,6 +123,8 @@ def test_reproduce_refuses_zero_workers_in_one_line(capsys):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux")
 def test_parallel_workers_die_with_a_killed_study():
+    import os
+    import signal
     import subprocess
     import time
     from pathlib import Path
@@ -151,4 +153,7 @@ def test_parallel_workers_die_with_a_killed_study():
     deadline = time.monotonic() + 30
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not alive(worker), "the worker outlived the study and would go on training"
+    survived = alive(worker)
+    if survived:  # do not leave it behind
+        os.kill(worker, signal.SIGKILL)
+    assert not survived, "the worker outlived the study and would go on training"
