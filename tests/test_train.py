@@ -44,7 +44,6 @@ def test_train_writes_a_complete_run_directory(tmp_path):
         "model.safetensors",
         "train_state.pt",
         "metrics.jsonl",
-        ".train.lock",  # released: only its last holder's pid
     }
     rows = run.metrics()
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -278,8 +277,6 @@ def test_a_second_trainer_of_a_run_is_refused_and_changes_nothing(tmp_path):
     import subprocess
     import sys
 
-    from tricl.runs import TRAIN_LOCK_FILE
-
     part = train(tiny(epochs=3), runs_root=tmp_path, progress=False, stop_after_epoch=1)
     files = lambda: {p.name: p.read_bytes() for p in part.path.iterdir()}  # noqa: E731
     # another process trains the run (it holds the lock, as train() does until it returns)
@@ -306,14 +303,17 @@ def test_a_second_trainer_of_a_run_is_refused_and_changes_nothing(tmp_path):
         holder.kill()  # a killed trainer's lock goes with it (the kernel releases it)
         holder.wait()
     assert train(resume=part.path, progress=False).epochs_done == 3
-    assert (part.path / TRAIN_LOCK_FILE).read_text() == str(__import__("os").getpid())
 
 
-def test_the_training_lock_leaves_shipped_runs_and_non_runs_untouched(tmp_path):
-    from tricl.runs import SHIPPED_RUNS_ROOT, TRAIN_LOCK_FILE, training_lock
+def test_the_training_lock_writes_nothing_and_refuses_a_second_holder(tmp_path):
+    from tricl.runs import SHIPPED_RUNS_ROOT, training_lock
 
     shipped = next(p for p in sorted(SHIPPED_RUNS_ROOT.iterdir()) if (p / "config.json").exists())
     for folder in (shipped, tmp_path):
-        with training_lock(folder), training_lock(folder):  # nothing to hold: no conflict
+        before = sorted(folder.rglob("*"))
+        held = pytest.raises(RunError, match="another process")
+        with training_lock(folder), held, training_lock(folder):
             pass
-        assert not (folder / TRAIN_LOCK_FILE).exists()
+        with training_lock(folder / "config.json"):  # not a folder: open_for_resume refuses it
+            pass
+        assert sorted(folder.rglob("*")) == before  # the lock writes nothing

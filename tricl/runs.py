@@ -9,7 +9,6 @@ This module is the only writer of a run directory (DESIGN.md)::
     <run>/tokenizer.json     image-text methods only: the BPE tokenizer of the training captions
     <run>/train_state.pt     optimizer + RNG state for --resume, loaded with weights_only=True
     <run>/metrics.jsonl      one JSON line per epoch
-    <run>/.train.lock        the pid of the process training it; locked while it trains
     <run>/analysis/          artifacts of tricl.analysis
 
 Every file is written to a temporary name in the same folder, flushed and renamed into place, and a
@@ -48,7 +47,6 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 TOKENIZER_FILE = "tokenizer.json"  # = tricl.text.tokenizer.TOKENIZER_FILE (that module needs torch)
 METRICS_FILE = "metrics.jsonl"
-TRAIN_LOCK_FILE = ".train.lock"  # held by the one process training the run (training_lock)
 FORMAT_VERSION = "tricl-run-1"
 WEIGHTS_FORMAT = "tricl-1"
 SHIPPED_RUNS_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -823,34 +821,46 @@ class ResumePoint:
 def training_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir`` for one trainer while the block runs.
 
-    An exclusive ``fcntl`` lock on ``<run>/.train.lock`` (which records the holder's pid); the
-    kernel releases it if the process dies, so a killed training never blocks its resume. A second
-    trainer of the same run (two ``tricl train --resume``, or a restarted study while the first
-    one's workers still run) would interleave checkpoints and metric rows; it gets a one-line
-    RunError instead. Shipped runs and folders that are not runs are left untouched (nothing
-    trains them; :func:`open_for_resume` says why).
+    An exclusive ``fcntl`` lock on the run folder itself, so nothing is written (a refused resume
+    leaves the folder exactly as it was); the kernel releases it if the process dies, so a killed
+    training never blocks its resume. A second trainer of the same run (two ``tricl train
+    --resume``, or a restarted study while the first one's workers still run) would interleave
+    checkpoints and metric rows; it gets a one-line RunError instead. A path that is not a folder
+    is left to :func:`open_for_resume`, which says why it cannot be resumed.
 
     Raises:
-        RunError: another process holds the run; the message names its pid and the fix.
+        RunError: another process holds the run; the message names its pid where Linux's
+            ``/proc/locks`` shows it, and the fix.
     """
-    if is_shipped(run_dir) or not (run_dir / CONFIG_FILE).is_file():
+    if not run_dir.is_dir():
         yield
         return
-    with open(run_dir / TRAIN_LOCK_FILE, "a+") as fh:
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
             raise RunError(
-                f"run {run_dir} is being trained by another process (pid {holder}); wait for it"
-                " to finish, or stop that process and resume"
+                f"run {run_dir} is being trained by another process{_lock_holder(run_dir)}; wait"
+                " for it to finish, or stop that process and resume"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield  # closing the file releases the lock
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_holder(path: Path) -> str:
+    """ " (pid N)" for the process holding a flock on ``path``, from ``/proc/locks``; "" elsewhere.
+
+    A line there reads ``1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF``.
+    """
+    with contextlib.suppress(OSError, IndexError):
+        inode = str(path.stat().st_ino)
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == inode:
+                return f" (pid {fields[4]})"
+    return ""
 
 
 def open_for_resume(run_dir: Path) -> ResumePoint:
