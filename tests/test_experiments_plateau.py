@@ -101,7 +101,9 @@ def test_study_has_one_separate_run_per_budget(study) -> None:
     np.testing.assert_allclose(t["fastest_epoch_s"], [min(e) for e in epochs_s])
     pace = min(min(e) for e in epochs_s)
     np.testing.assert_allclose(t["paced_wall_s"], [len(e) * pace for e in epochs_s])
-    assert t["wall_s"].iloc[1] > t["wall_s"].iloc[0] > 0
+    # one logged epoch time per epoch of each budget (not which run was faster: that depends on
+    # the machine's load, and CI failed on it once under load)
+    assert [len(e) for e in epochs_s] == list(BUDGETS) and min(pace, *t["wall_s"]) > 0
 
 
 def test_a_second_call_reuses_the_runs(study) -> None:
