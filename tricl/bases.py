@@ -1,0 +1,105 @@
+"""The feature bases, one declaration each, without torch.
+
+A feature is read in a basis: the **trained** axes (the projector's k outputs, ordered by
+importance) or the **spectral** basis (the run's features whitened and rotated onto the
+eigenvectors of the cross-view covariance of augmented train pairs; for an image-text run, the
+pair basis of its image and caption features). Every place that differs by basis asks the
+:class:`Basis` instead of testing its name: the analysis stages (which folder, which keys), the CLI
+(``--basis``), the job commands and the dashboard (labels, captions, what may be chosen).
+
+This module is light on purpose: the dashboard's server reads it without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BasisError(ValueError):
+    """An unknown basis name; the one-line message names the choices."""
+
+
+@dataclass(frozen=True)
+class Basis:
+    """One feature basis.
+
+    Attributes:
+        name: the key (``--basis`` value, ``?basis=`` in the dashboard, artifact metadata).
+        label: how a page names the basis (``"spectral basis"``).
+        choice_label: the basis as a choice in a picker (what its order means).
+        pair_label: how image-text pages name the basis of a run's image and caption features.
+        folder: the sub-folder of ``analysis/<split>/`` its run artifacts live in ("" for the
+            split's own folder).
+        legacy_keys: True for the basis whose artifacts, comparison ids and job commands keep the
+            form they had before bases existed (the shipped runs' caches are keyed that way).
+        fixed_order: True when the basis itself orders its features (eigenvalue), so no other
+            importance order can be chosen.
+        grouped: True when neighbouring ranks can form unresolved groups (equal eigenvalues
+            within the estimation noise).
+        describe: what a "feature #i" in this basis is, for captions (``{order}`` is filled in).
+    """
+
+    name: str
+    label: str
+    choice_label: str
+    pair_label: str
+    folder: str
+    legacy_keys: bool
+    fixed_order: bool
+    grouped: bool
+    describe: str
+
+    def cli_args(self) -> list[str]:
+        """The ``--basis`` flag a command needs for this basis (none for the legacy one)."""
+        return [] if self.legacy_keys else ["--basis", self.name]
+
+    def key_fields(self) -> dict[str, str]:
+        """What a cache key adds for this basis (nothing for the legacy one)."""
+        return {} if self.legacy_keys else {"basis": self.name}
+
+    def where(self) -> str:
+        """A phrase that places a sentence in this basis (empty for the trained axes)."""
+        return "" if self.legacy_keys else f" in the {self.name} basis"
+
+    def feature_ref(self, order: str) -> str:
+        """Which axes a feature number refers to, e.g. ``trained axes, S order``."""
+        return self.describe.format(order=order)
+
+
+TRAINED = Basis(
+    name="trained",
+    label="trained basis",
+    choice_label="trained axes (importance order)",
+    pair_label="trained axes",
+    folder="",
+    legacy_keys=True,
+    fixed_order=False,
+    grouped=False,
+    describe="trained axes, {order} order",
+)
+SPECTRAL = Basis(
+    name="spectral",
+    label="spectral basis",
+    choice_label="spectral basis (most augmentation-invariant first)",
+    pair_label="pair (spectral) basis",
+    folder="spectral",
+    legacy_keys=False,
+    fixed_order=True,
+    grouped=True,
+    describe="spectral basis",
+)
+BASES: dict[str, Basis] = {b.name: b for b in (TRAINED, SPECTRAL)}
+BASIS_NAMES: tuple[str, ...] = tuple(BASES)
+
+
+def get_basis(name: str | Basis) -> Basis:
+    """The :class:`Basis` named ``name`` (a :class:`Basis` is returned as it is).
+
+    Raises:
+        BasisError: an unknown name; the message lists the bases.
+    """
+    if isinstance(name, Basis):
+        return name
+    if name not in BASES:
+        raise BasisError(f"unknown basis {name!r}; use one of {', '.join(BASIS_NAMES)}")
+    return BASES[name]
