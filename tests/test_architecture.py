@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "tricl": 0,  # the package's own __init__ (a version string)
     "tricl.io": 0,
     "tricl.catalog": 0,
+    "tricl.bases": 0,
     "tricl.imaging": 0,
     "tricl.config": 1,
     "tricl.text.tokenizer": 2,
