@@ -3,9 +3,11 @@
 A missing analysis or comparison is never computed inside the page's script run (it takes minutes
 and the server would answer nobody else meanwhile). The page shows what is missing and an
 "Analyse now" button that starts a :mod:`tricl.jobs` job (``tricl analyze`` / ``tricl compare``
-in a subprocess). While the job runs, a fragment redraws its progress every second (the rest of
-the page stays usable) with a Cancel button; when it ends the page reruns and reads the new files.
-A job already running for the same runs (started by another page or another visitor) is joined.
+in a subprocess). One job runs at a time on a server (``TRICL_MAX_JOBS`` to allow more): a job
+asked for while another runs waits, shown as "queued (position N)". While the job waits or runs,
+a fragment redraws its state every second (the rest of the page stays usable) with a Cancel
+button; when it ends the page reruns and reads the new files. A job already queued or running for
+the same runs (started by another page or another visitor) is joined.
 
 The job does not start by itself on first open: an analysis costs minutes of CPU on a machine
 others share, and merely opening a link (or a crawler following one) should not spend it.
@@ -23,10 +25,12 @@ import readers
 import state
 import streamlit as st
 
+from tricl.bases import Basis, get_basis
 from tricl.jobs import (
     CANCELLED,
     FAILED,
     STALE,
+    JobError,
     JobStore,
     analyze_command,
     compare_command,
@@ -65,8 +69,16 @@ COMPARE_WHAT = (
 
 
 def job_store(runs: Sequence[Run]) -> JobStore:
-    """Where the jobs of these runs live: ``_jobs`` beside the first run (as ``_compare``)."""
-    return JobStore(Path(runs[0].path).parent / "_jobs")
+    """Where the jobs of these runs live: ``_jobs`` beside the first run (as ``_compare``).
+
+    Every store of the server shares its slots, so the job cap holds across runs roots, pages
+    and visitors. A bad ``TRICL_MAX_JOBS`` stops the page with the fix.
+    """
+    try:
+        return JobStore(Path(runs[0].path).parent / "_jobs")
+    except JobError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
 
 
 def require_runs() -> state.RunIndex:
@@ -78,11 +90,22 @@ def require_runs() -> state.RunIndex:
     return idx
 
 
-def analyses(runs: Sequence[Run], *, key: str, basis: str = "trained") -> dict[str, Any]:
+def _what(basis: Basis) -> str:
+    """What an analysis job computes in ``basis`` (the spectral one estimates its basis too)."""
+    return ANALYSIS_WHAT if basis.legacy_keys else SPECTRAL_WHAT
+
+
+def _key(key: str, basis: Basis) -> str:
+    """A widget key per basis (the trained basis keeps the key it had before bases existed)."""
+    return key if basis.legacy_keys else f"{key}_{basis.name}"
+
+
+def analyses(runs: Sequence[Run], *, key: str, basis: str | Basis = "trained") -> dict[str, Any]:
     """The stored analyses of the runs in ``basis``; missing ones get a job panel, broken ones
     an error."""
-    got = readers.analyses(runs, basis)
-    flag = "" if basis == "trained" else f" --basis {basis}"
+    basis = get_basis(basis)
+    got = readers.analyses(runs, basis.name)
+    flag = "".join(f" {arg}" for arg in basis.cli_args())
     for name, msg in got.errors.items():
         st.error(
             f"the analysis files of {name} cannot be read ({msg}); analyse it again with "
@@ -94,10 +117,9 @@ def analyses(runs: Sequence[Run], *, key: str, basis: str = "trained") -> dict[s
     return got.found
 
 
-def analysis_of(run: Run, basis: str = "trained") -> Any:
+def analysis_of(run: Run, basis: str | Basis = "trained") -> Any:
     """One run's stored analysis in ``basis``; otherwise the page offers the job and stops."""
-    key = f"analyse_{run.name}" + ("" if basis == "trained" else f"_{basis}")
-    got = analyses([run], key=key, basis=basis)
+    got = analyses([run], key=_key(f"analyse_{run.name}", get_basis(basis)), basis=basis)
     if run.name not in got:
         st.stop()
     check_images(run, got[run.name])
@@ -153,29 +175,31 @@ def _stored(
     return got
 
 
-def comparison(runs: Sequence[Run], *, key: str, basis: str = "trained") -> Any | None:
+def comparison(runs: Sequence[Run], *, key: str, basis: str | Basis = "trained") -> Any | None:
     """The stored comparison of the runs in ``basis``, or None after offering the job (or
     explaining why)."""
+    basis = get_basis(basis)
     return _stored(
-        lambda: readers.comparison(runs, basis),
+        lambda: readers.comparison(runs, basis.name),
         runs,
         compare_command([r.path for r in runs], readers.EVAL_SPLIT, basis),
-        COMPARE_WHAT if basis == "trained" else SPECTRAL_WHAT,
+        COMPARE_WHAT if basis.legacy_keys else SPECTRAL_WHAT,
         "Compare now",
-        key if basis == "trained" else f"{key}_{basis}",
+        _key(key, basis),
     )
 
 
-def image_text_comparison(runs: Sequence[Run], *, key: str, basis: str) -> Any | None:
+def image_text_comparison(runs: Sequence[Run], *, key: str, basis: str | Basis) -> Any | None:
     """The stored image-and-text comparison of image-text runs in ``basis``, or None after
     offering the ``tricl compare`` job that writes it."""
+    basis = get_basis(basis)
     return _stored(
-        lambda: readers.image_text_comparison(runs, basis),
+        lambda: readers.image_text_comparison(runs, basis.name),
         runs,
         compare_command([r.path for r in runs], readers.EVAL_SPLIT, basis),
         IMAGE_TEXT_COMPARE_WHAT,
         "Compare now",
-        f"{key}_{basis}",
+        f"{key}_{basis.name}",
     )
 
 
@@ -192,13 +216,14 @@ def consensus(runs: Sequence[Run], *, key: str) -> Any | None:
 
 
 def offer_analysis(
-    runs: Sequence[Run], *, key: str, force: bool = False, basis: str = "trained"
+    runs: Sequence[Run], *, key: str, force: bool = False, basis: str | Basis = "trained"
 ) -> None:
     """Say which runs have no analysis (in ``basis``) and offer the job (or show the one
     running)."""
+    basis = get_basis(basis)
     command = analyze_command([r.path for r in runs], readers.EVAL_SPLIT, basis)
     names = ", ".join(f"`{r.name}`" for r in runs)
-    where = "" if basis == "trained" else f" in the {basis} basis"
+    where = basis.where()
     what = (
         f"Analyse {names} again{where}."
         if force
@@ -209,7 +234,7 @@ def offer_analysis(
         job_store(runs),
         [*command, "--force"] if force else command,
         what,
-        ANALYSIS_WHAT if basis == "trained" else SPECTRAL_WHAT,
+        _what(basis),
         label,
         key,
     )
@@ -240,7 +265,7 @@ def _job_panel(
         if st.button(label, key=f"start_{key}", type="primary", icon=":material/play_arrow:"):
             try:
                 store.start(command)
-            except OSError as exc:  # e.g. the runs folder is read-only
+            except (OSError, JobError) as exc:  # e.g. the runs folder is read-only
                 st.error(f"cannot start the job in {store.root}: {exc}")
                 return
             st.rerun()
@@ -256,18 +281,31 @@ def log_tail(text: str, lines: int = 12) -> str:
     return "\n".join(rows[-lines:])
 
 
+def queued_text(position: int | None, limit: int) -> str:
+    """What a queued job's panel says while it waits for one of the server's ``limit`` slots."""
+    place = f" (position {position})" if position is not None else ""
+    running = "one job runs" if limit == 1 else f"{limit} jobs run"
+    return (
+        f"Queued{place}: {running} at a time on this server (TRICL_MAX_JOBS); this one starts "
+        "when the jobs ahead of it end"
+    )
+
+
 @st.fragment(run_every=POLL_S)
 def _progress(root: str, job: str, key: str) -> None:
-    """The running job's progress bar and Cancel button; reruns the page when the job ends."""
+    """The job's place in the queue or progress bar, and a Cancel button; reruns the page when
+    the job ends."""
     store = JobStore(root)
     status = store.status(job)
     if status is None or not status.running:
         st.rerun()  # the whole page: it now reads what the job wrote (or shows why it failed)
     fraction = status.fraction
-    st.progress(
-        fraction if fraction is not None else 0.0,
-        text=f"Running for {status.elapsed:.0f} s · {status.progress or 'starting…'}",
+    text = (
+        queued_text(status.position, store.limit)
+        if status.queued
+        else f"Running for {status.elapsed:.0f} s · {status.progress or 'starting…'}"
     )
+    st.progress(fraction if fraction is not None and not status.queued else 0.0, text=text)
     if st.button("Cancel", key=f"cancel_{key}", icon=":material/cancel:"):
         store.cancel(job)
         st.rerun()

@@ -16,6 +16,13 @@ same target finds the same folder; a lock file makes "is it running? else start 
 Cancelling sends SIGTERM to the group, then SIGKILL. A job whose process vanished without writing
 its end (server killed, machine rebooted) reads as ``stale``.
 
+At most ``limit`` jobs run their command at once (``TRICL_MAX_JOBS``, default 1): an analysis
+uses every core it is given, and each visitor's click would otherwise start one more. The others
+wait ``queued`` in arrival order. The cap is a set of slot lock files shared by every store of a
+process (the dashboard's server: all its sessions, all its runs roots), so it holds across tabs
+and visitors; a supervisor takes a slot with ``flock`` and its command inherits it, so the kernel
+frees the slot when they end, however they end. A queued job can be cancelled like a running one.
+
 Pure Python, no Streamlit: usable from tests and scripts.
 """
 
@@ -30,20 +37,29 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
+
+from tricl.bases import Basis, get_basis
 
 STATUS_FILE = "status.json"
 LOG_FILE = "log.txt"
 CANCEL_FILE = "cancel"
 LOCK_FILE = "job.lock"
-RUNNING, DONE, FAILED, CANCELLED, STALE = "running", "done", "failed", "cancelled", "stale"
+QUEUED, RUNNING = "queued", "running"
+DONE, FAILED, CANCELLED, STALE = "done", "failed", "cancelled", "stale"
+ACTIVE = (QUEUED, RUNNING)
 FINISHED = (DONE, FAILED, CANCELLED, STALE)
+MAX_JOBS_ENV = "TRICL_MAX_JOBS"
+QUEUE_DIR = "queue"
 # tqdm's "12/40" counter; the last one on a progress line gives the fraction done
 _COUNTER = re.compile(r"(\d+)/(\d+)")
 _STATUS_EVERY_S = 0.5  # how often the supervisor rewrites status.json while output flows
+_QUEUE_POLL_S = 0.1  # how often a queued supervisor looks for a free slot (or a cancel)
 
 
 class JobError(ValueError):
@@ -59,11 +75,14 @@ class JobStatus:
         command: the command line the job runs.
         pid: the supervisor's pid, which is also the job's process-group id.
         pid_start: the supervisor's start time in clock ticks (guards against pid reuse).
-        started: Unix time the job started.
-        state: running, done, failed, cancelled or stale.
+        started: Unix time the job was asked for, then the time its command started.
+        state: queued, running, done, failed, cancelled or stale.
         exit_code: the command's exit status once finished (negative: killed by that signal).
-        finished: Unix time the job ended (None while running).
+        finished: Unix time the job ended (None while queued or running).
         progress: the last line of progress output (tqdm redraws with carriage returns).
+        ticket: the job's place in the queue (a file name in the slots' ``queue/`` folder).
+        position: 1 for the next queued job to run, 2 for the one after it, ...; None unless
+            queued (computed when the status is read).
     """
 
     id: str
@@ -75,10 +94,17 @@ class JobStatus:
     exit_code: int | None = None
     finished: float | None = None
     progress: str = ""
+    ticket: str = ""
+    position: int | None = None
 
     @property
     def running(self) -> bool:
-        return self.state == RUNNING
+        """Not finished yet: queued for a slot or running its command."""
+        return self.state in ACTIVE
+
+    @property
+    def queued(self) -> bool:
+        return self.state == QUEUED
 
     @property
     def fraction(self) -> float | None:
@@ -94,26 +120,25 @@ class JobStatus:
         return (self.finished or time.time()) - self.started
 
 
-def _basis_args(basis: str) -> list[str]:
-    # the trained basis keeps the command (and so the job id) it had before bases existed
-    return [] if basis == "trained" else ["--basis", basis]
-
-
 def analyze_command(
-    runs: Sequence[str | Path], split: str = "test", basis: str = "trained"
+    runs: Sequence[str | Path], split: str = "test", basis: str | Basis = "trained"
 ) -> list[str]:
-    """``python -m tricl analyze RUN... --split SPLIT [--basis BASIS]`` with this interpreter."""
+    """``python -m tricl analyze RUN... --split SPLIT [--basis BASIS]`` with this interpreter.
+
+    The trained basis adds no flag: its command (and so its job id) is the one it had before
+    bases existed.
+    """
     command = [sys.executable, "-m", "tricl", "analyze", *map(str, runs), "--split", split]
-    return command + _basis_args(basis)
+    return command + get_basis(basis).cli_args()
 
 
 def compare_command(
-    runs: Sequence[str | Path], split: str = "test", basis: str = "trained"
+    runs: Sequence[str | Path], split: str = "test", basis: str | Basis = "trained"
 ) -> list[str]:
     """``python -m tricl compare RUN... --split SPLIT [--basis BASIS]`` (analyses missing runs
     first)."""
     command = [sys.executable, "-m", "tricl", "compare", *map(str, runs), "--split", split]
-    return command + _basis_args(basis)
+    return command + get_basis(basis).cli_args()
 
 
 def consensus_command(runs: Sequence[str | Path], split: str = "test") -> list[str]:
@@ -169,11 +194,83 @@ def _reap() -> None:
             del _CHILDREN[pid]
 
 
-class JobStore:
-    """The jobs under one folder (e.g. ``<runs root>/_jobs``), one sub-folder per job."""
+def max_jobs() -> int:
+    """How many jobs may run their command at once: ``$TRICL_MAX_JOBS``, default 1.
 
-    def __init__(self, root: str | Path) -> None:
+    Raises:
+        JobError: the variable is not a whole number of at least 1.
+    """
+    raw = os.environ.get(MAX_JOBS_ENV, "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise JobError(
+            f"{MAX_JOBS_ENV}={raw!r} is not a whole number of at least 1; set it to the number"
+            " of analyses that may run at once (unset: 1)"
+        )
+    return int(raw)
+
+
+def default_slots() -> Path:
+    """The slots of this process's jobs: one folder per server process, shared by its stores."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"tricl-job-slots-{uid}-{os.getpid()}"
+
+
+def _ticket_alive(path: Path) -> bool:
+    """Whether the supervisor that holds this queue ticket still runs (name: ``NS-PID-START``)."""
+    try:
+        _, pid, start = path.name.split("-")
+        return _proc_start(int(pid)) == int(start)
+    except ValueError:
+        return False
+
+
+def queue_position(slots: Path, ticket: str) -> int | None:
+    """1 + the live tickets ahead of ``ticket`` (dead ones are removed); None without a ticket."""
+    queue = slots / QUEUE_DIR
+    if not ticket or not (queue / ticket).exists():
+        return None
+    ahead = 0
+    for other in sorted(queue.iterdir()):
+        if other.name >= ticket:
+            break
+        if _ticket_alive(other):
+            ahead += 1
+        else:  # its supervisor died while queued
+            other.unlink(missing_ok=True)
+    return ahead + 1
+
+
+def _take_slot(slots: Path, limit: int) -> BinaryIO | None:
+    """An open, flock-ed slot file (one of ``limit``), or None while all are held."""
+    for i in range(limit):
+        fh = open(slots / f"slot-{i}.lock", "ab")  # noqa: SIM115 (held for the job's life)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        return fh
+    return None
+
+
+class JobStore:
+    """The jobs under one folder (e.g. ``<runs root>/_jobs``), one sub-folder per job.
+
+    Args:
+        root: the jobs folder.
+        slots: the folder of the run slots and the queue, shared by every store that shares
+            the cap (default: this process's, :func:`default_slots`).
+        limit: how many jobs of those stores run at once (default: :func:`max_jobs`).
+    """
+
+    def __init__(
+        self, root: str | Path, slots: str | Path | None = None, limit: int | None = None
+    ) -> None:
         self.root = Path(root)
+        self.slots = Path(slots) if slots is not None else default_slots()
+        self.limit = limit if limit is not None else max_jobs()
+        if self.limit < 1:
+            raise JobError(f"a job limit of {self.limit} runs nothing; use 1 or more")
 
     def folder(self, job: str) -> Path:
         return self.root / job
@@ -193,6 +290,8 @@ class JobStore:
         """The job's status (``stale`` if its process vanished mid-run), or None if unknown."""
         _reap()
         got = _read_status(self.folder(job))
+        if got is not None and got.queued and _proc_start(got.pid) == got.pid_start:
+            return replace(got, position=queue_position(self.slots, got.ticket))
         if got is None or not got.running or _proc_start(got.pid) == got.pid_start:
             return got
         # the supervisor may have written its end between our read and the liveness check
@@ -206,13 +305,16 @@ class JobStore:
         return self.status(job_id(command))
 
     def start(self, command: Sequence[str]) -> JobStatus:
-        """Starts ``command`` as a job, or joins the job already running it.
+        """Queues ``command`` as a job, or joins the job already queued or running it.
+
+        The job runs its command as soon as it is first in the queue and one of the ``limit``
+        slots is free (at once, when nothing else runs).
 
         Args:
             command: the command line, e.g. :func:`analyze_command`.
 
         Returns:
-            The running job's status.
+            The job's status (queued, or running if it was already).
         """
         job = job_id(command)
         with self._locked(job) as folder:
@@ -222,20 +324,25 @@ class JobStore:
             (folder / CANCEL_FILE).unlink(missing_ok=True)
             (folder / LOG_FILE).write_text("")
             (folder / "command.json").write_text(json.dumps(list(command)))
+            (self.slots / QUEUE_DIR).mkdir(parents=True, exist_ok=True)
+            supervise = [sys.executable, "-m", "tricl.jobs", "supervise", str(folder)]
             with open(folder / "supervisor.txt", "wb") as err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "tricl.jobs", "supervise", str(folder)],
+                    [*supervise, str(self.slots), str(self.limit)],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                     start_new_session=True,  # own process group: cancel kills the command too
                 )
             _CHILDREN[proc.pid] = proc
+            pid_start = _proc_start(proc.pid) or 0
+            ticket = f"{time.time_ns():020d}-{proc.pid}-{pid_start}"
+            (self.slots / QUEUE_DIR / ticket).write_text(str(folder))
             status = JobStatus(
-                job, tuple(command), proc.pid, _proc_start(proc.pid) or 0, time.time()
+                job, tuple(command), proc.pid, pid_start, time.time(), QUEUED, ticket=ticket
             )
             _write_status(folder, status)
-            return status
+            return replace(status, position=queue_position(self.slots, ticket))
 
     def cancel(self, job: str, grace_s: float = 5.0) -> JobStatus | None:
         """Stops a running job: SIGTERM to its process group, SIGKILL after ``grace_s``.
@@ -286,14 +393,31 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def supervise(folder: Path) -> int:
-    """Runs the job's command (the body of ``python -m tricl.jobs supervise DIR``).
+def _wait_for_slot(folder: Path, slots: Path, limit: int, ticket: str) -> BinaryIO | None:
+    """Waits until this job is first in the queue and a slot is free; None if cancelled first."""
+    try:
+        while not (folder / CANCEL_FILE).exists():
+            if queue_position(slots, ticket) in (1, None):
+                slot = _take_slot(slots, limit)
+                if slot is not None:
+                    return slot
+            time.sleep(_QUEUE_POLL_S)
+        return None
+    finally:
+        if ticket:
+            (slots / QUEUE_DIR / ticket).unlink(missing_ok=True)
 
-    Copies the command's output to the log, keeps the last progress line in ``status.json``,
-    and records the end: done, failed, or cancelled if a cancel was requested.
+
+def supervise(folder: Path, slots: Path, limit: int) -> int:
+    """Runs the job's command (the body of ``python -m tricl.jobs supervise DIR SLOTS LIMIT``).
+
+    Waits for a slot (see :class:`JobStore`), copies the command's output to the log, keeps the
+    last progress line in ``status.json``, and records the end: done, failed, or cancelled if a
+    cancel was requested (while queued or running).
     """
     command = json.loads((folder / "command.json").read_text())
     deadline = time.monotonic() + 30
+    got = None
     while time.monotonic() < deadline:  # the starter writes status.json once it knows our pid
         got = _read_status(folder)
         if got is not None and got.pid == os.getpid():
@@ -301,8 +425,17 @@ def supervise(folder: Path) -> int:
         time.sleep(0.02)
     # SIGTERM reaches the whole group; the supervisor outlives the command to record its end
     signal.signal(signal.SIGTERM, lambda *_: None)
+    slot = _wait_for_slot(folder, slots, limit, got.ticket if got is not None else "")
+    if slot is None:
+        _update(folder, state=CANCELLED, exit_code=None, finished=time.time())
+        return 0
+    _update(folder, state=RUNNING, started=time.time())
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    # the command inherits the slot's lock: the slot stays taken while it runs, whatever happens
+    # to this supervisor
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, pass_fds=[slot.fileno()]
+    )
     tail, last_write = "", 0.0
     with open(folder / LOG_FILE, "ab") as log:
         for chunk in iter(lambda: child.stdout.read1(4096), b""):
@@ -325,6 +458,6 @@ def _update(folder: Path, **changes: object) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "supervise":
-        raise SystemExit("usage: python -m tricl.jobs supervise JOB_DIR")
-    supervise(Path(sys.argv[2]))
+    if len(sys.argv) != 5 or sys.argv[1] != "supervise":
+        raise SystemExit("usage: python -m tricl.jobs supervise JOB_DIR SLOTS_DIR LIMIT")
+    supervise(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
