@@ -11,11 +11,14 @@ a first request (or every AppTest run) could execute a page file directly, witho
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import labels
 import state
 import streamlit as st
+
+from tricl.dashboard import bind_refusal
 
 PAGES = [
     ("views/runs.py", "Runs", ":material/table_chart:", "runs"),
@@ -120,10 +123,21 @@ def sidebar(idx: state.RunIndex) -> None:
             )
 
 
+def refuse_all_interfaces() -> None:
+    """Serve nothing from a server listening on every interface by accident (see
+    :func:`tricl.dashboard.bind_refusal`); AppTest sessions have no HTTP headers and no server."""
+    refusal = bind_refusal(st.get_option("server.address"))
+    if refusal is not None and st.context.headers:
+        print(f"error: {refusal}", file=sys.stderr)
+        st.error(refusal, icon=":material/block:")
+        st.stop()
+
+
 def main() -> None:
     st.set_page_config(
         page_title="tricl dashboard", page_icon=":material/change_history:", layout="wide"
     )
+    refuse_all_interfaces()
     ss = st.session_state
     if "_options" not in ss:
         ss["_options"] = state.env_options()

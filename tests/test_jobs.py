@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,11 +17,15 @@ from tricl.jobs import (
     CANCELLED,
     DONE,
     FAILED,
+    MAX_JOBS_ENV,
+    QUEUED,
     RUNNING,
     STALE,
+    JobError,
     JobStatus,
     JobStore,
     analyze_command,
+    compare_command,
     job_id,
     last_progress,
 )
@@ -29,6 +34,7 @@ from tricl.train import train
 
 TINY = {"dataset": "digits", "proj_dim": 16, "proj_hidden_dim": 32, "epochs": 1, "batch_size": 128}
 REPO = Path(__file__).resolve().parent.parent
+LOG = "log.txt"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +73,7 @@ def test_analyze_job_runs_to_done_with_progress_and_writes_the_analysis(fresh_ru
     store = JobStore(tmp_path / "runs" / "_jobs")
     assert load_analysis(fresh_run) is None
     job = store.start(analyze_command([fresh_run]))
-    assert job.state == RUNNING and job.pid > 0
+    assert job.state in (QUEUED, RUNNING) and job.running and job.pid > 0
     again = store.start(analyze_command([fresh_run]))  # same target: joins, no second process
     assert again.id == job.id and again.pid == job.pid
     seen_progress = set()
@@ -135,3 +141,63 @@ def test_job_id_depends_on_the_target_not_the_interpreter():
     a = analyze_command(["/r/a"])
     assert job_id(a) == job_id(["/other/python", *a[1:]])
     assert job_id(a) != job_id(analyze_command(["/r/b"]))
+
+
+def test_job_commands_of_the_trained_basis_keep_their_shipped_form():
+    # the trained basis adds no flag, so the ids of jobs started before bases existed still match
+    assert analyze_command(["/r/a"])[1:] == ["-m", "tricl", "analyze", "/r/a", "--split", "test"]
+    assert compare_command(["/r/a", "/r/b"], "test", "trained")[-2:] == ["--split", "test"]
+    assert analyze_command(["/r/a"], basis="spectral")[-2:] == ["--basis", "spectral"]
+    assert job_id(analyze_command(["/r/a"])) == "81b889cc1801"
+
+
+def _copies(trained: Run, root: Path, n: int) -> list[Path]:
+    """``n`` copies of the tiny run without analysis, each in its own folder."""
+    out = []
+    for i in range(n):
+        dst = root / f"r{i}" / trained.name
+        shutil.copytree(trained.path, dst, ignore=shutil.ignore_patterns("analysis"))
+        out.append(dst)
+    return out
+
+
+def test_jobs_beyond_the_limit_wait_in_order_and_a_queued_one_can_be_cancelled(trained, tmp_path):
+    runs = _copies(trained, tmp_path, 3)
+    store = JobStore(tmp_path / "_jobs", slots=tmp_path / "slots", limit=1)
+    first, second, third = (store.start(analyze_command([r])) for r in runs)
+    deadline = time.monotonic() + 30
+    while store.status(first.id).state != RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # time enough for a second job to start, if nothing held it back
+    waiting = [store.status(j.id) for j in (second, third)]
+    assert [(s.state, s.position) for s in waiting] == [(QUEUED, 1), (QUEUED, 2)]
+    cancelled = store.cancel(third.id)
+    assert cancelled.state == CANCELLED and not cancelled.running
+    assert store.status(second.id).position == 1
+    done = [_wait(store, first.id), _wait(store, second.id)]
+    assert [d.state for d in done] == [DONE, DONE], (store.folder(second.id) / LOG).read_text()
+    assert done[1].started >= done[0].finished, "the second analysis ran beside the first"
+    assert load_analysis(runs[0]) is not None and load_analysis(runs[1]) is not None
+    assert load_analysis(runs[2]) is None and (store.folder(third.id) / LOG).read_text() == ""
+    assert not list((tmp_path / "slots" / "queue").iterdir()), "no ticket is left behind"
+
+
+def _sleeper(i: int) -> list[str]:
+    return [sys.executable, "-c", f"import time; time.sleep(2); print({i})"]
+
+
+def test_the_limit_is_configurable_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv(MAX_JOBS_ENV, "2")
+    store = JobStore(tmp_path / "jobs", slots=tmp_path / "slots")
+    assert store.limit == 2
+    jobs = [store.start(_sleeper(i)) for i in range(3)]
+    deadline = time.monotonic() + 20
+    while store.status(jobs[1].id).state != RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    states = [store.status(j.id).state for j in jobs]
+    assert states == [RUNNING, RUNNING, QUEUED]
+    assert [_wait(store, j.id, 60).state for j in jobs] == [DONE] * 3
+    for bad in ("0", "two", "-1", ""):
+        monkeypatch.setenv(MAX_JOBS_ENV, bad)
+        with pytest.raises(JobError, match=MAX_JOBS_ENV):
+            JobStore(tmp_path / "jobs")

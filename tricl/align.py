@@ -46,7 +46,8 @@ def aligned_name(parent: Run) -> str:
 
 
 def _load_parents(runs: Sequence[Run | str | Path]) -> list[Run]:
-    """Open every run; refuse aligned runs, repeats and a mix of datasets (nothing read beyond)."""
+    """Open every run; refuse aligned and image-text runs, repeats and a mix of datasets (nothing
+    read beyond)."""
     loaded = [r if isinstance(r, Run) else Run.load(r) for r in runs]
     if not loaded:
         raise RunError("align needs at least one run; list runs with `tricl runs`")
@@ -56,6 +57,12 @@ def _load_parents(runs: Sequence[Run | str | Path]) -> list[Run]:
             raise RunError(
                 f"{r.path} is already aligned (derived from {parent}); its axes are its spectral"
                 " basis already: align the parent instead"
+            )
+        if r.image_text:  # its spectral basis is the pair basis, which one image layer cannot hold
+            raise RunError(
+                f"{r.path} is a {r.config.method} image-text run, whose spectral basis is the pair"
+                " basis of its image and caption features, not an image-side layer; read its"
+                " features in it with `tricl compare --basis spectral` instead of aligning it"
             )
     if len({r.path.resolve() for r in loaded}) < len(loaded):
         raise RunError("a run is given twice; pass each run once")
@@ -173,7 +180,8 @@ def align(
 ) -> list[Run]:
     """Write one aligned run per run, ``<runs_root>/<parent>-aligned``.
 
-    Every check runs before anything is written: aligned runs, repeated runs, runs of different
+    Every check runs before anything is written: aligned runs, image-text runs (clip, triclip:
+    their basis is the pair basis of image and caption features), repeated runs, runs of different
     datasets, existing targets and unloadable datasets (or ones without a train split) are refused
     with a one-line :class:`~tricl.runs.RunError`. Each parent's spectral basis is then read from
     its cache or estimated (and cached with the parent, as ``tricl compare`` does).

@@ -281,6 +281,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         print("error: compare needs at least two runs (e.g. two seeds)", file=sys.stderr)
         return 2
+    _check_one_dataset(args.runs)
     progress = not args.no_progress
     if args.consensus:
         table = consensus(args.runs, split=args.split, force=args.force, progress=progress).table
@@ -307,6 +308,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if text is not None:
         _print_image_text(text)
     return 0
+
+
+def _check_one_dataset(paths: list[Path]) -> None:
+    """Refuse runs of different datasets before any of them is analysed (config.json only)."""
+    from tricl.runs import Run, RunError
+
+    datasets: dict[str, str] = {}
+    for path in paths:
+        run = Run.load(path)
+        datasets.setdefault(run.config.dataset, run.name)
+    if len(datasets) > 1:
+        named = ", ".join(f"{name} ({dataset})" for dataset, name in datasets.items())
+        raise RunError(
+            f"the runs come from different datasets: {named}; compare runs of one dataset"
+            " (e.g. the seeds of one configuration)"
+        )
 
 
 def _compare_image_text(args: argparse.Namespace, progress: bool):

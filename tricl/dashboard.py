@@ -4,8 +4,11 @@
 finds a free local port, waits for the server's health check, and names the headless Chromium
 that drives it (Debian's package; playwright never downloads a browser here).
 
-What the server exposes: it listens on ``localhost`` only (``.streamlit/config.toml``), so only
-this machine can open it. It shows the runs of its runs roots (every run's config, metrics,
+What the server exposes: it listens on ``localhost`` only (``app/.streamlit/config.toml``, which
+Streamlit reads wherever it is started; ``.streamlit/config.toml`` links to it for Streamlit
+versions that read the working directory's only), so only this machine can open it. If no
+address was set at all (Streamlit then listens on every interface), ``app/main.py`` refuses to
+serve (:func:`bind_refusal`). It shows the runs of its runs roots (every run's config, metrics,
 analysis artifacts and the dataset images they point to), lets a visitor start ``tricl analyze``
 / ``tricl compare`` jobs on those runs, runs uploaded images through a run's encoder, and by
 default lets a visitor type any folder of the server's disk into the sidebar's "Runs folder" box.
@@ -41,6 +44,22 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def bind_refusal(address: str | None) -> str | None:
+    """Why the dashboard must not serve with this ``server.address``, or None if it may.
+
+    Streamlit listens on every network interface when no address is set (no config file was
+    read: an old Streamlit started outside the repository root). An address given on purpose,
+    ``0.0.0.0`` included, is served.
+    """
+    if address:
+        return None
+    return (
+        "the tricl dashboard is listening on every network interface because no"
+        " server.address was set (Streamlit read no app/.streamlit/config.toml); stop it and"
+        " start it from the repository root or pass --server.address 127.0.0.1"
+    )
 
 
 def free_port() -> int:
