@@ -111,3 +111,48 @@ def _expand(arg: str, paths: dict[str, str]) -> str:
     if arg.startswith("folder:") and arg[7:] in paths:
         return "folder:" + paths[arg[7:]]
     return arg
+
+
+# ------------------------------------------------- checks that need real runs, before any work
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory, image_folder):
+    """Two tiny runs of two image folders (different datasets, a few seconds each)."""
+    import shutil
+
+    from tricl.config import RunConfig
+    from tricl.train import train
+
+    root = tmp_path_factory.mktemp("two_datasets")
+    other = shutil.copytree(image_folder, root.parent / "other_shapes")
+    small = {"proj_dim": 8, "proj_hidden_dim": 16, "epochs": 1, "warmup_epochs": 0}
+    return tuple(
+        train(
+            RunConfig(dataset=f"folder:{folder}", batch_size=8, name=name, **small),
+            runs_root=root,
+            progress=False,
+        ).path
+        for name, folder in (("shapes", image_folder), ("other", other))
+    )
+
+
+def test_compare_of_runs_of_different_datasets_is_refused_before_any_analysis(two_datasets, capsys):
+    shapes, other = two_datasets
+    before = _snapshot(shapes.parent)
+    assert main(["compare", str(shapes), str(other), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different datasets" in err, err
+    assert shapes.name in err and other.name in err
+    assert _snapshot(shapes.parent) == before, "an analysis or comparison was written"
+
+
+def test_align_of_an_image_text_run_is_refused_in_one_line(tmp_path, capsys):
+    from tricl.runs import SHIPPED_RUNS_ROOT
+
+    clip = next(SHIPPED_RUNS_ROOT.glob("clip_*"))
+    before = _snapshot(clip)
+    assert main(["align", str(clip), "--runs-root", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "image-text run" in err and "--basis spectral" in err, err
+    assert _snapshot(clip) == before and not (tmp_path / "out").exists()
