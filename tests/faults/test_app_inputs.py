@@ -115,6 +115,8 @@ UPLOADS = {
     "truncated_png": ("cut.png", _noise_png()[:400], "is not an image"),
     "huge_header": ("bomb.png", _png_claiming(100_000, 100_000), "at most 8192 pixels"),
     "wide": ("wide.png", _png_claiming(9000, 2), "at most 8192 pixels"),
+    "at_the_side_limit": ("line.png", _png(Image.new("L", (8192, 1), 90)), None),
+    "one_pixel_over": ("longer.png", _png(Image.new("L", (1, 8193), 90)), "at most 8192 pixels"),
     "rgba": ("rgba.png", _encoded("RGBA", "PNG"), None),
     "palette": ("pal.gif", _encoded("P", "GIF"), None),
     "bilevel": ("one.bmp", _encoded("1", "BMP"), None),
