@@ -10,8 +10,9 @@ versions that read the working directory's only), so only this machine can open 
 address was set at all (Streamlit then listens on every interface), ``app/main.py`` refuses to
 serve (:func:`bind_refusal`). It shows the runs of its runs roots (every run's config, metrics,
 analysis artifacts and the dataset images they point to), lets a visitor start ``tricl analyze``
-/ ``tricl compare`` jobs on those runs, runs uploaded images through a run's encoder, and by
-default lets a visitor type any folder of the server's disk into the sidebar's "Runs folder" box.
+/ ``tricl compare`` jobs on those runs (one runs at a time per server, the others queued;
+``TRICL_MAX_JOBS=N`` allows N), runs uploaded images through a run's encoder, and by default lets
+a visitor type any folder of the server's disk into the sidebar's "Runs folder" box.
 To open it to a network::
 
     streamlit run app/main.py --server.address 0.0.0.0 -- --confine
