@@ -1,0 +1,91 @@
+"""Uploads at Streamlit's size limit, through a real server and browser.
+
+``app/.streamlit/config.toml`` sets ``maxUploadSize = 20`` (MiB): a file of exactly 20 MiB is
+probed, one byte more is refused by the upload widget before it reaches the page. (The pixel
+limit, 8192 a side, is checked by the page itself: ``test_app_inputs.py``.)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tricl.dashboard import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command, wait_healthy
+from tricl.runs import SHIPPED_RUNS_ROOT
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = "simclr_mnist5k_small_cnn_k64_seed0"
+MIB = 1024 * 1024
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin"),
+]
+
+
+def _png_of(size: int) -> bytes:
+    """A 28x28 grey PNG padded with zeros to ``size`` bytes (decoders stop at its IEND)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    data = buf.getvalue()
+    return data + bytes(size - len(data))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    """The dashboard (started from the repository root) on a copy of one shipped run."""
+    root = tmp_path_factory.mktemp("upload_runs")
+    shutil.copytree(SHIPPED_RUNS_ROOT / RUN, root / RUN)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "TRICL_RUNS"}
+    env |= {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with open(root.parent / "streamlit.log", "w") as log:
+        proc = subprocess.Popen(
+            streamlit_command(port, root), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_healthy(port, proc, timeout=120)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.parametrize(("size", "probed"), [(20 * MIB, True), (20 * MIB + 1, False)])
+def test_an_upload_of_20_mib_is_probed_and_one_byte_more_refused(server, tmp_path, size, probed):
+    from playwright.sync_api import sync_playwright
+
+    upload = tmp_path / "limit.png"
+    upload.write_bytes(_png_of(size))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 2000})
+        tab.set_default_timeout(180_000)
+        tab.goto(f"{server}/probe?run={RUN}")
+        tab.wait_for_selector(IDLE)
+        tab.get_by_text("Upload", exact=True).click()
+        tab.wait_for_selector('input[type="file"]', state="attached")
+        tab.locator('input[type="file"]').set_input_files(str(upload))
+        if probed:
+            tab.get_by_text("Its strongest features").wait_for()
+            tab.wait_for_selector(IDLE)
+        else:
+            tab.get_by_text(re.compile("or smaller")).wait_for()
+        body = tab.inner_text("body")
+        browser.close()
+    assert ("Its strongest features" in body) == probed, body[-2000:]
+    assert ("or smaller" in body) != probed
