@@ -277,9 +277,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
     from tricl.analysis import compare, consensus
+    from tricl.bases import BasisError, get_basis
 
     if len(args.runs) < 2:
         print("error: compare needs at least two runs (e.g. two seeds)", file=sys.stderr)
+        return 2
+    try:  # a bad --basis is named first, before any run is opened
+        get_basis(args.basis)
+    except BasisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     _check_one_dataset(args.runs)
     progress = not args.no_progress
