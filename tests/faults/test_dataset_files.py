@@ -116,10 +116,10 @@ def test_a_planted_cifar_batch_cannot_run_code(tmp_path, monkeypatch):
     marker = tmp_path / "code_ran"
     _fake_cifar10(tmp_path / "data", marker)
     monkeypatch.setenv("TRICL_DATA", str(tmp_path / "data"))
-    with pytest.raises(DatasetError, match="refused to load") as info:
+    with pytest.raises(DatasetError) as info:
         load_dataset("cifar10", download=False)
-    assert "\n" not in str(info.value)
     assert not marker.exists()  # the pickle's call never happened
+    assert "refused to load" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_original_style_cifar_batches_still_load(tmp_path):
