@@ -57,6 +57,16 @@ def test_create_run_dir_refuses_the_same_names(case, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_from_python_refuses_a_name_that_escapes_the_root(tmp_path):
+    from tricl.train import train
+
+    root = tmp_path / "sandbox" / "runs"
+    cfg = RunConfig(dataset="digits", epochs=1, proj_hidden_dim=16, proj_dim=8, batch_size=8)
+    with pytest.raises(RunError, match=r"run name '\.\./escape'"):
+        train(cfg.replace(name="../escape"), runs_root=root, progress=False)
+    assert list(tmp_path.rglob("*")) == []
+
+
 def test_a_good_name_with_dots_and_spaces_is_one_folder(tmp_path, capsys):
     root = tmp_path / "runs"
     code, err = _run(["train", *TINY, "--runs-root", str(root), "--name", "v1.2 final"], capsys)

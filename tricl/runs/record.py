@@ -155,6 +155,8 @@ def create_run_dir(
         The run directory.
     """
     check_run_name(name)
+    if cfg.name:  # train() joins cfg.name to the root before it gets here: "../x" -> name "x"
+        check_run_name(cfg.name)
     check_runs_root(root)
     run_dir = root / name
     ensure_new_run(run_dir, "pick another --name")
