@@ -469,8 +469,10 @@ AUG_CASES = {
 
 
 def test_every_augmentation_family_has_a_case():
+    from tricl.data.core import FAMILIES
+
     families = {case().family for case in AUG_CASES.values()}
-    assert families == set(AUGMENTATIONS)
+    assert families == set(AUGMENTATIONS) == FAMILIES  # each declared family has a recipe
 
 
 @pytest.mark.parametrize("case", list(AUG_CASES))
@@ -539,7 +541,8 @@ def test_augmentation_rejects_float_input():
 def test_no_progress_silences_the_download_bar_of_torchvision_datasets(tmp_path, capsys, progress):
     from tqdm import tqdm
 
-    from tricl.data import DatasetError, LoadRequest, _load_torchvision
+    from tricl.data import DatasetError, LoadRequest
+    from tricl.data.downloads import load_downloadable
 
     class Downloading:  # draws a download bar like torchvision's, then fails to connect
         base_folder = "fake"
@@ -552,5 +555,5 @@ def test_no_progress_silences_the_download_bar_of_torchvision_datasets(tmp_path,
 
     request = LoadRequest("fake", None, tmp_path, 0, True, "natural", progress=progress)
     with pytest.raises(DatasetError, match="download failed"):
-        _load_torchvision(request, name="fake", cls=Downloading, stats=((0.5,), (0.5,)))
+        load_downloadable(request, name="fake", cls=Downloading, stats=((0.5,), (0.5,)))
     assert ("Downloading" in capsys.readouterr().err) == progress

@@ -233,3 +233,12 @@ def test_an_incomplete_config_is_broken_not_filled_with_defaults(
     (tmp_path / "r" / "config.json").write_text(config_json)
     (broken,) = list_runs(tmp_path)
     assert isinstance(broken, BrokenRun) and reason in broken.reason
+
+
+def test_log_epoch_replaces_that_epoch_and_later_lines(tmp_path):
+    from tricl.runs import log_epoch, read_metrics, write_metrics
+
+    write_metrics(tmp_path, [{"epoch": e, "loss": float(e)} for e in (1, 2, 3)])
+    log_epoch(tmp_path, {"epoch": 2, "loss": 0.5})  # epoch 2 re-run after a resume
+    assert read_metrics(tmp_path) == [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary, renamed into place

@@ -85,6 +85,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         names = [f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("cli", True)]
         cfg = RunConfig(**{name: getattr(args, name) for name in names})
+        _check_run_target(cfg, args.runs_root)
         run = train(cfg, runs_root=args.runs_root, progress=not args.no_progress)
     from tricl import distributed
 
@@ -93,6 +94,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         loss = f"{rows[-1]['loss']:.4f}" if rows else "n/a"
         print(f"run {run.path} ({run.epochs_done}/{run.config.epochs} epochs, final loss {loss})")
     return 0
+
+
+def _check_run_target(cfg: RunConfig, runs_root: Path | None) -> None:
+    """Refuse a --name that is not one folder name and a --runs-root that is a file, before the
+    data loads (RunConfig takes any string as a name; the run format's rules live in tricl.runs)."""
+    from tricl.runs import check_run_name, check_runs_root, default_runs_root
+
+    if cfg.name:
+        check_run_name(cfg.name)
+    check_runs_root(runs_root if runs_root is not None else default_runs_root())
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tricl.config import RunConfig
+from tricl.io import first_line
 from tricl.runs import (
     METRICS_FILE,
     WEIGHTS_FILE,
     WEIGHTS_FORMAT,
     Run,
-    RunConfig,
     RunError,
-    _first_line,
+    check_run_name,
+    check_runs_root,
     create_run_dir,
     default_runs_root,
     ensure_new_run,
@@ -146,7 +148,7 @@ def _foreign_encoder(path: Path, cfg: RunConfig, sd: dict[str, torch.Tensor]):
         enc.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise RunError(
-            f"{path} does not fit a {cfg.backbone} encoder ({_first_line(exc)}); it is not a"
+            f"{path} does not fit a {cfg.backbone} encoder ({first_line(exc)}); it is not a"
             " supported layout"
         ) from None
     return enc
@@ -168,7 +170,9 @@ def import_checkpoint(
     """
     path = Path(path)
     root = Path(runs_root) if runs_root is not None else default_runs_root()
-    ensure_new_run(root / (name or path.stem), "pass --name to import under another name")
+    check_runs_root(root)
+    run_name = check_run_name(name or path.stem)
+    ensure_new_run(root / run_name, "pass --name to import under another name")
     ckpt = load_foreign_checkpoint(path)
     import torch
 

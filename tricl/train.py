@@ -15,7 +15,6 @@ a batch into loss terms; the loop itself never asks which method it trains.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -655,9 +654,7 @@ def save_epoch(s: Session, row: dict[str, Any], checkpoint: bool = True) -> None
             state = {"optimizer": s.optimizer.state_dict(), "rng": _rng_state(s.device)}
             runs.save_epoch(s.run_dir, s.encoder.state_dict(), state, row)
         else:
-            rows = [r for r in runs.read_metrics(s.run_dir) if r["epoch"] < row["epoch"]]
-            text = "".join(json.dumps(r) + "\n" for r in [*rows, row])
-            runs.atomic_write_text(s.run_dir / runs.METRICS_FILE, text)
+            runs.log_epoch(s.run_dir, row)
     if dist_utils.is_distributed():
         torch.distributed.barrier()
 

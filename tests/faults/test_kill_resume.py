@@ -5,13 +5,13 @@ way through writing a temporary file, or just before a rename. A 2-epoch run has
 (creating the run: config.json's write and rename, the folder's rename; each epoch: metrics.jsonl's
 write and rename, the two checkpoint temporaries, their two renames). Each kill is followed by
 ``tricl train --resume`` (or by the same command again when the kill came before the run existed),
-and the final weights must equal an uninterrupted run's bit for bit.
+and the final weights file must equal an uninterrupted run's byte for byte.
 """
 
 import pytest
 from safetensors.torch import load_file
 
-from tricl.runs import FAULT_ENV, WEIGHTS_FILE, read_metrics
+from tricl.runs import FAULT_ENV, WEIGHTS_FILE, file_sha256, read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,7 @@ def test_every_kill_point_resumes_to_the_uninterrupted_weights(
     ref = cli(train_args(image_folder, tmp_path / "ref"), env={FAULT_ENV: str(FAULT_POINTS + 1)})
     assert ref.returncode == 0, ref.stderr
     expected = _final_state(tmp_path / "ref" / "r")
+    expected_sha256 = file_sha256(tmp_path / "ref" / "r" / WEIGHTS_FILE)
     resumed = 0
     for n in range(1, FAULT_POINTS + 1):
         root = tmp_path / f"kill{n}"
@@ -45,6 +46,8 @@ def test_every_kill_point_resumes_to_the_uninterrupted_weights(
         got = _final_state(run_dir)
         assert got.keys() == expected.keys()
         assert all(got[k].equal(expected[k]) for k in expected), f"kill point {n} diverged"
+        # the file, not only its tensors: `sha256sum` checks a bit-identical resume
+        assert file_sha256(run_dir / WEIGHTS_FILE) == expected_sha256, n
         assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2], n
         assert sorted(p.name for p in run_dir.iterdir()) == sorted(
             ["config.json", "metrics.jsonl", "model.safetensors", "train_state.pt"]

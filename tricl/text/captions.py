@@ -21,9 +21,12 @@ The continuous values and the levels of every image are kept in :class:`CaptionF
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +34,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tricl.catalog import CAPTION_DATASET_INFO
-from tricl.data import (
+from tricl.catalog import CAPTION_DATASET_INFO, parse_dataset
+from tricl.data.core import (
     SHUFFLE_SEED,
     DatasetError,
     ImageData,
-    _channel_stats,
-    _decode_all,
-    _image_header,
-    _mixed,
-    _split_indices,
-    load_dataset,
-    parse_dataset,
+    channel_stats,
+    load_mnist5k,
+    mixed,
+    split_indices,
 )
+from tricl.imaging import ImageError, decode_all, image_header
 from tricl.text.prompts import DIGIT_WORDS
 
 INK_THRESHOLD = 128  # a pixel is ink from this uint8 value on
@@ -64,6 +65,7 @@ TEMPLATES = (
     "a {slant} {size} {digit} with a {thickness} line",
 )
 CSV_DEFAULTS = {"csv_separator": "\t", "image_column": "filepath", "caption_column": "title"}
+CSV_OPTIONS = ("label_column", "allow_outside_paths")  # options without a CSV_DEFAULTS entry
 # A CSV's labels come from this column when it has one and no label_column is given: a run stores
 # only its dataset spec, so this is how a trained run's analysis finds the labels for zero-shot.
 DEFAULT_LABEL_COLUMN = "label"
@@ -291,20 +293,23 @@ def read_caption_csv(
     image_column: str = "filepath",
     caption_column: str = "title",
     label_column: str | None = None,
+    allow_outside_paths: bool = False,
 ) -> list[CsvRow]:
     """The rows of an open_clip-style caption CSV, checked; image paths relative to the CSV.
 
-    ``label_column`` None reads the labels from a column named :data:`DEFAULT_LABEL_COLUMN` if
-    there is one, else the rows have no label.
+    The file is read as UTF-8 (a BOM is dropped), with no limit on a field's size. ``label_column``
+    None reads the labels from a column named :data:`DEFAULT_LABEL_COLUMN` if there is one, else
+    the rows have no label. An image path must stay inside the CSV's folder (no absolute path, no
+    ``..`` above it) unless ``allow_outside_paths`` is True.
 
     Raises:
         DatasetError: a one-line message naming the file (and line): missing file or column,
-            short row, empty caption or label, missing image.
+            bytes that are not UTF-8, a NUL byte, short row, empty caption or label, missing
+            image, an image path outside the CSV's folder.
     """
-    if not path.is_file():
-        raise DatasetError(f"caption file {path} does not exist; pass captions:PATH.csv")
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of the header
-        reader = csv.DictReader(fh, delimiter=csv_separator)
+    text = _csv_text(path)
+    with _field_limit(len(text) + 1):  # csv's default limit (128 KiB) refuses long captions
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_separator)
         columns = reader.fieldnames or []
         if label_column is None and DEFAULT_LABEL_COLUMN in columns:
             label_column = DEFAULT_LABEL_COLUMN
@@ -317,13 +322,65 @@ def read_caption_csv(
                     f"{path}: no column {column!r} (columns: {columns}, separator"
                     f" {csv_separator!r}); set {option} or csv_separator"
                 )
-        rows = [_csv_row(path, reader.line_num, r, wanted) for r in reader]
+        rows = [_csv_row(path, reader.line_num, r, wanted, allow_outside_paths) for r in reader]
     if len(rows) < 2:
         raise DatasetError(f"{path}: {len(rows)} data rows; a train and a test split need >= 2")
     return rows
 
 
-def _csv_row(path: Path, line: int, row: dict, wanted: dict[str, str]) -> CsvRow:
+def _csv_text(path: Path) -> str:
+    """The CSV's text: UTF-8 without a BOM; bad bytes or a NUL are a one-line error naming the
+    line."""
+    if not path.is_file():
+        raise DatasetError(f"caption file {path} does not exist; pass captions:PATH.csv")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        bad = data[exc.start : exc.end]
+        raise DatasetError(
+            f"{path} line {line}: bytes {bad!r} are not UTF-8; save the file as UTF-8"
+        ) from None
+    nul = text.find("\0")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise DatasetError(f"{path} line {line}: a NUL byte; remove it (captions are plain text)")
+    return text
+
+
+@contextlib.contextmanager
+def _field_limit(size: int) -> Iterator[None]:
+    """Raise the csv module's (process-wide) field size limit to ``size`` while reading."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, size))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _image_path(path: Path, line: int, raw: str, allow_outside: bool) -> Path:
+    """The image ``raw`` names, relative to the CSV ``path``; refused outside its folder."""
+    norm = os.path.normpath(raw)
+    if not allow_outside and (os.path.isabs(norm) or norm == ".." or norm.startswith("../")):
+        raise DatasetError(
+            f"{path} line {line}: image {raw} is outside the CSV's folder {path.parent}; move it"
+            " under that folder, or pass allow_outside_paths=True to load_image_text"
+        )
+    image = path.parent / raw
+    if not image.is_file():
+        raise DatasetError(f"{path} line {line}: image {image} does not exist; fix the path")
+    try:
+        image_header(image)
+    except ImageError as exc:
+        raise DatasetError(f"{path} line {line}: {exc}") from exc
+    return image
+
+
+def _csv_row(
+    path: Path, line: int, row: dict, wanted: dict[str, str], allow_outside: bool
+) -> CsvRow:
     """A checked :class:`CsvRow` from a csv.DictReader row read at ``line``."""
     if None in row or any(v is None for v in row.values()):
         raise DatasetError(f"{path} line {line}: wrong number of fields; check the separator")
@@ -333,13 +390,7 @@ def _csv_row(path: Path, line: int, row: dict, wanted: dict[str, str]) -> CsvRow
     label = row[wanted["label_column"]].strip() if "label_column" in wanted else None
     if label == "":
         raise DatasetError(f"{path} line {line}: empty label; write one or drop the row")
-    image = path.parent / row[wanted["image_column"]].strip()
-    if not image.is_file():
-        raise DatasetError(f"{path} line {line}: image {image} does not exist; fix the path")
-    try:
-        _image_header(image)
-    except DatasetError as exc:
-        raise DatasetError(f"{path} line {line}: {exc}") from exc
+    image = _image_path(path, line, row[wanted["image_column"]].strip(), allow_outside)
     return CsvRow(line, image, caption, label)
 
 
@@ -351,10 +402,10 @@ def _csv_split(rows: list[CsvRow]) -> tuple[list[CsvRow], list[CsvRow]]:
     train, test = [], []
     for label, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         seed = SHUFFLE_SEED if label is None else zlib.crc32(label.encode())
-        tr, te = _split_indices(len(members), seed=seed)
+        tr, te = split_indices(len(members), seed=seed)
         train += [members[i] for i in tr]
         test += [members[i] for i in te]
-    return _mixed(train), _mixed(test)
+    return mixed(train), mixed(test)
 
 
 def load_caption_csv(spec: str, path: Path, image_size: int = 0, **options) -> ImageTextData:
@@ -365,10 +416,13 @@ def load_caption_csv(spec: str, path: Path, image_size: int = 0, **options) -> I
     classes = sorted({r.label for r in rows}) if has_labels else ["unlabelled"]
     index = {c: i for i, c in enumerate(classes)}
     items = train + test
-    x = _decode_all([r.path for r in items], image_size, desc=f"loading {path.name}")
+    try:
+        x = decode_all([r.path for r in items], image_size, desc=f"loading {path.name}")
+    except ImageError as exc:
+        raise DatasetError(str(exc)) from None
     y = torch.tensor([index.get(r.label, 0) for r in items], dtype=torch.int64)
     n = len(train)
-    mean, std = _channel_stats(x[:n])
+    mean, std = channel_stats(x[:n])
     images = ImageData(
         name=spec,
         train_x=x[:n],
@@ -408,15 +462,16 @@ def _load_mnist5k_captions(
         raise DatasetError(f"{spec} takes no CSV options, got {sorted(options)}; drop them")
     if image_size not in (0, 28):
         raise DatasetError(f"{spec}: factors are measured at 28x28, got image_size={image_size}")
-    data = caption_digits(load_dataset("mnist5k"))
+    data = caption_digits(load_mnist5k())
     data.images.name = spec
     return data
 
 
 def _load_csv(spec: str, arg: str | None, image_size: int, options: dict) -> ImageTextData:
-    unknown = sorted(set(options) - {*CSV_DEFAULTS, "label_column"})
+    unknown = sorted(set(options) - {*CSV_DEFAULTS, *CSV_OPTIONS})
     if unknown:
-        raise DatasetError(f"unknown caption CSV options {unknown}; use {sorted(CSV_DEFAULTS)}")
+        known = sorted({*CSV_DEFAULTS, *CSV_OPTIONS})
+        raise DatasetError(f"unknown caption CSV options {unknown}; use {known}")
     return load_caption_csv(spec, Path(str(arg)).expanduser(), image_size, **options)
 
 
@@ -428,7 +483,9 @@ CAPTION_DATASETS: dict[str, CaptionSource] = {
 }
 
 
-def load_image_text(spec: str, *, image_size: int = 0, **options: str | None) -> ImageTextData:
+def load_image_text(
+    spec: str, *, image_size: int = 0, **options: str | bool | None
+) -> ImageTextData:
     """Load image-caption pairs by name.
 
     Args:
@@ -436,7 +493,8 @@ def load_image_text(spec: str, *, image_size: int = 0, **options: str | None) ->
         image_size: if > 0, CSV images are resized to it (mnist5k-captions stays 28x28).
         **options: for CSVs, ``csv_separator`` (default tab), ``image_column`` (``"filepath"``),
             ``caption_column`` (``"title"``), ``label_column`` (None: the column ``label`` if
-            the CSV has one, else no labels).
+            the CSV has one, else no labels), ``allow_outside_paths`` (False: image paths must
+            stay inside the CSV's folder).
 
     Raises:
         DatasetError: unknown name, or bad input (one-line message naming file and line).

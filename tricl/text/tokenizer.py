@@ -29,7 +29,7 @@ from tokenizers import (
 )
 from torch import Tensor
 
-from tricl.runs import atomic_write_text
+from tricl.io import atomic_write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[SOS]", "[EOS]", "[UNK]")
 PAD_ID, SOS_ID, EOS_ID, UNK_ID = range(len(SPECIAL_TOKENS))
