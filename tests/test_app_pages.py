@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from tricl.analysis import analyze, compare, consensus
 from tricl.config import RunConfig
 from tricl.jobs import JobStore, analyze_command, consensus_command
+from tricl.report.verdicts import VERDICTS
 from tricl.runs import Run, list_runs
 from tricl.train import train
 
@@ -225,8 +226,16 @@ def test_compare_page_gives_a_verdict_per_method(runs_root, monkeypatch):
     text = texts(at)
     assert "SimCLR" in text and "triCL" in text
     assert "identifiable" in text.lower()
-    labels = [m.label for m in at.metric]
-    assert labels.count("MCC") == 2 and labels.count("CKA") == 2
+    # each card: one table line per basis, every label whole (metric tiles cut two to "top-8 ...")
+    head = "| basis | top-8 ordered corr | MCC | CKA | verdict |"
+    assert text.count(head) == 2, text
+    words = {v.word for v in VERDICTS}
+    for basis in ("trained basis", "spectral basis"):
+        lines = [ln for ln in text.splitlines() if ln.startswith(f"| {basis} |")]
+        assert len(lines) == 2 and all(any(w in ln for w in words) for ln in lines), lines
+    assert not at.metric
+    summary = at.dataframe[0].value
+    assert set(summary["verdict, spectral basis"]) <= words
     # summary table (one row per method), consensus ranks, the pair table of the picked runs
     assert len(at.dataframe[0].value) == 2
     assert "mean_abs_corr" in at.dataframe[1].value

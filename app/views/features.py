@@ -12,7 +12,12 @@ import state
 import streamlit as st
 import text_ui
 
+from tricl.bases import get_basis
+from tricl.report import features as report
+
 STRIP_N = 8
+ROW_HEIGHT = 44  # a strip of top images
+CAPTION_ROW_HEIGHT = 96  # room for a feature's top captions, one a line
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -43,7 +48,7 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
     scores = np.asarray(analysis.importance.scores[order], dtype=float)
     st_ = analysis.stats
     classes = analysis.classes
-    if analysis.basis == "spectral":
+    if get_basis(analysis.basis).grouped:
         found = [draw.group_of(analysis.groups, r) for r in range(len(o))]
         first = {"group": [draw.group_label(g) if g else "" for g in found]}
     else:
@@ -85,7 +90,7 @@ def controls(analysis) -> tuple[str, list, float]:
             key="_w_order",
             format_func=lambda o: f"{o} (default)" if o == analysis.importance.default else o,
             on_change=state.bind(state.URL_ORDER, "_w_order"),
-            disabled=analysis.basis != "trained",
+            disabled=get_basis(analysis.basis).fixed_order,
             help="In the spectral basis the eigenvalue orders the features (the basis's ranks).",
         )
     with c2:
@@ -96,7 +101,9 @@ def controls(analysis) -> tuple[str, list, float]:
 
 
 def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
-    """The feature table; a clicked row opens that feature on the Feature detail page."""
+    """The feature table, every row on the page (no inner scrolling); a clicked row opens that
+    feature on the Feature detail page."""
+    row_height = CAPTION_ROW_HEIGHT if text is not None else ROW_HEIGHT
     event = draw.show_table(
         shown,
         f"features_{run.name}_{analysis.basis}",
@@ -104,8 +111,8 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
         key=f"feature_table_{run.name}_{analysis.basis}_{order}",
         on_select="rerun",
         selection_mode="single-row",
-        row_height=44,
-        height=min(38 + 45 * max(len(shown), 1), 640),
+        row_height=row_height,
+        height=38 + (row_height + 1) * max(len(shown), 1),
         column_config={
             "#": st.column_config.NumberColumn(
                 help=f"feature number ({draw.basis_note(analysis, order)}; #1 = most important)"
@@ -144,17 +151,16 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    if labels.has_text(run) and state.current_basis() != "trained":
+    basis = get_basis(state.current_basis())
+    if labels.has_text(run) and not basis.captions:
         st.caption(text_ui.TRAINED_ONLY)
-    analysis = jobs_ui.analysis_of(run, state.current_basis())
+    analysis = jobs_ui.analysis_of(run, basis.name)
     order, picked, min_sel = controls(analysis)
     st.caption(draw.order_caption(analysis, order))
-    if analysis.basis == "spectral":
+    if basis.grouped:
         with st.container(border=True):
             st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
-    text = None
-    if labels.has_text(run) and analysis.basis == "trained":
-        text = jobs_ui.text_analysis(run)
+    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images, text)
     keep = table["selectivity"] >= min_sel
@@ -162,6 +168,8 @@ def main() -> None:
         keep &= table["dominant class"].isin(picked)
     shown = table[keep].reset_index(drop=True)
     st.caption(f"{len(shown)} of {len(table)} features shown.")
+    if text is not None:
+        st.caption(report.CAPTIONS_NOTE)
     show_features(run, analysis, order, shown, text)
     if text is not None:
         text_ui.features_in_words(text, analysis.importance.order(order))
