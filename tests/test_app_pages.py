@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from tricl.analysis import analyze, compare, consensus
 from tricl.config import RunConfig
 from tricl.jobs import JobStore, analyze_command, consensus_command
+from tricl.report.features import class_facts, class_facts_caption, top_class_label
 from tricl.report.verdicts import VERDICTS
 from tricl.runs import Run, list_runs
 from tricl.train import train
@@ -214,7 +215,12 @@ def test_feature_detail_defaults_to_feature_one(runs_root, runs, monkeypatch):
     assert metrics["Feature"] == "#1"
     a = analyze(runs[name], progress=False)
     top = a.importance.order("S")[0]
-    assert metrics["Dominant class"] == a.classes[int(a.stats.dominant_class[top])]
+    facts = class_facts(a, top)
+    assert metrics["Top-100 images' class"] == top_class_label(facts, a.classes)
+    assert metrics["Most extreme class mean"] == (
+        f"{a.classes[facts.strongest]} ({facts.strongest_mean:+.2f})"
+    )
+    assert class_facts_caption(facts, a.classes) in texts(at)
     # top-N, bottom-N, saliency grid, and this run + the other seed's matched feature
     assert len(at.image) >= 5
     assert len(_charts(at)) == 2  # activation by class, class means

@@ -112,7 +112,7 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
         on_select="rerun",
         selection_mode="single-row",
         row_height=row_height,
-        height=38 + (row_height + 1) * max(len(shown), 1),
+        height=report.table_height(len(shown), row_height),
         column_config={
             "#": st.column_config.NumberColumn(
                 help=f"feature number ({draw.basis_note(analysis, order)}; #1 = most important)"

@@ -34,6 +34,15 @@ CAPTIONS_NOTE = (
 )
 
 
+TABLE_HEADER_PX = 38  # a table's header row
+
+
+def table_height(rows: int, row_height: int) -> int:
+    """A table's height in pixels with every row on the page (no scrolling inside the table,
+    where rows past the first screen were easy to miss). Rows are ``row_height`` + 1 px border."""
+    return TABLE_HEADER_PX + (row_height + 1) * max(rows, 1)
+
+
 def order_caption(analysis: Any, order: str) -> str:
     """One sentence naming the importance order the page uses, and why if it is a fallback."""
     what = ORDER_LABELS.get(order, order)
