@@ -198,9 +198,12 @@ def activation_caption(values: np.ndarray) -> str:
     return f"activations {float(values[0]):.2f} … {float(values[-1]):.2f} (left to right, by row)"
 
 
-def feature_strip(images: np.ndarray, indices: np.ndarray, n: int = 8) -> np.ndarray:
-    """The first n images of ``indices`` side by side. images: (N, C, H, W) -> (H', W', 3)."""
-    return grid(to_rgb(images[np.asarray(indices[:n])]), cols=n, pad=1)
+def feature_strip(
+    images: np.ndarray, indices: np.ndarray, n: int = 8, cols: int | None = None
+) -> np.ndarray:
+    """The first n images of ``indices``, ``cols`` a row (default: all side by side).
+    images: (N, C, H, W) -> (H', W', 3)."""
+    return grid(to_rgb(images[np.asarray(indices[:n])]), cols=cols or n, pad=1)
 
 
 def section_first(text: str, heading: str) -> str:

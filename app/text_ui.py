@@ -140,13 +140,13 @@ def feature_columns(text: Any, order: np.ndarray) -> dict[str, list[str]]:
     """The Features table's caption columns, one entry per feature of ``order`` (raw indices).
 
     Returns:
-        ``{"top captions": ..., "raised by": ...}``: each feature's top captions, one a line,
+        ``{"top captions": ..., "raised by": ...}``: each feature's top captions joined by " | ",
         and its top words with their lift (e.g. ``thick +1.3σ``).
     """
     captions, words = [], []
     for f in order:
         top = top_captions_of(text, int(f), CAPTIONS_IN_TABLE)
-        captions.append("\n".join(top["caption"]))
+        captions.append(" | ".join(top["caption"]))
         tok = tokens_of(text, int(f))
         words.append(", ".join(f"{w} {v:+.1f}σ" for w, v in zip(tok["token"], tok["lift"])))
     return {"top captions": captions, "raised by": words}

@@ -146,7 +146,7 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
     ss = st.session_state
     rank = state.current_feature(k)
     ss[state.URL_FEATURE] = rank
-    c1, c2 = st.columns([1, 3])
+    c1, c2 = st.columns([1, 4])
     with c1:
         ss["_w_feature"] = rank
         st.number_input(
@@ -162,7 +162,7 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
     facts = report.class_facts(analysis, feature)
     classes = analysis.classes
     with c2:
-        m1, m2, m3, m4 = st.columns(4)
+        m1, m2, m3, m4, m5 = st.columns(5)
         m1.metric(
             "Feature",
             f"#{rank}",
@@ -171,16 +171,17 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
         )
         m2.metric(f"Importance ({order})", f"{score:.4f}")
         m3.metric(
-            "Top-100 images' class",
+            "Top images' class",
             report.top_class_label(facts, classes),
-            help="most frequent class among its top-100 images and its share ('none' when no "
-            f"class reaches {report.SELECTIVE_OVER_CHANCE:g}x the chance share)",
+            help="most frequent class among its top-100 images ('none' when no class reaches "
+            f"{report.SELECTIVE_OVER_CHANCE:g}x the chance share)",
         )
-        m4.metric(
-            "Most extreme class mean",
-            f"{classes[facts.strongest]} ({facts.strongest_mean:+.2f})",
+        m4.metric("Selectivity", f"{facts.top_share:.0%}", help="that class's share of them")
+        m5.metric(
+            "Extreme mean",
+            str(classes[facts.strongest]),
             help="the class whose mean activation lies furthest from the feature's overall mean "
-            "(highlighted on the class charts)",
+            f"({facts.strongest_mean:+.2f}; highlighted on the class charts)",
         )
     st.caption(report.class_facts_caption(facts, classes))
     return rank, feature

@@ -17,12 +17,13 @@ from tricl.report import features as report
 
 STRIP_N = 8
 ROW_HEIGHT = 44  # a strip of top images
-CAPTION_ROW_HEIGHT = 96  # room for a feature's top captions, one a line
+CAPTION_ROW_HEIGHT = 84  # room for a feature's top captions, wrapped over a few lines
+CAPTION_STRIP_COLS = 4  # with captions the strip is two rows of four: narrower, all 8 shown
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def strips(
-    path: str, weights_hash: str, order: str, _images: np.ndarray, _top: np.ndarray
+    path: str, weights_hash: str, order: str, cols: int, _images: np.ndarray, _top: np.ndarray
 ) -> list[str]:
     """Top-image strip of every feature, as PNG data URIs in importance order.
 
@@ -30,11 +31,12 @@ def strips(
         path: run folder (cache key).
         weights_hash: the run's weights hash (cache key).
         order: importance order (cache key; strips follow it).
+        cols: images per row of a strip.
         _images: evaluation images. Shape: (N, C, H, W).
         _top: top-image indices of the features, rows already in importance order. Shape: (k, n).
     """
     del path, weights_hash, order
-    return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N)) for row in _top]
+    return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N, cols)) for row in _top]
 
 
 def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.DataFrame:
@@ -63,11 +65,12 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
                 str(analysis.run_path),
                 f"{analysis.weights_hash}/{analysis.basis}",
                 order,
+                CAPTION_STRIP_COLS if text is not None else STRIP_N,
                 images,
                 analysis.top_images.top_indices[o],
             ),
             **captions,
-            "dominant class": [classes[c] for c in st_.dominant_class[o]],
+            "top images' class": [classes[c] for c in st_.dominant_class[o]],
             "selectivity": st_.dominant_share[o],
             "entropy (bits)": st_.class_entropy[o],
             "mean": st_.mean[o],
@@ -77,7 +80,7 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
 
 
 def controls(analysis) -> tuple[str, list, float]:
-    """The importance order, dominant-class and selectivity filters: (order, classes, minimum)."""
+    """The importance order, top-image class and selectivity filters: (order, classes, minimum)."""
     ss = st.session_state
     orders = list(analysis.importance.orders)
     order = state.current_order(analysis)
@@ -94,7 +97,7 @@ def controls(analysis) -> tuple[str, list, float]:
             help="In the spectral basis the eigenvalue orders the features (the basis's ranks).",
         )
     with c2:
-        picked = st.multiselect("Dominant class", analysis.classes, placeholder="all classes")
+        picked = st.multiselect("Top images' class", analysis.classes, placeholder="all classes")
     with c3:
         min_sel = st.slider("Selectivity at least", 0.0, 1.0, 0.0, 0.05)
     return order, picked, min_sel
@@ -123,7 +126,9 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
             ),
             "importance": st.column_config.NumberColumn(format="%.4f"),
             "top images": st.column_config.ImageColumn(
-                f"top {STRIP_N} images", width="large", help="highest activations, left first"
+                f"top {STRIP_N} images",
+                width="medium" if text is not None else "large",  # room for the captions
+                help="highest activations, left first",
             ),
             "selectivity": st.column_config.ProgressColumn(
                 format="percent", min_value=0.0, max_value=1.0
@@ -145,9 +150,10 @@ def main() -> None:
         "Features",
         "The features (projector outputs z) of one run, most important first, each with the "
         "images that excite it most. Selectivity is the share of the feature's top-100 images "
-        "that belong to its dominant class: 100% means a pure class detector. Click a row to "
-        "open the feature; click a column header to sort. The sidebar's basis picks the axes: "
-        "the trained ones, or the run's spectral basis (identifiable across seeds).",
+        "in their most frequent class (10% for 10 classes is chance: no class); 100% means a "
+        "pure class detector. Click a row to open the feature; click a column header to sort. "
+        "The sidebar's basis picks the axes: the trained ones, or the run's spectral basis (most "
+        "augmentation-invariant first, the same numbering in every seed).",
     )
     jobs_ui.require_runs()
     run = state.current_run()
@@ -165,7 +171,7 @@ def main() -> None:
     table = feature_table(analysis, order, images, text)
     keep = table["selectivity"] >= min_sel
     if picked:
-        keep &= table["dominant class"].isin(picked)
+        keep &= table["top images' class"].isin(picked)
     shown = table[keep].reset_index(drop=True)
     st.caption(f"{len(shown)} of {len(table)} features shown.")
     if text is not None:

@@ -150,9 +150,8 @@ def class_facts(analysis: Any, feature: int) -> ClassFacts:
 
 
 def top_class_label(facts: ClassFacts, classes: Sequence[Any]) -> str:
-    """The top images' class as a metric value: ``8 (18%)``, or ``none (18%)`` near chance."""
-    name = str(classes[facts.top_class]) if facts.selective else "none"
-    return f"{name} ({facts.top_share:.0%})"
+    """The top images' class as a metric value: ``8``, or ``none`` near chance."""
+    return str(classes[facts.top_class]) if facts.selective else "none"
 
 
 def class_facts_caption(facts: ClassFacts, classes: Sequence[Any]) -> str:
