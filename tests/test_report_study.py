@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tricl.report.study import study_verdicts
+from tricl.report.study import spectral_exceptions, study_verdicts
 from tricl.report.verdicts import BORDERLINE, DIFFERENT, IDENTIFIABLE, SUBSPACE
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
@@ -47,3 +47,10 @@ def test_the_committed_results_are_read_in_every_section():
     assert table["study"].nunique() >= 4
     assert set(table["basis"]) == {"trained basis", "spectral basis"}
     assert {"image", "text"} <= set(table["side"])
+
+
+def test_the_spectral_rows_short_of_identifiable_are_named():
+    note = spectral_exceptions(study_verdicts(TABLE))
+    assert "simclr 0.774 ± 0.037 (**Borderline**)" in note
+    assert "tricl-whiten 0.513 ± 0.058 (**Not identifiable**)" in note
+    assert "tricl " not in note  # identifiable at 0.864

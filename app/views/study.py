@@ -10,7 +10,7 @@ import state
 import streamlit as st
 
 from tricl.report import verdicts
-from tricl.report.study import study_verdicts
+from tricl.report.study import spectral_exceptions, study_verdicts
 
 RESULTS = state.REPO_ROOT / "docs" / "RESULTS.md"
 SUMMARY_HEADING = "## What the study shows"
@@ -28,6 +28,8 @@ def verdict_table(text: str) -> None:
         )
         st.caption(verdicts.CKA_WHITENED_NOTE)
         draw.show_table(table, "study_verdicts")
+        if note := spectral_exceptions(table):
+            st.markdown(note)
 
 
 def render(path: Path) -> None:

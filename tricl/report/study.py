@@ -111,3 +111,29 @@ def study_verdicts(text: str) -> pd.DataFrame:
             rows.append(_verdict_row(section, row, "spectral", spectral_cols=True))
     columns = ["study", "method", "side", "basis", "top-8 ordered corr", "verdict"]
     return pd.DataFrame([r for r in rows if r is not None], columns=columns)
+
+
+def spectral_exceptions(table: pd.DataFrame) -> str:
+    """The study's image rows whose spectral-basis verdict is not Identifiable, per section, as
+    one Markdown sentence (empty if there are none): the findings' "reproduced" read with the
+    verdicts.
+
+    Args:
+        table: :func:`study_verdicts`'s table.
+    """
+    spectral = get_basis("spectral").label
+    rows = table[(table["basis"] == spectral) & (table["verdict"] != verdicts.IDENTIFIABLE.word)]
+    if rows.empty:
+        return ""
+    parts = [
+        f"{section}: "
+        + ", ".join(
+            f"{m} {c} (**{v}**)"
+            for m, c, v in zip(g["method"], g["top-8 ordered corr"], g["verdict"])
+        )
+        for section, g in rows.groupby("study", sort=False)
+    ]
+    return (
+        "Where the findings below call the spectral-basis claim reproduced, these verdicts are "
+        "not Identifiable: " + "; ".join(parts) + "."
+    )

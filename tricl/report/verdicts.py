@@ -71,7 +71,7 @@ IDENTIFIABLE = Verdict(
 BORDERLINE = Verdict(
     "borderline",
     "Borderline",
-    "top-8 agreement below 0.8 by less than its spread over seed pairs",
+    "the seeds cannot tell it from identifiable",
     "orange",
     ":material/help:",
 )
@@ -197,7 +197,7 @@ def rule_markdown() -> str:
         f"{top8} at least {t}",
         f"{top8} below {t} by less than its spread over seed pairs",
         f"otherwise {mcc} at least {t}",
-        f"otherwise {cka} at least {t} (trained axes only)",
+        f"otherwise {cka} at least {t}, read in the trained axes only",
         "otherwise",
     )
     return "\n".join(f"- **{v.word}** ({r}): {v.meaning}" for v, r in zip(VERDICTS, rules))
