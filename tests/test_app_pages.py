@@ -594,8 +594,15 @@ def test_feature_detail_in_the_spectral_basis_shows_the_same_rank_in_every_seed(
     corr = abs(np.corrcoef(a.features.z[:, 1], b.features.z[:, 1])[0, 1])
     assert f"#2: |corr| {corr:.2f} with this run's #2" in text
     assert "triCL · digits · k16 · seed 1" in text
-    # the other method's runs on the same dataset, behind the checkbox
+    # the other method's runs on the same dataset, behind the checkbox: the page reads their
+    # stored spectral comparison, and offers the job that stores it (it never correlates itself)
     at.checkbox(key="_w_other_method").check().run()
+    key = f"start_same_rank_{name}_4_spectral"
+    assert at.button(key=key).label == "Compare now"
+    assert "with this run's #2" not in texts(at)
+    every = sorted(runs.values(), key=lambda r: (r.config.method, r.config.seed, r.name))
+    compare(every, progress=False, basis="spectral")  # what the job runs
+    at.run()
     text = texts(at)
     assert "SimCLR · digits · k16 · seed 0" in text and "SimCLR · digits · k16 · seed 1" in text
     assert text.count("with this run's #2") == 3
