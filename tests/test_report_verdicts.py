@@ -73,3 +73,18 @@ def test_a_spectral_comparison_gives_one_line_and_does_not_read_its_cka():
     assert line.startswith("verdict, spectral basis") and DIFFERENT.word in line
     (aligned,) = verdict_lines(pairs, "trained", whitened=True)  # an aligned run's own axes
     assert f"): {DIFFERENT.word}:" in aligned and "CKA" not in aligned
+
+
+def test_the_report_layer_never_imports_torch():
+    """The pages read it in the web server, which stays torch-free."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pkgutil, importlib, tricl.report as r; "
+        "names = [m.name for m in pkgutil.iter_modules(r.__path__)]; "
+        "[importlib.import_module(f'tricl.report.{n}') for n in names]; "
+        "print([m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
