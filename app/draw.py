@@ -17,16 +17,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tricl.methods import METHODS
+from tricl.report.features import (  # noqa: F401  (the pages' names for them)
+    ORDER_LABELS,
+    basis_note,
+    feature_name,
+    group_label,
+    group_of,
+    groups_markdown,
+    order_caption,
+    ranges_label,
+)
 
-ORDER_LABELS = {
-    "S": "learned importance S = softplus(s)",
-    "variance": "variance of the normalised feature",
-    "ablation": "leave-one-out linear-probe accuracy drop",
-    "index": "the feature's own position (NeuralEF-CLR: feature 0 is the first eigenfunction)",
-    "eigenvalue": "eigenvalue of the run's spectral basis (augmentation invariance, 1 = unchanged "
-    "by every augmentation), estimated on train pairs",
-}
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 TRAIN_HINT = """\
 ```bash
@@ -115,78 +116,6 @@ def tidy(fig: go.Figure, height: int = 360, **layout: Any) -> go.Figure:
     return fig
 
 
-def order_caption(analysis: Any, order: str) -> str:
-    """One sentence naming the importance order the page uses, and why if it is a fallback."""
-    what = ORDER_LABELS.get(order, order)
-    spec = METHODS.get(getattr(analysis, "method", ""))
-    if order == "S" and spec is not None and spec.head:  # S solved from statistics, not learned
-        what = "importance S = eigenvalues solved by the run's head (cross-view correlation)"
-    note = ""
-    orders = analysis.importance.orders
-    # the fallback note only where variance stands in for a missing S (not for an index order)
-    if analysis.basis == "trained" and order == "variance" and not {"S", "index"} & set(orders):
-        note = " (this run has no learned S, so the dashboard orders its features by variance)"
-    return f"Features ordered by **{order}**: {what}{note}."
-
-
-def basis_note(analysis: Any, order: str) -> str:
-    """Which axes a feature number refers to: ``spectral basis`` or ``trained axes, S order``."""
-    if analysis.basis == "spectral":
-        return "spectral basis"
-    return f"trained axes, {order} order"
-
-
-def feature_name(analysis: Any, rank: int, order: str) -> str:
-    """``feature #3 (spectral basis)`` or ``feature #3 (trained axes, S order)``."""
-    return f"feature #{rank} ({basis_note(analysis, order)})"
-
-
-def group_label(group: tuple[int, int]) -> str:
-    """A 0-based inclusive rank range as pages name it: ``(2, 4)`` -> ``#3-#5``.
-
-    The same words as ``tricl.analysis.spectral.group_label``, which the server cannot import
-    (its module imports torch).
-    """
-    return f"#{group[0] + 1}-#{group[1] + 1}"
-
-
-def group_of(groups: Any, rank: int) -> tuple[int, int] | None:
-    """The unresolved group holding 0-based ``rank``, or None."""
-    return next((g for g in groups if g[0] <= rank <= g[1]), None)
-
-
-def ranges_label(ranks: Any) -> str:
-    """Sorted 0-based ranks as 1-based ranges: ``[0, 1, 2, 5]`` -> ``#1-#3, #6``."""
-    parts, run = [], []
-    for r in sorted(int(r) for r in ranks):
-        if run and r != run[-1] + 1:
-            parts.append(run)
-            run = []
-        run.append(r)
-    if run:
-        parts.append(run)
-    return ", ".join(f"#{p[0] + 1}" if len(p) == 1 else group_label((p[0], p[-1])) for p in parts)
-
-
-def groups_markdown(groups: Any, k: int) -> str:
-    """The unresolved groups of a spectral basis, and the ranks safe to compare across seeds."""
-    if not groups:
-        return (
-            f"Every eigenvalue gap is larger than its estimation noise: all {k} ranks are "
-            "identifiable from the data and safe to compare across seeds."
-        )
-    lines = [f"- **{group_label(g)}**: order not identifiable from the data" for g in groups]
-    grouped = {r for g in groups for r in range(g[0], g[1] + 1)}
-    safe = [r for r in range(k) if r not in grouped]
-    return (
-        "Neighbouring eigenvalues closer than their split-half estimation noise form one "
-        "unresolved group: inside it the order (and the single features) may differ between "
-        "seeds, only the group's span is defined.\n\n"
-        + "\n".join(lines)
-        + f"\n\n**Safe to compare across seeds:** {ranges_label(safe) or 'none'}."
-    )
-
-
 # --------------------------------------------------------------------------- images
 
 
@@ -269,9 +198,12 @@ def activation_caption(values: np.ndarray) -> str:
     return f"activations {float(values[0]):.2f} … {float(values[-1]):.2f} (left to right, by row)"
 
 
-def feature_strip(images: np.ndarray, indices: np.ndarray, n: int = 8) -> np.ndarray:
-    """The first n images of ``indices`` side by side. images: (N, C, H, W) -> (H', W', 3)."""
-    return grid(to_rgb(images[np.asarray(indices[:n])]), cols=n, pad=1)
+def feature_strip(
+    images: np.ndarray, indices: np.ndarray, n: int = 8, cols: int | None = None
+) -> np.ndarray:
+    """The first n images of ``indices``, ``cols`` a row (default: all side by side).
+    images: (N, C, H, W) -> (H', W', 3)."""
+    return grid(to_rgb(images[np.asarray(indices[:n])]), cols=cols or n, pad=1)
 
 
 def section_first(text: str, heading: str) -> str:
@@ -314,3 +246,152 @@ def local_image(folder: Path, relative: str) -> Path | None:
     """``folder/relative`` if it is a file inside ``folder`` (no ``..`` escapes), else None."""
     path = (folder / relative).resolve()
     return path if path.is_file() and folder.resolve() in path.parents else None
+
+
+# --------------------------------------------------------------------------- comparison charts
+
+
+def corr_heatmap(corr: np.ndarray, x_title: str, y_title: str, height: int = 540) -> go.Figure:
+    """|corr| of two runs' features: rows one run's feature #, columns the other's.
+
+    Args:
+        corr: absolute correlations. Shape: (k_rows, k_cols).
+    """
+    fig = go.Figure(
+        go.Heatmap(
+            z=corr,
+            x=np.arange(1, corr.shape[1] + 1),
+            y=np.arange(1, corr.shape[0] + 1),
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            colorbar={"title": "|corr|"},
+            hovertemplate="#%{y} vs #%{x}: |corr| %{z:.2f}<extra></extra>",
+        )
+    )
+    return tidy(
+        fig,
+        height=height,
+        xaxis={"title": x_title, "constrain": "domain"},
+        yaxis={"title": y_title, "autorange": "reversed", "scaleanchor": "x"},
+    )
+
+
+def score_bars(bars: list[dict], y_title: str, line: float | None = None) -> go.Figure:
+    """Grouped bars of scores in [0, 1] with their spread, one trace per entry of ``bars``
+    (keys ``x``, ``y``, ``error``, ``name``, ``color``); ``line``: a dotted threshold."""
+    fig = go.Figure()
+    for b in bars:
+        fig.add_trace(
+            go.Bar(
+                x=b["x"],
+                y=b["y"],
+                error_y={"type": "data", "array": b["error"]},
+                name=b["name"],
+                marker_color=b["color"],
+            )
+        )
+    if line is not None:
+        fig.add_hline(y=line, line_dash="dot", line_color="gray")
+    return tidy(fig, height=340, barmode="group", yaxis={"range": [0, 1.05], "title": y_title})
+
+
+# --------------------------------------------------------------------------- one feature's classes
+
+# the highlighted class (the one with the most extreme mean) stands out on the class charts
+HIGHLIGHT_COLOR, BASE_COLOR = "#E4572E", "#4C78A8"
+
+
+def class_figures(
+    z: np.ndarray, labels: np.ndarray, classes: Any, means: np.ndarray, highlight: int
+) -> tuple[go.Figure, go.Figure]:
+    """A feature's activation distribution by class, and its class-mean bars.
+
+    Args:
+        z: the feature on the evaluation images. Shape: (N,).
+        labels: their class indices. Shape: (N,).
+        classes: class names, by index.
+        means: the feature's mean per class. Shape: (C,).
+        highlight: class index drawn in the highlight colour.
+    """
+    colors = [HIGHLIGHT_COLOR if c == highlight else BASE_COLOR for c in range(len(classes))]
+    dist = go.Figure()
+    for c, name in enumerate(classes):
+        dist.add_trace(
+            go.Violin(
+                y=z[labels == c],
+                name=str(name),
+                box_visible=True,
+                meanline_visible=True,
+                points=False,
+                line={"color": colors[c]},
+                showlegend=False,
+            )
+        )
+    tidy(dist, height=320, xaxis_title="class", yaxis_title="activation z")
+    bars = go.Figure(
+        go.Bar(
+            x=[str(c) for c in classes],
+            y=means,
+            marker_color=colors,
+            hovertemplate="class %{x}: mean %{y:.3f}<extra></extra>",
+        )
+    )
+    tidy(bars, height=320, xaxis_title="class", yaxis_title="mean activation")
+    return dist, bars
+
+
+def image_block(title: str, images: np.ndarray, indices: np.ndarray, values: np.ndarray) -> None:
+    """A titled grid of images with the range of their activations."""
+    st.markdown(f"**{title}**")
+    st.image(grid(to_rgb(images[indices]), cols=8), width="content")
+    st.caption(activation_caption(values))
+
+
+def feature_bars(
+    order: np.ndarray,
+    z: np.ndarray,
+    usual: tuple[np.ndarray, np.ndarray] | None,
+    note: str,
+    color,
+    *,
+    what: str,
+    usual_name: str,
+    y_title: str,
+) -> go.Figure:
+    """Bars of one input's features in importance order, with the dataset's usual range.
+
+    Args:
+        order: raw feature indices, most important first. Shape: (k,).
+        z: the input's features, raw index order. Shape: (k,).
+        usual: mean and std of the evaluation set's features (raw order), or None.
+        note: which axes and order (for the axis title).
+        color: the method's colour.
+        what: legend name of the bars (``this image``, ``this caption``).
+        usual_name: legend name of the usual range.
+        y_title: the y axis title.
+    """
+    ranks = np.arange(1, len(order) + 1)
+    fig = go.Figure(
+        go.Bar(
+            x=ranks,
+            y=z[order],
+            name=what,
+            marker_color=color,
+            customdata=order,
+            hovertemplate="#%{x} (z[%{customdata}]): %{y:.3f}<extra></extra>",
+        )
+    )
+    if usual is not None:
+        mean, std = usual
+        fig.add_trace(
+            go.Scatter(
+                x=ranks,
+                y=mean[order],
+                error_y={"type": "data", "array": std[order], "thickness": 1},
+                mode="markers",
+                name=usual_name,
+                marker={"color": "#444", "size": 4},
+            )
+        )
+    return tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title=y_title)

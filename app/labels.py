@@ -97,3 +97,17 @@ def same_config_runs(run: Run, runs: Sequence[Run]) -> list[Run]:
     key = config_key(run)
     others = [r for r in runs if r.name != run.name and config_key(r) == key]
     return [run, *sorted(others, key=lambda r: r.config.seed)]
+
+
+def other_runs(run: Run, runs: Sequence[Run], with_other_method: bool) -> list[Run]:
+    """The run's other seeds, then (if asked) the other methods' runs of the same dataset."""
+    group = same_config_runs(run, runs)[1:]
+    if not with_other_method:
+        return group
+    c = run.config
+    others = [
+        r
+        for r in runs
+        if r.config.dataset == c.dataset and r.config.method != c.method and r.name != run.name
+    ]
+    return group + sorted(others, key=lambda r: (r.config.method, r.config.seed))

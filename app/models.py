@@ -11,6 +11,7 @@ next call starts a new worker.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import sys
 from collections.abc import Callable
@@ -223,3 +224,84 @@ def encode_text(run: Run, text: str) -> dict[str, Any]:
         ValueError: the caption is empty, or the run's text encoder cannot be loaded.
     """
     return _guarded(_encode_text, str(run.path), run.weights_hash, text)
+
+
+# --------------------------------------------------------------------------- uploads
+
+IMAGE_TYPES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
+MAX_SIDE = 8192  # pixels; bigger uploads are refused before they are decoded
+
+
+class NotAnImage(ValueError):
+    """An uploaded file is not a readable image; the message names the file and the fix."""
+
+
+def _open_image(data: bytes, name: str):
+    """The decoded PIL image, refusing non-images, truncated files and oversized images."""
+    from PIL import Image, UnidentifiedImageError
+
+    too_big = (
+        f"{name} is too large; upload an image at most {MAX_SIDE} pixels on a side (it is "
+        "shrunk to a few dozen pixels anyway)"
+    )
+    unreadable = f"{name} is not an image that can be read ({{}}); upload a {IMAGE_TYPES} file"
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise NotAnImage(too_big) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
+    if max(img.size) > MAX_SIDE or min(img.size) < 1:
+        raise NotAnImage(too_big)
+    try:
+        img.load()
+    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
+    return img
+
+
+def _to_8bit(img):
+    """16-bit, 32-bit and float images (modes I, I;16, F) scaled into 0 … 255 (mode L)."""
+    from PIL import Image
+
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    arr = np.nan_to_num(arr - arr.min(), nan=0.0, posinf=0.0)
+    top = arr.max()
+    return Image.fromarray((arr * (255.0 / top) if top > 0 else arr).astype(np.uint8))
+
+
+def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarray:
+    """An uploaded file as the run's input format.
+
+    The image is converted to the run's channels (grey or RGB; transparency is dropped, 16-bit
+    and float images are scaled to 8 bits), centre-cropped to a square and resized to the run's
+    side length.
+
+    Args:
+        data: the file's bytes.
+        name: its file name (for the message).
+        channels: 1 or 3.
+        size: side length H = W.
+
+    Returns:
+        uint8 image. Shape: (C, H, W).
+
+    Raises:
+        NotAnImage: the bytes are not an image PIL can read, or it is too large.
+    """
+    from PIL import Image, ImageOps
+
+    img = _open_image(data, name)
+    try:
+        img = _to_8bit(ImageOps.exif_transpose(img))
+        img = img.convert("L" if channels == 1 else "RGB")
+        img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+    except (OSError, ValueError) as exc:
+        raise NotAnImage(
+            f"{name} is a {img.mode} image that cannot be converted ({exc}); upload an 8-bit "
+            f"grey or colour {IMAGE_TYPES} file"
+        ) from None
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))

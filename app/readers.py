@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from tricl.bases import get_basis
 from tricl.runs import Run
 
 EVAL_SPLIT = "test"
@@ -58,12 +59,13 @@ def analysis_stamp(path: str | Path, basis: str = "trained") -> tuple[int, ...]:
     """File times of what an analysis in ``basis`` reads: the spectral one also reads the
     trained artifacts and the run's basis (``analysis/spectral.npz``)."""
     stamp = artifact_stamp(_analysis_folder(path))
-    if basis == "trained":
+    folder = get_basis(basis).folder
+    if not folder:  # the split's own folder: nothing more to read
         return stamp
     return (
         *stamp,
         -1,
-        *artifact_stamp(_analysis_folder(path) / basis),
+        *artifact_stamp(_analysis_folder(path) / folder),
         -1,
         *artifact_stamp(Path(path) / "analysis"),
     )
@@ -192,7 +194,7 @@ def comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
         comp = _comparison(paths, basis, stamps)
     except _NotCached:
         names = ", ".join(r.name for r in runs)
-        where = "" if basis == "trained" else f" in the {basis} basis"
+        where = get_basis(basis).where()
         return Missing(tuple(runs), f"no stored comparison of {names}{where} yet")
     # no file-time check against the analyses: a stored comparison names the weights hashes
     # and importance orders it was computed from, and load_comparison refuses it if they moved
@@ -227,7 +229,7 @@ def image_text_comparison(runs: Sequence[Run], basis: str = "trained") -> Any | 
     try:
         return _image_text_comparison(paths, basis, stamps)
     except _NotCached:
-        where = "trained axes" if basis == "trained" else "pair (spectral) basis"
+        where = get_basis(basis).pair_label
         return Missing(
             tuple(runs),
             f"no stored comparison of these {len(runs)} runs' image and text "

@@ -4,7 +4,7 @@ Zero-shot and retrieval columns for the Runs page; top captions, words and cards
 the caption factor table for the Features and Feature detail pages; the similarity by which the
 caption probe (``views/probe.py``) ranks images. Everything here draws stored text analyses
 (:mod:`readers`, via :mod:`jobs_ui`); image-only runs never reach it (:func:`labels.has_text`).
-The Compare seeds page draws the image-text comparison itself.
+The Compare seeds page's image-text section (image AND text features across seeds) lives here too.
 
 Captions and tokens are per feature of the trained axes: the spectral basis is estimated from
 image augmentations, which captions do not have, so in that basis the pages point back to the
@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 import draw
+import jobs_ui
 import labels
 import numpy as np
 import pandas as pd
@@ -24,6 +25,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tricl.analysis.image_text import anchor_weights, similarity
+from tricl.analysis.metrics import METRICS
+from tricl.bases import BASIS_NAMES, get_basis
+from tricl.methods import method_color, method_label
+from tricl.report import compare as compare_report
+from tricl.report import features as report_features
+from tricl.report.verdicts import CKA_WHITENED_NOTE, TOP8
 from tricl.runs import Run
 
 TRAINED_ONLY = (
@@ -150,8 +157,8 @@ def feature_column_config() -> dict[str, Any]:
         "top captions": st.column_config.TextColumn(
             f"top {CAPTIONS_IN_TABLE} captions",
             width="large",
-            help="the distinct evaluation captions with the highest value of this feature "
-            "(caption features), highest first",
+            help="the distinct evaluation captions with the highest value of the TEXT encoder's "
+            "feature #i (g_i of the caption, not the image encoder's f_i), highest first",
         ),
         "raised by": st.column_config.TextColumn(
             "words that raise it",
@@ -310,8 +317,8 @@ def feature_captions(text: Any, feature: int, rank: int) -> None:
             },
         )
         st.caption(
-            "The distinct evaluation captions with the highest value of this feature (caption "
-            "features, trained axes), highest first."
+            "The distinct evaluation captions with the highest value of this feature number in "
+            "the text encoder (g_i, trained axes), highest first. " + report_features.CAPTIONS_NOTE
         )
     with right:
         tok = tokens_of(text, feature)
@@ -356,3 +363,145 @@ def caption_scores(
     """
     weights = anchor_weights(importance, s_placement, "text")
     return similarity(np.asarray(z)[None], image_z, weights)[0]  # (1, k) x (N, k) -> (N,)
+
+
+# --------------------------------------------------------------------------- Compare seeds page
+
+
+def seed_pair_datasets(runs: list) -> dict[str, list]:
+    """Image-text runs by dataset, for datasets where some configuration has two seeds.
+
+    Each list is sorted by method, seed and name: the order names the stored comparison, so the
+    page and the job it starts agree on it.
+    """
+    by_dataset: dict[str, list] = {}
+    for r in runs:
+        if labels.has_text(r):
+            by_dataset.setdefault(r.config.dataset, []).append(r)
+    out = {}
+    for dataset, members in sorted(by_dataset.items()):
+        groups = pd.Series([labels.config_key(r) for r in members]).value_counts()
+        if (groups >= 2).any():
+            out[dataset] = sorted(members, key=lambda r: (r.config.method, r.config.seed, r.name))
+    return out
+
+
+def identifiability_figure(summary: pd.DataFrame, metric: str):
+    """Bars of one metric's mean over seed pairs (± std): per side and basis, one per method."""
+    bars = [
+        {
+            "x": [f"{s} · {get_basis(b).pair_label}" for s, b in zip(rows["side"], rows["basis"])],
+            "y": rows[f"{metric}_mean"],
+            "error": rows[f"{metric}_std"],
+            "name": method_label(method),
+            "color": method_color(method),
+        }
+        for method, rows in summary.groupby("method", sort=False)
+    ]
+    return draw.score_bars(bars, METRICS[metric].label)
+
+
+def image_text_section(runs: list) -> None:
+    """Identifiability of the image-text runs' image AND text features across seeds, in the
+    trained axes and in each run's pair basis, one configuration (method) per colour."""
+    datasets = seed_pair_datasets(runs)
+    st.subheader("Image-text runs: image and text features across seeds")
+    st.caption(
+        "Each side scored like the image features above, over the seed pairs of each "
+        "configuration: the image features f(x) of the evaluation images and the text features "
+        "g(t) of their captions. Trained axes: each run's importance order (S for triCLIP). Pair "
+        "basis: each side rotated onto the run's canonical correlation directions between its "
+        "train image and text features (the image-caption counterpart of the spectral basis), "
+        "strongest first. " + CKA_WHITENED_NOTE
+    )
+    if not datasets:
+        st.info(
+            "No image-text configuration has two seeds yet; train clip or triclip with two "
+            "`--seed` values to measure it."
+        )
+        return
+    dataset = st.selectbox("Dataset", list(datasets), key="_w_image_text_dataset")
+    group = datasets[dataset]
+    from tricl.analysis.image_text_compare import summarize
+
+    comps = [
+        jobs_ui.image_text_comparison(group, key=f"image_text_{dataset}", basis=b)
+        for b in BASIS_NAMES
+    ]
+    comps = [c for c in comps if c is not None]
+    if not comps:
+        return
+    summary = summarize(comps)
+    if summary.empty:
+        st.info("These runs share no configuration with two seeds.")
+        return
+    metric = st.selectbox(
+        "Score",
+        list(METRICS),
+        index=list(METRICS).index(TOP8),
+        format_func=lambda m: METRICS[m].label,
+        key="_w_image_text_metric",
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        draw.show_figure(identifiability_figure(summary, metric), "image_text_identifiability")
+    with right:
+        st.markdown("\n".join(f"- **{m.label}**: {m.help}" for m in METRICS.values()))
+    table = compare_report.image_text_table(summary)
+    draw.show_table(
+        table,
+        f"image_text_identifiability_{dataset.replace(':', '_').replace('/', '_')}",
+        csv=summary,
+        column_config=draw.number_columns(table),
+    )
+    _pair_heatmap(comps, group)
+
+
+def _pair_heatmap(comps: list, runs: list) -> None:
+    """Two runs' features against each other, on the image or the text side, in either basis."""
+    st.markdown("**|corr| between two runs' features, one side**")
+    st.caption(
+        "Identifiable features light up the diagonal: feature #i of one seed is feature #i of "
+        "the other, on the image side (f) or the text side (g)."
+    )
+    first = comps[0]
+    shown = labels.run_labels(runs)
+    a0, b0 = compare_report.default_pair(first.methods)
+    names = first.runs
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    a = c1.selectbox(
+        "Rows", range(len(names)), a0, format_func=lambda i: shown[names[i]], key="_w_it_rows"
+    )
+    b = c2.selectbox(
+        "Columns", range(len(names)), b0, format_func=lambda i: shown[names[i]], key="_w_it_cols"
+    )
+    side = c3.radio("Side", list(SIDES), key="_w_image_text_side")
+    basis = c4.radio(
+        "Basis",
+        [c.basis for c in comps],
+        format_func=lambda b: get_basis(b).pair_label,
+        key="_w_image_text_basis",
+    )
+    if a == b:
+        st.info("Pick two different runs.")
+        return
+    comp = next(c for c in comps if c.basis == basis)
+    fig = draw.corr_heatmap(
+        comp.abs_corr(side, a, b),  # (k_a, k_b)
+        f"{shown[comp.runs[b]]}: {side} feature #",
+        f"{shown[comp.runs[a]]}: {side} feature #",
+        height=520,
+    )
+    left, _ = st.columns([3, 1])
+    with left:
+        draw.show_figure(fig, "image_text_abs_corr_heatmap")
+    if get_basis(comp.basis).grouped:
+        notes = [
+            f"{shown[comp.runs[x]]}: "
+            + (", ".join(draw.group_label(g) for g in comp.unresolved[x]) or "none")
+            for x in (a, b)
+        ]
+        st.caption(
+            "Unresolved pair-basis ranks (canonical correlations closer than their split-half "
+            "noise, so their order is not defined by the data): " + "; ".join(notes) + "."
+        )

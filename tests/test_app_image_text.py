@@ -26,6 +26,7 @@ from tricl.analysis import analyze
 from tricl.analysis.image_text import analyze_text, load_text_analysis
 from tricl.analysis.image_text_compare import compare_image_text, load_image_text_comparison
 from tricl.analysis.metrics import METRICS
+from tricl.bases import get_basis
 from tricl.config import RunConfig
 from tricl.jobs import JobStore, analyze_command
 from tricl.runs import Run, list_runs
@@ -186,6 +187,8 @@ def test_features_page_shows_captions_words_and_the_factor_table(it_root, it_run
         assert table["top captions"].iloc[row].startswith(first)
         words = text.tokens[text.tokens["feature"] == f]["token"]
         assert table["raised by"].iloc[row].split(" ")[0] == words.iloc[0]
+    # the captions come from the text encoder, and the page says so (issue 22)
+    assert "ranked by the **text encoder's** feature #i" in texts(at)
     factors = next(d.value for d in at.dataframe if "image_class" in d.value)
     assert list(factors["rank"]) == list(range(1, len(tc.feature) + 1))
     for col in ("image_thickness", "text_slant", "text_size"):
@@ -319,7 +322,7 @@ def test_compare_seeds_shows_both_sides_in_both_bases(it_root, it_runs, monkeypa
     assert len(table) == 8  # clip and triclip x image and text x trained and pair basis
     assert set(table["method"]) == {"CLIP", "triCLIP"}
     assert set(zip(table["side"], table["basis"])) == {
-        (s, b) for s in ("image", "text") for b in ("trained axes", "pair basis")
+        (s, get_basis(b).pair_label) for s in ("image", "text") for b in ("trained", "spectral")
     }
     runs = sorted(
         (r for r in it_runs.values() if r.image_text),
@@ -329,7 +332,7 @@ def test_compare_seeds_shows_both_sides_in_both_bases(it_root, it_runs, monkeypa
     pairs = comp.pairs
     clip = pairs[(pairs["run_a"].str.startswith("clip")) & pairs["run_b"].str.startswith("clip")]
     row = table[(table["method"] == "CLIP") & (table["side"] == "text")]
-    row = row[row["basis"] == "trained axes"].iloc[0]
+    row = row[row["basis"] == get_basis("trained").pair_label].iloc[0]
     label = METRICS["ordered_corr_top8"].label
     assert row[label] == pytest.approx(clip[clip["side"] == "text"]["ordered_corr_top8"].mean())
     assert any('"type":"bar"' in c.proto.spec.replace(" ", "") for c in at.get("plotly_chart"))

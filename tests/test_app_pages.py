@@ -19,6 +19,8 @@ from streamlit.testing.v1 import AppTest
 from tricl.analysis import analyze, compare, consensus
 from tricl.config import RunConfig
 from tricl.jobs import JobStore, analyze_command, consensus_command
+from tricl.report.features import class_facts, class_facts_caption, top_class_label
+from tricl.report.verdicts import VERDICTS
 from tricl.runs import Run, list_runs
 from tricl.train import train
 
@@ -213,7 +215,11 @@ def test_feature_detail_defaults_to_feature_one(runs_root, runs, monkeypatch):
     assert metrics["Feature"] == "#1"
     a = analyze(runs[name], progress=False)
     top = a.importance.order("S")[0]
-    assert metrics["Dominant class"] == a.classes[int(a.stats.dominant_class[top])]
+    facts = class_facts(a, top)
+    assert metrics["Top images' class"] == top_class_label(facts, a.classes)
+    assert metrics["Selectivity"] == f"{facts.top_share:.0%}"
+    assert metrics["Extreme mean"] == str(a.classes[facts.strongest])
+    assert class_facts_caption(facts, a.classes) in texts(at)
     # top-N, bottom-N, saliency grid, and this run + the other seed's matched feature
     assert len(at.image) >= 5
     assert len(_charts(at)) == 2  # activation by class, class means
@@ -225,8 +231,16 @@ def test_compare_page_gives_a_verdict_per_method(runs_root, monkeypatch):
     text = texts(at)
     assert "SimCLR" in text and "triCL" in text
     assert "identifiable" in text.lower()
-    labels = [m.label for m in at.metric]
-    assert labels.count("MCC") == 2 and labels.count("CKA") == 2
+    # each card: one table line per basis, every label whole (metric tiles cut two to "top-8 ...")
+    head = "| basis | top-8 ordered corr | MCC | CKA | verdict |"
+    assert text.count(head) == 2, text
+    words = {v.word for v in VERDICTS}
+    for basis in ("trained basis", "spectral basis"):
+        lines = [ln for ln in text.splitlines() if ln.startswith(f"| {basis} |")]
+        assert len(lines) == 2 and all(any(w in ln for w in words) for ln in lines), lines
+    assert not at.metric
+    summary = at.dataframe[0].value
+    assert set(summary["verdict, spectral basis"]) <= words
     # summary table (one row per method), consensus ranks, the pair table of the picked runs
     assert len(at.dataframe[0].value) == 2
     assert "mean_abs_corr" in at.dataframe[1].value
@@ -491,6 +505,12 @@ def test_study_page_shows_the_results_tables_and_figures(runs_root, monkeypatch)
         assert "tricl.experiments.reproduce" in text
         return
     assert "Identifiability across seeds" in text
+    # the study's scores in the Compare page's verdict words: SimCLR's spectral 0.77 ± 0.04 on
+    # mnist5k is not called identifiable here and "not identifiable" there
+    verdicts = next(d.value for d in at.dataframe if "verdict" in d.value)
+    simclr = verdicts[(verdicts["method"] == "simclr") & (verdicts["basis"] == "spectral basis")]
+    assert simclr["verdict"].iloc[0] == "Borderline"
+    assert set(verdicts["verdict"]) <= {v.word for v in VERDICTS}
     if "## What the study shows" in (REPO_DOCS / "RESULTS.md").read_text():  # findings first
         assert text.index("What the study shows") < text.index("Identifiability across seeds")
     figures = len(re.findall(r"^!\[", (REPO_DOCS / "RESULTS.md").read_text(), flags=re.M))
@@ -574,8 +594,15 @@ def test_feature_detail_in_the_spectral_basis_shows_the_same_rank_in_every_seed(
     corr = abs(np.corrcoef(a.features.z[:, 1], b.features.z[:, 1])[0, 1])
     assert f"#2: |corr| {corr:.2f} with this run's #2" in text
     assert "triCL · digits · k16 · seed 1" in text
-    # the other method's runs on the same dataset, behind the checkbox
+    # the other method's runs on the same dataset, behind the checkbox: the page reads their
+    # stored spectral comparison, and offers the job that stores it (it never correlates itself)
     at.checkbox(key="_w_other_method").check().run()
+    key = f"start_same_rank_{name}_4_spectral"
+    assert at.button(key=key).label == "Compare now"
+    assert "with this run's #2" not in texts(at)
+    every = sorted(runs.values(), key=lambda r: (r.config.method, r.config.seed, r.name))
+    compare(every, progress=False, basis="spectral")  # what the job runs
+    at.run()
     text = texts(at)
     assert "SimCLR · digits · k16 · seed 0" in text and "SimCLR · digits · k16 · seed 1" in text
     assert text.count("with this run's #2") == 3

@@ -97,8 +97,22 @@ def test_train_decorrelation_flag_reaches_the_run_and_compare_prints_spectral_sc
     assert main(["compare", *map(str, runs), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "spectral_corr_top8" in out and "ordered_corr_top8" in out
+    # one verdict line per basis, in the words the Compare page and the README use
+    from tricl.report.verdicts import VERDICTS
+
+    lines = [ln for ln in out.splitlines() if ln.startswith("verdict, ")]
+    assert [ln.split(" (")[0] for ln in lines] == [
+        "verdict, trained basis",
+        "verdict, spectral basis",
+    ]
+    assert all(any(f"): {v.word}: {v.meaning}" in ln for v in VERDICTS) for ln in lines), lines
+    assert "CKA" in lines[0] and "CKA" not in lines[1]  # CKA is not read in a whitened basis
     assert main(["compare", *map(str, runs), "--no-progress", "--no-spectral"]) == 0
-    assert "spectral_corr_top8" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "spectral_corr_top8" not in out
+    assert next(ln for ln in out.splitlines() if ln.startswith("verdict, ")).startswith(
+        "verdict, trained basis (mean over 1 pair(s)): "
+    )
 
 
 def test_train_flags_are_generated_from_the_run_config():

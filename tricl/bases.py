@@ -37,6 +37,10 @@ class Basis:
         grouped: True when neighbouring ranks can form unresolved groups (equal eigenvalues
             within the estimation noise).
         describe: what a "feature #i" in this basis is, for captions (``{order}`` is filled in).
+        whitened: True when the basis gives every feature unit variance, so whole-representation
+            scores (CKA) weigh the noisy tail like the top features.
+        captions: True when an image-text run's captions and words can be shown per feature in
+            this basis (a basis estimated from image augmentations has no caption side).
     """
 
     name: str
@@ -48,6 +52,8 @@ class Basis:
     fixed_order: bool
     grouped: bool
     describe: str
+    whitened: bool = False
+    captions: bool = True
 
     def cli_args(self) -> list[str]:
         """The ``--basis`` flag a command needs for this basis (none for the legacy one)."""
@@ -87,6 +93,8 @@ SPECTRAL = Basis(
     fixed_order=True,
     grouped=True,
     describe="spectral basis",
+    whitened=True,
+    captions=False,
 )
 BASES: dict[str, Basis] = {b.name: b for b in (TRAINED, SPECTRAL)}
 BASIS_NAMES: tuple[str, ...] = tuple(BASES)

@@ -322,6 +322,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.consensus:  # the first few top images keep the text table readable
         table = table.assign(top_indices=[" ".join(map(str, t[:5])) for t in table["top_indices"]])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if not args.consensus:  # the verdict words of the Compare page and the README
+        from tricl.analysis.pipeline import load_run
+        from tricl.report.verdicts import verdict_lines
+
+        whitened = all(load_run(r).aligned for r in args.runs)  # aligned axes are whitened
+        print("\n".join(verdict_lines(table, args.basis, whitened=whitened)))
     if text is not None:
         _print_image_text(text)
     return 0

@@ -8,75 +8,16 @@ import labels
 import models
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import readers
 import state
 import streamlit as st
 import text_ui
 
+from tricl.bases import get_basis
+from tricl.report import features as report
+
 SALIENCY_N = 8
-# the dominant class stands out from the others on the class charts
-HIGHLIGHT, BASE = "#E4572E", "#4C78A8"
 MATCH_STRIP_N = 8
-
-
-def class_figures(analysis, feature: int) -> tuple[go.Figure, go.Figure]:
-    """Activation distribution split by class, and class-mean bars, of a raw feature index."""
-    z = analysis.features.z[:, feature].astype(np.float32)  # stored as float16
-    labels = analysis.features.labels
-    classes = analysis.classes
-    dominant = int(analysis.stats.dominant_class[feature])
-    dist = go.Figure()
-    for c, name in enumerate(classes):
-        dist.add_trace(
-            go.Violin(
-                y=z[labels == c],
-                name=str(name),
-                box_visible=True,
-                meanline_visible=True,
-                points=False,
-                line={"color": HIGHLIGHT if c == dominant else BASE},
-                showlegend=False,
-            )
-        )
-    draw.tidy(dist, height=320, xaxis_title="class", yaxis_title="activation z")
-    means = analysis.stats.class_means[feature]
-    bars = go.Figure(
-        go.Bar(
-            x=[str(c) for c in classes],
-            y=means,
-            marker_color=[HIGHLIGHT if c == dominant else BASE for c in range(len(classes))],
-            hovertemplate="class %{x}: mean %{y:.3f}<extra></extra>",
-        )
-    )
-    draw.tidy(bars, height=320, xaxis_title="class", yaxis_title="mean activation")
-    return dist, bars
-
-
-def image_block(title: str, images: np.ndarray, indices: np.ndarray, values: np.ndarray) -> None:
-    st.markdown(f"**{title}**")
-    tiles = draw.to_rgb(images[indices])
-    st.image(draw.grid(tiles, cols=8), width="content")
-    st.caption(draw.activation_caption(values))
-
-
-def match_in(comp, i: int, j: int, rank: int) -> tuple[int, int, float]:
-    """Run j's Hungarian partner of run i's feature at ``rank`` (0-based, importance order).
-
-    Read off the stored correlation matrix of the pair (a k × k assignment, milliseconds), so one
-    stored comparison per seed group serves the page of every run in it.
-
-    Returns:
-        ``(rank_b, feature_b, corr)``: the partner's rank and raw index in run j, and the
-        signed correlation.
-    """
-    from tricl.analysis.identifiability import hungarian_match
-
-    corr = comp.corr[(i, j)] if (i, j) in comp.corr else comp.corr[(j, i)].T  # (k_i, k_j)
-    m = hungarian_match(corr)
-    pos = int(np.flatnonzero(m.rows == rank)[0])
-    rank_b = int(m.cols[pos])
-    return rank_b, int(comp.orders[j][rank_b]), float(m.corr[pos])
 
 
 def _partner(comp, run, other, rank: int, images: np.ndarray) -> None:
@@ -85,7 +26,7 @@ def _partner(comp, run, other, rank: int, images: np.ndarray) -> None:
     if oa is None:  # a comparison is stored only once both runs are analysed
         return
     i, j = comp.runs.index(run.name), comp.runs.index(other.name)
-    rank_b, feat_b, corr = match_in(comp, i, j, rank - 1)
+    rank_b, feat_b, corr = report.matched_partner(comp, i, j, rank - 1)
     tops = oa.top_images.top_indices if corr > 0 else oa.top_images.bottom_indices
     same_rank = float(comp.abs_corr(i, j)[rank - 1, rank - 1])
     st.markdown(f"**{labels.run_label(other)}**")
@@ -114,13 +55,7 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
     comp = jobs_ui.comparison(by_seed, key=f"group_{by_seed[0].name}")
     if comp is None:
         return
-    st.caption(
-        "For each other seed: the Hungarian match of this feature (best one-to-one pairing of "
-        f"features) and the correlation with that seed's own feature #{rank}. If the features "
-        "are identifiable, the match IS that seed's #"
-        f"{rank} with |corr| near 1. A negative sign means the feature is flipped, so its "
-        "bottom images are shown."
-    )
+    st.caption(report.matched_caption(rank))
     cols = st.columns(len(group))
     with cols[0]:
         st.markdown(f"**{labels.run_label(run)}** (this run)")
@@ -134,46 +69,18 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
             _partner(comp, run, other, rank, images)
 
 
-def other_runs(run, with_other_method: bool) -> list:
-    """The run's other seeds, then (if asked) the other methods' runs of the same dataset."""
-    runs = state.index().runs
-    group = labels.same_config_runs(run, runs)[1:]
-    if not with_other_method:
-        return group
-    c = run.config
-    others = [
-        r
-        for r in runs
-        if r.config.dataset == c.dataset and r.config.method != c.method and r.name != run.name
-    ]
-    return group + sorted(others, key=lambda r: (r.config.method, r.config.seed))
+def same_rank_corr(run, others: list, rank: int) -> dict[str, float] | None:
+    """Signed corr of this run's spectral rank ``rank`` (1-based) with each other run's, read off
+    their stored spectral comparison (None after offering the job that stores it).
 
-
-def same_rank_corr(run, analysis, others: list, found: dict, rank: int) -> dict[str, float]:
-    """Signed corr of this run's spectral rank ``rank`` (1-based) with each other run's.
-
-    Read off the stored spectral comparison of the seed group when there is one; otherwise
-    computed from the loaded spectral features (the same evaluation images: one (N,) pair each).
+    The runs are taken in the consensus's order (method, seed, name), so the seed group's own
+    comparison and, with every run of the dataset, the consensus's serve without a new job.
     """
-    out: dict[str, float] = {}
-    group = sorted([run, *others], key=lambda r: r.config.seed)
-    try:
-        comp = readers.comparison(group, "spectral")
-    except Exception:  # e.g. runs evaluated on other images: computed below where possible
-        comp = None
-    z = analysis.features.z[:, rank - 1].astype(np.float64)  # (N,)
-    for other in others:
-        oa = found[other.name]
-        if rank > oa.k:
-            continue
-        if comp is not None and not isinstance(comp, readers.Missing):
-            i, j = comp.runs.index(run.name), comp.runs.index(other.name)
-            c = comp.corr[(i, j)] if (i, j) in comp.corr else comp.corr[(j, i)].T
-            out[other.name] = float(c[rank - 1, rank - 1])
-        elif np.array_equal(oa.features.indices, analysis.features.indices):
-            zo = oa.features.z[:, rank - 1].astype(np.float64)
-            out[other.name] = float(np.corrcoef(z, zo)[0, 1])
-    return out
+    group = sorted([run, *others], key=lambda r: (r.config.method, r.config.seed, r.name))
+    comp = jobs_ui.comparison(group, key=f"same_rank_{run.name}_{len(group)}", basis="spectral")
+    if comp is None:
+        return None
+    return report.same_rank_corrs(comp, run.name, [o.name for o in others], rank)
 
 
 def _rank_panel(
@@ -191,19 +98,12 @@ def _rank_panel(
         x="class",
         y="mean",
         height=140,
-        color=BASE,
+        color=draw.BASE_COLOR,
     )
     if own:
         st.caption(f"#{rank}: this run")
         return
-    if corr is None:
-        st.caption(f"#{rank}: |corr| unknown (evaluated on other images)")
-        return
-    flip = " · sign −: its bottom images and negated class means" if sign < 0 else ""
-    note = ""
-    if (g := draw.group_of(oa.groups, rank - 1)) is not None:
-        note = f" · in its unresolved group {draw.group_label(g)}"
-    st.caption(f"#{rank}: |corr| {abs(corr):.2f} with this run's #{rank}{flip}{note}")
+    st.caption(report.same_rank_caption(rank, corr, draw.group_of(oa.groups, rank - 1), oa.k))
 
 
 def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
@@ -215,7 +115,7 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
         key="_w_other_method",
         help="Spectral ranks are comparable across methods too: the consensus features.",
     )
-    others = other_runs(run, both)
+    others = labels.other_runs(run, state.index().runs, both)
     if not others:
         st.info(
             "No other seed of this configuration is in the runs folder; train one with the same "
@@ -224,7 +124,9 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
         return
     found = jobs_ui.analyses(others, key=f"others_{run.name}_spectral", basis="spectral")
     others = [r for r in others if r.name in found]
-    corr = same_rank_corr(run, analysis, others, found, rank)
+    corr = same_rank_corr(run, others, rank)
+    if corr is None:
+        return
     st.caption(
         "Each run's own spectral feature of the same number, no matching: if the spectral "
         "basis is identifiable, |corr| is near 1. The sign of an eigenvector is arbitrary, so a "
@@ -244,7 +146,7 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
     ss = st.session_state
     rank = state.current_feature(k)
     ss[state.URL_FEATURE] = rank
-    c1, c2 = st.columns([1, 3])
+    c1, c2 = st.columns([1, 4])
     with c1:
         ss["_w_feature"] = rank
         st.number_input(
@@ -257,19 +159,31 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
         )
     feature = int(analysis.importance.order(order)[rank - 1])
     score = float(analysis.importance.scores[order][feature])
-    dominant = analysis.classes[int(analysis.stats.dominant_class[feature])]
-    share = float(analysis.stats.dominant_share[feature])
+    facts = report.class_facts(analysis, feature)
+    classes = analysis.classes
     with c2:
-        m1, m2, m3, m4 = st.columns(4)
+        m1, m2, m3, m4, m5 = st.columns(5)
         m1.metric(
             "Feature",
             f"#{rank}",
             help=draw.feature_name(analysis, rank, order)
-            + ("" if analysis.basis == "spectral" else f": index {feature} of z"),
+            + (f": index {feature} of z" if not get_basis(analysis.basis).fixed_order else ""),
         )
         m2.metric(f"Importance ({order})", f"{score:.4f}")
-        m3.metric("Dominant class", str(dominant))
-        m4.metric("Selectivity", f"{share:.0%}", help="share of its top-100 images in that class")
+        m3.metric(
+            "Top images' class",
+            report.top_class_label(facts, classes),
+            help="most frequent class among its top-100 images ('none' when no class reaches "
+            f"{report.SELECTIVE_OVER_CHANCE:g}x the chance share)",
+        )
+        m4.metric("Selectivity", f"{facts.top_share:.0%}", help="that class's share of them")
+        m5.metric(
+            "Extreme mean",
+            str(classes[facts.strongest]),
+            help="the class whose mean activation lies furthest from the feature's overall mean "
+            f"({facts.strongest_mean:+.2f}; highlighted on the class charts)",
+        )
+    st.caption(report.class_facts_caption(facts, classes))
     return rank, feature
 
 
@@ -281,20 +195,26 @@ def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) ->
     n = st.select_slider("Images shown", choices, value=choices[min(1, len(choices) - 1)])
     left, right = st.columns(2)
     with left:
-        image_block(
+        draw.image_block(
             f"Top {n}: highest activation",
             images,
             top.top_indices[feature, :n],
             top.top_values[feature, :n],
         )
     with right:
-        image_block(
+        draw.image_block(
             f"Bottom {n}: lowest activation",
             images,
             top.bottom_indices[feature, :n],
             top.bottom_values[feature, :n],
         )
-    dist, bars = class_figures(analysis, feature)
+    dist, bars = draw.class_figures(
+        analysis.features.z[:, feature].astype(np.float32),  # (N,), stored as float16
+        analysis.features.labels,
+        analysis.classes,
+        analysis.stats.class_means[feature],
+        report.class_facts(analysis, feature).strongest,
+    )
     left, right = st.columns(2)
     with left:
         st.markdown("**Activation by class**")
@@ -351,28 +271,22 @@ def main() -> None:
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    if labels.has_text(run) and state.current_basis() != "trained":
+    basis = get_basis(state.current_basis())
+    if labels.has_text(run) and not basis.captions:
         st.caption(text_ui.TRAINED_ONLY)
-    analysis = jobs_ui.analysis_of(run, state.current_basis())
+    analysis = jobs_ui.analysis_of(run, basis.name)
     order = state.current_order(analysis)
     rank, feature = pick_feature(analysis, order)
     st.caption(draw.order_caption(analysis, order))
     if (group := draw.group_of(analysis.groups, rank - 1)) is not None:
-        st.warning(
-            f"{draw.group_label(group)}: order not identifiable from the data. Feature #{rank} "
-            "lies in a cluster of eigenvalues closer than their estimation noise, so another "
-            "seed's #{rank} may be any mix of that cluster's features.",
-            icon=":material/help:",
-        )
+        st.warning(report.unresolved_warning(group, rank), icon=":material/help:")
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
-    text = (
-        jobs_ui.text_analysis(run) if labels.has_text(run) and analysis.basis == "trained" else None
-    )
+    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     if text is not None:
         text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)
-    if analysis.basis == "spectral":
+    if basis.fixed_order:  # the basis numbers the features: the same # in every seed
         same_rank_elsewhere(run, analysis, rank, images)
     else:
         matched_in_other_seeds(run, analysis, feature, images)

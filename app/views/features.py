@@ -12,12 +12,18 @@ import state
 import streamlit as st
 import text_ui
 
+from tricl.bases import get_basis
+from tricl.report import features as report
+
 STRIP_N = 8
+ROW_HEIGHT = 44  # a strip of top images
+CAPTION_ROW_HEIGHT = 84  # room for a feature's top captions, wrapped over a few lines
+CAPTION_STRIP_COLS = 4  # with captions the strip is two rows of four: narrower, all 8 shown
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def strips(
-    path: str, weights_hash: str, order: str, _images: np.ndarray, _top: np.ndarray
+    path: str, weights_hash: str, order: str, cols: int, _images: np.ndarray, _top: np.ndarray
 ) -> list[str]:
     """Top-image strip of every feature, as PNG data URIs in importance order.
 
@@ -25,11 +31,12 @@ def strips(
         path: run folder (cache key).
         weights_hash: the run's weights hash (cache key).
         order: importance order (cache key; strips follow it).
+        cols: images per row of a strip.
         _images: evaluation images. Shape: (N, C, H, W).
         _top: top-image indices of the features, rows already in importance order. Shape: (k, n).
     """
     del path, weights_hash, order
-    return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N)) for row in _top]
+    return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N, cols)) for row in _top]
 
 
 def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.DataFrame:
@@ -43,7 +50,7 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
     scores = np.asarray(analysis.importance.scores[order], dtype=float)
     st_ = analysis.stats
     classes = analysis.classes
-    if analysis.basis == "spectral":
+    if get_basis(analysis.basis).grouped:
         found = [draw.group_of(analysis.groups, r) for r in range(len(o))]
         first = {"group": [draw.group_label(g) if g else "" for g in found]}
     else:
@@ -58,11 +65,12 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
                 str(analysis.run_path),
                 f"{analysis.weights_hash}/{analysis.basis}",
                 order,
+                CAPTION_STRIP_COLS if text is not None else STRIP_N,
                 images,
                 analysis.top_images.top_indices[o],
             ),
             **captions,
-            "dominant class": [classes[c] for c in st_.dominant_class[o]],
+            "top images' class": [classes[c] for c in st_.dominant_class[o]],
             "selectivity": st_.dominant_share[o],
             "entropy (bits)": st_.class_entropy[o],
             "mean": st_.mean[o],
@@ -72,7 +80,7 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
 
 
 def controls(analysis) -> tuple[str, list, float]:
-    """The importance order, dominant-class and selectivity filters: (order, classes, minimum)."""
+    """The importance order, top-image class and selectivity filters: (order, classes, minimum)."""
     ss = st.session_state
     orders = list(analysis.importance.orders)
     order = state.current_order(analysis)
@@ -85,18 +93,20 @@ def controls(analysis) -> tuple[str, list, float]:
             key="_w_order",
             format_func=lambda o: f"{o} (default)" if o == analysis.importance.default else o,
             on_change=state.bind(state.URL_ORDER, "_w_order"),
-            disabled=analysis.basis != "trained",
+            disabled=get_basis(analysis.basis).fixed_order,
             help="In the spectral basis the eigenvalue orders the features (the basis's ranks).",
         )
     with c2:
-        picked = st.multiselect("Dominant class", analysis.classes, placeholder="all classes")
+        picked = st.multiselect("Top images' class", analysis.classes, placeholder="all classes")
     with c3:
         min_sel = st.slider("Selectivity at least", 0.0, 1.0, 0.0, 0.05)
     return order, picked, min_sel
 
 
 def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
-    """The feature table; a clicked row opens that feature on the Feature detail page."""
+    """The feature table, every row on the page (no inner scrolling); a clicked row opens that
+    feature on the Feature detail page."""
+    row_height = CAPTION_ROW_HEIGHT if text is not None else ROW_HEIGHT
     event = draw.show_table(
         shown,
         f"features_{run.name}_{analysis.basis}",
@@ -104,8 +114,8 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
         key=f"feature_table_{run.name}_{analysis.basis}_{order}",
         on_select="rerun",
         selection_mode="single-row",
-        row_height=44,
-        height=min(38 + 45 * max(len(shown), 1), 640),
+        row_height=row_height,
+        height=report.table_height(len(shown), row_height),
         column_config={
             "#": st.column_config.NumberColumn(
                 help=f"feature number ({draw.basis_note(analysis, order)}; #1 = most important)"
@@ -116,7 +126,9 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
             ),
             "importance": st.column_config.NumberColumn(format="%.4f"),
             "top images": st.column_config.ImageColumn(
-                f"top {STRIP_N} images", width="large", help="highest activations, left first"
+                f"top {STRIP_N} images",
+                width="medium" if text is not None else "large",  # room for the captions
+                help="highest activations, left first",
             ),
             "selectivity": st.column_config.ProgressColumn(
                 format="percent", min_value=0.0, max_value=1.0
@@ -138,30 +150,32 @@ def main() -> None:
         "Features",
         "The features (projector outputs z) of one run, most important first, each with the "
         "images that excite it most. Selectivity is the share of the feature's top-100 images "
-        "that belong to its dominant class: 100% means a pure class detector. Click a row to "
-        "open the feature; click a column header to sort. The sidebar's basis picks the axes: "
-        "the trained ones, or the run's spectral basis (identifiable across seeds).",
+        "in their most frequent class (10% for 10 classes is chance: no class); 100% means a "
+        "pure class detector. Click a row to open the feature; click a column header to sort. "
+        "The sidebar's basis picks the axes: the trained ones, or the run's spectral basis (most "
+        "augmentation-invariant first, the same numbering in every seed).",
     )
     jobs_ui.require_runs()
     run = state.current_run()
-    if labels.has_text(run) and state.current_basis() != "trained":
+    basis = get_basis(state.current_basis())
+    if labels.has_text(run) and not basis.captions:
         st.caption(text_ui.TRAINED_ONLY)
-    analysis = jobs_ui.analysis_of(run, state.current_basis())
+    analysis = jobs_ui.analysis_of(run, basis.name)
     order, picked, min_sel = controls(analysis)
     st.caption(draw.order_caption(analysis, order))
-    if analysis.basis == "spectral":
+    if basis.grouped:
         with st.container(border=True):
             st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
-    text = None
-    if labels.has_text(run) and analysis.basis == "trained":
-        text = jobs_ui.text_analysis(run)
+    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images, text)
     keep = table["selectivity"] >= min_sel
     if picked:
-        keep &= table["dominant class"].isin(picked)
+        keep &= table["top images' class"].isin(picked)
     shown = table[keep].reset_index(drop=True)
     st.caption(f"{len(shown)} of {len(table)} features shown.")
+    if text is not None:
+        st.caption(report.CAPTIONS_NOTE)
     show_features(run, analysis, order, shown, text)
     if text is not None:
         text_ui.features_in_words(text, analysis.importance.order(order))

@@ -6,7 +6,6 @@ raises most, and the evaluation images it retrieves by the run's own similarity.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import draw
@@ -14,94 +13,17 @@ import jobs_ui
 import labels
 import models
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import state
 import streamlit as st
 import text_ui
 
+from tricl.bases import get_basis
 from tricl.methods import method_color
+from tricl.report import probe as report
 
 STRONGEST = 4
-IMAGE_TYPES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
-MAX_SIDE = 8192  # pixels; bigger uploads are refused before they are decoded
 RETRIEVED = 16  # images the caption probe retrieves
-MAX_CAPTION_CHARS = 1000  # longer input is refused before it reaches the worker
-
-
-class NotAnImage(ValueError):
-    """An uploaded file is not a readable image; the message names the file and the fix."""
-
-
-def _open_image(data: bytes, name: str):
-    """The decoded PIL image, refusing non-images, truncated files and oversized images."""
-    from PIL import Image, UnidentifiedImageError
-
-    too_big = (
-        f"{name} is too large; upload an image at most {MAX_SIDE} pixels on a side (it is "
-        "shrunk to a few dozen pixels anyway)"
-    )
-    unreadable = f"{name} is not an image that can be read ({{}}); upload a {IMAGE_TYPES} file"
-    try:
-        img = Image.open(io.BytesIO(data))  # reads the header only
-    except Image.DecompressionBombError:
-        raise NotAnImage(too_big) from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
-    if max(img.size) > MAX_SIDE or min(img.size) < 1:
-        raise NotAnImage(too_big)
-    try:
-        img.load()
-    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise NotAnImage(unreadable.format(type(exc).__name__)) from None
-    return img
-
-
-def _to_8bit(img):
-    """16-bit, 32-bit and float images (modes I, I;16, F) scaled into 0 … 255 (mode L)."""
-    from PIL import Image
-
-    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
-        return img
-    arr = np.asarray(img, dtype=np.float64)
-    arr = np.nan_to_num(arr - arr.min(), nan=0.0, posinf=0.0)
-    top = arr.max()
-    return Image.fromarray((arr * (255.0 / top) if top > 0 else arr).astype(np.uint8))
-
-
-def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarray:
-    """An uploaded file as the run's input format.
-
-    The image is converted to the run's channels (grey or RGB; transparency is dropped, 16-bit
-    and float images are scaled to 8 bits), centre-cropped to a square and resized to the run's
-    side length.
-
-    Args:
-        data: the file's bytes.
-        name: its file name (for the message).
-        channels: 1 or 3.
-        size: side length H = W.
-
-    Returns:
-        uint8 image. Shape: (C, H, W).
-
-    Raises:
-        NotAnImage: the bytes are not an image PIL can read, or it is too large.
-    """
-    from PIL import Image, ImageOps
-
-    img = _open_image(data, name)
-    try:
-        img = _to_8bit(ImageOps.exif_transpose(img))
-        img = img.convert("L" if channels == 1 else "RGB")
-        img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
-    except (OSError, ValueError) as exc:
-        raise NotAnImage(
-            f"{name} is a {img.mode} image that cannot be converted ({exc}); upload an 8-bit "
-            f"grey or colour {IMAGE_TYPES} file"
-        ) from None
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
@@ -111,15 +33,15 @@ def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
     _, c, h, _ = images.shape
     if source == "Upload":
         up = st.file_uploader(
-            f"An image ({IMAGE_TYPES}); it is converted to {h}×{h} "
+            f"An image ({models.IMAGE_TYPES}); it is converted to {h}×{h} "
             f"{'greyscale' if c == 1 else 'RGB'}",
             type=None,
         )
         if up is None:
             return None, ""
         try:
-            image = decode_upload(up.getvalue(), up.name, c, h)
-        except NotAnImage as exc:
+            image = models.decode_upload(up.getvalue(), up.name, c, h)
+        except models.NotAnImage as exc:
             st.error(str(exc), icon=":material/hide_image:")
             return None, ""
         if models.dataset_info(run, analysis)["family"] == "digits":
@@ -137,61 +59,12 @@ def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
     return images[int(i)], f"{analysis.split} image {i} (class {label})"
 
 
-def feature_bars(
-    order: np.ndarray,
-    z: np.ndarray,
-    usual: tuple[np.ndarray, np.ndarray] | None,
-    note: str,
-    color,
-    *,
-    what: str,
-    usual_name: str,
-    y_title: str,
-) -> go.Figure:
-    """Bars of one input's features in importance order, with the dataset's usual range.
-
-    Args:
-        order: raw feature indices, most important first. Shape: (k,).
-        z: the input's features, raw index order. Shape: (k,).
-        usual: mean and std of the evaluation set's features (raw order), or None.
-        note: which axes and order (for the axis title).
-        color: the method's colour.
-        what: legend name of the bars (``this image``, ``this caption``).
-        usual_name: legend name of the usual range.
-        y_title: the y axis title.
-    """
-    ranks = np.arange(1, len(order) + 1)
-    fig = go.Figure(
-        go.Bar(
-            x=ranks,
-            y=z[order],
-            name=what,
-            marker_color=color,
-            customdata=order,
-            hovertemplate="#%{x} (z[%{customdata}]): %{y:.3f}<extra></extra>",
-        )
-    )
-    if usual is not None:
-        mean, std = usual
-        fig.add_trace(
-            go.Scatter(
-                x=ranks,
-                y=mean[order],
-                error_y={"type": "data", "array": std[order], "thickness": 1},
-                mode="markers",
-                name=usual_name,
-                marker={"color": "#444", "size": 4},
-            )
-        )
-    return draw.tidy(fig, height=320, xaxis_title=f"feature # ({note})", yaxis_title=y_title)
-
-
 def activation_figure(
     analysis, order: np.ndarray, z: np.ndarray, color: str, note: str
 ) -> go.Figure:
     """An image's activations against the evaluation images' mean ± std."""
     usual = (analysis.stats.mean, analysis.stats.std)
-    return feature_bars(
+    return draw.feature_bars(
         order, z, usual, note, color,
         what="this image", usual_name="dataset mean ± std", y_title="activation z",
     )  # fmt: skip
@@ -200,41 +73,14 @@ def activation_figure(
 # --------------------------------------------------------------------------- a caption
 
 
-def caption_problem(text: str) -> str | None:
-    """Why a typed caption cannot be probed (one line), or None if it can."""
-    if not text.strip():
-        return "Type a caption to probe, e.g. “a thick handwritten 3”."
-    if len(text) > MAX_CAPTION_CHARS:
-        return (
-            f"The caption is {len(text):,} characters long; type at most {MAX_CAPTION_CHARS:,} "
-            "(the model reads only its first few dozen tokens anyway)."
-        )
-    return None
-
-
 def caption_figure(
     order: np.ndarray, z: np.ndarray, usual: tuple[np.ndarray, np.ndarray] | None, note: str, color
 ) -> go.Figure:
     """A caption's features against the evaluation captions' mean ± std (see feature_bars)."""
-    return feature_bars(
+    return draw.feature_bars(
         order, z, usual, note, color,
         what="this caption", usual_name="evaluation captions' mean ± std", y_title="feature z",
     )  # fmt: skip
-
-
-def retrieved_table(
-    top: np.ndarray, scores: np.ndarray, analysis: Any, captions: tuple[str, ...] | None
-) -> pd.DataFrame:
-    """One row per retrieved image: rank, similarity, class and (if stored) its own caption."""
-    table = {
-        "#": np.arange(1, len(top) + 1),
-        "image": top,
-        "similarity": scores[top],
-        "class": [analysis.classes[int(analysis.features.labels[i])] for i in top],
-    }
-    if captions is not None:
-        table["its caption"] = [captions[int(i)] for i in top]
-    return pd.DataFrame(table)
 
 
 def _caption_input(run, examples: tuple[str, ...]) -> str:
@@ -261,7 +107,7 @@ def caption_probe(run, analysis: Any, order_name: str, text_analysis: Any | None
     """
     captions = text_analysis.features.captions if text_analysis is not None else None
     text = _caption_input(run, captions or ())
-    if (problem := caption_problem(text)) is not None:
+    if (problem := report.caption_problem(text)) is not None:
         (st.info if not text.strip() else st.error)(problem, icon=":material/edit_note:")
         return
     try:
@@ -328,7 +174,7 @@ def retrieved(run, analysis: Any, z: np.ndarray, captions: tuple[str, ...] | Non
         f"Ranked by the similarity the run was trained with ({how}, both sides L2-normalised), "
         "best first, left to right."
     )
-    table = retrieved_table(top, scores, analysis, captions)
+    table = report.retrieved_table(top, scores, analysis, captions)
     draw.show_table(
         table,
         f"retrieved_{run.name}",
@@ -354,7 +200,7 @@ CAPTION_HEADER = (
 
 def probe_caption(run) -> None:
     """The caption probe of an image-text run, always in the trained axes."""
-    if state.current_basis() != "trained":
+    if not get_basis(state.current_basis()).captions:
         st.info(
             "The caption probe reads the trained axes, the space in which the run matches "
             "captions to images (the spectral basis comes from image augmentations).",
