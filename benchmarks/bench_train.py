@@ -201,4 +201,3 @@ def _layouts(cifar: dict, x: torch.Tensor, args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     main()
-
