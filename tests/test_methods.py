@@ -263,3 +263,9 @@ def test_a_shipped_run_config_parses_and_its_weights_load_strictly(run_dir) -> N
     }
     enc = Run.load(run_dir).encoder()  # strict key matching
     assert enc.out_dim == cfg.proj_dim
+
+
+def test_every_feature_order_has_its_scores() -> None:
+    from tricl.analysis.importance import ORDER_SCORES
+
+    assert set(ORDER_SCORES) == set(FEATURE_ORDERS)

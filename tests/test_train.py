@@ -86,6 +86,7 @@ def test_s_receives_gradient_and_moves_in_training(tmp_path):
 @pytest.mark.parametrize("method", methods_with_pair("views"))
 def test_a_few_steps_lower_the_loss_for_every_method(method):
     from tricl.data import build_augmentation, load_dataset
+
     torch.manual_seed(0)
     cfg = tiny(method=method)
     data = load_dataset("digits")
@@ -310,3 +311,43 @@ def test_the_training_lock_writes_nothing_and_refuses_a_second_holder(tmp_path):
         with training_lock(folder / "config.json"):  # not a folder: open_for_resume refuses it
             pass
         assert sorted(folder.rglob("*")) == before  # the lock writes nothing
+
+
+def _cli_train(tmp_path, *extra: str) -> list[str]:
+    return ["train", "--dataset", "digits", "--proj-hidden-dim", "16", "--proj-dim", "8",
+            "--batch-size", "512", "--epochs", "2", "--warmup-epochs", "0", "--device", "cpu",
+            "--runs-root", str(tmp_path), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "shown", "absent"), [
+    ("simclr", {"mean_con"}, {"dec", "mean_dec"}),
+    ("tricl", {"mean_con", "mean_dec"}, set()),
+])  # fmt: skip
+def test_the_progress_bar_shows_the_methods_terms_and_ends_on_the_summary_loss(
+    tmp_path, capsys, method, shown, absent
+):
+    import re
+
+    from tricl.cli import main
+
+    assert main(_cli_train(tmp_path, "--method", method)) == 0
+    out, err = capsys.readouterr()
+    keys = set(re.findall(r"(\w+)=[-\d.]+", err))
+    assert shown <= keys and not (absent & keys), keys
+    bar_last = re.findall(r"mean_loss=([-\d.]+)", err)[-1]
+    summary = re.search(r"final loss ([-\d.]+), the mean of the last epoch", out)
+    assert summary is not None and summary.group(1) == bar_last
+
+
+def test_resume_of_a_finished_run_says_it_was_already_complete(tmp_path, capsys):
+    from tricl.cli import main
+
+    assert main(_cli_train(tmp_path, "--method", "simclr", "--no-progress")) == 0
+    first = capsys.readouterr().out
+    assert "already complete" not in first
+    run_dir = tmp_path / "simclr_digits_small_cnn_k8_seed0"
+    before = (run_dir / "model.safetensors").read_bytes()
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run_dir} was already complete (2/2 epochs); nothing to train" in out
+    assert (run_dir / "model.safetensors").read_bytes() == before
