@@ -9,7 +9,7 @@
   rise in the probe's cross-entropy). Fitted on 80% of the TRAIN split and measured on the other
   20%, so the test split that the few-feature curves use never chose the order.
 
-The default order is the method's (``MethodSpec.order`` in :mod:`tricl.methods`): ``S`` where the
+The default order is the method's (``Method.order`` in :mod:`tricl.methods`): ``S`` where the
 run has S, ``index`` for a method that orders its outputs, else ``variance``. All are unsupervised,
 so the top-k curves of triCL, NeuralEF-CLR and SimCLR compare like with like (the ablation order
 uses labels).
