@@ -27,9 +27,9 @@ import torch
 
 from tricl.config import RunConfig
 from tricl.losses import build_image_text_loss
+from tricl.methods import build_model
 from tricl.text.captions import load_image_text
 from tricl.text.encoder import text_encoder_config
-from tricl.text.model import ImageTextModel
 from tricl.text.tokenizer import train_tokenizer, trim_padding
 from tricl.train import build_optimizer
 
@@ -53,7 +53,7 @@ def _batch(batch_size: int, cfg: RunConfig):
 def time_steps(cfg: RunConfig, x, ids, text_cfg, channels: int, steps: int) -> list[float]:
     """Seconds per optimizer step after 3 warm-up steps."""
     torch.manual_seed(0)
-    model = ImageTextModel.from_config(cfg, channels, text_cfg)
+    model = build_model(cfg, channels, text_config=text_cfg)
     loss_fn = build_image_text_loss(cfg)
     opt = build_optimizer(model, cfg)
     times = []

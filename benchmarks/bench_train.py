@@ -25,9 +25,8 @@ import torch
 
 from tricl.config import RunConfig
 from tricl.data import build_augmentation, load_dataset
-from tricl.losses import build_loss
-from tricl.models import Encoder
-from tricl.train import amp_context, build_optimizer, step_loss
+from tricl.methods import build_encoder, build_loss, get_method
+from tricl.train import amp_context, build_optimizer
 
 
 def time_steps(
@@ -38,14 +37,14 @@ def time_steps(
     layout: the memory format of the encoder and the views (training uses channels-last).
     """
     torch.manual_seed(0)
-    enc = Encoder.from_config(cfg, x.shape[1]).to(memory_format=layout)
+    enc = build_encoder(cfg, x.shape[1]).to(memory_format=layout)
     opt = build_optimizer(enc, cfg)
     x1, x2 = x.contiguous(memory_format=layout), x.flip(-1).contiguous(memory_format=layout)
     times = []
     for i in range(steps + 3):
         t0 = time.perf_counter()
         with amp_context(torch.device("cpu"), cfg.precision):
-            terms = step_loss(enc, x1, x2, build_loss(cfg))
+            terms = get_method(cfg.method).loss_terms(enc, (x1, x2), build_loss(cfg))
         opt.zero_grad()
         terms.total.backward()
         opt.step()

@@ -25,7 +25,6 @@ LAYERS: dict[str, int] = {
     "tricl.catalog": 0,
     "tricl.bases": 0,
     "tricl.imaging": 0,
-    "tricl.config": 1,
     "tricl.text.tokenizer": 2,
     "tricl.text.prompts": 2,
     "tricl.text.captions": 2,
@@ -37,7 +36,10 @@ LAYERS: dict[str, int] = {
     "tricl.heads": 3,
     "tricl.text.encoder": 3,
     "tricl.text.model": 3,
+    "tricl.optim": 3,
     "tricl.methods": 4,
+    # the run settings: the general ones and every method's options (tricl.methods.option_groups)
+    "tricl.config": 5,
     "tricl.runs": 5,
     "tricl.foreign": 5,
     "tricl.train": 6,

@@ -9,9 +9,7 @@ import torch
 from gloo_pair import run_two_ranks
 
 from tricl.config import RunConfig
-from tricl.losses import build_loss
-from tricl.models import Encoder
-from tricl.train import step_loss
+from tricl.methods import build_encoder, build_loss, get_method
 
 B = 16
 
@@ -19,7 +17,7 @@ B = 16
 def _setup(method: str):
     cfg = RunConfig(method=method, dataset="digits", proj_hidden_dim=32, proj_dim=8, batch_size=B)
     torch.manual_seed(0)
-    enc = Encoder.from_config(cfg, 1).eval()  # eval: batch-norm statistics are not per-rank
+    enc = build_encoder(cfg, 1).eval()  # eval: batch-norm statistics are not per-rank
     g = torch.Generator().manual_seed(1)
     x1 = torch.randn(B, 1, 28, 28, generator=g)
     x2 = torch.randn(B, 1, 28, 28, generator=g)
@@ -29,15 +27,14 @@ def _setup(method: str):
 WORKER = """
 import sys, torch, torch.distributed as dist
 from test_distributed import B, _setup
-from tricl.losses import build_loss
-from tricl.train import step_loss
+from tricl.methods import build_loss, get_method
 rank, world, init_file, method, out = int(sys.argv[1]), 2, sys.argv[2], sys.argv[3], sys.argv[4]
 dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 torch.set_num_threads(1)
 cfg, enc, x1, x2 = _setup(method)
 model = torch.nn.parallel.DistributedDataParallel(enc)
 share = slice(rank * B // world, (rank + 1) * B // world)
-terms = step_loss(model, x1[share], x2[share], build_loss(cfg))
+terms = get_method(method).loss_terms(model, (x1[share], x2[share]), build_loss(cfg))
 terms.total.backward()
 if rank == 0:
     grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
@@ -51,7 +48,7 @@ dist.destroy_process_group()
 @pytest.mark.parametrize("method", ["simclr", "tricl", "tri-eigen"])
 def test_two_process_gloo_equals_one_process(tmp_path, method):
     cfg, enc, x1, x2 = _setup(method)
-    ref = step_loss(enc, x1, x2, build_loss(cfg))
+    ref = get_method(method).loss_terms(enc, (x1, x2), build_loss(cfg))
     ref.total.backward()
     got = run_two_ranks(WORKER, tmp_path, method)
     torch.testing.assert_close(got["loss"], ref.total.detach(), rtol=1e-5, atol=1e-6)

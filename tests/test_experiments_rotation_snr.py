@@ -8,6 +8,8 @@ import pytest
 import torch
 from test_train import TINY as TRAIN_TINY
 
+from tricl import methods
+from tricl.config import RunConfig
 from tricl.experiments.common import Variant, train_seeds
 from tricl.experiments.rotation_report import (
     SECTION_TITLE,
@@ -24,12 +26,16 @@ from tricl.experiments.rotation_snr import (
     paired_differences,
     rotation_drive,
 )
-from tricl.losses import build_loss
 
 TINY = {**TRAIN_TINY, "proj_dim": 8, "epochs": 1}  # the training tests' tiny recipe, k = 8
 # S held at a hand-set geometric spread (1 down to 10^-spread), so the drive's sign is known
 FIXED_S = dict(method="tricl", s_init="geometric", s_frozen=True)
 FAST = dict(ranks=4, batches=6, batch_size=64)
+
+
+def build_loss(method: str):
+    """The loss of ``method`` with the default hyperparameters."""
+    return methods.build_loss(RunConfig(method=method))
 
 
 @pytest.fixture(scope="module")

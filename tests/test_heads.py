@@ -10,7 +10,7 @@ import torch
 
 from tricl.config import RunConfig
 from tricl.heads import IMPORTANCE_FLOOR, EigenHead, pair_statistics, solve_eigen_map
-from tricl.models import Encoder
+from tricl.methods import build_encoder
 from tricl.runs import Run
 from tricl.train import train
 
@@ -131,7 +131,7 @@ def test_tri_eigen_trains_through_the_head_and_saves_its_refit(tmp_path) -> None
     rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     assert all("s_max" in r for r in rows)  # S (the eigenvalues) is logged like a learned S
     # the projector learned: it is not at its initial weights
-    init = Encoder.from_config(run.config, 1).projector[0].weight
+    init = build_encoder(run.config, 1).projector[0].weight
     assert not torch.allclose(enc.projector[0].weight, init)
     # the saved map whitens the refit's covariance and diagonalises its cross-view covariance
     w, head = enc.head.weight, enc.head

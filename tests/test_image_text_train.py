@@ -209,28 +209,26 @@ dist.destroy_process_group()
 
 def ddp_setup():
     """A triclip model (eval: no per-rank batch statistics), 8 images and captions, its loss."""
-    from tricl.losses import build_image_text_loss
-    from tricl.methods import get_method
+    from tricl.methods import build_loss, get_method
     from tricl.text.encoder import TextEncoderConfig
 
     cfg = RunConfig(method="triclip", dataset="mnist5k-captions", proj_hidden_dim=16, proj_dim=8)
     text = TextEncoderConfig(vocab_size=20, context_length=8, proj_dim=8, width=16, heads=2)
     torch.manual_seed(0)
-    model = get_method("triclip").build_encoders(cfg, 1, text_config=text).eval()
+    model = get_method("triclip").build_model(cfg, 1, text_config=text).eval()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(8, 1, 28, 28, generator=g)
     ids = torch.randint(4, 20, (8, 6), generator=g)
     ids[:, 0], ids[:, -1] = 1, 2  # [SOS] ... [EOS]
-    return model, x, ids, build_image_text_loss(cfg)
+    return model, x, ids, build_loss(cfg)
 
 
 def ddp_loss(model, module, x, ids, loss_fn):
     """The training loop's caption loss (features gathered from every rank with gradients)."""
-    from tricl import distributed as dist_utils
+    from tricl.methods import get_method
 
-    img_z, txt_z = model(x, ids)
-    img_z, txt_z = dist_utils.gather_with_grad(img_z), dist_utils.gather_with_grad(txt_z)
-    return loss_fn(img_z, txt_z, module.importance(), module.logit_scale)
+    assert module is getattr(model, "module", model)
+    return get_method("triclip").loss_terms(model, (x, ids), loss_fn)
 
 
 @pytest.mark.slow

@@ -13,8 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from tricl.losses import FEATURE_KERNELS, LossError, build_loss, compute_loss, neuralef_loss
+from tricl import methods
+from tricl.config import RunConfig
+from tricl.losses import LossError, NeuralEFLoss, neuralef_loss
 from tricl.methods import METHODS
+
+
+def build_loss(cfg, **options):
+    """NeuralEF-CLR's loss built as training builds it (``cfg``: a RunConfig or a method name)."""
+    cfg = RunConfig(method=cfg, **options) if isinstance(cfg, str) else cfg
+    return methods.build_loss(cfg)
+
+
+def compute_loss(method: str, z1, z2, **options):
+    return build_loss(method, **options)(z1, z2)
 
 # ---------------------------------------------------------------- slow loop reference
 # Element by element in float64 Python, from the formula in the official code's terms: every
@@ -57,9 +69,10 @@ def _views(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 # ------------------------------------------------------------------------------ values
 
 
-def test_neuralef_is_a_registered_feature_kernel() -> None:
-    spec = METHODS["neuralef"]
-    assert spec.loss in FEATURE_KERNELS and not spec.has_s and spec.pair == "views"
+def test_neuralef_is_a_registered_method_without_s_ordered_by_index() -> None:
+    method = METHODS["neuralef"]
+    assert not method.has_s and method.pair == "views" and method.order == "index"
+    assert isinstance(build_loss("neuralef"), NeuralEFLoss)
 
 
 @pytest.mark.parametrize(
@@ -99,10 +112,8 @@ def test_a_common_scale_and_the_view_order_leave_it_unchanged() -> None:
 
 
 def test_alpha_and_scale_are_read_from_a_run_config() -> None:
-    from tricl.config import RunConfig
-
     loss_fn = build_loss(RunConfig(method="neuralef", nef_alpha=0.25, nef_scale=3.0))
-    assert (loss_fn.nef_alpha, loss_fn.nef_scale) == (0.25, 3.0)
+    assert (loss_fn.alpha, loss_fn.scale) == (0.25, 3.0)
     z1, z2 = _views(5, 3)
     expected = neuralef_loss(z1, z2, alpha=0.25, scale=3.0)
     assert torch.equal(loss_fn(z1, z2).total, expected.total)
@@ -118,8 +129,9 @@ def test_alpha_and_scale_are_read_from_a_run_config() -> None:
     ],
 )
 def test_bad_options_raise_when_the_loss_is_built(overrides, match) -> None:
+    options = {k.removeprefix("nef_"): v for k, v in overrides.items()}
     with pytest.raises(LossError, match=match) as info:
-        build_loss("neuralef", **overrides)
+        NeuralEFLoss(**options)
     assert "\n" not in str(info.value)
 
 
@@ -280,10 +292,8 @@ def test_two_gloo_ranks_give_the_one_process_loss_and_gradients(tmp_path) -> Non
     from gloo_pair import run_two_ranks
     from test_distributed import WORKER, _setup
 
-    from tricl.train import step_loss
-
     cfg, enc, x1, x2 = _setup("neuralef")
-    ref = step_loss(enc, x1, x2, build_loss(cfg))
+    ref = METHODS["neuralef"].loss_terms(enc, (x1, x2), build_loss(cfg))
     ref.total.backward()
     got = run_two_ranks(WORKER, tmp_path, "neuralef")
     torch.testing.assert_close(got["loss"], ref.total.detach(), rtol=1e-5, atol=1e-5)

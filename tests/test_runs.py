@@ -107,7 +107,6 @@ def _official_state_dict(batchnorm: bool, with_s: bool) -> dict[str, torch.Tenso
         3,
         proj_hidden_dim=64,
         proj_dim=24,
-        uses_importance=with_s,
         proj_batchnorm=batchnorm,
     )
     sd = {

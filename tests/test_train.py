@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from tricl.config import ConfigError, RunConfig
-from tricl.losses import LOSSES, build_loss
+from tricl.methods import build_encoder, build_loss, get_method, methods_with_pair
 from tricl.runs import STATE_FILE, WEIGHTS_FILE, Run, RunError, read_weights
 from tricl.train import (
     TrainingError,
     build_optimizer,
     default_run_name,
     lr_factor,
-    step_loss,
     train,
 )
 
@@ -58,45 +57,40 @@ def test_train_writes_a_complete_run_directory(tmp_path):
 
 def test_s_is_optimised_unless_frozen():
     enc_cfg = tiny()
-    from tricl.models import Encoder
-
-    enc = Encoder.from_config(enc_cfg, 1)
+    enc = build_encoder(enc_cfg, 1)
     opt = build_optimizer(enc, enc_cfg)
     in_opt = [p for g in opt.param_groups for p in g["params"]]
     assert any(p is enc.importance_logits for p in in_opt)
     frozen_cfg = tiny(s_frozen=True)
-    enc2 = Encoder.from_config(frozen_cfg, 1)
+    enc2 = build_encoder(frozen_cfg, 1)
     opt2 = build_optimizer(enc2, frozen_cfg)
     assert not any(p is enc2.importance_logits for g in opt2.param_groups for p in g["params"])
 
 
 def test_s_receives_gradient_and_moves_in_training(tmp_path):
-    from tricl.models import Encoder
-
     cfg = tiny()
-    enc = Encoder.from_config(cfg, 1)
+    enc = build_encoder(cfg, 1)
     x1, x2 = torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)
-    step_loss(enc, x1, x2, build_loss(cfg)).total.backward()
+    get_method(cfg.method).loss_terms(enc, (x1, x2), build_loss(cfg)).total.backward()
     assert enc.importance_logits.grad is not None
     assert enc.importance_logits.grad.abs().sum() > 0
 
     learned = train(tiny(), runs_root=tmp_path / "a", progress=False)
     frozen = train(tiny(s_frozen=True), runs_root=tmp_path / "b", progress=False)
     torch.manual_seed(0)
-    init = Encoder.from_config(cfg, 1).importance_logits.detach()
+    init = build_encoder(cfg, 1).importance_logits.detach()
     assert not torch.allclose(weights(learned)["importance_logits"], init)
     assert torch.equal(weights(frozen)["importance_logits"], init)
 
 
-@pytest.mark.parametrize("method", sorted(LOSSES))
+@pytest.mark.parametrize("method", methods_with_pair("views"))
 def test_a_few_steps_lower_the_loss_for_every_method(method):
     from tricl.data import build_augmentation, load_dataset
-    from tricl.models import Encoder
 
     torch.manual_seed(0)
     cfg = tiny(method=method)
     data = load_dataset("digits")
-    enc = Encoder.from_config(cfg, data.channels)
+    enc = build_encoder(cfg, data.channels)
     opt = torch.optim.Adam(enc.parameters(), lr=3e-3)
     aug = build_augmentation(data)
     xb = data.train_x[:128]
@@ -104,7 +98,7 @@ def test_a_few_steps_lower_the_loss_for_every_method(method):
     losses = []
     for step in range(12):
         x1, x2 = views[step % 2]
-        terms = step_loss(enc, x1, x2, build_loss(cfg))
+        terms = get_method(method).loss_terms(enc, (x1, x2), build_loss(cfg))
         opt.zero_grad()
         terms.total.backward()
         opt.step()
@@ -317,3 +311,43 @@ def test_the_training_lock_writes_nothing_and_refuses_a_second_holder(tmp_path):
         with training_lock(folder / "config.json"):  # not a folder: open_for_resume refuses it
             pass
         assert sorted(folder.rglob("*")) == before  # the lock writes nothing
+
+
+def _cli_train(tmp_path, *extra: str) -> list[str]:
+    return ["train", "--dataset", "digits", "--proj-hidden-dim", "16", "--proj-dim", "8",
+            "--batch-size", "512", "--epochs", "2", "--warmup-epochs", "0", "--device", "cpu",
+            "--runs-root", str(tmp_path), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "shown", "absent"), [
+    ("simclr", {"mean_con"}, {"dec", "mean_dec"}),
+    ("tricl", {"mean_con", "mean_dec"}, set()),
+])  # fmt: skip
+def test_the_progress_bar_shows_the_methods_terms_and_ends_on_the_summary_loss(
+    tmp_path, capsys, method, shown, absent
+):
+    import re
+
+    from tricl.cli import main
+
+    assert main(_cli_train(tmp_path, "--method", method)) == 0
+    out, err = capsys.readouterr()
+    keys = set(re.findall(r"(\w+)=[-\d.]+", err))
+    assert shown <= keys and not (absent & keys), keys
+    bar_last = re.findall(r"mean_loss=([-\d.]+)", err)[-1]
+    summary = re.search(r"final loss ([-\d.]+), the mean of the last epoch", out)
+    assert summary is not None and summary.group(1) == bar_last
+
+
+def test_resume_of_a_finished_run_says_it_was_already_complete(tmp_path, capsys):
+    from tricl.cli import main
+
+    assert main(_cli_train(tmp_path, "--method", "simclr", "--no-progress")) == 0
+    first = capsys.readouterr().out
+    assert "already complete" not in first
+    run_dir = tmp_path / "simclr_digits_small_cnn_k8_seed0"
+    before = (run_dir / "model.safetensors").read_bytes()
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run_dir} was already complete (2/2 epochs); nothing to train" in out
+    assert (run_dir / "model.safetensors").read_bytes() == before

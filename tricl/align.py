@@ -120,10 +120,10 @@ def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor
         basis: its :class:`~tricl.analysis.spectral.SpectralBasis` (k features -> r).
 
     Returns:
-        A state dict that an ``Encoder.from_config(cfg, in_channels, aligned_dim=r)`` loads
+        A state dict that ``tricl.methods.build_encoder(cfg, in_channels, aligned_dim=r)`` loads
         strictly.
     """
-    from tricl.models import Encoder
+    from tricl.methods import build_encoder
 
     tensors = parent.encoder_weights()  # an image-text run: its image encoder's
     tensors.pop("importance_logits", None)
@@ -132,7 +132,7 @@ def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor
     tensors["aligner.bias"] = torch.from_numpy(bias.copy())
     tensors["fixed_importance"] = torch.from_numpy(basis.eigenvalues.astype("float64"))
     # strict load: a layout mistake fails here, before anything is written
-    enc = Encoder.from_config(parent.config, parent.in_channels, aligned_dim=basis.rank)
+    enc = build_encoder(parent.config, parent.in_channels, aligned_dim=basis.rank)
     enc.load_state_dict(tensors, strict=True)
     return tensors
 

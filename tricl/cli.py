@@ -92,7 +92,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if distributed.is_main():
         rows = run.metrics()
         loss = f"{rows[-1]['loss']:.4f}" if rows else "n/a"
-        print(f"run {run.path} ({run.epochs_done}/{run.config.epochs} epochs, final loss {loss})")
+        # the progress bar's mean_loss at the end of the last epoch is this same epoch mean
+        print(
+            f"run {run.path} ({run.epochs_done}/{run.config.epochs} epochs, final loss {loss},"
+            " the mean of the last epoch)"
+        )
     return 0
 
 

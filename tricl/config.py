@@ -2,22 +2,40 @@
 
 Each field carries its own help text (the recommended value and what goes wrong otherwise, DINO
 style) and, where the value is a name, its choices. The ``tricl train`` flags are generated from
-these fields, so a new setting is declared once, here.
+these fields, so a new setting is declared once.
+
+:class:`RunConfig` is the general settings below plus the option fields of every registered
+method (:func:`tricl.methods.option_groups`: e.g. ``tau`` and ``s_*`` of the tri-factor methods,
+``nef_*`` of NeuralEF-CLR, ``text_*`` of the caption methods), flat and namespaced by their
+names, so ``config.json`` stays one flat object: a run written before the options moved into the
+methods loads unchanged, and a new method's options become fields and flags without an edit here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-S_PLACEMENTS = ("both", "first_view")
+from tricl.methods import METHODS, get_method, option_groups
+from tricl.methods.options import ConfigError, field_choices, option, options_of
+from tricl.methods.trifactor import DECORRELATIONS, S_INITS, S_PARAMETRIZATIONS, S_PLACEMENTS
+
+__all__ = [
+    "DECORRELATIONS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "REQUIRED_KEYS",
+    "S_INITS",
+    "S_PARAMETRIZATIONS",
+    "S_PLACEMENTS",
+    "ConfigError",
+    "RunConfig",
+    "field_choices",
+]
+
 OPTIMIZERS = ("adamw", "sgd", "lars")
-S_PARAMETRIZATIONS = ("softplus", "softplus_mean1")
-S_INITS = ("random", "geometric")
-DECORRELATIONS = ("mean", "whiten")
 PRECISIONS = ("auto", "fp32", "bf16")
 # a config.json without these is not a run of this project (defaults would silently invent them)
 REQUIRED_KEYS = ("method", "dataset", "backbone", "proj_hidden_dim", "proj_dim", "epochs", "seed")
@@ -28,19 +46,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "dict[str, Any]": (dict,),
 }
-
-
-_TEXT_SIZES = ("text_width", "text_layers", "text_heads")
 _PAIR_WORDS = {"views": "images (two augmented views)", "caption": "image-caption pairs"}
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the value and the fix."""
+_opt = option
 
 
 def _methods() -> list[str]:
-    from tricl.methods import METHODS
-
     return sorted(METHODS)
 
 
@@ -50,36 +60,20 @@ def _backbones() -> list[str]:
     return sorted(BACKBONE_INFO)
 
 
-def _opt(default: Any, help: str, choices: Iterable[str] | Callable[[], list[str]] = ()) -> Any:
-    """A field with its help text and choices (a tuple, or a function for a registry's keys)."""
-    meta = {"help": help, "choices": choices if callable(choices) else tuple(choices)}
-    return field(default=default, metadata=meta)
-
-
-def field_choices(f: dataclasses.Field) -> list[str]:
-    """The allowed values of a :class:`RunConfig` field (empty: any value of its type)."""
-    choices = f.metadata.get("choices", ())
-    return list(choices() if callable(choices) else choices)
+def _method_help() -> str:
+    listed = "; ".join(f"'{name}': {m.description}" for name, m in METHODS.items())
+    return (
+        f"the training method. {listed}. The caption methods train on image-caption pairs"
+        " (--dataset mnist5k-captions or captions:PATH.csv). Recommended: tricl, and simclr with"
+        " the same seeds to compare"
+    )
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a training run. Saved as ``config.json`` beside the weights.
+class _Settings:
+    """The general settings of a run; :class:`RunConfig` adds the methods' options."""
 
-    Loading a run rebuilds the model from this object alone (nanoGPT style).
-    """
-
-    method: str = _opt(
-        "tricl",
-        "loss: 'tricl' (z^T S z' with learnable diagonal S + decorrelation; the paper), 'simclr'"
-        " (NT-Xent baseline), 'spectral' / 'tri-spectral' (spectral contrastive loss without /"
-        " with S), 'tri-eigen' (triCL with the last rotation and S solved in closed form from"
-        " running covariances, features in eigenvalue order), 'neuralef' (NeuralEF-CLR:"
-        " ordered eigenfunctions, feature 0 first; see --nef-alpha); 'clip' / 'triclip' train on"
-        " image-caption pairs (--dataset mnist5k-captions"
-        " or captions:PATH.csv). Recommended: tricl, and simclr with the same seeds to compare",
-        _methods,
-    )
+    method: str = _opt("tricl", _method_help(), _methods)
     dataset: str = _opt(
         "mnist5k",
         "a dataset name or folder:PATH (an ImageFolder tree, with train/ and test/ or split"
@@ -122,70 +116,8 @@ class RunConfig:
     )
     weight_decay: float = _opt(1e-5, "weight decay (paper: 1e-5); much larger shrinks S to zero")
     warmup_epochs: int = _opt(1, "linear warmup before cosine decay (paper: 10 of 200)")
-    s_lr_mult: float = _opt(1.0, "learning-rate factor for S's logits (1: S moves with the rest)")
     temperature: float = _opt(
         0.2, "softmax temperature (paper: 0.2). Lower sharpens negatives and can diverge"
-    )
-    tau: float = _opt(1.0, "weight of the decorrelation term (see --decorrelation; paper: 1.0)")
-    decorrelation: str = _opt(
-        "mean",
-        "'mean': the paper's mean((Z^T Z/N - I)^2) on unit-norm rows (it cannot reach 0 and is"
-        " nearly inert); 'whiten': ||k Z^T Z/N - I||^2 / k, a whitening constraint the features"
-        " can meet; with --s-lr-mult 10 it lets a learned S order known latent factors"
-        " (docs/RESULTS.md), though not MNIST's near-degenerate classes",
-        DECORRELATIONS,
-    )
-    nef_alpha: float = _opt(
-        1.0,
-        "neuralef: weight of the ordering penalty on the upper triangle of the cross-view Gram"
-        " matrix (official: 1). 0 drops the ordering (every feature chases the top eigenvalue)",
-    )
-    nef_scale: float = _opt(
-        10.0,
-        "neuralef: scale t of the normalised features (official --t: 10); the penalty grows as"
-        " t^2 against the reward's t, so it also sets the penalty's strength",
-    )
-    s_init_std: float = _opt(0.1, "std of S's logits at init (official code: 0.1)")
-    s_init: str = _opt(
-        "random",
-        "S's initial values: 'random' (softplus(0.1*randn), the official code) or 'geometric'"
-        " (1 down to 10^-spread: distinct from the start)",
-        S_INITS,
-    )
-    s_init_spread: float = _opt(1.0, "decades spanned by a geometric S init (1.0: S from 1 to 0.1)")
-    s_placement: str = _opt(
-        "both",
-        "'both': every similarity goes through S (the paper's z^T S z'); 'first_view': S scales"
-        " only the first view's rows, as the official code does",
-        S_PLACEMENTS,
-    )
-    s_frozen: bool = _opt(
-        False,
-        "keep S at its random init, as the official code does (its s never reaches the"
-        " optimizer). Off by default: the paper learns S",
-    )
-    s_param: str = _opt(
-        "softplus",
-        "S = softplus(s) (paper), or softplus(s) / mean (decouples S's spread from its scale,"
-        " which otherwise acts as an inverse temperature)",
-        S_PARAMETRIZATIONS,
-    )
-    text_width: int = _opt(
-        128,
-        "clip/triclip: text Transformer width (128 with 2 layers is ~0.55M parameters and keeps"
-        " CPU steps about as fast as the small_cnn image side; wider mostly costs time)",
-    )
-    text_layers: int = _opt(2, "clip/triclip: text Transformer layers (2 suffice for captions)")
-    text_heads: int = _opt(4, "clip/triclip: attention heads; must divide --text-width")
-    text_vocab_size: int = _opt(
-        1000,
-        "clip/triclip: most BPE tokens learned from the training captions (mnist5k-captions"
-        " stops at 165: every word one token); saved in the run as tokenizer.json",
-    )
-    text_context_length: int = _opt(
-        32,
-        "clip/triclip: tokens per caption with [SOS]/[EOS]; longer captions are cut (the count"
-        " is logged), so raise it for long CSV captions",
     )
     save_every: int = _opt(
         1,
@@ -214,7 +146,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         from tricl.catalog import CAPTION_DATASET_INFO, DATASET_INFO, dataset_pair, parse_dataset
-        from tricl.methods import get_method
 
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -245,39 +176,21 @@ class RunConfig:
                 " or another method"
             )
         self._check_ranges()
+        for group in option_groups():  # each method's options check their own values
+            options_of(self, group)
 
     def _check_ranges(self) -> None:
-        if self.s_init_spread < 0:
-            raise ConfigError(f"s_init_spread must be >= 0 decades, got {self.s_init_spread}")
-        names = ("proj_hidden_dim", "proj_dim", "epochs", "batch_size", "save_every", *_TEXT_SIZES)
-        for name in names:
+        for name in ("proj_hidden_dim", "proj_dim", "epochs", "batch_size", "save_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.text_width % self.text_heads:
-            raise ConfigError(
-                f"text_width {self.text_width} is not divisible by text_heads {self.text_heads};"
-                " try --text-width 128 --text-heads 4"
-            )
-        if self.text_vocab_size <= 4 or self.text_context_length < 3:
-            raise ConfigError(
-                "text_vocab_size must be > 4 (the special tokens) and text_context_length >= 3"
-                f" ([SOS] word [EOS]), got {self.text_vocab_size} and {self.text_context_length}"
-            )
         if self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2: contrastive losses need negatives")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature} (paper: 0.2)")
-        if self.tau < 0:
-            raise ConfigError(f"tau must be >= 0, got {self.tau} (paper: 1.0)")
-        if self.nef_alpha < 0 or not self.nef_scale > 0:
-            raise ConfigError(
-                f"nef_alpha must be >= 0 and nef_scale > 0, got {self.nef_alpha} and"
-                f" {self.nef_scale} (official: 1 and 10)"
-            )
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.s_lr_mult < 0 or self.s_init_std < 0:
-            raise ConfigError("weight_decay, s_lr_mult and s_init_std must be >= 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.image_size < 0:
             raise ConfigError(
                 f"image_size must be >= 0 (0: the dataset's own), got {self.image_size}"
@@ -291,9 +204,7 @@ class RunConfig:
 
     @property
     def uses_importance(self) -> bool:
-        """Whether the method has a learnable diagonal importance matrix S."""
-        from tricl.methods import get_method
-
+        """Whether the method has the importance diagonal S."""
         return get_method(self.method).has_s
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -321,3 +232,25 @@ class RunConfig:
             raise ConfigError(f"the run config lacks the required keys {missing}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _compose() -> type:
+    """RunConfig: :class:`_Settings` plus every method's option fields (each keeps its help
+    and choices, so the flags follow)."""
+    fields = [
+        (f.name, f.type, field(default=f.default, metadata=f.metadata))
+        for group in option_groups()
+        for f in dataclasses.fields(group)
+    ]
+    doc = (
+        "Everything that defines a training run. Saved as ``config.json`` beside the weights.\n\n"
+        "    Loading a run rebuilds the model from this object alone (nanoGPT style). The fields"
+        " are\n    the general settings of :class:`_Settings` and the methods' option fields.\n    "
+    )
+    namespace = {"__doc__": doc, "__module__": __name__, "__qualname__": "RunConfig"}
+    return dataclasses.make_dataclass(
+        "RunConfig", fields, bases=(_Settings,), frozen=True, namespace=namespace
+    )
+
+
+RunConfig = _compose()

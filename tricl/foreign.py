@@ -120,11 +120,11 @@ def _split_foreign(path: Path, sd: dict[str, torch.Tensor]) -> tuple[dict, dict,
 
 def _foreign_encoder(path: Path, cfg: RunConfig, sd: dict[str, torch.Tensor]):
     """Our Encoder holding a foreign checkpoint's backbone, projector and S (strictly loaded)."""
-    from tricl.models import Encoder
+    from tricl.methods import build_encoder
 
     backbone_sd, proj_sd, _ = _split_foreign(path, sd)
     linears = sorted(k for k, v in proj_sd.items() if k.endswith(".weight") and v.ndim == 2)
-    enc = Encoder.from_config(cfg, in_channels=int(backbone_sd["conv1.weight"].shape[1]))
+    enc = build_encoder(cfg, in_channels=int(backbone_sd["conv1.weight"].shape[1]))
     state = {f"backbone.{k}": v for k, v in backbone_sd.items() if not k.startswith("fc.")}
     if cfg.proj_batchnorm:  # solo-learn: Linear, BN, ReLU, Linear -> our indices match
         state.update(proj_sd)

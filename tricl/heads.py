@@ -1,7 +1,8 @@
 """Heads: layers after the projector whose weights are solved from statistics, not by gradients.
 
-A method may name a head (``MethodSpec.head``); its Encoder then applies it after the projector,
-and the head gives the importance diagonal S. Training calls ``observe(z1, z2)`` with each batch's
+A method may attach a head to its Encoder (``Encoder.attach_head``, e.g. ``tri-eigen`` in
+:mod:`tricl.methods.tri_eigen`); the Encoder then applies it after the projector, and the head
+gives the importance diagonal S. Training calls ``observe(z1, z2)`` with each batch's
 raw projector outputs of both views (before applying the head to them), and ``refit`` once at the
 end of training with exact statistics of the final network, as "precise BatchNorm" does for
 BatchNorm's running averages.
@@ -16,8 +17,6 @@ covariances every step, and the backbone is trained through it.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +153,3 @@ def solve_eigen_map(cov: Tensor, cross: Tensor, eps: float = 1e-5) -> tuple[Tens
     pivot = weight.abs().argmax(dim=1, keepdim=True)  # (k, 1)
     weight = weight * torch.sign(weight.gather(1, pivot))
     return weight, lam
-
-
-# ``MethodSpec.head`` names one of these: ``factory(k)`` builds the head for k features.
-HEADS: dict[str, Callable[[int], nn.Module]] = {"eigen": EigenHead}

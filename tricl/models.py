@@ -17,8 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tricl.catalog import BACKBONE_INFO
-from tricl.heads import HEADS
-from tricl.methods import get_method
 
 
 @dataclass(frozen=True)
@@ -154,17 +152,24 @@ class FixedAffine(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Backbone, projector and (for triCL-type methods) the importance logits ``s``.
+    """Backbone and projector, plus what a method adds: S's logits, a head, or an aligner.
 
-    ``z = projector(backbone(x))`` are the k features of the paper; ``importance()`` is the diagonal
-    of S, ``importance_from_logits(s, s_param)``.
+    ``z = projector(backbone(x))`` are the k features of the paper. A method (:mod:`tricl.methods`)
+    builds the plain encoder and adds its own parts, under fixed attribute names (they are the
+    weights' key names in ``model.safetensors``):
 
-    An *aligned* encoder (``aligned_dim > 0``, written by ``tricl align``) ends with a fixed affine
-    layer ``aligner`` onto its parent's spectral basis, ``z = aligner(projector(backbone(x)))``
-    with ``aligned_dim`` features, and its importance is a fixed buffer (the basis's eigenvalues)
-    in place of S's logits, for every method: softplus cannot hold an eigenvalue <= 0 and
-    ``softplus_mean1`` only vectors of mean 1, while a buffer holds them exactly and cannot be
-    mistaken for a parameter an optimizer should train.
+    - :meth:`learn_importance`: the learnable logits ``importance_logits`` of S (tri-factor
+      methods); ``importance()`` is then ``importance_from_logits(s, s_param)``;
+    - :meth:`attach_head`: a ``head`` after the projector whose weights are solved from
+      statistics (:mod:`tricl.heads`); it then gives S;
+    - :meth:`align`: the fixed affine ``aligner`` of an *aligned* encoder (written by
+      ``tricl align``) onto its parent's spectral basis, ``z = aligner(head(projector(...)))``
+      with ``aligned_dim`` features, and its importance a fixed buffer (the basis's eigenvalues)
+      in place of S's logits, for every method: softplus cannot hold an eigenvalue <= 0 and
+      ``softplus_mean1`` only vectors of mean 1, while a buffer holds them exactly and cannot be
+      mistaken for a parameter an optimizer should train.
+
+    ``importance()`` asks them in that order of precedence: aligner, head, logits.
     """
 
     def __init__(
@@ -173,69 +178,51 @@ class Encoder(nn.Module):
         in_channels: int,
         proj_hidden_dim: int,
         proj_dim: int,
-        uses_importance: bool,
-        s_init_std: float = 0.1,
-        s_param: str = "softplus",
         proj_batchnorm: bool = False,
-        s_init: str = "random",
-        s_init_spread: float = 1.0,
-        aligned_dim: int = 0,
-        head: str = "",
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
-        if s_param not in S_PARAMETRIZATIONS:
-            raise ValueError(
-                f"unknown s_param {s_param!r}; choose one of {sorted(S_PARAMETRIZATIONS)}"
-            )
         self.backbone, self.feat_dim = BACKBONES[backbone].factory(in_channels)
         self.proj_dim = proj_dim
-        self.s_param = s_param
         layers: list[nn.Module] = [nn.Linear(self.feat_dim, proj_hidden_dim)]
         if proj_batchnorm:
             layers.append(nn.BatchNorm1d(proj_hidden_dim))
         layers += [nn.ReLU(), nn.Linear(proj_hidden_dim, proj_dim)]
         self.projector = nn.Sequential(*layers)
+        self.s_param = "softplus"
         self.importance_logits: nn.Parameter | None = None
+        self.head: nn.Module | None = None
         self.aligner: FixedAffine | None = None
-        # a head solved from statistics (tricl.heads), e.g. tri-eigen's; it then gives S
-        self.head: nn.Module | None = HEADS[head](proj_dim) if head else None
         self.fixed_importance: Tensor | None
         self.register_buffer("fixed_importance", None)
-        if aligned_dim > 0:
-            self.aligner = FixedAffine(proj_dim, aligned_dim)
-            self.fixed_importance = torch.ones(aligned_dim, dtype=torch.float64)
-        elif uses_importance and self.head is None:
-            if s_init == "geometric":
-                # S from 1 down to 10^-spread: distinct values break the rotation symmetry from
-                # the first step, instead of waiting for a near-flat random S to spread
-                target = torch.logspace(0, -s_init_spread, proj_dim)  # (k,)
-                logits = torch.log(torch.expm1(target))  # softplus^-1
-            else:
-                logits = torch.randn(proj_dim) * s_init_std  # official code: 0.1 * randn
-            self.importance_logits = nn.Parameter(logits)
 
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, aligned_dim: int = 0) -> Encoder:
-        """The encoder a :class:`~tricl.config.RunConfig` describes; S if its method has S.
+    def learn_importance(self, logits: Tensor, s_param: str = "softplus") -> None:
+        """Adds S's learnable logits (registered as ``importance_logits``).
 
-        ``aligned_dim`` > 0 adds the fixed aligner of an aligned run (``Run.aligned_dim``).
+        Args:
+            logits: their initial values. Shape: (proj_dim,).
+            s_param: a key of :data:`S_PARAMETRIZATIONS`.
         """
-        return cls(
-            backbone=cfg.backbone,
-            in_channels=in_channels,
-            proj_hidden_dim=cfg.proj_hidden_dim,
-            proj_dim=cfg.proj_dim,
-            uses_importance=get_method(cfg.method).has_s,
-            s_init_std=cfg.s_init_std,
-            s_param=cfg.s_param,
-            proj_batchnorm=cfg.proj_batchnorm,
-            s_init=cfg.s_init,
-            s_init_spread=cfg.s_init_spread,
-            aligned_dim=aligned_dim,
-            head=get_method(cfg.method).head,
-        )
+        if s_param not in S_PARAMETRIZATIONS:
+            raise ValueError(
+                f"unknown s_param {s_param!r}; choose one of {sorted(S_PARAMETRIZATIONS)}"
+            )
+        if logits.shape != (self.proj_dim,):
+            raise ValueError(f"S's logits must have shape ({self.proj_dim},), got {logits.shape}")
+        self.s_param = s_param
+        self.importance_logits = nn.Parameter(logits)
+
+    def attach_head(self, head: nn.Module) -> None:
+        """Adds a head after the projector (registered as ``head``); it gives S."""
+        self.head = head
+
+    def align(self, aligned_dim: int) -> None:
+        """Ends the encoder with a fixed affine layer to ``aligned_dim`` features (its weights and
+        eigenvalues are loaded from the aligned run's weights); S's logits, if any, go."""
+        self.aligner = FixedAffine(self.proj_dim, aligned_dim)
+        self.fixed_importance = torch.ones(aligned_dim, dtype=torch.float64)
+        self.importance_logits = None
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Backbone features. Shape: (B, C, H, W) -> (B, feat_dim)."""

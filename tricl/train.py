@@ -5,21 +5,21 @@ before the run directory is written, then :func:`train_epoch` and :func:`save_ep
 Data order depends only on (seed, epoch) and the RNG state is checkpointed, so a resumed run ends
 with the same weights as an uninterrupted one, bit for bit on a CPU.
 
-What a batch is comes from the method's pair kind (:data:`PAIR_KINDS`, keyed by
-:data:`tricl.methods.PAIRS`): ``views`` (two augmented views -> z1, z2 -> the two-view loss) or
-``caption`` (one augmented view and its caption's token ids -> img_z, txt_z -> the image-text loss
-with the model's learnable ``logit_scale``). A pair kind loads its data, builds its loss and turns
-a batch into loss terms; the loop itself never asks which method it trains.
+The loop knows no method by name: the run's :class:`tricl.methods.Method` builds the model and
+the loss, gives the parameter groups, computes a step's loss terms and runs its end-of-training
+hook. What a batch is comes from the method's pair kind (:data:`PAIR_KINDS`, keyed by
+:data:`tricl.methods.PAIRS`): ``views`` (two augmented views of each image) or ``caption`` (one
+augmented view and its caption's token ids); a pair kind loads its data and makes a batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,9 @@ from tricl import distributed as dist_utils
 from tricl import runs
 from tricl.catalog import parse_dataset
 from tricl.config import RunConfig
-from tricl.losses import LossFn, LossTerms, build_image_text_loss, build_loss
-from tricl.methods import get_method
-from tricl.models import Encoder
+from tricl.losses import LossTerms
+from tricl.methods import Method, get_method
+from tricl.optim import OPTIMIZER_BUILDERS, lr_factor
 from tricl.runs import Run, default_runs_root
 
 
@@ -77,167 +77,20 @@ def default_run_name(cfg: RunConfig) -> str:
     return f"{cfg.method}_{ds}_{cfg.backbone}_k{cfg.proj_dim}_seed{cfg.seed}"
 
 
-class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017).
-
-    Groups with ``lars_exclude=True`` (biases, norms, importance logits) take plain SGD steps, as in
-    solo-learn's LARS wrapper with ``exclude_bias_n_norm``.
-    """
-
-    def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02
-    ) -> None:
-        if lr <= 0 or eta <= 0:
-            raise ValueError(f"LARS needs lr > 0 and eta > 0, got lr={lr}, eta={eta}")
-        super().__init__(
-            params,
-            {
-                "lr": lr,
-                "momentum": momentum,
-                "weight_decay": weight_decay,
-                "eta": eta,
-                "lars_exclude": False,
-            },
-        )
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d_p = p.grad
-                if group["weight_decay"]:
-                    d_p = d_p.add(p, alpha=group["weight_decay"])
-                if not group["lars_exclude"]:
-                    p_norm, g_norm = torch.norm(p), torch.norm(d_p)
-                    if p_norm > 0 and g_norm > 0:
-                        # trust ratio, clipped so LARS never raises the step above the base lr
-                        trust = group["eta"] * p_norm / g_norm
-                        d_p = d_p * torch.clamp(trust, max=1.0)
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = d_p.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(d_p)
-                p.add_(buf, alpha=-group["lr"])
+def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` names (:data:`tricl.optim.OPTIMIZER_BUILDERS`), over the
+    method's parameter groups (:meth:`tricl.methods.Method.param_groups`)."""
+    groups = get_method(cfg.method).param_groups(model, cfg)
+    return OPTIMIZER_BUILDERS[cfg.optimizer](groups, cfg.lr)
 
 
-def param_groups(encoder: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
-    """Weights (decayed), biases and norms (not decayed), and S's logits with their own lr factor.
-
-    S is always handed to the optimizer unless ``s_frozen`` asks for the official code's behaviour.
-    ``encoder`` is an :class:`Encoder` or an image-text model (its ``logit_scale``, a scalar, goes
-    with the biases: not decayed, as in CLIP).
-    """
-    decay, no_decay = [], []
-    for p in encoder.parameters():
-        if p is encoder.importance_logits or not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [
-        {"name": "weights", "params": decay, "lr_mult": 1.0, "weight_decay": cfg.weight_decay},
-        {
-            "name": "bias_norm",
-            "params": no_decay,
-            "lr_mult": 1.0,
-            "weight_decay": 0.0,
-            "lars_exclude": True,
-        },
-    ]
-    if encoder.importance_logits is not None and not cfg.s_frozen:
-        groups.append(
-            {
-                "name": "importance",
-                "params": [encoder.importance_logits],
-                "lr_mult": cfg.s_lr_mult,
-                "weight_decay": 0.0,
-                "lars_exclude": True,
-            }
-        )
-    return groups
-
-
-def _plain(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
-
-
-OPTIMIZER_BUILDERS: dict[str, Any] = {
-    "adamw": lambda groups, lr: torch.optim.AdamW(_plain(groups), lr=lr),
-    "sgd": lambda groups, lr: torch.optim.SGD(_plain(groups), lr=lr, momentum=0.9),
-    "lars": lambda groups, lr: LARS(groups, lr=lr),
-}
-
-
-def build_optimizer(encoder: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """The optimiser ``cfg.optimizer`` names (see :data:`OPTIMIZER_BUILDERS`), over
-    :func:`param_groups`."""
-    return OPTIMIZER_BUILDERS[cfg.optimizer](param_groups(encoder, cfg), cfg.lr)
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warmup, then cosine decay to zero."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def step_loss(model: nn.Module, x1: Tensor, x2: Tensor, loss_fn: LossFn) -> LossTerms:
-    """Forward both views, gather them from every rank (gradients kept), and compute the loss.
-
-    Args:
-        model: the Encoder, possibly wrapped in DistributedDataParallel.
-        x1: first views of this rank's samples. Shape: (B_local, C, H, W).
-        x2: second views of the same samples. Shape: (B_local, C, H, W).
-        loss_fn: the run's loss, built (and validated) once by ``build_loss(cfg)``.
-    """
-    encoder: Encoder = model.module if hasattr(model, "module") else model
-    head = encoder.head
-    # a head (tricl.heads) observes the raw projector outputs of the whole global batch, so every
-    # rank solves the same map, and then maps them; gradients flow through it to the projector
-    z = model(torch.cat([x1, x2]), raw=head is not None)  # (2 * B_local, k)
-    z1, z2 = z.chunk(2)  # (B_local, k) each
-    z1 = dist_utils.gather_with_grad(z1)  # (B_global, k)
-    z2 = dist_utils.gather_with_grad(z2)  # (B_global, k)
-    if head is not None:
-        head.observe(z1, z2)
-        z1, z2 = head(z1), head(z2)
-    return loss_fn(z1, z2, encoder.importance())
-
-
-# Passes of augmented pairs over the train set that the final refit of a head averages.
-REFIT_PASSES = 2
-
-
-@torch.no_grad()
-def refit_head(s: Session) -> None:
-    """Refits the encoder's head (if any) on exact statistics of the final network.
-
-    The running averages a head trains with lag behind the network; as "precise BatchNorm" does,
-    this recomputes them once at the end, in eval mode (as the analysis extracts features), over
-    :data:`REFIT_PASSES` passes of augmented pairs of the train set. Under torchrun rank 0's
-    result is broadcast, so every rank saves the same head.
-    """
-    from tricl.heads import pair_statistics
-
-    head = getattr(s.encoder, "head", None)  # image-text models have none
-    if head is None:
-        return
-    s.encoder.eval()
-    views: tuple[list[Tensor], list[Tensor]] = ([], [])
-    for _ in range(REFIT_PASSES):
+def _augmented_pairs(s: Session, passes: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Two augmented views of every train image in batches, ``passes`` times over the train set
+    (what a method's end-of-training hook averages over). Shapes: (B, C, H, W) each."""
+    for _ in range(passes):
         for start in range(0, len(s.train_x), s.cfg.batch_size):
             xb = s.train_x[start : start + s.cfg.batch_size]
-            z = s.encoder(torch.cat([s.augment(xb), s.augment(xb)]), raw=True)  # (2B, k)
-            for keep, part in zip(views, z.float().chunk(2)):
-                keep.append(part)
-    head.refit(*pair_statistics(torch.cat(views[0]), torch.cat(views[1])))
-    if dist_utils.is_distributed():
-        for buf in head.buffers():
-            torch.distributed.broadcast(buf, src=0)
-    s.encoder.train()
+            yield s.augment(xb), s.augment(xb)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -251,21 +104,6 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _s_stats(encoder: nn.Module) -> dict[str, float]:
-    scale = getattr(encoder, "logit_scale", None)  # image-text models learn their temperature
-    out = {} if scale is None else {"temperature": math.exp(-scale.item())}
-    s = encoder.importance()
-    if s is None:
-        return out
-    s = s.detach().float()
-    return out | {
-        "s_min": s.min().item(),
-        "s_max": s.max().item(),
-        "s_mean": s.mean().item(),
-        "s_std": s.std().item(),
-    }
 
 
 def dataset_facts(data) -> dict[str, Any]:
@@ -287,10 +125,11 @@ class Session:
     cfg: RunConfig
     run_dir: Path
     device: torch.device
+    method: Method
     encoder: nn.Module  # Encoder, or ImageTextModel for caption methods
     model: nn.Module  # the encoder, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
-    loss_fn: Callable[..., LossTerms]
+    loss_fn: Callable[..., LossTerms]  # the method's loss, built (and validated) once
     augment: nn.Module
     train_x: Tensor  # uint8 (N, C, H, W) on the training device
     steps_per_epoch: int
@@ -309,7 +148,7 @@ class TrainData:
 
     Attributes:
         images: the :class:`tricl.data.ImageData` (train images, classes, augmentation family).
-        context: keyword arguments of the method's ``build_encoders`` (e.g. ``text_config``).
+        context: keyword arguments of the method's ``build_model`` (e.g. ``text_config``).
         files: files the new run directory gets besides config.json (name -> bytes).
         info: more top-level keys for config.json (e.g. ``text_encoder``).
         captions: token ids of the training captions, int64. Shape: (N, L); None for views.
@@ -324,19 +163,17 @@ class TrainData:
 
 @dataclass(frozen=True)
 class PairKind:
-    """What a training pair is (:data:`tricl.methods.PAIRS`) and how a batch becomes a loss.
+    """What a training pair is (:data:`tricl.methods.PAIRS`): its data and its batches.
 
     Attributes:
         load: ``load(cfg, resume_dir, progress) -> TrainData``; ``resume_dir`` is the run being
             resumed (its saved tokenizer is reused), else None.
-        build_loss: ``build_loss(cfg)``, the loss built (and validated) once per run.
-        step: ``step(session, idx, amp) -> LossTerms``, the loss of this rank's samples ``idx``
-            (augmentation outside ``amp``, forward and loss inside).
+        batch: ``batch(session, idx)``, the batch of this rank's samples ``idx`` that the
+            method's ``loss_terms`` takes (augmented outside autocast).
     """
 
     load: Callable[[RunConfig, Path | None, bool], TrainData]
-    build_loss: Callable[[RunConfig], Callable[..., LossTerms]]
-    step: Callable[[Session, Tensor, Any], LossTerms]
+    batch: Callable[[Session, Tensor], tuple[Tensor, Tensor]]
 
 
 def _load_images(cfg: RunConfig, resume_dir: Path | None, progress: bool) -> TrainData:
@@ -345,32 +182,23 @@ def _load_images(cfg: RunConfig, resume_dir: Path | None, progress: bool) -> Tra
     return TrainData(load_dataset(cfg.dataset, image_size=cfg.image_size, progress=progress))
 
 
-def _views_step(s: Session, idx: Tensor, amp) -> LossTerms:
-    """Two augmented views of each image -> z1, z2 -> the method's two-view loss."""
+def _views_batch(s: Session, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Two augmented views of each image. Shapes: (B_local, C, H, W) float each."""
     xb = s.train_x[idx]
-    x1, x2 = s.augment(xb), s.augment(xb)  # (B_local, C, H, W) float each
-    x1 = x1.contiguous(memory_format=torch.channels_last)
-    x2 = x2.contiguous(memory_format=torch.channels_last)
-    with amp:
-        return step_loss(s.model, x1, x2, s.loss_fn)
+    x1, x2 = s.augment(xb), s.augment(xb)
+    return (
+        x1.contiguous(memory_format=torch.channels_last),
+        x2.contiguous(memory_format=torch.channels_last),
+    )
 
 
-def _caption_step(s: Session, idx: Tensor, amp) -> LossTerms:
-    """One augmented view of each image and its caption -> img_z, txt_z -> the image-text loss.
-
-    Features of every rank are gathered with their gradients, as for the two views, so each
-    image meets the captions of the whole global batch as negatives.
-    """
+def _caption_batch(s: Session, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """One augmented view of each image (B_local, C, H, W) and its caption's token ids
+    (B_local, L'), the padding past the longest caption trimmed (the text encoder ignores it)."""
     from tricl.text.tokenizer import trim_padding
 
     x = s.augment(s.train_x[idx])  # (B_local, C, H, W) float
-    x = x.contiguous(memory_format=torch.channels_last)
-    ids = trim_padding(s.captions[idx])  # (B_local, L'): the text encoder ignores padding
-    with amp:
-        img_z, txt_z = s.model(x, ids)  # (B_local, k) each
-        img_z = dist_utils.gather_with_grad(img_z)  # (B_global, k)
-        txt_z = dist_utils.gather_with_grad(txt_z)  # (B_global, k)
-        return s.loss_fn(img_z, txt_z, s.encoder.importance(), s.encoder.logit_scale)
+    return x.contiguous(memory_format=torch.channels_last), trim_padding(s.captions[idx])
 
 
 def _load_captions(cfg: RunConfig, resume_dir: Path | None, progress: bool) -> TrainData:
@@ -405,8 +233,8 @@ def _load_captions(cfg: RunConfig, resume_dir: Path | None, progress: bool) -> T
 
 
 PAIR_KINDS: dict[str, PairKind] = {
-    "views": PairKind(_load_images, build_loss, _views_step),
-    "caption": PairKind(_load_captions, build_image_text_loss, _caption_step),
+    "views": PairKind(_load_images, _views_batch),
+    "caption": PairKind(_load_captions, _caption_batch),
 }
 
 
@@ -504,7 +332,8 @@ def _open_session(
     if resume is not None and rank == 0:  # before recovering or reading its checkpoint
         hold.enter_context(runs.training_lock(run_dir))
     point = _checkpoint(run_dir, rank) if resume is not None else None
-    kind = PAIR_KINDS[get_method(cfg.method).pair]
+    method = get_method(cfg.method)
+    kind = PAIR_KINDS[method.pair]
     data = _load_data(cfg, kind, run_dir if point is not None else None, progress)
     if point is None and rank == 0:
         facts = dataset_facts(data.images)
@@ -515,7 +344,7 @@ def _open_session(
     if dist_utils.is_distributed():
         torch.distributed.barrier()
 
-    encoder, optimizer = _build_model(cfg, data, device)
+    encoder, optimizer = _build_model(cfg, method, data, device)
     augment = build_augmentation(data.images).to(device)
     # per-rank augmentation streams that a seed fixes; a checkpoint's RNG state replaces it, so a
     # run resumed before its first checkpoint trains exactly like a fresh one
@@ -536,7 +365,7 @@ def _open_session(
     steps = len(data.images.train_y) // cfg.batch_size
     captions = data.captions.to(device) if data.captions is not None else None
     session = Session(
-        cfg, run_dir, device, encoder, model, optimizer, kind.build_loss(cfg), augment,
+        cfg, run_dir, device, method, encoder, model, optimizer, method.build_loss(cfg), augment,
         data.images.train_x.to(device), steps, start_epoch, rank, world, kind, captions,
     )  # fmt: skip
     if progress and rank == 0 and start_epoch < cfg.epochs:
@@ -545,18 +374,15 @@ def _open_session(
 
 
 def _build_model(
-    cfg: RunConfig, data: TrainData, device: torch.device
+    cfg: RunConfig, method: Method, data: TrainData, device: torch.device
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The method's modules (identical initial weights on every rank) and their optimizer."""
     torch.manual_seed(cfg.seed)
-    encoder = get_method(cfg.method).build_encoders(cfg, data.images.channels, **data.context)
-    encoder = encoder.to(device)
-    if encoder.importance_logits is not None and cfg.s_frozen:
-        encoder.importance_logits.requires_grad_(False)
+    encoder = method.build_model(cfg, data.images.channels, **data.context).to(device)
     # channels-last convolutions are faster on a GPU and on a CPU (oneDNN): a bf16 step of the
     # small CNN takes 0.60x the time of the default layout here (benchmarks/bench_train.py [6])
     encoder = encoder.to(memory_format=torch.channels_last)
-    return encoder, build_optimizer(encoder, cfg)
+    return encoder, OPTIMIZER_BUILDERS[cfg.optimizer](method.param_groups(encoder, cfg), cfg.lr)
 
 
 def _progress_bar(s: Session):
@@ -582,7 +408,9 @@ def train_step(s: Session, epoch: int, i: int, perm: Tensor, amp) -> LossTerms:
     local_bs = cfg.batch_size // s.world
     idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
     idx = idx[s.rank * local_bs : (s.rank + 1) * local_bs]  # this rank's share of the batch
-    terms = s.pair.step(s, idx, amp)
+    batch = s.pair.batch(s, idx)  # augmented outside autocast
+    with amp:
+        terms = s.method.loss_terms(s.model, batch, s.loss_fn)
     if not torch.isfinite(terms.total):
         raise TrainingError(
             f"loss became non-finite ({terms.total.item()}) at epoch {epoch + 1} step {i + 1};"
@@ -606,6 +434,17 @@ def amp_context(device: torch.device, precision: str = "auto") -> contextlib.Abs
     return contextlib.nullcontext()
 
 
+def _postfix(
+    s: Session, epoch: int, sums: dict[str, float], steps: int, seconds: float
+) -> dict[str, str]:
+    """The progress bar's numbers: the epoch's running means of the loss and of the terms the
+    method has (``Method.terms``), so the bar's last values are the epoch means that
+    metrics.jsonl and the closing summary show."""
+    out = {"epoch": f"{epoch + 1}/{s.cfg.epochs}", "mean_loss": f"{sums['loss'] / steps:.4f}"}
+    out |= {f"mean_{short}": f"{sums[name] / steps:.4f}" for name, short in s.method.terms}
+    return out | {"img_s": f"{steps * s.cfg.batch_size / max(seconds, 1e-9):.0f}"}
+
+
 def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     """Train epoch ``epoch`` (0-based) and return its metrics row."""
     cfg = s.cfg
@@ -614,28 +453,22 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     perm = torch.randperm(len(s.train_x), generator=gen).to(s.device)
     amp = amp_context(s.device, cfg.precision)
+    # every row has all three terms (metrics.jsonl keeps one format); the bar shows the method's
     sums = {"loss": 0.0, "contrastive": 0.0, "decorrelation": 0.0}
     s.model.train()
     for i in range(s.steps_per_epoch):
         terms = train_step(s, epoch, i, perm, amp)
-        values = {k: getattr(terms, "total" if k == "loss" else k).item() for k in sums}
-        for k, v in values.items():
-            sums[k] += v
+        for k in sums:
+            sums[k] += getattr(terms, "total" if k == "loss" else k).item()
         if s.bar is not None:
-            s.bar.set_postfix(
-                epoch=f"{epoch + 1}/{cfg.epochs}",
-                loss=f"{values['loss']:.4f}",
-                con=f"{values['contrastive']:.4f}",
-                dec=f"{values['decorrelation']:.4f}",
-                img_s=f"{(i + 1) * cfg.batch_size / max(time.perf_counter() - t0, 1e-9):.0f}",
-            )
+            s.bar.set_postfix(_postfix(s, epoch, sums, i + 1, time.perf_counter() - t0))
             s.bar.update(1)
     seconds = time.perf_counter() - t0
     return {
         "epoch": epoch + 1,
         **{k: v / s.steps_per_epoch for k, v in sums.items()},
         "lr": s.optimizer.param_groups[0]["lr"],
-        **_s_stats(s.encoder),
+        **s.method.train_stats(s.encoder),
         "seconds": seconds,
         "images_per_s": s.steps_per_epoch * cfg.batch_size / seconds,
     }
@@ -691,11 +524,16 @@ def train(
         RunError, ConfigError, DatasetError, TrainingError: one-line reasons with the fix.
     """
     s = setup(cfg, runs_root=runs_root, resume=resume, progress=progress)
+    if s.start_epoch >= s.cfg.epochs and s.rank == 0:
+        print(
+            f"tricl train: {s.run_dir} was already complete ({s.cfg.epochs}/{s.cfg.epochs}"
+            " epochs); nothing to train"
+        )
     try:
         for epoch in range(s.start_epoch, s.cfg.epochs):
             row = train_epoch(s, epoch)
             if epoch + 1 == s.cfg.epochs:
-                refit_head(s)
+                s.method.end_of_training(s.encoder, partial(_augmented_pairs, s))
             stop = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
             save_epoch(s, row, checkpoint=stop or checkpoint_due(s.cfg, epoch + 1))
             if stop:

@@ -9,7 +9,7 @@
   rise in the probe's cross-entropy). Fitted on 80% of the TRAIN split and measured on the other
   20%, so the test split that the few-feature curves use never chose the order.
 
-The default order is the method's (``MethodSpec.order`` in :mod:`tricl.methods`): ``S`` where the
+The default order is the method's (``Method.order`` in :mod:`tricl.methods`): ``S`` where the
 run has S, ``index`` for a method that orders its outputs, else ``variance``. All are unsupervised,
 so the top-k curves of triCL, NeuralEF-CLR and SimCLR compare like with like (the ablation order
 uses labels).
@@ -80,6 +80,10 @@ def index_scores(k: int) -> np.ndarray:
     return np.arange(k, 0, -1).astype(np.float32)
 
 
+def _s_scores(train_z: np.ndarray, s: np.ndarray | None) -> np.ndarray | None:
+    return None if s is None else np.asarray(s, dtype=np.float32)
+
+
 def default_scores(method: str, train_z: np.ndarray, s: np.ndarray | None) -> np.ndarray:
     """Scores of the method's default order (see :func:`tricl.methods.method_order`).
 
@@ -89,19 +93,25 @@ def default_scores(method: str, train_z: np.ndarray, s: np.ndarray | None) -> np
         s: the diagonal of S, or None for a run without S. Shape: (k,).
 
     Returns:
-        Higher is more important. Shape: (k,).
+        Higher is more important (variance where the order needs an S the run lacks).
+        Shape: (k,).
     """
-    order = method_order(method, s is not None)
-    if order == "S" and s is not None:
-        return np.asarray(s, dtype=np.float32)
-    if order == "index":
-        return index_scores(train_z.shape[1])
-    return variance_scores(train_z)
+    scores = ORDER_SCORES[method_order(method, s is not None)](train_z, s)
+    return variance_scores(train_z) if scores is None else scores
 
 
 def variance_scores(train_z: np.ndarray) -> np.ndarray:
     """Variance of every feature of the L2-normalised z. Shape: (N, k) -> (k,)."""
     return l2_normalise(train_z).var(axis=0).astype(np.float32)
+
+
+# The label-free orders by name (tricl.methods.FEATURE_ORDERS): ``scores(train_z, s)`` -> (k,),
+# higher is more important, or None where the run cannot be ranked so (no S).
+ORDER_SCORES: dict[str, Callable[[np.ndarray, np.ndarray | None], np.ndarray | None]] = {
+    "S": _s_scores,
+    "variance": lambda train_z, s: variance_scores(train_z),
+    "index": lambda train_z, s: index_scores(train_z.shape[1]),
+}
 
 
 def ablation_scores(
@@ -169,18 +179,15 @@ def compute_importance(
         The :class:`Importance`.
     """
     scores: dict[str, np.ndarray] = {}
-    orders: dict[str, np.ndarray] = {}
-    if s is not None:
-        scores["S"] = np.asarray(s, dtype=np.float32)
-        orders["S"] = order_from_scores(scores["S"])
     default = method_order(method, s is not None)
-    if default == "S" and s is None:  # a run saved without S cannot be ranked by it
+    # S whenever the run has it, the method's own order, and variance for every run
+    for name in dict.fromkeys(("S", default, "variance")):
+        values = ORDER_SCORES[name](train_z, s)
+        if values is not None:
+            scores[name] = values
+    if default not in scores:  # a run saved without S cannot be ranked by it
         default = "variance"
-    if default == "index":
-        scores["index"] = index_scores(train_z.shape[1])
-        orders["index"] = order_from_scores(scores["index"])
-    scores["variance"] = variance_scores(train_z)
-    orders["variance"] = order_from_scores(scores["variance"])
+    orders = {name: order_from_scores(values) for name, values in scores.items()}
     acc_drop, loss_inc, base_acc = ablation_scores(train_z, train_y, tick=tick)
     scores["ablation"] = acc_drop
     orders["ablation"] = order_from_scores(acc_drop, tie_break=loss_inc)

@@ -176,7 +176,7 @@ def prepare(run: Run, data: Any = None) -> Probe:
     from tricl.analysis.features import extract
     from tricl.data import build_augmentation
     from tricl.experiments.common import importance_order
-    from tricl.losses import build_loss
+    from tricl.methods import build_loss
 
     if run.image_text:
         raise SNRError(f"{run.path} is a {run.config.method} run; pass a two-view image run")

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 from tricl.analysis.identifiability import corr_matrix
 from tricl.analysis.importance import order_from_scores, variance_scores
 from tricl.analysis.store import load_json, save_json
-from tricl.losses import LossFn, build_loss
-from tricl.methods import get_method
+from tricl.config import RunConfig
+from tricl.losses import LossFn
+from tricl.methods import build_loss, get_method
 from tricl.models import importance_from_logits
 
 DEFAULT_EIGENVALUES = (0.6, 0.5, 0.4, 0.35)
@@ -172,7 +173,8 @@ def train_and_score(
     ``RECIPES["paper"]`` is the paper's loss, which does not. Features are ranked by S for a
     method with S, else by variance (:mod:`tricl.analysis.importance`).
     """
-    loss_fn = build_loss(method, temperature=temperature, tau=tau, decorrelation=decorrelation)
+    cfg = RunConfig(method=method, temperature=temperature, tau=tau, decorrelation=decorrelation)
+    loss_fn = build_loss(cfg)
     data = data or FactorData.make()
     m = len(data.flip)
     torch.manual_seed(seed)

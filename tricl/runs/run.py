@@ -174,9 +174,9 @@ class Run:
         For an image-text run this is its image encoder, so every image analysis reads it as it
         reads a two-view run's encoder.
         """
-        from tricl.models import Encoder
+        from tricl.methods import build_encoder
 
-        enc = Encoder.from_config(self.config, self.in_channels, aligned_dim=self.aligned_dim)
+        enc = build_encoder(self.config, self.in_channels, aligned_dim=self.aligned_dim)
         self._load_into(enc, self.encoder_weights())
         return enc.to(device).eval()
 

@@ -8,14 +8,12 @@ the optimizer, checkpoints, resume and DDP treat it like the Encoder of the two-
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from tricl.losses import CLIP_INIT_LOGIT_SCALE
 from tricl.models import Encoder
-from tricl.text.encoder import TextEncoder, TextEncoderConfig
+from tricl.text.encoder import TextEncoder
 
 IMAGE_PREFIX = "image."
 TEXT_PREFIX = "text."
@@ -34,13 +32,6 @@ class ImageTextModel(nn.Module):
         self.image = image
         self.text = text
         self.logit_scale = nn.Parameter(torch.tensor(CLIP_INIT_LOGIT_SCALE))
-
-    @classmethod
-    def from_config(
-        cls, cfg: Any, in_channels: int, text_config: TextEncoderConfig
-    ) -> ImageTextModel:
-        """The model of a :class:`~tricl.config.RunConfig` and its text encoder config."""
-        return cls(Encoder.from_config(cfg, in_channels), TextEncoder.from_config(text_config))
 
     @property
     def importance_logits(self) -> nn.Parameter | None:
