@@ -10,15 +10,25 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app_pages import MAIN, TIMEOUT, app_at, app_module, open_page, texts
+from test_app_pages import MAIN, TIMEOUT, app_at, app_module, make_fixture_runs, open_page, texts
 
-from tricl.runs import SHIPPED_RUNS_ROOT
+from tricl.runs import SHIPPED_RUNS_ROOT, Run, list_runs
 
 SHIPPED_TRICL = "tricl_mnist5k_small_cnn_k64_seed0"
 SHIPPED_TRICLIP = "triclip_mnist5k-captions_small_cnn_k64_seed0"
 needs_shipped = pytest.mark.skipif(
     not (SHIPPED_RUNS_ROOT / SHIPPED_TRICL / "config.json").is_file(), reason="no shipped runs"
 )
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory) -> Path:
+    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+
+
+@pytest.fixture(scope="module")
+def runs(runs_root) -> dict[str, Run]:
+    return {r.name: r for r in list_runs(runs_root) if isinstance(r, Run)}
 
 
 def default_app(monkeypatch, user_root: Path, **query: str) -> AppTest:
@@ -67,7 +77,7 @@ def test_the_users_run_named_like_a_shipped_one_opens_from_the_url(runs, tmp_pat
     at.switch_page("views/features.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "16 of 16 features shown" in texts(at)  # the user's k16 run, not the shipped k64
-    assert at.query_params["run"] == [f"runs/{SHIPPED_TRICL}"]
+    assert at.query_params["run"] == f"runs/{SHIPPED_TRICL}"
 
 
 @needs_shipped
