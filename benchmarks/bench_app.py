@@ -129,9 +129,9 @@ IMAGE_PROBE_DRAWN_JS = f"""
 
 def resolve_run(run: str, runs_root: str | None) -> tuple[Path, str, bool]:
     """``(runs root, run name, has a text encoder)`` of ``--run``: a run's name under the runs
-    root, or a run directory (its folder is then the runs root). The app opens only a bare name
-    from its own root (a path in ``?run=`` is refused and the first run shown instead), so the
-    bench passes the name and checks the folder here."""
+    root, or a run directory (its folder is then the runs root). The app, started with that one
+    root, names its runs by folder name (``?run=NAME``), so the bench passes the name and checks
+    the folder here."""
     from tricl.runs import Run
 
     given = Path(run)

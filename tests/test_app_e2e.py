@@ -305,6 +305,9 @@ def test_the_users_first_run_opens_in_the_dashboard_with_no_flags(tab, readme_se
     page.wait_for_url(f"**run=runs%2F{USER_RUN}**")  # the user's run, listed before the shipped
     assert page.get_by_text("Broken runs").count() == 0
     assert page.get_by_text("broken run(s)").count() == 0
+    rows = len([p for p in (REPO / "checkpoints").iterdir() if (p / "config.json").is_file()]) + 1
+    table = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    assert table["height"] >= 35 * (rows + 1)  # every row in view: "auto" stops at 10 rows
     _open(page, f"{readme_server}/features?run=runs/{USER_RUN}", "newcomer_features")
     assert page.get_by_role("heading", level=1).inner_text().strip() == "Features"
     page.get_by_text(f"runs/{USER_RUN}").first.wait_for()  # the sidebar names its folder

@@ -15,8 +15,6 @@ import text_ui
 
 from tricl.methods import method_color, method_label
 
-ROW_PX = 35  # Streamlit's dataframe row height
-
 
 def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFrame:
     """One row per run: configuration, training result and the analysis' headline numbers
@@ -49,11 +47,6 @@ def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFra
     # columns that say nothing here would push the scores off the right edge
     same = [c for c in ("aligned from", "backbone") if table[c].nunique() <= 1 and len(runs) > 1]
     return table.drop(columns=same)
-
-
-def table_height(rows: int) -> int:
-    """Pixels that show every row of a table (Streamlit's "auto" stops at 10 rows)."""
-    return ROW_PX * (rows + 1) + 3
 
 
 def spectrum_summary(runs: list, found: dict) -> pd.DataFrame:
@@ -189,7 +182,7 @@ def main() -> None:
     draw.show_table(
         table,
         "runs",
-        height=table_height(len(table)),
+        height="content",  # every row ("auto" stops at 10)
         placeholder="",  # a run without captions has no zero-shot or recall: blank, not "None"
         column_config={
             "run": st.column_config.TextColumn(pinned=True),
