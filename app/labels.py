@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -64,10 +65,11 @@ def config_key(run: Run) -> str:
 
 
 def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
-    """Runs grouped by configuration (each group: the same settings, several seeds)."""
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(config_key(r), []).append(r)
+    """Runs of one runs folder grouped by configuration (each group: the same settings,
+    several seeds)."""
+    groups: dict[tuple[str, Path], list[Run]] = {}
+    for r in runs:  # per runs folder: a user's rerun of a shipped recipe is no extra seed of it
+        groups.setdefault((config_key(r), r.path.parent), []).append(r)
     return [sorted(g, key=lambda r: r.config.seed) for g in groups.values()]
 
 
@@ -93,9 +95,13 @@ def group_label(group: Sequence[Run]) -> str:
 
 
 def same_config_runs(run: Run, runs: Sequence[Run]) -> list[Run]:
-    """The run's seed group (itself first)."""
+    """The run's seed group in its runs folder (itself first)."""
     key = config_key(run)
-    others = [r for r in runs if r.name != run.name and config_key(r) == key]
+    others = [
+        r
+        for r in runs
+        if r.name != run.name and config_key(r) == key and r.path.parent == run.path.parent
+    ]
     return [run, *sorted(others, key=lambda r: r.config.seed)]
 
 

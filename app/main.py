@@ -52,6 +52,7 @@ def _set_root() -> None:
     ss["_options"] = new
     if picked is not None:
         ss[state.URL_RUN] = picked
+        ss["_picked_path"] = new.extra_runs[-1]  # its key is known once the index has it
         ss["_w_root"] = str(opts.runs_root)
         return
     ss[state.URL_RUN] = None
@@ -100,8 +101,10 @@ def sidebar(idx: state.RunIndex) -> None:
         if not idx.runs:
             return
         names = idx.names
+        if (path := ss.pop("_picked_path", None)) is not None:  # a run directory just opened
+            ss[state.URL_RUN] = next((r.name for r in idx.runs if r.path == path), None)
         if ss.get(state.URL_RUN) not in names:
-            ss[state.URL_RUN] = names[0]
+            ss[state.URL_RUN] = idx.default.name
         if ss.get("_w_run") not in names:
             ss["_w_run"] = ss[state.URL_RUN]
         shown = labels.run_labels(idx.runs)
@@ -115,7 +118,7 @@ def sidebar(idx: state.RunIndex) -> None:
         )
         run = idx.get(ss[state.URL_RUN])
         if run is not None:
-            st.caption(f"`{run.name}`")
+            st.caption(f"`{run.path}`")
         basis_picker()
         if idx.broken:
             st.warning(

@@ -20,7 +20,7 @@ import numpy as np
 import streamlit as st
 
 from tricl.bases import get_basis
-from tricl.runs import Run
+from tricl.runs import Run, default_runs_root
 
 EVAL_SPLIT = "test"
 
@@ -171,15 +171,23 @@ def text_analyses(runs: Sequence[Run]) -> Analyses:
     return _collect([r for r in runs if r.image_text and not r.aligned], text_analysis_or_none)
 
 
+def _stored(load: Any, paths: tuple[str, ...], **kwargs: Any) -> Any:
+    """``load(paths, out_root=...)`` beside the runs, else in the user runs root's ``_compare``
+    (where `tricl compare` stores new comparisons of the shipped runs); raises
+    :class:`_NotCached` if neither holds it."""
+    for out_root in (None, default_runs_root() / "_compare"):
+        got = load(list(paths), out_root=out_root, **kwargs)
+        if got is not None:
+            return got
+    raise _NotCached(paths)
+
+
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _comparison(paths: tuple[str, ...], basis: str, stamps: tuple[tuple[int, ...], ...]) -> Any:
     del stamps  # cache key: a re-analysed run or a new comparison gets a new entry
     from tricl.analysis import load_comparison
 
-    got = load_comparison(list(paths), split=EVAL_SPLIT, spectral=True, basis=basis)
-    if got is None:
-        raise _NotCached(paths)
-    return got
+    return _stored(load_comparison, paths, split=EVAL_SPLIT, spectral=True, basis=basis)
 
 
 def comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
@@ -208,10 +216,7 @@ def _image_text_comparison(
     del stamps  # cache key, as for comparisons
     from tricl.analysis.image_text_compare import load_image_text_comparison
 
-    got = load_image_text_comparison(list(paths), split=EVAL_SPLIT, basis=basis)
-    if got is None:
-        raise _NotCached(paths)
-    return got
+    return _stored(load_image_text_comparison, paths, split=EVAL_SPLIT, basis=basis)
 
 
 def image_text_comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:
@@ -242,10 +247,7 @@ def _consensus(paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...]) -> A
     del stamps  # cache key, as for comparisons
     from tricl.analysis import load_consensus
 
-    got = load_consensus(list(paths), split=EVAL_SPLIT)
-    if got is None:
-        raise _NotCached(paths)
-    return got
+    return _stored(load_consensus, paths, split=EVAL_SPLIT)
 
 
 def consensus(runs: Sequence[Run]) -> Any | Missing:

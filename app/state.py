@@ -121,19 +121,84 @@ def opened_folder(opts: AppOptions, text: str) -> tuple[AppOptions, str | None]:
     return replace(opts, roots=(path,)), None
 
 
+class ListedRun(Run):
+    """A run as the dashboard lists it: ``name`` is its key (root + folder name), unique among
+    the listed runs, and what pages, tables and the URL (``?run=``) call it.
+
+    A run of the first root keeps its folder name (``tricl_mnist5k_small_cnn_k64_seed0``: the
+    shipped runs by default, so their URLs never change); a run of another root is
+    ``<root>/<folder>`` (``runs/tricl_mnist5k_small_cnn_k64_seed0``, the path it was trained
+    into), so the user's runs and the shipped runs can share folder names and both open.
+    """
+
+    def __init__(self, run: Run, key: str) -> None:
+        super().__init__(run.path, run.config, run.info)
+        self.key = key
+
+    @property
+    def name(self) -> str:
+        return self.key
+
+    @property
+    def folder(self) -> str:
+        """The run directory's own name."""
+        return self.path.name
+
+
+# Methods the dashboard opens on when the URL names no run, most wanted first: the paper's
+# subject (triCL) first, then its closed-form variant and the baseline, on the embedded default
+# dataset (DEFAULT_DATASET) before any other.
+DEFAULT_METHODS = ("tricl", "tri-eigen", "simclr")
+DEFAULT_DATASET = "mnist5k"
+
+
+def default_run(runs: Sequence[Run]) -> Run:
+    """The run shown when none is picked: the most wanted method of :data:`DEFAULT_METHODS`,
+    preferring the default dataset, then the lowest seed, then the listing order (the user's
+    runs are listed first); any run if none of those methods is listed.
+
+    Raises:
+        ValueError: ``runs`` is empty.
+    """
+    if not runs:
+        raise ValueError("no runs to pick from")
+
+    def rank(item: tuple[int, Run]) -> tuple[int, int, int, int]:
+        i, r = item
+        method = r.config.method
+        m = DEFAULT_METHODS.index(method) if method in DEFAULT_METHODS else len(DEFAULT_METHODS)
+        return (r.config.dataset != DEFAULT_DATASET, m, r.config.seed, i)
+
+    return min(enumerate(runs), key=rank)[1]
+
+
+def root_labels(roots: Sequence[Path]) -> dict[Path, str]:
+    """How a run key names each root: its path relative to the working folder if inside it
+    (``runs``), else its folder name; the full path where two would read alike."""
+    here = Path.cwd().resolve()
+    out: dict[Path, str] = {}
+    for root in roots:
+        label = str(root.relative_to(here)) if here in root.parents else root.name
+        out[root] = label if label and label not in out.values() else str(root)
+    return out
+
+
 @dataclass(frozen=True)
 class RunIndex:
     """The runs the dashboard can show.
 
     Attributes:
         roots: the runs roots (resolved).
-        runs: usable runs, by name.
+        runs: usable runs, listed as :class:`ListedRun` (``name`` = key): the runs of the other
+            roots (the user's) first, then those of the first root, then runs passed by path.
         broken: folders that are not usable runs, with the reason.
+        broken_keys: the key each broken folder would have, in the order of ``broken``.
     """
 
     roots: tuple[Path, ...]
     runs: tuple[Run, ...]
     broken: tuple[BrokenRun, ...]
+    broken_keys: tuple[str, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -150,6 +215,23 @@ class RunIndex:
 
     def get(self, name: str) -> Run | None:
         return next((r for r in self.runs if r.name == name), None)
+
+    def find(self, name: str) -> Run | None:
+        """The run a URL or a user names: its key, ``<root>/<folder>`` for a run of the first
+        root too, or a bare folder name that only one listed run has."""
+        if (run := self.get(name)) is not None:
+            return run
+        labels = root_labels(self.roots)
+        for r in self.runs:
+            if r.path.parent in labels and name == f"{labels[r.path.parent]}/{r.path.name}":
+                return r
+        same = [r for r in self.runs if r.path.name == name]
+        return same[0] if len(same) == 1 else None
+
+    @property
+    def default(self) -> Run:
+        """The run shown when none is picked (:func:`default_run`)."""
+        return default_run(self.runs)
 
 
 def _stamp(folders: Iterable[Path]) -> tuple:
@@ -176,23 +258,31 @@ def _folders(root: Path) -> list[Path]:
 def _load_index(roots: tuple[str, ...], extra: tuple[str, ...], stamp: tuple) -> RunIndex:
     """The run index of the roots; ``stamp`` only keys the cache (Run objects keep their hashes)."""
     del stamp
-    runs: list[Run] = []
-    broken: list[BrokenRun] = []
-    names: set[str] = set()
-    found: list[Run | BrokenRun] = [item for root in roots for item in list_runs(Path(root))]
+    paths = [Path(r) for r in roots]
+    labels = root_labels(paths)
+    # the other roots (the user's runs) are listed first, keyed <root>/<folder>; the first
+    # root's runs keep their folder names (the URLs of the shipped runs never change)
+    found: list[tuple[str, Run | BrokenRun]] = [
+        (f"{labels[root]}/{item.name}" if i else item.name, item)
+        for i, root in sorted(enumerate(paths), key=lambda ir: ir[0] == 0)
+        for item in list_runs(root)
+    ]
+    taken = {key for key, _ in found}
     for p in map(Path, extra):
         try:
-            found.append(Run.load(p))
+            item: Run | BrokenRun = Run.load(p)
         except RunError as exc:
-            found.append(BrokenRun(p, str(exc)))
-    for item in found:
-        if item.name in names:  # pages and URLs name runs by folder name: the first one wins
-            if p := next((r.path for r in runs if r.name == item.name), None):
-                broken.append(BrokenRun(item.path, f"a run of the same name is listed: {p}"))
+            item = BrokenRun(p, str(exc))
+        key = item.name if item.name not in taken else str(p)
+        if key in taken:  # the same folder passed twice, or also listed under a root
             continue
-        names.add(item.name)
-        (runs if isinstance(item, Run) else broken).append(item)
-    return RunIndex(tuple(map(Path, roots)), tuple(runs), tuple(broken))
+        taken.add(key)
+        found.append((key, item))
+    runs = [ListedRun(item, key) for key, item in found if isinstance(item, Run)]
+    broken = [(key, item) for key, item in found if isinstance(item, BrokenRun)]
+    return RunIndex(
+        tuple(paths), tuple(runs), tuple(b for _, b in broken), tuple(k for k, _ in broken)
+    )
 
 
 def run_index(options: AppOptions) -> RunIndex:
@@ -209,17 +299,16 @@ def resolve_run_name(index: RunIndex, name: str) -> Run:
     Raises:
         RunRefused: the name points outside the runs roots, is broken, or does not exist.
     """
-    candidate = Path(name)
-    parts_ok = len(candidate.parts) == 1 and name not in ("..", ".") and "\\" not in name
-    if not parts_ok or candidate.is_absolute() or "\x00" in name:
+    parts = name.split("/")
+    if not name or any(p in ("", ".", "..") for p in parts) or "\\" in name or "\x00" in name:
         raise RunRefused(
             f"run {name!r} in the URL is outside the runs root ({index.where}); only runs "
             "listed in the sidebar can be opened"
         )
-    run = index.get(name)
+    run = index.find(name)  # only listed runs: a name is looked up, never opened as a path
     if run is not None:
         return run
-    broken = next((b for b in index.broken if b.name == name), None)
+    broken = next((b for b, k in zip(index.broken, index.broken_keys) if name in (k, b.name)), None)
     if broken is not None:
         raise RunRefused(f"run {name!r} in the URL is broken: {broken.reason}")
     raise RunRefused(
@@ -332,7 +421,7 @@ def current_run() -> Run:
     """The run picked in the sidebar (pages call ``require_runs`` first)."""
     idx = index()
     run = idx.get(st.session_state.get(URL_RUN) or "")
-    return run if run is not None else idx.runs[0]
+    return run if run is not None else idx.default
 
 
 def current_basis() -> str:

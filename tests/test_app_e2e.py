@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -258,3 +259,57 @@ def test_the_caption_probe_retrieves_images(tab, image_text_server):
     page.screenshot(path=str(SHOTS / "probe_caption.png"), full_page=True)
     assert page.get_by_text("Tokens read:").count() == 1
     assert _loaded_images(page, 1) >= 1
+
+
+USER_RUN = "tricl_mnist5k_small_cnn_k64_seed0"  # the README's first command, a shipped name too
+
+
+@pytest.fixture(scope="module")
+def readme_server(tmp_path_factory) -> Iterator[str]:
+    """The README's path: `tricl train --method tricl --dataset mnist5k --seed 0` (1 epoch) in a
+    fresh folder, then `streamlit run app/main.py` there with no flags."""
+    here = tmp_path_factory.mktemp("newcomer")
+    env = {k: v for k, v in os.environ.items() if k != "TRICL_RUNS"}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    train = ["train", "--method", "tricl", "--dataset", "mnist5k", "--seed", "0", "--epochs", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tricl", *train, "--no-progress"],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (here / "runs" / USER_RUN / "model.safetensors").is_file()
+    port = free_port()
+    cmd = streamlit_command(port, "unused")
+    cmd = cmd[: cmd.index("--runs-root") - 1]  # no flags after `--`: the default roots
+    log = open(here / "streamlit.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=here, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, proc, timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_the_users_first_run_opens_in_the_dashboard_with_no_flags(tab, readme_server):
+    page = tab
+    _open(page, readme_server, "newcomer_first_page")  # no run in the URL: the default pick
+    page.wait_for_url(f"**run=runs%2F{USER_RUN}**")  # the user's run, listed before the shipped
+    assert page.get_by_text("Broken runs").count() == 0
+    assert page.get_by_text("broken run(s)").count() == 0
+    rows = len([p for p in (REPO / "checkpoints").iterdir() if (p / "config.json").is_file()]) + 1
+    table = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    assert table["height"] >= 35 * (rows + 1)  # every row in view: "auto" stops at 10 rows
+    _open(page, f"{readme_server}/features?run=runs/{USER_RUN}", "newcomer_features")
+    assert page.get_by_role("heading", level=1).inner_text().strip() == "Features"
+    page.get_by_text(f"runs/{USER_RUN}").first.wait_for()  # the sidebar names its folder
+    page.get_by_role("button", name=re.compile("Analyse now")).first.wait_for()
+    assert page.locator('[data-testid="stAlert"]', has_text="in the URL").count() == 0

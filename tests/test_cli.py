@@ -204,3 +204,80 @@ def test_analyze_and_compare_in_the_spectral_basis(tmp_path, capsys):
     assert rows[0]["representative"] in {Path(r).name for r in runs}
     assert main(["compare", *runs, "--consensus", "--no-progress"]) == 0
     assert capsys.readouterr().out.split()[:3] == ["rank", "mean_abs_corr", "min_abs_corr"]
+
+
+def _tiny_pair(root, capsys) -> list[str]:
+    """Two seeds of a tiny digits run under ``root``."""
+    common = ["--dataset", "digits", "--epochs", "1", "--proj-dim", "8", "--proj-hidden-dim"]
+    common += ["16", "--batch-size", "128", "--runs-root", str(root), "--no-progress"]
+    for seed in ("0", "1"):
+        assert main(["train", *common, "--seed", seed]) == 0
+    capsys.readouterr()
+    return sorted(str(p) for p in root.iterdir() if not p.name.startswith("_"))
+
+
+def _files(root) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_compare_of_shipped_runs_writes_the_users_runs_root_not_checkpoints(
+    tmp_path, capsys, monkeypatch
+):
+    """README: the shipped runs in checkpoints/ are never written without --runs-root
+    checkpoints; what it already holds is read, new comparisons go to $TRICL_RUNS/_compare."""
+    import json
+
+    import tricl.runs
+    from tricl.analysis import analyze, compare
+
+    shipped, mine = tmp_path / "checkpoints", tmp_path / "runs"
+    runs = _tiny_pair(shipped, capsys)
+    for r in runs:
+        analyze(r, progress=False)
+    monkeypatch.setattr(tricl.runs, "SHIPPED_RUNS_ROOT", shipped.resolve())
+    monkeypatch.setenv("TRICL_RUNS", str(mine))
+    before = _files(shipped)
+
+    assert main(["compare", *runs, "--json", "--no-spectral", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert [set(json.loads(line)) >= {"run_a", "run_b"} for line in out.splitlines()] == [True]
+    assert "comparing 2 runs" in err and str(mine / "_compare") in err  # progress on stderr
+    assert _files(shipped) == before
+    assert len(list((mine / "_compare").iterdir())) == 1
+
+    stored = compare(runs, spectral=False, progress=False)  # the Python API: beside the runs
+    assert stored.path.parent == shipped / "_compare"
+    assert stored.path.name in {p.name for p in (mine / "_compare").iterdir()}  # the same id
+    before = _files(shipped)
+    assert main(["compare", *runs, "--no-spectral", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "comparing" not in err and str(stored.path) in err  # read where it is stored
+    assert _files(shipped) == before
+
+    assert main(["compare", *runs, "--no-spectral", "--runs-root", str(tmp_path / "x")]) == 0
+    assert len(list((tmp_path / "x" / "_compare").iterdir())) == 1
+
+
+def test_align_help_names_each_default_once():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    text = " ".join(sub.choices["align"].format_help().split())
+    assert "(default: None)" not in text
+    assert text.count("(default: cpu)") == 1 and text.count("./runs)") == 1
+
+
+def test_top_level_help_names_every_method():
+    from tricl.methods import METHODS
+
+    text = " ".join(build_parser().format_help().split())
+    for spec in METHODS.values():
+        assert spec.label in text
+
+
+def test_runs_prints_whole_dataset_names(tmp_path, capsys, monkeypatch):
+    from tricl.runs import SHIPPED_RUNS_ROOT
+
+    if not (SHIPPED_RUNS_ROOT / "clip_mnist5k-captions_small_cnn_k64_seed0").is_dir():
+        pytest.skip("no shipped clip runs")
+    assert main(["runs", "--runs-root", str(SHIPPED_RUNS_ROOT)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert "mnist5k-captions" in {row[2] for row in rows if row}

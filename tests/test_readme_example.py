@@ -72,3 +72,15 @@ def test_readme_training_example_runs_on_a_fresh_clone_and_leaves_shipped_runs_a
     assert listing.stdout.count("tricl_mnist5k_small_cnn_k64_seed0") == 2
 
     assert _hashes(shipped) == before
+
+
+def test_readme_walkthrough_ends_with_the_user_looking_at_their_own_run():
+    """The walk-through's last command opens the dashboard, which shows the run its first command
+    trained (tests/test_app_e2e.py runs that path in a browser: train, no flags, Features)."""
+    section = (REPO / "README.md").read_text().split("## Train, analyse, compare", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands[0] == " ".join(["tricl", *EXAMPLE[:-2]])  # the example above, all epochs
+    assert commands[-1] == "streamlit run app/main.py"
+    assert "runs/tricl_mnist5k_small_cnn_k64_seed0" in block
+    assert "opens on your own run" in section.split("```", 2)[2][:400]

@@ -129,7 +129,8 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 def _print_runs(runs: list) -> None:
     from tricl.runs import BrokenRun
 
-    print(f"{'run':<44} {'method':<12} {'dataset':<12} {'seed':>4} {'epochs':>7} {'loss':>9}")
+    width = max([16, *(len(r.config.dataset) for r in runs if not isinstance(r, BrokenRun))])
+    print(f"{'run':<44} {'method':<12} {'dataset':<{width}} {'seed':>4} {'epochs':>7} {'loss':>9}")
     for r in runs:
         if isinstance(r, BrokenRun):
             print(f"{r.name:<44} BROKEN: {r.reason}")
@@ -138,7 +139,7 @@ def _print_runs(runs: list) -> None:
         loss = f"{s['final_loss']:.4f}" if isinstance(s["final_loss"], int | float) else "-"
         aligned = f"  aligned from {r.parent['name']}" if s["aligned"] else ""
         print(
-            f"{s['run']:<44} {s['method']:<12} {s['dataset'][:12]:<12} {s['seed']:>4}"
+            f"{s['run']:<44} {s['method']:<12} {s['dataset']:<{width}} {s['seed']:>4}"
             f" {s['epochs']:>7} {loss:>9}{aligned}"
         )
 
@@ -258,10 +259,18 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         " clip / triclip, their image AND text features are compared too (a second table with a"
         " side column, and the mean ± std over seed pairs of each configuration); in --basis"
         " spectral each side is rotated onto the run's pair basis (the canonical correlation of"
-        " its train image and text features). Stored under RUNS_ROOT/_compare/.",
+        " its train image and text features). Stored in _compare/ beside the runs; for the"
+        " shipped runs in $TRICL_RUNS or ./runs (checkpoints/ only keeps what it ships).",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument(
+        "--runs-root",
+        type=Path,
+        default=None,
+        help="store the comparison in RUNS_ROOT/_compare (default: beside the runs; for the"
+        " shipped runs $TRICL_RUNS or ./runs, reading what checkpoints/_compare already holds)",
+    )
     _add_basis(p)
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.add_argument(
@@ -304,19 +313,32 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return 2
     _check_one_dataset(args.runs)
     progress = not args.no_progress
+    stored = not args.force and _stored(args, None)
+    out_root = _compare_out_root(args, stored)
+    if not (stored or (out_root is not None and _stored(args, out_root))):
+        print(
+            f"comparing {len(args.runs)} runs: analysing any run without a stored analysis and"
+            " estimating the spectral bases first (about 20 s per run on a CPU the first time)",
+            file=sys.stderr,  # stdout stays the table or pure JSON
+        )
     if args.consensus:
-        table = consensus(args.runs, split=args.split, force=args.force, progress=progress).table
+        done = consensus(
+            args.runs, split=args.split, force=args.force, progress=progress, out_root=out_root
+        )
+        table = done.table
     else:
-        comp = compare(
+        done = compare(
             args.runs,
             split=args.split,
             force=args.force,
             progress=progress,
             spectral=not args.no_spectral,
             basis=args.basis,
+            out_root=out_root,
         )
-        table = comp.pairs  # its columns follow the registry (spectral_* in the trained basis)
-    text = None if args.consensus else _compare_image_text(args, progress)
+        table = done.pairs  # its columns follow the registry (spectral_* in the trained basis)
+    print(f"comparison stored in {done.path}", file=sys.stderr)
+    text = None if args.consensus else _compare_image_text(args, progress, out_root)
     if args.json:
         for row in table.to_dict(orient="records"):
             print(json.dumps(row))
@@ -353,7 +375,47 @@ def _check_one_dataset(paths: list[Path]) -> None:
         )
 
 
-def _compare_image_text(args: argparse.Namespace, progress: bool):
+def _stored(args: argparse.Namespace, out_root: Path | None) -> bool:
+    """Whether what ``compare`` is asked for is already stored (read only, never computed)."""
+    from tricl.analysis import AnalysisError, load_comparison, load_consensus
+    from tricl.analysis.image_text import has_text
+    from tricl.analysis.image_text_compare import load_image_text_comparison
+    from tricl.analysis.pipeline import load_run
+
+    try:
+        if args.consensus:
+            return load_consensus(args.runs, split=args.split, out_root=out_root) is not None
+        got = load_comparison(
+            args.runs,
+            split=args.split,
+            out_root=out_root,
+            spectral=not args.no_spectral,
+            basis=args.basis,
+        )
+        if got is None or not all(has_text(load_run(r)) for r in args.runs):
+            return got is not None
+        text = load_image_text_comparison(
+            args.runs, split=args.split, basis=args.basis, out_root=out_root
+        )
+        return text is not None
+    except (AnalysisError, ValueError, OSError):  # compare itself says what is wrong
+        return False
+
+
+def _compare_out_root(args: argparse.Namespace, stored: bool) -> Path | None:
+    """Where ``compare`` stores its result: ``--runs-root``/_compare if given; for the shipped
+    runs the user's runs root, unless ``checkpoints/_compare`` already holds the result
+    (``stored``: it is read there and nothing is written); else None (beside the runs)."""
+    from tricl.runs import default_runs_root, is_shipped
+
+    if args.runs_root is not None:
+        return args.runs_root / "_compare"
+    if stored or not all(is_shipped(r) for r in args.runs):
+        return None
+    return default_runs_root() / "_compare"
+
+
+def _compare_image_text(args: argparse.Namespace, progress: bool, out_root: Path | None):
     """The image-text comparison when every run is clip / triclip; None (and a note) otherwise.
 
     Mixed runs keep today's image comparison: the text side needs a text encoder in every run.
@@ -373,7 +435,12 @@ def _compare_image_text(args: argparse.Namespace, progress: bool):
     if image_only:
         return None
     return compare_image_text(
-        runs, split=args.split, basis=args.basis, force=args.force, progress=progress
+        runs,
+        split=args.split,
+        basis=args.basis,
+        force=args.force,
+        progress=progress,
+        out_root=out_root,
     )
 
 
@@ -448,7 +515,6 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
         " #i is spectral rank i wherever the checkpoint is loaded. The basis is estimated on the"
         " train split (about 20 s per run on a CPU, or read from the run's cache). The new run"
         " records its parent and the basis it used; it cannot be resumed or aligned again.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="runs of one dataset")
     p.add_argument(
@@ -457,7 +523,9 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="folder for the aligned runs (default: $TRICL_RUNS or ./runs)",
     )
-    p.add_argument("--device", default="cpu", help="where a missing spectral basis is estimated")
+    p.add_argument(
+        "--device", default="cpu", help="where a missing spectral basis is estimated (default: cpu)"
+    )
     p.set_defaults(func=_cmd_align)
 
 
@@ -474,9 +542,12 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tricl.methods import METHODS
+
+    methods = ", ".join(f"{spec.label} ({name})" for name, spec in METHODS.items())
     parser = _Parser(
         prog="tricl",
-        description="Train, analyse and compare SimCLR / triCL encoders. Dashboard:"
+        description=f"Train, analyse and compare contrastive encoders: {methods}. Dashboard:"
         " streamlit run app/main.py",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

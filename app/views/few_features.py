@@ -41,6 +41,22 @@ def curves_table(runs: list, found: dict, choice: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def shown_runs(runs: list, picked) -> str:
+    """One line naming the runs the curves average: methods with their seed counts, the
+    dataset, and whether the run picked in the sidebar is among them."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.config.method] = counts.get(r.config.method, 0) + 1
+    methods = ", ".join(f"{method_label(m)} ({n} run{'s' * (n > 1)})" for m, n in counts.items())
+    dataset = runs[0].config.dataset
+    where = (
+        f"the picked run `{picked.name}` among them"
+        if any(r.name == picked.name for r in runs)
+        else f"not the picked run `{picked.name}` ({picked.config.dataset})"
+    )
+    return f"Runs on **{dataset}**: {methods}; {where}."
+
+
 def mean_curves(table: pd.DataFrame) -> pd.DataFrame:
     """Curves averaged over seeds per method, selection and k (std over seeds as well)."""
     g = table.groupby(["method", "selection", "k"], sort=True)
@@ -87,10 +103,19 @@ def main() -> None:
         "the paper's Fig. 3 shows this for triCL and not for SimCLR.",
     )
     idx = jobs_ui.require_runs()
+    picked = state.current_run()
     datasets = sorted({r.config.dataset for r in idx.runs})
     c1, c2 = st.columns([1, 2])
-    with c1:
-        dataset = st.selectbox("Dataset", datasets, disabled=len(datasets) == 1)
+    with c1:  # the picked run's dataset unless another is chosen here (keyed by the run)
+        dataset = st.selectbox(
+            "Dataset",
+            datasets,
+            index=datasets.index(picked.config.dataset),
+            key=f"_w_few_dataset_{picked.name}",
+            disabled=len(datasets) == 1,
+            help="Curves of every run of this dataset, averaged over seeds per method; it follows"
+            " the run picked in the sidebar.",
+        )
     with c2:
         choice = st.radio(
             "Importance order",
@@ -100,6 +125,7 @@ def main() -> None:
         )
     basis = state.current_basis()
     runs = [r for r in idx.runs if r.config.dataset == dataset]
+    st.markdown(shown_runs(runs, picked))
     found = jobs_ui.analyses(runs, key=f"few_features_{dataset}_{basis}", basis=basis)
     table = curves_table(runs, found, choice)
     if table.empty:

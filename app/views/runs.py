@@ -36,15 +36,66 @@ def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFra
                 "loss": s["final_loss"],
                 "linear probe acc": a.linear_acc if a else np.nan,
                 "top-8 acc": readers.top8_accuracy(a) if a else np.nan,
+                "importance": a.importance.default if a else "",
                 "k-NN acc": a.knn_acc if a else np.nan,
                 "backbone probe acc": a.full.get("backbone_linear_acc", np.nan) if a else np.nan,
-                "importance": a.importance.default if a else "",
             }
         )
     table = pd.DataFrame(rows)
     for label, values in text_ui.runs_columns(runs, texts or {}).items():
-        table.insert(table.columns.get_loc("importance"), label, values)
-    return table
+        table[label] = values
+    # columns that say nothing here would push the scores off the right edge
+    same = [c for c in ("aligned from", "backbone") if table[c].nunique() <= 1 and len(runs) > 1]
+    return table.drop(columns=same)
+
+
+def spectrum_summary(runs: list, found: dict) -> pd.DataFrame:
+    """Per method, mean over its analysed runs: the order used, the share of importance held by
+    the 8 most important features, and the ratio of the largest to the smallest importance."""
+    rows = []
+    for r in runs:
+        a = found.get(r.name)
+        if a is None:
+            continue
+        order = a.importance.default
+        scores = np.sort(np.asarray(a.importance.scores[order], dtype=float))[::-1]
+        if scores.sum() <= 0 or scores[-1] <= 0:
+            continue
+        share = scores / scores.sum()
+        head = min(8, len(share))
+        rows.append(
+            {
+                "method": method_label(r.config.method),
+                "order": order,
+                "k": len(share),
+                "top8_share": share[:head].sum(),
+                "even_share": head / len(share),
+                "max_over_min": scores[0] / scores[-1],
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).groupby(["method", "order"], sort=False).mean().reset_index()
+
+
+def spectrum_caption(summary: pd.DataFrame) -> str:
+    """What the importance chart shows, measured: how much of the importance the top 8 hold per
+    method against an even spread, and how far the largest importance is from the smallest."""
+    if summary.empty:
+        return "No analysed run yet: analyse the runs to see their importance spectra."
+    parts = [
+        f"{row.method} ({row.order}) {row.top8_share:.0%}, largest/smallest {row.max_over_min:.1f}x"
+        for row in summary.itertuples()
+    ]
+    even = summary["even_share"].iloc[0]
+    return (
+        "Each run's importance scores, sorted and divided by their sum: a steep curve means a "
+        "few features carry most of the importance, a flat one that importance is spread "
+        f"evenly. Share held by the 8 most important features (an even spread gives {even:.0%}"
+        f" at k = {int(summary['k'].iloc[0])}), mean over seeds: " + "; ".join(parts) + ". "
+        "The order is what the pages rank features by; a flat curve only says the scores are "
+        "close, not that the order is meaningless (see Few features)."
+    )
 
 
 def curves_figure(runs: list, metric: str) -> go.Figure:
@@ -104,7 +155,7 @@ def spectrum_figure(runs: list, found: dict) -> go.Figure:
 def main() -> None:
     draw.page_header(
         "Runs",
-        "Every run of the runs folder. The table gives each run's accuracy with all features and "
+        "Every run of the runs folders. The table gives each run's accuracy with all features and "
         "with only its 8 most important ones; the spectrum shows how unevenly a run spreads "
         "importance over its features (triCL: learned S; SimCLR has no S, so feature variance).",
     )
@@ -113,7 +164,11 @@ def main() -> None:
         st.subheader("Broken runs")
         st.caption("These folders are not usable runs; the other runs work as usual.")
         broken = pd.DataFrame(
-            {"run": [b.name for b in idx.broken], "reason": [b.reason for b in idx.broken]}
+            {
+                "run": list(idx.broken_keys) or [b.name for b in idx.broken],
+                "folder": [str(b.path) for b in idx.broken],
+                "reason": [b.reason for b in idx.broken],
+            }
         )
         draw.show_table(broken, "broken_runs")
     if not idx.runs:
@@ -127,7 +182,10 @@ def main() -> None:
     draw.show_table(
         table,
         "runs",
+        height="content",  # every row ("auto" stops at 10)
+        placeholder="",  # a run without captions has no zero-shot or recall: blank, not "None"
         column_config={
+            "run": st.column_config.TextColumn(pinned=True),
             "aligned from": st.column_config.TextColumn(
                 help="runs written by `tricl align`: the parent run, its features rotated onto "
                 "the parent's spectral basis (identifiable across seeds)"
@@ -153,10 +211,7 @@ def main() -> None:
     with right:
         st.subheader("Importance spectrum")
         draw.show_figure(spectrum_figure(runs, found), "importance_spectrum")
-        st.caption(
-            "A steep curve means a few features carry most of the importance: triCL's learned S "
-            "ranks its features; a flat curve means no feature stands out."
-        )
+        st.caption(spectrum_caption(spectrum_summary(runs, found)))
 
 
 if __name__ == "__main__":
