@@ -31,9 +31,9 @@ train_seeds() { # METHOD DATASET [tricl train flags...]
 analyze_and_compare() { # METHOD DATASET: both bases of its seeds, and their comparisons
   local runs=("$ROOT/${1}_${2}_"*)
   tricl analyze "${runs[@]}"
-  tricl compare "${runs[@]}" # also estimates the spectral bases
+  tricl compare "${runs[@]}" --runs-root "$ROOT" # also estimates the spectral bases
   tricl analyze "${runs[@]}" --basis spectral
-  tricl compare "${runs[@]}" --basis spectral
+  tricl compare "${runs[@]}" --basis spectral --runs-root "$ROOT"
 }
 
 two_view() {
@@ -41,7 +41,7 @@ two_view() {
   train_seeds tricl mnist5k
   analyze_and_compare tricl mnist5k
   analyze_and_compare simclr mnist5k
-  tricl compare "$ROOT"/simclr_mnist5k_* "$ROOT"/tricl_mnist5k_* --consensus # ranks of all six
+  tricl compare "$ROOT"/simclr_mnist5k_* "$ROOT"/tricl_mnist5k_* --consensus --runs-root "$ROOT" # ranks of all six
 }
 
 tri_eigen() {
