@@ -115,8 +115,8 @@ def study_verdicts(text: str) -> pd.DataFrame:
 
 def spectral_exceptions(table: pd.DataFrame) -> str:
     """The study's image rows whose spectral-basis verdict is not Identifiable, per section, as
-    one Markdown sentence (empty if there are none): the findings' "reproduced" read with the
-    verdicts.
+    one Markdown sentence (empty if there are none), so no finding reads as more than its
+    verdict.
 
     Args:
         table: :func:`study_verdicts`'s table.
@@ -133,7 +133,4 @@ def spectral_exceptions(table: pd.DataFrame) -> str:
         )
         for section, g in rows.groupby("study", sort=False)
     ]
-    return (
-        "Where the findings below call the spectral-basis claim reproduced, these verdicts are "
-        "not Identifiable: " + "; ".join(parts) + "."
-    )
+    return "In the spectral basis these study rows are not Identifiable: " + "; ".join(parts) + "."
