@@ -89,15 +89,7 @@ def _tamper(tensors: dict, fault: str) -> dict:
 LAYER_FAULTS = [
     "wrong_shape",
     "missing",
-    pytest.param(
-        "nan",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="NaN weights load: the run's encoder gives NaN features and `tricl analyze`"
-            " fails with a traceback in the linear probe (a finite-weights check belongs to"
-            " tricl.runs)",
-        ),
-    ),
+    "nan",
 ]
 
 

@@ -150,6 +150,15 @@ class Run:
         return is_image_text(self.config)
 
     def _load_into(self, module, tensors: Mapping[str, torch.Tensor]) -> None:
+        bad = next(
+            (k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()),
+            None,
+        )
+        if bad is not None:  # NaN or inf weights would only surface later, as NaN features
+            raise RunError(
+                f"{self.weights_path} holds NaN or infinite values in {bad}; the file is damaged:"
+                " restore it from a backup or train the run again"
+            )
         try:
             module.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
