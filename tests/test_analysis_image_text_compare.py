@@ -36,6 +36,7 @@ from tricl.analysis.pair_basis import (
     load_pair_basis,
     pair_basis,
 )
+from tricl.analysis.spectral import spectral_basis
 from tricl.analysis.store import AnalysisError
 from tricl.cli import main
 from tricl.runs import Run
@@ -326,7 +327,7 @@ def test_reader_never_imports_torch(runs, comparisons):
 
 
 def test_bad_input_is_one_line(runs, tmp_path):
-    [aligned] = align([runs["clip0"]], runs_root=tmp_path)
+    [aligned] = align([runs["clip0"]], spectral_basis, runs_root=tmp_path)
     with pytest.raises(AnalysisError, match="no text encoder") as exc:
         compare_image_text([runs["clip0"], aligned], progress=False)
     assert "\n" not in str(exc.value)
@@ -357,7 +358,7 @@ def test_cli_prints_the_image_text_table(runs, comparisons, capsys):
 
 
 def test_cli_mixed_runs_compare_the_image_side_only(runs, tmp_path, capsys):
-    [aligned] = align([runs["clip1"]], runs_root=tmp_path)
+    [aligned] = align([runs["clip1"]], spectral_basis, runs_root=tmp_path)
     argv = ["compare", str(runs["clip0"].path), str(aligned.path), "--no-spectral", "--no-progress"]
     assert main(argv) == 0
     captured = capsys.readouterr()

@@ -379,10 +379,11 @@ def test_factor_summaries_name_the_strongest_rank_and_the_head_against_the_rest(
 
 def test_an_aligned_copy_of_a_triclip_run_is_shown_as_an_image_run(it_runs, tmp_path, monkeypatch):
     from tricl.align import align
+    from tricl.analysis import spectral_basis
 
     src = it_runs[TRICLIP].path
     shutil.copytree(src, tmp_path / src.name)
-    (child,) = align([tmp_path / src.name], runs_root=tmp_path)
+    (child,) = align([tmp_path / src.name], spectral_basis, runs_root=tmp_path)
     analyze(child, progress=False)
     at = open_page(app_at(tmp_path, monkeypatch, run=child.name), "probe.py")
     assert at.title[0].value == "Probe an image" and not at.error

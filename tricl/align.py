@@ -17,12 +17,14 @@ was estimated for, its fingerprint and parameters). It loads like any run, is ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import numpy as np
 import torch
 
+from tricl.bases import SPECTRAL_ESTIMATE
 from tricl.runs import (
     METRICS_FILE,
     WEIGHTS_FILE,
@@ -34,10 +36,31 @@ from tricl.runs import (
     weights_to_bytes,
 )
 
-if TYPE_CHECKING:
-    from tricl.analysis.spectral import SpectralBasis
-
 ALIGNED_SUFFIX = "-aligned"
+
+
+class EstimatedBasis(Protocol):
+    """What an aligned run is made from: a :class:`~tricl.bases.Rotation` (k features -> r) with
+    the basis's strengths, e.g. :class:`tricl.analysis.spectral.SpectralBasis`."""
+
+    mean: np.ndarray
+    rotation: np.ndarray
+    eigenvalues: np.ndarray
+    pairs: int
+
+    def as_linear(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
+# ``basis_of(run) -> EstimatedBasis``: the run's spectral basis, read from its cache or estimated
+# (``tricl.analysis.spectral.spectral_basis``; the analysis sits above this module, so the caller
+# hands it in).
+BasisOf = Callable[[Run], EstimatedBasis]
 
 
 def aligned_name(parent: Run) -> str:
@@ -105,12 +128,13 @@ def _check_train_split(parents: list[Run]) -> None:
         seen.add(key)
 
 
-def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor]:
+def aligned_weights(parent: Run, basis: EstimatedBasis) -> dict[str, torch.Tensor]:
     """The parent's tensors with the aligner and the fixed importance added (S's logits dropped).
 
     Args:
         parent: the run to align.
-        basis: its :class:`~tricl.analysis.spectral.SpectralBasis` (k features -> r).
+        basis: its spectral basis (k features -> r), e.g. a
+            :class:`~tricl.analysis.spectral.SpectralBasis`.
 
     Returns:
         A state dict that an ``Encoder.from_config(cfg, in_channels, aligned_dim=r)`` loads
@@ -130,9 +154,7 @@ def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor
     return tensors
 
 
-def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
-    from tricl.analysis.spectral import SPECTRAL_PARAMS
-
+def _write_aligned(parent: Run, basis: EstimatedBasis, root: Path) -> Run:
     name = aligned_name(parent)
     meta = {"epoch": str(parent.epochs_done), "format": WEIGHTS_FORMAT, "aligned": "1"}
     record = {
@@ -141,7 +163,7 @@ def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
             "basis": {
                 "weights_hash": parent.weights_hash,
                 "fingerprint": basis.fingerprint,
-                "params": {**SPECTRAL_PARAMS, "split": "train"},
+                "params": {**SPECTRAL_ESTIMATE, "split": "train"},
                 "pairs": basis.pairs,
             },
         }
@@ -167,30 +189,30 @@ def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
 
 def align(
     runs: Sequence[Run | str | Path],
+    basis_of: BasisOf,
     *,
     runs_root: str | Path | None = None,
-    device: str = "cpu",
 ) -> list[Run]:
     """Write one aligned run per run, ``<runs_root>/<parent>-aligned``.
 
     Every check runs before anything is written: aligned runs, repeated runs, runs of different
     datasets, existing targets and unloadable datasets (or ones without a train split) are refused
-    with a one-line :class:`~tricl.runs.RunError`. Each parent's spectral basis is then read from
-    its cache or estimated (and cached with the parent, as ``tricl compare`` does).
+    with a one-line :class:`~tricl.runs.RunError`. Each parent's spectral basis is then asked of
+    ``basis_of``, e.g. ``functools.partial(tricl.analysis.spectral_basis, device="cpu")``: read
+    from its cache or estimated (and cached with the parent, as ``tricl compare`` does).
 
     Args:
         runs: the runs (or their folders) to align; all of one dataset.
+        basis_of: ``basis_of(run)``, the run's spectral basis estimated with
+            :data:`tricl.bases.SPECTRAL_ESTIMATE` (what the aligned run records).
         runs_root: where the aligned runs go (default: ``$TRICL_RUNS`` or ``./runs``).
-        device: where a missing spectral basis is estimated.
 
     Returns:
         The aligned runs, in the order given.
     """
-    from tricl.analysis.spectral import spectral_basis
-
     parents = _load_parents(runs)
     root = Path(runs_root) if runs_root is not None else default_runs_root()
     _check_targets(parents, root)
     _check_train_split(parents)
-    bases = [spectral_basis(p, device=device) for p in parents]
+    bases = [basis_of(p) for p in parents]
     return [_write_aligned(p, b, root) for p, b in zip(parents, bases)]

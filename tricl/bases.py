@@ -102,6 +102,9 @@ SPECTRAL = Basis(
     describe="spectral basis",
 )
 BASES: dict[str, Basis] = {b.name: b for b in (TRAINED, SPECTRAL)}
+# How every consumer estimates a run's spectral basis (its analysis, comparisons, ``tricl align``):
+# passes over the train split and the augmentations' seed. One cached basis per run.
+SPECTRAL_ESTIMATE: dict[str, int] = {"reps": 4, "seed": 0}
 BASIS_NAMES: tuple[str, ...] = tuple(BASES)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from tricl.analysis.stages import Family, Output, Stage, Target, need_arrays, register_stage
 from tricl.analysis.store import AnalysisError, normalise_meta
-from tricl.bases import Rotation
+from tricl.bases import SPECTRAL_ESTIMATE, Rotation
 from tricl.runs import Run, RunError
 
 if TYPE_CHECKING:  # estimating a basis needs torch; reading a stored one does not
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # estimating a basis needs torch; reading a stored one does n
 SPECTRAL_FILE = "spectral.npz"
 # The estimate every consumer shares (analysis in the spectral basis, comparisons, align): one
 # cached basis per run.
-SPECTRAL_PARAMS = {"reps": 4, "seed": 0}
+SPECTRAL_PARAMS = SPECTRAL_ESTIMATE
 
 
 @dataclass(frozen=True, eq=False)
