@@ -45,7 +45,7 @@ from tricl.analysis.spectral import (
     load_spectral_basis,
     spectral_basis,
 )
-from tricl.analysis.stages import Family, Progress, StageResults, Target
+from tricl.analysis.stages import Family, Progress, StageResults, Target, read_stages
 from tricl.analysis.store import AnalysisError, analysis_dir, normalise_meta
 from tricl.bases import BASES as BASIS_DESCRIPTORS
 from tricl.bases import Basis
@@ -336,7 +336,7 @@ def _assemble(job: SplitJob, res: StageResults) -> Analysis:
         full={**m["features"]["backbone"], **m["downstream"]["full"]},
         params={
             **{n: job.trained.params[n] for n in view.shared},
-            **{s: m[s]["params"] for s in view.stages},
+            **{s: m[s]["params"] for s in view.stages if s in m},
         },
         recomputed=res.recomputed,
         timings=res.timings,
@@ -346,8 +346,26 @@ def _assemble(job: SplitJob, res: StageResults) -> Analysis:
     )
 
 
-# the stages whose values have a typed field of their own in Analysis (others: Analysis.values)
+# The stages whose values have a typed field of their own in Analysis: the read path needs them
+# (and what they need); any other stage is read when cached and otherwise left out of
+# Analysis.values, so registering a new stage leaves every analysis without it readable.
 _FIELDS = ("features", "importance", "stats", "top_images", "embedding", "downstream")
+
+
+def _read(view: BasisView, req: _Request) -> Analysis | None:
+    core = [n for n in _FIELDS if n in view.stages]
+    got = view.family.read(req, core, check_params=False)
+    if got is None:
+        return None
+    target, res = got
+    values, metas = dict(res.values), dict(res.metas)
+    for name in view.stages:
+        if name not in values:  # a stage without a field of its own: optional on this path
+            extra = read_stages(view.stages, [name], target, check_params=False)
+            if extra is not None:
+                values.update(extra.values)
+                metas.update(extra.metas)
+    return _assemble(target.ctx, StageResults(values, metas))
 
 
 def load_analysis(
@@ -361,7 +379,8 @@ def load_analysis(
 
     Never computes anything and never raises for a bad cache file (the dashboard's read path).
     Artifacts computed with other parameters (e.g. another ``top_n``) are accepted as long as they
-    belong to the current weights and stage versions.
+    belong to the current weights and stage versions. A stage without a field of its own in
+    :class:`Analysis` is optional here: missing, it is absent from ``Analysis.values``.
 
     Args:
         run: a run or its folder.
@@ -373,9 +392,7 @@ def load_analysis(
     Raises:
         AnalysisError: a broken run, an unknown split or an unknown basis.
     """
-    view = get_basis(basis)
-    got = view.family.read(_Request(load_run(run), basis, split, dataset), check_params=False)
-    return None if got is None else _assemble(got[0].ctx, got[1])
+    return _read(get_basis(basis), _Request(load_run(run), basis, split, dataset))
 
 
 def analyze(
