@@ -19,12 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 
-from tricl.bases import SPECTRAL_ESTIMATE
+from tricl.bases import SPECTRAL_ESTIMATE, SpectralBasis
 from tricl.runs import (
     METRICS_FILE,
     WEIGHTS_FILE,
@@ -39,28 +37,10 @@ from tricl.runs import (
 ALIGNED_SUFFIX = "-aligned"
 
 
-class EstimatedBasis(Protocol):
-    """What an aligned run is made from: a :class:`~tricl.bases.Rotation` (k features -> r) with
-    the basis's strengths, e.g. :class:`tricl.analysis.spectral.SpectralBasis`."""
-
-    mean: np.ndarray
-    rotation: np.ndarray
-    eigenvalues: np.ndarray
-    pairs: int
-
-    def as_linear(self) -> tuple[np.ndarray, np.ndarray]: ...
-
-    @property
-    def rank(self) -> int: ...
-
-    @property
-    def fingerprint(self) -> str: ...
-
-
-# ``basis_of(run) -> EstimatedBasis``: the run's spectral basis, read from its cache or estimated
+# ``basis_of(run) -> SpectralBasis``: the run's spectral basis, read from its cache or estimated
 # (``tricl.analysis.spectral.spectral_basis``; the analysis sits above this module, so the caller
 # hands it in).
-BasisOf = Callable[[Run], EstimatedBasis]
+BasisOf = Callable[[Run], SpectralBasis]
 
 
 def aligned_name(parent: Run) -> str:
@@ -128,13 +108,12 @@ def _check_train_split(parents: list[Run]) -> None:
         seen.add(key)
 
 
-def aligned_weights(parent: Run, basis: EstimatedBasis) -> dict[str, torch.Tensor]:
+def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor]:
     """The parent's tensors with the aligner and the fixed importance added (S's logits dropped).
 
     Args:
         parent: the run to align.
-        basis: its spectral basis (k features -> r), e.g. a
-            :class:`~tricl.analysis.spectral.SpectralBasis`.
+        basis: its :class:`~tricl.bases.SpectralBasis` (k features -> r).
 
     Returns:
         A state dict that an ``Encoder.from_config(cfg, in_channels, aligned_dim=r)`` loads
@@ -154,7 +133,7 @@ def aligned_weights(parent: Run, basis: EstimatedBasis) -> dict[str, torch.Tenso
     return tensors
 
 
-def _write_aligned(parent: Run, basis: EstimatedBasis, root: Path) -> Run:
+def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
     name = aligned_name(parent)
     meta = {"epoch": str(parent.epochs_done), "format": WEIGHTS_FORMAT, "aligned": "1"}
     record = {

@@ -159,3 +159,26 @@ class Rotation:
         for a in (self.mean, self.rotation):
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralBasis(Rotation):
+    """One run's spectral basis: the :class:`Rotation` onto it, and its strengths.
+
+    Estimated and cached by :mod:`tricl.analysis.spectral`; declared here so that ``tricl align``
+    and the model worker read it without the analysis.
+
+    Attributes:
+        mean: mean feature over the augmented views. Shape: (k,).
+        rotation: whitening followed by the eigenvectors of P, most invariant first. Shape: (k, r),
+            r <= k the number of non-degenerate directions.
+        eigenvalues: eigenvalues of P, descending (1: a direction no augmentation changes).
+            Shape: (r,).
+        split_half_diff: |difference| of each eigenvalue between two halves of the pairs, a
+            gauge of estimation noise; gaps smaller than it cannot be ordered. Shape: (r,).
+        pairs: number of augmented pairs the estimate used.
+    """
+
+    eigenvalues: np.ndarray
+    split_half_diff: np.ndarray
+    pairs: int

@@ -32,7 +32,9 @@ import numpy as np
 
 from tricl.analysis.stages import Family, Output, Stage, Target, need_arrays, register_stage
 from tricl.analysis.store import AnalysisError, normalise_meta
-from tricl.bases import SPECTRAL_ESTIMATE, Rotation
+
+# SpectralBasis is declared with the other bases (torch-free); it is estimated and cached here
+from tricl.bases import SPECTRAL_ESTIMATE, SpectralBasis
 from tricl.runs import Run, RunError
 
 if TYPE_CHECKING:  # estimating a basis needs torch; reading a stored one does not
@@ -42,26 +44,6 @@ SPECTRAL_FILE = "spectral.npz"
 # The estimate every consumer shares (analysis in the spectral basis, comparisons, align): one
 # cached basis per run.
 SPECTRAL_PARAMS = SPECTRAL_ESTIMATE
-
-
-@dataclass(frozen=True, eq=False)
-class SpectralBasis(Rotation):
-    """One run's spectral basis: the :class:`~tricl.bases.Rotation` onto it, and its strengths.
-
-    Attributes:
-        mean: mean feature over the augmented views. Shape: (k,).
-        rotation: whitening followed by the eigenvectors of P, most invariant first. Shape: (k, r),
-            r <= k the number of non-degenerate directions.
-        eigenvalues: eigenvalues of P, descending (1: a direction no augmentation changes).
-            Shape: (r,).
-        split_half_diff: |difference| of each eigenvalue between two halves of the pairs, a
-            gauge of estimation noise; gaps smaller than it cannot be ordered. Shape: (r,).
-        pairs: number of augmented pairs the estimate used.
-    """
-
-    eigenvalues: np.ndarray
-    split_half_diff: np.ndarray
-    pairs: int
 
 
 # A single split-half difference is a noisy gauge of an eigenvalue's error: on bases estimated
