@@ -38,8 +38,9 @@ def test_every_shipped_comparison_reads_back_fresh():
     for folder in folders:
         image_text = (folder / "image_text_corr.npz").exists()
         _, meta = load_npz(folder / ("image_text_corr.npz" if image_text else "corr.npz"))
-        runs = [SHIPPED / name for name in meta["key"]["runs"]]
-        basis = meta["key"].get("basis", "trained")
+        key = meta.get("key", meta)  # format-2 files keep their key at the top
+        runs = [SHIPPED / name for name in key["runs"]]
+        basis = key.get("basis", "trained")
         if image_text:
             got = [load_image_text_comparison(runs, basis=basis)]
         else:
