@@ -71,7 +71,8 @@ def test_importance_order_is_the_analysis_default_order(seed_runs, method) -> No
 def test_training_cost_sums_each_runs_logged_epoch_times(seed_runs) -> None:
     import pandas as pd
 
-    from tricl.experiments.reproduce import ArmResult, training_cost_table
+    from tricl.experiments.arms import ArmResult
+    from tricl.experiments.results import training_cost_table
 
     runs = seed_runs["tricl"]
     table = training_cost_table([ArmResult("tricl", runs, [], pd.DataFrame())])
@@ -288,7 +289,7 @@ def test_paper_scale_smoke_runs_the_whole_path_on_cpu(tmp_path) -> None:
 
 
 def test_a_dataset_section_is_rewritten_in_place_and_the_rest_kept() -> None:
-    from tricl.experiments.reproduce import replace_dataset_section
+    from tricl.experiments.results import replace_dataset_section
 
     text = "# R\n\n## mnist5k (a)\n\nold m\n\n## CIFAR-10 subset (b)\n\nold c\n### t\n\nx\n\n"
     text += "## Known-answer check\n\nk\n"
@@ -301,7 +302,7 @@ def test_a_dataset_section_is_rewritten_in_place_and_the_rest_kept() -> None:
 
 
 def test_sections_of_different_lengths_get_their_own_figure_names() -> None:
-    from tricl.experiments.reproduce import _slug
+    from tricl.experiments.results import _slug
 
     assert _slug("mnist5k (small CNN, 64 features)") == "mnist5k"
     assert _slug("CIFAR-10 subset (small CNN, 128 features, 10 epochs)") == "cifar-10-10ep"
@@ -309,7 +310,7 @@ def test_sections_of_different_lengths_get_their_own_figure_names() -> None:
 
 
 def test_a_bf16_cifar_section_has_its_own_title_and_figures() -> None:
-    from tricl.experiments.reproduce import _slug, cifar_title
+    from tricl.experiments.results import _slug, cifar_title
 
     assert cifar_title(10) == "CIFAR-10 subset (small CNN, 128 features, 10 epochs)"
     assert _slug(cifar_title(40, "bf16")) == "cifar-10-40ep-bf16"

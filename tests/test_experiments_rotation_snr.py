@@ -9,18 +9,20 @@ import torch
 from test_train import TINY as TRAIN_TINY
 
 from tricl.experiments.common import Variant, train_seeds
-from tricl.experiments.rotation_snr import (
+from tricl.experiments.rotation_report import (
     SECTION_TITLE,
+    plot_steps,
+    preferred_angles,
+    summarize,
+    sweep_summary,
+)
+from tricl.experiments.rotation_snr import (
     SNRError,
     batch_size_sweep,
     givens,
     main,
     paired_differences,
-    plot_steps,
-    preferred_angles,
     rotation_drive,
-    summarize,
-    sweep_summary,
 )
 from tricl.losses import build_loss
 

@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     except user_errors as exc:
-        if not _is_ours(exc):
+        if not is_user_error(exc):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -469,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         set_progress(True)
 
 
-def _is_ours(exc: BaseException) -> bool:
-    """Errors raised by tricl's own checks (one-line, actionable); anything else is a bug."""
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by tricl's own checks (one-line, actionable): a command prints
+    it as ``error: ...`` and exits 2; anything else is a bug and keeps its traceback."""
     from tricl.config import ConfigError
     from tricl.runs import RunError
     from tricl.train import TrainingError

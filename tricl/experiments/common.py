@@ -43,7 +43,8 @@ class Variant:
         return cfg.replace(name=default_run_name(cfg).replace(cfg.method, self.name, 1))
 
 
-def _same_recipe(path: Path, cfg: RunConfig) -> bool:
+def same_recipe(path: Path, cfg: RunConfig) -> bool:
+    """Whether ``path`` holds a run of recipe ``cfg`` (any device; epochs done or not)."""
     try:
         found = RunConfig.from_dict(json.loads((path / "config.json").read_text())["config"])
     except (OSError, KeyError, ValueError):
@@ -53,7 +54,7 @@ def _same_recipe(path: Path, cfg: RunConfig) -> bool:
 
 def finished(path: Path, cfg: RunConfig) -> bool:
     """Whether ``path`` is a run of recipe ``cfg`` with all its epochs done."""
-    return _same_recipe(path, cfg) and Run.load(path).epochs_done >= cfg.epochs
+    return same_recipe(path, cfg) and Run.load(path).epochs_done >= cfg.epochs
 
 
 def _plan(
@@ -71,7 +72,7 @@ def _plan(
     shared = reuse / default_run_name(cfg) if reuse is not None else None
     if shared is not None and finished(shared, cfg):
         return cfg, path, shared
-    if (path / "config.json").exists() and not _same_recipe(path, cfg):
+    if (path / "config.json").exists() and not same_recipe(path, cfg):
         raise RunError(
             f"{path} holds a run of another recipe (a different epoch count, precision or"
             " setting); give this study its own --runs-root, or move that run away"

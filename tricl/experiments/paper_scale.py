@@ -121,8 +121,8 @@ def paper_base(args: argparse.Namespace) -> dict[str, Any]:
 
 def _train_all(args: argparse.Namespace, base: dict[str, Any], root: Path, progress: bool):
     """Train (or resume) every arm and seed; every torchrun rank takes part."""
+    from tricl.experiments.arms import ARMS
     from tricl.experiments.common import train_seeds
-    from tricl.experiments.reproduce import ARMS
 
     return {
         name: train_seeds(ARMS[name][0], args.seeds, root, progress=progress, **base)
@@ -135,7 +135,7 @@ def _analyse(runs_by_arm: dict[str, list], device: str, progress: bool) -> list:
     import pandas as pd
 
     from tricl.analysis import analyze, compare
-    from tricl.experiments.reproduce import ArmResult
+    from tricl.experiments.arms import ArmResult
 
     results = []
     for name, runs in runs_by_arm.items():
@@ -153,7 +153,7 @@ def run_paper_scale(args: argparse.Namespace, command: str) -> int:
     import torch
 
     from tricl import distributed as dist_utils
-    from tricl.experiments.reproduce import write_report
+    from tricl.experiments.results import write_report
     from tricl.train import resolve_device
 
     if args.save_every < 1 or args.paper_epochs < 1:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tricl.config import PRECISIONS
-from tricl.experiments.common import Variant, _same_recipe, finished, probe_split, train_seeds
+from tricl.experiments.common import Variant, finished, probe_split, same_recipe, train_seeds
 
 DEFAULT_BUDGETS = (10, 20, 40)
 DEFAULT_THRESHOLD = 0.01
@@ -53,7 +53,7 @@ class PlateauStudy:
     """Accuracy of one recipe against its epoch budget.
 
     Attributes:
-        arm: the recipe's name (an arm of :data:`tricl.experiments.reproduce.ARMS`).
+        arm: the recipe's name (an arm of :data:`tricl.experiments.arms.ARMS`).
         base: the shared recipe (RunConfig fields, without epochs and seed).
         seed: the training seed of every run.
         threshold: accuracy gain (absolute) below which a longer budget counts as no gain.
@@ -185,7 +185,7 @@ def training_time(run: Any) -> dict[str, float]:
 def _resolve(variant_or_method: Variant | str) -> Variant:
     if isinstance(variant_or_method, Variant):
         return variant_or_method
-    from tricl.experiments.reproduce import ARMS
+    from tricl.experiments.arms import ARMS
 
     if variant_or_method not in ARMS:
         raise PlateauError(f"unknown method {variant_or_method!r}; choose one of {sorted(ARMS)}")
@@ -232,7 +232,7 @@ def budget_run(
     cfg = variant.config(seed, **base, epochs=epochs)
     root = Path(runs_root) / f"e{epochs}"
     path = root / default_run_name(cfg)
-    if (path / "config.json").exists() and not _same_recipe(path, cfg):
+    if (path / "config.json").exists() and not same_recipe(path, cfg):
         raise RunError(
             f"{path} holds a run of another recipe than {variant.name} at {epochs} epochs;"
             " pass another --runs-root or move it away"
@@ -272,7 +272,7 @@ def plateau_study(
 
     Args:
         variant_or_method: a :class:`Variant` or an arm name of
-            :data:`tricl.experiments.reproduce.ARMS` (``"simclr"``, ``"tricl-whiten"``, ...).
+            :data:`tricl.experiments.arms.ARMS` (``"simclr"``, ``"tricl-whiten"``, ...).
         budgets: epoch budgets (any order; reported ascending).
         seed: training seed of every run.
         runs_root: run of budget E goes in ``runs_root/eE/`` (reused or resumed when there).
@@ -360,7 +360,7 @@ def plot_plateau(study: PlateauStudy, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tricl.experiments.reproduce import ARMS
+    from tricl.experiments.arms import ARMS
 
     t = study.table
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -416,7 +416,7 @@ def plateau_markdown(study: PlateauStudy, fig_dir: Path) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from tricl.experiments.reproduce import ARMS
+    from tricl.experiments.arms import ARMS
 
     p = argparse.ArgumentParser(
         description="Measure where linear accuracy stops rising with training length: one run"
@@ -498,7 +498,7 @@ def absolute_dataset(spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tricl.cli import _is_ours
+    from tricl.cli import is_user_error
     from tricl.data import set_progress
 
     args = _parser().parse_args(argv)
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=progress,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        if not (_is_ours(exc) or isinstance(exc, PlateauError)):
+        if not (is_user_error(exc) or isinstance(exc, PlateauError)):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "PLATEAU.md").write_text("\n".join(lines))
         print(f"wrote {args.out / 'PLATEAU.md'}")
     if args.results is not None:  # the study's RESULTS.md: this section rewritten in place
-        from tricl.experiments.reproduce import replace_dataset_section
+        from tricl.experiments.results import replace_dataset_section
 
         lines = plateau_markdown(study, args.results.parent / "figures")
         command = " ".join(["python -m tricl.experiments.plateau", *(argv or sys.argv[1:])])
