@@ -1,5 +1,6 @@
 """The analysis in the spectral basis: trained features projected, the same artifacts on them."""
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -111,7 +112,9 @@ def test_spectral_analysis_is_cached_and_read_only_when_loaded(tricl_run, spectr
 def test_bumping_a_spectral_stage_recomputes_only_it(tricl_run, spectral, tmp_path, monkeypatch):
     copy = _copy(tricl_run, tmp_path / "copy")
     stage = pipeline.SPECTRAL_STAGES["top_images"]
-    monkeypatch.setitem(pipeline.SPECTRAL_STAGES, "top_images", pipeline.replace(stage, version=9))
+    monkeypatch.setitem(
+        pipeline.SPECTRAL_STAGES, "top_images", dataclasses.replace(stage, version=9)
+    )
     trained_files = sorted((copy / "analysis" / "test").glob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in trained_files]
     out = analyze(copy, basis="spectral", progress=False)
@@ -124,7 +127,7 @@ def test_a_new_spectral_basis_recomputes_every_spectral_stage_only(
 ):
     copy = _copy(tricl_run, tmp_path / "copy")
     stage = RUN_STAGES["spectral"]
-    monkeypatch.setitem(RUN_STAGES, "spectral", pipeline.replace(stage, version=9))
+    monkeypatch.setitem(RUN_STAGES, "spectral", dataclasses.replace(stage, version=9))
     assert load_analysis(copy, basis="spectral") is None  # the basis is stale: nothing to read
     trained_files = sorted((copy / "analysis" / "test").glob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in trained_files]

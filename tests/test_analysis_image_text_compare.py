@@ -35,6 +35,7 @@ from tricl.analysis.pair_basis import (
     load_pair_basis,
     pair_basis,
 )
+from tricl.analysis.spectral import spectral_basis
 from tricl.analysis.store import AnalysisError
 from tricl.cli import main
 from tricl.runs import Run

@@ -155,11 +155,12 @@ def test_runs_page_labels_an_aligned_run_with_its_parent(runs_root, runs, tmp_pa
     import shutil
 
     from tricl.align import align
+    from tricl.analysis import spectral_basis
 
     root = tmp_path / "runs"
     parent = runs["tricl_digits_small_cnn_k16_seed0"]
     shutil.copytree(parent.path, root / parent.name)
-    (child,) = align([root / parent.name], runs_root=root)
+    (child,) = align([root / parent.name], spectral_basis, runs_root=root)
     at = open_page(app_at(root, monkeypatch), "runs.py")
     table = at.dataframe[0].value.set_index("run")
     assert table.loc[child.name, "aligned from"] == parent.name

@@ -17,12 +17,12 @@ was estimated for, its fingerprint and parameters). It loads like any run, is ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from tricl.bases import SPECTRAL_ESTIMATE, SpectralBasis
 from tricl.runs import (
     METRICS_FILE,
     WEIGHTS_FILE,
@@ -34,10 +34,13 @@ from tricl.runs import (
     weights_to_bytes,
 )
 
-if TYPE_CHECKING:
-    from tricl.analysis.spectral import SpectralBasis
-
 ALIGNED_SUFFIX = "-aligned"
+
+
+# ``basis_of(run) -> SpectralBasis``: the run's spectral basis, read from its cache or estimated
+# (``tricl.analysis.spectral.spectral_basis``; the analysis sits above this module, so the caller
+# hands it in).
+BasisOf = Callable[[Run], SpectralBasis]
 
 
 def aligned_name(parent: Run) -> str:
@@ -117,7 +120,7 @@ def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor
 
     Args:
         parent: the run to align.
-        basis: its :class:`~tricl.analysis.spectral.SpectralBasis` (k features -> r).
+        basis: its :class:`~tricl.bases.SpectralBasis` (k features -> r).
 
     Returns:
         A state dict that ``tricl.methods.build_encoder(cfg, in_channels, aligned_dim=r)`` loads
@@ -138,8 +141,6 @@ def aligned_weights(parent: Run, basis: SpectralBasis) -> dict[str, torch.Tensor
 
 
 def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
-    from tricl.analysis.spectral import SPECTRAL_PARAMS
-
     name = aligned_name(parent)
     meta = {"epoch": str(parent.epochs_done), "format": WEIGHTS_FORMAT, "aligned": "1"}
     record = {
@@ -148,7 +149,7 @@ def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
             "basis": {
                 "weights_hash": parent.weights_hash,
                 "fingerprint": basis.fingerprint,
-                "params": {**SPECTRAL_PARAMS, "split": "train"},
+                "params": {**SPECTRAL_ESTIMATE, "split": "train"},
                 "pairs": basis.pairs,
             },
         }
@@ -174,31 +175,31 @@ def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
 
 def align(
     runs: Sequence[Run | str | Path],
+    basis_of: BasisOf,
     *,
     runs_root: str | Path | None = None,
-    device: str = "cpu",
 ) -> list[Run]:
     """Write one aligned run per run, ``<runs_root>/<parent>-aligned``.
 
     Every check runs before anything is written: aligned runs, image-text runs (clip, triclip:
     their basis is the pair basis of image and caption features), repeated runs, runs of different
     datasets, existing targets and unloadable datasets (or ones without a train split) are refused
-    with a one-line :class:`~tricl.runs.RunError`. Each parent's spectral basis is then read from
-    its cache or estimated (and cached with the parent, as ``tricl compare`` does).
+    with a one-line :class:`~tricl.runs.RunError`. Each parent's spectral basis is then asked of
+    ``basis_of``, e.g. ``functools.partial(tricl.analysis.spectral_basis, device="cpu")``: read
+    from its cache or estimated (and cached with the parent, as ``tricl compare`` does).
 
     Args:
         runs: the runs (or their folders) to align; all of one dataset.
+        basis_of: ``basis_of(run)``, the run's spectral basis estimated with
+            :data:`tricl.bases.SPECTRAL_ESTIMATE` (what the aligned run records).
         runs_root: where the aligned runs go (default: ``$TRICL_RUNS`` or ``./runs``).
-        device: where a missing spectral basis is estimated.
 
     Returns:
         The aligned runs, in the order given.
     """
-    from tricl.analysis.spectral import spectral_basis
-
     parents = _load_parents(runs)
     root = Path(runs_root) if runs_root is not None else default_runs_root()
     _check_targets(parents, root)
     _check_train_split(parents)
-    bases = [spectral_basis(p, device=device) for p in parents]
+    bases = [basis_of(p) for p in parents]
     return [_write_aligned(p, b, root) for p, b in zip(parents, bases)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -531,8 +532,10 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_align(args: argparse.Namespace) -> int:
     from tricl.align import align
+    from tricl.analysis.spectral import spectral_basis
 
-    for run in align(args.runs, runs_root=args.runs_root, device=args.device):
+    basis_of = functools.partial(spectral_basis, device=args.device)
+    for run in align(args.runs, basis_of, runs_root=args.runs_root):
         ev = run.encoder().importance()
         print(
             f"aligned {run.parent['name']} -> {run.path} ({run.aligned_dim} features, eigenvalues"

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from tricl.bases import get_basis
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # (kind, *key) -> loaded object; one worker serves every session, so keep a few of each kind
@@ -100,11 +102,9 @@ def saliency_descriptions() -> dict[str, str]:
     return {name: m.description for name, m in SALIENCY_METHODS.items()}
 
 
-def _spectral_encoder(encoder: Any, run: Any) -> Any:
-    """The encoder followed by the run's spectral rotation: output r = spectral rank r."""
-    import torch
-    from torch import nn
-
+def _rotated_encoder(encoder: Any, run: Any) -> Any:
+    """The encoder followed by the run's rotation onto its spectral basis: output r = rank r."""
+    from tricl.analysis.saliency import in_basis
     from tricl.analysis.spectral import load_spectral_basis
 
     basis = load_spectral_basis(run)
@@ -113,26 +113,7 @@ def _spectral_encoder(encoder: Any, run: Any) -> Any:
             f"{run.name} has no cached spectral basis; analyse it with "
             f"`tricl analyze --basis spectral {run.path}`"
         )
-    weight, bias = basis.as_linear()  # (r, k), (r,)
-
-    class SpectralEncoder(nn.Module):
-        """``x -> encoder(x) @ weight.T + bias``, keeping the backbone's Grad-CAM layer."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-            self.rotate = nn.Linear(weight.shape[1], weight.shape[0])
-            with torch.no_grad():
-                self.rotate.weight.copy_(torch.from_numpy(weight))
-                self.rotate.bias.copy_(torch.from_numpy(bias))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.rotate(self.encoder(x).float())  # (B, k) -> (B, r)
-
-        def last_conv_layer(self) -> nn.Module:
-            return self.encoder.last_conv_layer()
-
-    return SpectralEncoder().eval()
+    return in_basis(encoder, basis.as_linear()).eval()  # (B, k) -> (B, r)
 
 
 def _encoder(path: str, weights_hash: str, basis: str) -> Any:
@@ -142,7 +123,7 @@ def _encoder(path: str, weights_hash: str, basis: str) -> Any:
     def make() -> Any:
         run = Run.load(path)
         enc = run.encoder("cpu").eval()
-        return enc if basis == "trained" else _spectral_encoder(enc, run)
+        return _rotated_encoder(enc, run) if get_basis(basis).rotated else enc
 
     return _cached(("encoder", path, weights_hash, basis), make)
 

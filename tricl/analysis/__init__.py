@@ -12,14 +12,19 @@ Python API (the CLI's ``tricl analyze`` / ``tricl compare`` call the same functi
     compare([run_seed0, run_seed1], basis="spectral").abs_corr(0, 1)[r, r]  # rank r vs rank r
     consensus([run_seed0, run_seed1, simclr_seed0]).table      # spectral ranks all runs share
 
-Modules: :mod:`~tricl.analysis.features` (z and h), :mod:`~tricl.analysis.importance` (orders),
+Modules: :mod:`~tricl.analysis.stages` (a stage, a family of stages over a target, the runner),
+:mod:`~tricl.analysis.store` (files, locking), :mod:`~tricl.analysis.image_stages` (the per-split
+stages of a run), :mod:`~tricl.analysis.pipeline` (``analyze``, in each basis),
+:mod:`~tricl.analysis.spectral` (spectral basis), :mod:`~tricl.analysis.comparison` (``compare``,
+``consensus``), :mod:`~tricl.analysis.metrics` (the metrics registry, built on
+:mod:`~tricl.analysis.identifiability`); what the stages compute with:
+:mod:`~tricl.analysis.features` (z and h), :mod:`~tricl.analysis.importance` (orders),
 :mod:`~tricl.analysis.activations` (top images, class statistics),
 :mod:`~tricl.analysis.embedding` (UMAP), :mod:`~tricl.analysis.downstream` (probes, retrieval,
-few-feature curves), :mod:`~tricl.analysis.identifiability` (metrics),
-:mod:`~tricl.analysis.saliency` (captum maps), :mod:`~tricl.analysis.store` (files, locking),
-:mod:`~tricl.analysis.stages` (the stage runner), :mod:`~tricl.analysis.pipeline` (``analyze``),
-:mod:`~tricl.analysis.comparison` (``compare``), :mod:`~tricl.analysis.metrics` (the metrics),
-:mod:`~tricl.analysis.spectral` (spectral basis).
+few-feature curves), :mod:`~tricl.analysis.saliency` (captum maps); image-text runs:
+:mod:`~tricl.analysis.image_text` (the caption side; measures in
+:mod:`~tricl.analysis.text_measures`), :mod:`~tricl.analysis.pair_basis`,
+:mod:`~tricl.analysis.image_text_compare`. The bases themselves are :mod:`tricl.bases`.
 
 The artifact dataclasses hold NumPy arrays, so they are frozen but compare by identity
 (``eq=False``): compare their fields with ``np.testing`` instead.

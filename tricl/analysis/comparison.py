@@ -47,17 +47,17 @@ from tricl.analysis.pipeline import (
 )
 from tricl.analysis.spectral import SPECTRAL_PARAMS, spectral_basis
 from tricl.analysis.stages import (
+    Family,
     Output,
     Stage,
     StageResults,
     Target,
     need_arrays,
     need_columns,
-    read_stages,
     register_stage,
-    run_stages,
 )
 from tricl.analysis.store import AnalysisError, normalise_meta, to_json
+from tricl.bases import SPECTRAL, Basis
 from tricl.runs import Run, default_runs_root
 
 MATCH_COLUMNS = [
@@ -320,10 +320,10 @@ def _default_out_root(runs: list[Run]) -> Path:
     return (parents.pop() if len(parents) == 1 else default_runs_root()) / "_compare"
 
 
-def _compare_id(names: list[str], hashes: list[str], split: str, basis: str) -> str:
+def _compare_id(names: list[str], hashes: list[str], split: str, basis: Basis) -> str:
     spec = {"runs": names, "hashes": hashes, "split": split}
     # the trained basis keeps the id it had before bases existed (shipped comparisons)
-    text = to_json(spec if basis == "trained" else {**spec, "basis": basis})
+    text = to_json({**spec, **basis.key_fields()})
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -351,11 +351,12 @@ class _Request:
     basis: str = "trained"
     spectral: bool = True
     out_root: Path | None = None
+    progress: bool = False
 
 
-def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
+def _prepare(req: _Request, compute: bool) -> Target | None:
     """The comparison's target; None when an analysis is missing and ``compute`` is False."""
-    get_basis(req.basis)  # an unknown basis fails before any run is read
+    basis = get_basis(req.basis).basis  # an unknown basis fails before any run is read
     loaded = _load_runs(req.runs)
     # an existing analysis is used as it is (whatever its top_n); only missing ones are computed
     analyses = []
@@ -364,7 +365,7 @@ def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
         if a is None:
             if not compute:
                 return None
-            a = analyze(r, split=req.split, basis=req.basis, progress=progress)
+            a = analyze(r, split=req.split, basis=req.basis, progress=req.progress)
         analyses.append(a)
     _check_same_images(analyses)
     names, hashes = [r.name for r in loaded], [a.weights_hash for a in analyses]
@@ -374,15 +375,16 @@ def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
         "split": req.split,
         "orders": [a.importance.default for a in analyses],
     }
-    if req.basis != "trained":  # trained keys stay as they were before bases existed
-        key["basis"] = req.basis
+    key |= basis.key_fields()  # trained keys stay as they were before bases existed
     root = Path(req.out_root) if req.out_root is not None else _default_out_root(loaded)
-    folder = root / _compare_id(names, hashes, req.split, req.basis)
+    folder = root / _compare_id(names, hashes, req.split, basis)
     # in the spectral basis the plain scores already are the spectral ones
-    spectral = req.spectral and not get_basis(req.basis).folder
+    spectral = req.spectral and not basis.rotated
     return Target(folder, normalise_meta(key), _CompareJob(loaded, analyses, spectral))
 
 
+# The comparison family: a set of runs, in ``<root>/_compare/<id>/``.
+COMPARE = Family("comparison", COMPARE_STAGES, _prepare)
 # the stages a comparison reads (the consensus is asked for on its own)
 COMPARISON = ("corr", "matches", "pairs")
 
@@ -421,12 +423,8 @@ def load_comparison(
         AnalysisError: fewer than two runs, a broken run, runs evaluated on different images, or
             an unknown basis.
     """
-    req = _Request(runs, split, basis, spectral, out_root)
-    target = _prepare(req, compute=False, progress=False)
-    if target is None:
-        return None
-    res = read_stages(COMPARE_STAGES, COMPARISON, target)
-    return None if res is None else _comparison(target, res)
+    got = COMPARE.read(_Request(runs, split, basis, spectral, out_root), COMPARISON)
+    return None if got is None else _comparison(*got)
 
 
 def compare(
@@ -461,11 +459,8 @@ def compare(
         AnalysisError: fewer than two runs, a broken run, runs evaluated on different images, or
             an unknown basis.
     """
-    req = _Request(runs, split, basis, spectral, out_root)
-    target = _prepare(req, compute=True, progress=progress)
-    if target is None:  # compute=True analyses every run, so this cannot happen
-        raise AnalysisError("an analysis went missing while comparing; run the compare again")
-    return _comparison(target, run_stages(COMPARE_STAGES, COMPARISON, target, force=force))
+    req = _Request(runs, split, basis, spectral, out_root, progress)
+    return _comparison(*COMPARE.run(req, COMPARISON, force=force))
 
 
 @dataclass(frozen=True, eq=False)
@@ -515,11 +510,8 @@ def load_consensus(
     Raises:
         AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
     """
-    target = _prepare(_Request(runs, split, "spectral", False, out_root), False, False)
-    if target is None:
-        return None
-    res = read_stages(COMPARE_STAGES, CONSENSUS, target)
-    return None if res is None else _consensus(target, res)
+    got = COMPARE.read(_Request(runs, split, SPECTRAL.name, False, out_root), CONSENSUS)
+    return None if got is None else _consensus(*got)
 
 
 def consensus(
@@ -549,7 +541,5 @@ def consensus(
     Raises:
         AnalysisError: fewer than two runs, a broken run, or runs evaluated on different images.
     """
-    target = _prepare(_Request(runs, split, "spectral", False, out_root), True, progress)
-    if target is None:  # compute=True analyses every run, so this cannot happen
-        raise AnalysisError("an analysis went missing while comparing; run the consensus again")
-    return _consensus(target, run_stages(COMPARE_STAGES, CONSENSUS, target, force=force))
+    req = _Request(runs, split, SPECTRAL.name, False, out_root, progress)
+    return _consensus(*COMPARE.run(req, CONSENSUS, force=force))

@@ -9,6 +9,9 @@ importance (most important first) when an order matters.
 - MCC (mean correlation coefficient): the same after the best one-to-one matching (Hungarian);
 - linear CKA (Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML
   2019): invariant to rotations and isotropic scaling of the whole representation.
+
+Every registered metric of a pair, by name: :func:`tricl.analysis.metrics.score_pair` (the
+registry builds on this module, never the reverse).
 """
 
 from __future__ import annotations
@@ -134,36 +137,3 @@ def rank_match(corr: np.ndarray, top: int = 8) -> float:
     n = min(top, corr.shape[0])
     best = np.abs(corr[:n]).argmax(axis=1)  # (n,)
     return float((best < top).mean())
-
-
-@dataclass(frozen=True)
-class PairScores:
-    """Every registered metric's score of one pair (:data:`tricl.analysis.metrics.METRICS`).
-
-    Derived from the registry: ``scores.ordered_corr_top8`` reads ``scores.values[
-    "ordered_corr_top8"]``, so a new metric shows up here with no edit.
-    """
-
-    values: dict[str, float]
-
-    def __getattr__(self, name: str) -> float:
-        values = self.__dict__.get("values", {})
-        if name not in values:
-            raise AttributeError(f"no metric {name!r}; known: {list(values)}")
-        return values[name]
-
-
-def pair_scores(a: np.ndarray, b: np.ndarray) -> tuple[PairScores, np.ndarray]:
-    """All registered identifiability scores of two runs.
-
-    Args:
-        a: run a's features, columns in a's importance order. Shape: (N, k_a).
-        b: run b's features on the same images, columns in b's importance order. Shape: (N, k_b).
-
-    Returns:
-        ``(scores, corr)`` where ``corr`` is the signed correlation matrix. Shape: (k_a, k_b).
-    """
-    from tricl.analysis.metrics import score_pair  # the registry imports this module
-
-    values, corr = score_pair(a, b)
-    return PairScores(values), corr

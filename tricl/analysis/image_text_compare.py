@@ -57,21 +57,21 @@ from tricl.analysis.image_text import (
 from tricl.analysis.metrics import METRICS, metric_columns, score_pair
 from tricl.analysis.pair_basis import RIDGE, PairBasis, load_pair_basis, pair_basis
 from tricl.analysis.stages import (
+    Family,
     Output,
     Stage,
     StageResults,
     Target,
     need_arrays,
     need_columns,
-    read_stages,
     register_stage,
-    run_stages,
 )
 from tricl.analysis.store import AnalysisError, normalise_meta, to_json
+from tricl.bases import BASIS_NAMES, get_basis
 from tricl.runs import Run
 
 SIDES = ("image", "text")
-IMAGE_TEXT_BASES = ("trained", "spectral")
+IMAGE_TEXT_BASES = BASIS_NAMES  # spectral: each run's pair basis
 PAIR_COLUMNS = ["run_a", "run_b", "side", *metric_columns(spectral=False)]
 
 
@@ -249,31 +249,33 @@ class _Request:
     split: str
     basis: str
     out_root: Path | None
+    progress: bool = False
 
 
 def _features(
-    runs: list[Run], req: _Request, compute: bool, progress: bool
+    runs: list[Run], req: _Request, compute: bool
 ) -> tuple[list[TextFeatures], list[PairBasis] | None] | None:
     """Each run's text features (and pair basis); None where one is missing and not computed."""
+    rotated = get_basis(req.basis).rotated
     feats, bases = [], []
     for r in runs:
         f = load_text_features(r, req.split)
         if f is None:
             if not compute:
                 return None
-            f = text_features(r, req.split, progress=progress)
+            f = text_features(r, req.split, progress=req.progress)
         feats.append(f)
-        if req.basis == "spectral":
+        if rotated:
             b = load_pair_basis(r)
             if b is None:
                 if not compute:
                     return None
-                b = pair_basis(r, split=req.split, progress=progress)
+                b = pair_basis(r, split=req.split, progress=req.progress)
             bases.append(b)
-    return feats, (bases if req.basis == "spectral" else None)
+    return feats, (bases if rotated else None)
 
 
-def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
+def _prepare(req: _Request, compute: bool) -> Target | None:
     """The comparison's target; None when an input is missing and ``compute`` is False."""
     if req.basis not in IMAGE_TEXT_BASES:
         raise AnalysisError(
@@ -281,7 +283,7 @@ def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
         )
     loaded = _load_runs(req.runs)
     _check_runs(loaded)
-    got = _features(loaded, req, compute, progress)
+    got = _features(loaded, req, compute)
     if got is None:
         return None
     feats, bases = got
@@ -300,6 +302,10 @@ def _prepare(req: _Request, compute: bool, progress: bool) -> Target | None:
     spec = {"kind": "image_text", "runs": names, "hashes": hashes, "split": req.split}
     folder_id = hashlib.sha256(to_json({**spec, "basis": req.basis}).encode()).hexdigest()[:12]
     return Target(root / folder_id, normalise_meta(key), job)
+
+
+# The image-text comparison family: a set of image-text runs, in ``<root>/_compare/<id>/``.
+IMAGE_TEXT = Family("image-text comparison", IMAGE_TEXT_STAGES, _prepare)
 
 
 def _comparison(target: Target, res: StageResults) -> ImageTextComparison:
@@ -338,11 +344,8 @@ def load_image_text_comparison(
         AnalysisError: fewer than two runs, a broken or image-only run, runs evaluated on
             different images, or an unknown basis.
     """
-    target = _prepare(_Request(runs, split, basis, out_root), compute=False, progress=False)
-    if target is None:
-        return None
-    res = read_stages(IMAGE_TEXT_STAGES, IMAGE_TEXT_COMPARISON, target)
-    return None if res is None else _comparison(target, res)
+    got = IMAGE_TEXT.read(_Request(runs, split, basis, out_root))
+    return None if got is None else _comparison(*got)
 
 
 def compare_image_text(
@@ -374,11 +377,9 @@ def compare_image_text(
         AnalysisError: fewer than two runs, a broken or image-only run, runs evaluated on
             different images, or an unknown basis.
     """
-    target = _prepare(_Request(runs, split, basis, out_root), compute=True, progress=progress)
-    if target is None:  # compute=True fills every input, so this cannot happen
-        raise AnalysisError("a run's text features went missing while comparing; run it again")
-    res = run_stages(IMAGE_TEXT_STAGES, IMAGE_TEXT_COMPARISON, target, force=force)
-    return _comparison(target, res)
+    return _comparison(
+        *IMAGE_TEXT.run(_Request(runs, split, basis, out_root, progress), force=force)
+    )
 
 
 SUMMARY_KEYS = ["method", "side", "basis", "runs", "n_pairs"]

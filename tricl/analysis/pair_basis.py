@@ -38,15 +38,15 @@ import numpy as np
 from tricl.analysis.image_text import has_text, text_features
 from tricl.analysis.spectral import unresolved_groups
 from tricl.analysis.stages import (
+    Family,
     Output,
     Stage,
     Target,
     need_arrays,
-    read_stages,
     register_stage,
-    run_stages,
 )
 from tricl.analysis.store import AnalysisError, normalise_meta
+from tricl.bases import Rotation
 from tricl.runs import Run, RunError
 
 PAIR_BASIS_FILE = "pair_basis.npz"
@@ -82,13 +82,23 @@ class PairBasis:
     split_half_diff: np.ndarray
     pairs: int
 
+    @property
+    def image(self) -> Rotation:
+        """The rotation of the image features onto the pair basis."""
+        return Rotation(self.image_mean, self.image_rotation)
+
+    @property
+    def text(self) -> Rotation:
+        """The rotation of the text features onto the pair basis."""
+        return Rotation(self.text_mean, self.text_rotation)
+
     def project_image(self, z: np.ndarray) -> np.ndarray:
         """Image features in the pair basis, rank order. Shape: (N, k_x) -> (N, r)."""
-        return (np.asarray(z, dtype=np.float64) - self.image_mean) @ self.image_rotation
+        return self.image.project(z)
 
     def project_text(self, z: np.ndarray) -> np.ndarray:
         """Text features in the pair basis, rank order. Shape: (N, k_y) -> (N, r)."""
-        return (np.asarray(z, dtype=np.float64) - self.text_mean) @ self.text_rotation
+        return self.text.project(z)
 
     @property
     def rank(self) -> int:
@@ -269,9 +279,9 @@ register_stage(
 )
 
 
-def _target(
+def _job(
     run: Run | str | Path, ridge: float, split: str = "test", progress: bool = False
-) -> Target:
+) -> _PairJob:
     if not isinstance(run, Run):
         try:
             run = Run.load(Path(run))
@@ -283,8 +293,16 @@ def _target(
             " clip or triclip run (image-only runs have the spectral basis: tricl analyze --basis"
             " spectral)"
         )
-    key = normalise_meta({"weights_hash": run.weights_hash, "dataset": run.config.dataset})
-    return Target(Path(run.path) / "analysis", key, _PairJob(run, ridge, split, progress))
+    return _PairJob(run, ridge, split, progress)
+
+
+def _target(job: _PairJob, compute: bool) -> Target:
+    key = normalise_meta({"weights_hash": job.run.weights_hash, "dataset": job.run.config.dataset})
+    return Target(Path(job.run.path) / "analysis", key, job)
+
+
+# The family of an image-text run's pair basis, in ``RUN/analysis/``.
+PAIR = Family("pair basis", PAIR_STAGES, _target)
 
 
 def load_pair_basis(run: Run | str | Path, *, ridge: float = RIDGE) -> PairBasis | None:
@@ -293,8 +311,8 @@ def load_pair_basis(run: Run | str | Path, *, ridge: float = RIDGE) -> PairBasis
     Raises:
         AnalysisError: a broken run, or a run that is not image-text.
     """
-    res = read_stages(PAIR_STAGES, ["pair_basis"], _target(run, ridge))
-    return None if res is None else res.values["pair_basis"]
+    got = PAIR.read(_job(run, ridge), ["pair_basis"])
+    return None if got is None else got[1].values["pair_basis"]
 
 
 def pair_basis(
@@ -321,5 +339,5 @@ def pair_basis(
     Raises:
         AnalysisError: a broken run, or a run that is not image-text.
     """
-    target = _target(run, ridge, split, progress)
-    return run_stages(PAIR_STAGES, ["pair_basis"], target, force=force).values["pair_basis"]
+    _, res = PAIR.run(_job(run, ridge, split, progress), ["pair_basis"], force=force)
+    return res.values["pair_basis"]

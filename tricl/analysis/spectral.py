@@ -18,28 +18,23 @@ except inside eigenvalue clusters whose gaps are below the estimation noise
 
 The basis is estimated on augmented pairs of the TRAIN split (``reps`` passes with the run's own
 augmentation), never on the evaluation images, and cached in ``RUN/analysis/spectral.npz`` by the
-``spectral`` stage of :data:`RUN_STAGES` (:mod:`tricl.analysis.stages`).
+``spectral`` stage of :data:`RUN_STAGES`, run by the :data:`SPECTRAL` family
+(:mod:`tricl.analysis.stages`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tricl.analysis.stages import (
-    Output,
-    Stage,
-    Target,
-    need_arrays,
-    read_stages,
-    register_stage,
-    run_stages,
-)
+from tricl.analysis.stages import Family, Output, Stage, Target, need_arrays, register_stage
 from tricl.analysis.store import AnalysisError, normalise_meta
+
+# SpectralBasis is declared with the other bases (torch-free); it is estimated and cached here
+from tricl.bases import SPECTRAL_ESTIMATE, SpectralBasis
 from tricl.runs import Run, RunError
 
 if TYPE_CHECKING:  # estimating a basis needs torch; reading a stored one does not
@@ -48,55 +43,7 @@ if TYPE_CHECKING:  # estimating a basis needs torch; reading a stored one does n
 SPECTRAL_FILE = "spectral.npz"
 # The estimate every consumer shares (analysis in the spectral basis, comparisons, align): one
 # cached basis per run.
-SPECTRAL_PARAMS = {"reps": 4, "seed": 0}
-
-
-@dataclass(frozen=True, eq=False)
-class SpectralBasis:
-    """One run's spectral basis.
-
-    Attributes:
-        mean: mean feature over the augmented views. Shape: (k,).
-        rotation: whitening followed by the eigenvectors of P, most invariant first. Shape: (k, r),
-            r <= k the number of non-degenerate directions.
-        eigenvalues: eigenvalues of P, descending (1: a direction no augmentation changes).
-            Shape: (r,).
-        split_half_diff: |difference| of each eigenvalue between two halves of the pairs, a
-            gauge of estimation noise; gaps smaller than it cannot be ordered. Shape: (r,).
-        pairs: number of augmented pairs the estimate used.
-    """
-
-    mean: np.ndarray
-    rotation: np.ndarray
-    eigenvalues: np.ndarray
-    split_half_diff: np.ndarray
-    pairs: int
-
-    def project(self, z: np.ndarray) -> np.ndarray:
-        """Features in the spectral basis. Shape: (N, k) -> (N, r)."""
-        return (np.asarray(z, dtype=np.float64) - self.mean) @ self.rotation
-
-    def as_linear(self) -> tuple[np.ndarray, np.ndarray]:
-        """The projection as an affine layer: ``z @ weight.T + bias == project(z)``.
-
-        Returns:
-            ``(weight, bias)`` in float64, centring folded into the bias. Shapes: (r, k), (r,).
-        """
-        weight = np.ascontiguousarray(self.rotation.T, dtype=np.float64)  # (r, k)
-        return weight, -(np.asarray(self.mean, dtype=np.float64) @ self.rotation)
-
-    @property
-    def rank(self) -> int:
-        """Number of features in the basis (r)."""
-        return int(self.rotation.shape[1])
-
-    @property
-    def fingerprint(self) -> str:
-        """First 16 hex digits of the SHA-256 of the mean and rotation (what the basis *is*)."""
-        h = hashlib.sha256()
-        for a in (self.mean, self.rotation):
-            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
-        return h.hexdigest()[:16]
+SPECTRAL_PARAMS = SPECTRAL_ESTIMATE
 
 
 # A single split-half difference is a noisy gauge of an eigenvalue's error: on bases estimated
@@ -284,13 +231,19 @@ register_stage(
 )
 
 
-def _target(
+def _target(job: _SpectralJob, compute: bool) -> Target:
+    key = normalise_meta({"weights_hash": job.run.weights_hash, "dataset": job.run.config.dataset})
+    return Target(Path(job.run.path) / "analysis", key, job)
+
+
+# The family of one run's split-independent stages, in ``RUN/analysis/``.
+SPECTRAL = Family("spectral basis", RUN_STAGES, _target)
+
+
+def _job(
     run: Run | str | Path, reps: int, seed: int, batch: int = 500, device: str = "cpu"
-) -> Target:
-    run = run if isinstance(run, Run) else _load_run(run)
-    key = normalise_meta({"weights_hash": run.weights_hash, "dataset": run.config.dataset})
-    job = _SpectralJob(run, reps, seed, batch, device)
-    return Target(Path(run.path) / "analysis", key, job)
+) -> _SpectralJob:
+    return _SpectralJob(run if isinstance(run, Run) else _load_run(run), reps, seed, batch, device)
 
 
 def _load_run(path: str | Path) -> Run:
@@ -307,8 +260,8 @@ def load_spectral_basis(
     seed: int = SPECTRAL_PARAMS["seed"],
 ) -> SpectralBasis | None:
     """The run's cached spectral basis for these parameters, or None (never computes)."""
-    res = read_stages(RUN_STAGES, ["spectral"], _target(run, reps, seed))
-    return None if res is None else res.values["spectral"]
+    got = SPECTRAL.read(_job(run, reps, seed), ["spectral"])
+    return None if got is None else got[1].values["spectral"]
 
 
 def spectral_basis(
@@ -334,5 +287,5 @@ def spectral_basis(
     Returns:
         The :class:`SpectralBasis`.
     """
-    target = _target(run, reps, seed, batch, device)
-    return run_stages(RUN_STAGES, ["spectral"], target, force=force).values["spectral"]
+    _, res = SPECTRAL.run(_job(run, reps, seed, batch, device), ["spectral"], force=force)
+    return res.values["spectral"]

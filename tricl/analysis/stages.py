@@ -1,24 +1,31 @@
-"""Analysis stages: one declaration each, and the small runner that orders, caches and locks them.
+"""Analysis stages: one declaration each, and the one mechanism that runs a family of them.
 
 A :class:`Stage` declares its file, the stages it needs, its own version, its parameters and how it
-computes and loads. A stage registry is an ordered ``dict`` of stages; three exist:
+computes and loads. A :class:`Family` is a set of stages over one kind of target: its registry (an
+ordered ``dict``, each stage after its needs) and how a request becomes a :class:`Target` (folder,
+key, context). ``family.run(request)`` computes what is missing, ``family.read(request)`` only
+reads (the dashboard's path); every analysis entry point is one of these two calls. The families:
 
-- :data:`tricl.analysis.pipeline.ANALYSIS_STAGES`: one run on one evaluation split,
-  ``RUN/analysis/<split>/`` (features, importance, stats, top images, embedding, downstream);
-- :data:`tricl.analysis.spectral.RUN_STAGES`: one run, ``RUN/analysis/`` (the spectral basis,
+- :data:`tricl.analysis.image_stages.ANALYSIS_STAGES` (``pipeline.BASIS_VIEWS[b].family``): one
+  run on one evaluation split, ``RUN/analysis/<split>/`` (features, importance, stats, top images,
+  embedding, downstream), and the same stages in the spectral basis, ``.../spectral/``;
+- :data:`tricl.analysis.spectral.SPECTRAL`: one run, ``RUN/analysis/`` (the spectral basis,
   estimated on the train split whatever the evaluation split);
-- :data:`tricl.analysis.comparison.COMPARE_STAGES`: several runs, ``<root>/_compare/<id>/``.
+- :data:`tricl.analysis.comparison.COMPARE`: a set of runs, ``<root>/_compare/<id>/``;
+- image-text runs: :data:`tricl.analysis.image_text.TEXT` (a run's caption side),
+  :data:`tricl.analysis.pair_basis.PAIR` (its pair basis) and
+  :data:`tricl.analysis.image_text_compare.IMAGE_TEXT` (a set of runs).
 
 :func:`run_stages` resolves what a request needs (topological order), reads what is fresh and
-computes the rest under the folder's lock; :func:`read_stages` only reads (the dashboard's path).
+computes the rest under the folder's lock; :func:`read_stages` only reads.
 An artifact is fresh when its meta holds the target's key (weights hash, dataset, split...), the
 stage's name and version, the versions of every stage it needs (directly or not) and, when asked,
 the parameters. So bumping one stage's ``version`` recomputes that stage and its dependants only.
 A file that cannot be read, or whose content does not have the declared type and shape (``load``
 raises), counts as missing: it is a cache, so it is recomputed.
 
-Adding a stage to a registry touches its module (the declaration, and for the per-split stages the
-field of :class:`tricl.analysis.pipeline.Analysis` that holds its value) and its test.
+Adding a stage to a family is one ``register_stage`` next to its compute and load functions; the
+family's results carry its value by name (``Analysis.values``, ``StageResults.values``).
 """
 
 from __future__ import annotations
@@ -131,6 +138,37 @@ def resolve(registry: dict[str, Stage], wanted: Iterable[str]) -> list[str]:
     return [n for n in registry if n in keep]  # registration order is a topological order
 
 
+class Progress:
+    """A tqdm bar over work units, drawn from the first unit of work on; or nothing."""
+
+    def __init__(self, enabled: bool, desc: str) -> None:
+        self.enabled, self.desc, self.bar = enabled, desc, None
+
+    def add(self, n: int) -> None:
+        """Adds ``n`` units of work to do (the first call draws the bar)."""
+        if self.enabled and self.bar is None:  # a cached analysis never draws a bar
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=0, desc=self.desc, unit="step", dynamic_ncols=True)
+        if self.bar is not None:
+            self.bar.total += n
+            self.bar.refresh()
+
+    def stage(self, name: str) -> None:
+        """Names the stage being computed."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+
+    def tick(self) -> None:
+        """One unit of work done."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @dataclass(frozen=True)
 class Target:
     """What a registry's stages are computed for.
@@ -139,11 +177,13 @@ class Target:
         folder: where the artifacts live (and the lock).
         key: what every artifact must have been computed for (weights hashes, dataset, split...).
         ctx: handed to each stage's ``params``, ``compute`` and ``load``.
+        progress: the bar a family's ``run`` names each stage on and closes at the end (if any).
     """
 
     folder: Path
     key: dict[str, Any]
     ctx: Any
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +343,71 @@ def run_stages(
             timings[n] = time.perf_counter() - t0
     values = {n: got[n][0] for n in names}
     return StageResults(values, {n: got[n][1] for n in names}, tuple(todo), timings)
+
+
+Wanted = Iterable[str] | None  # stage names; None: every stage of the family
+
+
+@dataclass(frozen=True)
+class Family:
+    """A set of stages over one kind of target: a run, a run on a split, a set of runs.
+
+    Attributes:
+        name: how messages name it (``"comparison"``).
+        stages: its registry, each stage registered after the ones it needs.
+        target: ``target(request, compute) -> Target | None``: where and for what key the
+            request's artifacts live, with the context its stages read. With ``compute`` False it
+            must not compute anything, and returns None when an input it builds on (another
+            family's result, e.g. a run's analysis) is not cached.
+    """
+
+    name: str
+    stages: dict[str, Stage]
+    target: Callable[[Any, bool], Target | None]
+
+    def run(
+        self, request: Any, wanted: Wanted = None, *, force: bool = False
+    ) -> tuple[Target, StageResults]:
+        """The wanted stages of the request's target: read if fresh, else computed.
+
+        Args:
+            request: what the family's ``target`` turns into a target.
+            wanted: stage names (and what they need); None for all.
+            force: recompute every resolved stage even if cached (its inputs are reused).
+
+        Returns:
+            ``(target, results)``.
+        """
+        target = self.target(request, True)
+        if target is None:  # with compute=True a target builds its inputs, so this is a bug
+            raise AnalysisError(f"an input of the {self.name} went missing; run it again")
+        bar = target.progress
+        try:
+            res = run_stages(
+                self.stages,
+                self.stages if wanted is None else wanted,
+                target,
+                force=force,
+                on_stage=None if bar is None else bar.stage,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        return target, res
+
+    def read(
+        self, request: Any, wanted: Wanted = None, *, check_params: bool = True
+    ) -> tuple[Target, StageResults] | None:
+        """``(target, results)`` from the cache, or None if an input or a stage is missing or stale.
+
+        Never computes; ``check_params`` as in :func:`read_stages`.
+        """
+        target = self.target(request, False)
+        if target is None:
+            return None
+        names = self.stages if wanted is None else wanted
+        res = read_stages(self.stages, names, target, check_params=check_params)
+        return None if res is None else (target, res)
 
 
 def need_arrays(arrays: dict[str, np.ndarray], ndims: dict[str, int]) -> None:
