@@ -159,7 +159,6 @@ def image_only(runs, tmp_path_factory) -> Run:
     """An aligned copy of clip1 as ``tricl align`` wrote them before it refused image-text runs:
     a run of the same dataset with an image encoder only."""
     from tricl.align import _write_aligned
-    from tricl.analysis.spectral import spectral_basis
 
     parent = runs["clip1"]
     return _write_aligned(parent, spectral_basis(parent), tmp_path_factory.mktemp("aligned"))

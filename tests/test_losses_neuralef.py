@@ -28,6 +28,7 @@ def build_loss(cfg, **options):
 def compute_loss(method: str, z1, z2, **options):
     return build_loss(method, **options)(z1, z2)
 
+
 # ---------------------------------------------------------------- slow loop reference
 # Element by element in float64 Python, from the formula in the official code's terms: every
 # feature divided by its norm over the 2N rows of both views, times sqrt(2t).

@@ -10,6 +10,7 @@ import state
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from tricl.bases import get_basis
 from tricl.methods import method_color, method_label
 
 DASH = {"top": "solid", "random": "dash", "bottom": "dot"}
@@ -128,17 +129,18 @@ def main() -> None:
     st.markdown(shown_runs(runs, picked))
     found = jobs_ui.analyses(runs, key=f"few_features_{dataset}_{basis}", basis=basis)
     table = curves_table(runs, found, choice)
+    b = get_basis(basis)
     if table.empty:
-        where = " in the spectral basis (its only order is the eigenvalue: pick default)"
+        where = f"{b.where()} (its only order is the eigenvalue: pick default)"
         st.info(
             "No run of this dataset has curves for this order"
-            + (where if basis == "spectral" else "")
+            + (where if b.fixed_order else "")
             + "."
         )
         return
     axes = (
-        "features = spectral basis ranks, most augmentation-invariant first"
-        if basis == "spectral"
+        f"features = {b.label} ranks, most augmentation-invariant first"
+        if b.fixed_order
         else "features = trained axes"
     )
     st.caption(
