@@ -14,6 +14,7 @@ import streamlit as st
 import text_ui
 
 from tricl.methods import method_color, method_label
+from tricl.report.compare import identifiable_groups_markdown
 
 
 def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFrame:
@@ -152,6 +153,22 @@ def spectrum_figure(runs: list, found: dict) -> go.Figure:
     )
 
 
+def identifiable_note(runs: list) -> str:
+    """Which seed groups are identifiable as trained, from their stored comparisons (never
+    computed here: a group without one is left out)."""
+    shown = []
+    for group in labels.seed_groups(runs):
+        if len(group) < 2:
+            continue
+        try:
+            comp = readers.comparison(group)
+        except ValueError:  # the runs cannot be compared (tricl's AnalysisError): nothing to say
+            continue
+        if not isinstance(comp, readers.Missing):
+            shown.append((labels.group_label(group), comp.pairs))
+    return identifiable_groups_markdown(shown)
+
+
 def main() -> None:
     draw.page_header(
         "Runs",
@@ -200,6 +217,8 @@ def main() -> None:
             **text_ui.runs_column_config(),
         },
     )
+    if note := identifiable_note(runs):
+        st.success(note)
     left, right = st.columns(2)
     with left:
         st.subheader("Training curves")

@@ -18,7 +18,7 @@ from tricl.bases import get_basis
 from tricl.methods import get_method, method_label
 from tricl.report import verdicts
 from tricl.report.features import ranges_label
-from tricl.report.verdicts import CKA, MCC, TOP8, Verdict
+from tricl.report.verdicts import CKA, IDENTIFIABLE, MCC, TOP8, Verdict
 
 SPECTRAL_HELP = (
     "after rotating each run onto its spectral basis (eigenvectors of the augmentation's "
@@ -220,3 +220,31 @@ def consensus_frame(
     t["representative"] = t["representative"].map(lambda n: shown.get(n, n))
     csv = t.assign(top_indices=t["top_indices"].map(lambda v: " ".join(map(str, v))))
     return t, csv
+
+
+def identifiable_groups_markdown(groups: Sequence[tuple[str, pd.DataFrame]]) -> str:
+    """The seed groups whose trained axes are Identifiable or Borderline, as one Markdown
+    sentence ('' if none): the runs whose leading features agree from seed to seed as trained.
+
+    Args:
+        groups: (label, the stored trained-basis comparison's pair table) per seed group.
+    """
+    found = []
+    for label, pairs in groups:
+        columns = verdicts.basis_columns(pairs, spectral=False)
+        if TOP8 not in columns:
+            continue
+        v = verdicts.judge_pairs(pairs, columns, False)
+        if v not in (IDENTIFIABLE, verdicts.BORDERLINE):
+            continue
+        top8 = pairs[columns[TOP8]]
+        spread = f"{top8.mean():.3f} ± {top8.std(ddof=0):.3f}"
+        found.append(f"**{label}**: {v.word} ({spread} over {len(pairs)} seed pairs)")
+    if not found:
+        return ""
+    return (
+        "Trained axes that agree across seeds (top-8 ordered |corr|; Identifiable from "
+        f"{verdicts.THRESHOLD}, the rule on Compare seeds): " + "; ".join(found) + ". These are "
+        "the runs whose leading features, feature #1 first, are the same from seed to seed as "
+        "trained; the other runs' agree only after a spectral rotation, or not at all."
+    )
