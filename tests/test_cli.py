@@ -227,14 +227,14 @@ def test_compare_of_shipped_runs_writes_the_users_runs_root_not_checkpoints(
     checkpoints; what it already holds is read, new comparisons go to $TRICL_RUNS/_compare."""
     import json
 
-    import tricl.runs
+    import tricl.runs.record
     from tricl.analysis import analyze, compare
 
     shipped, mine = tmp_path / "checkpoints", tmp_path / "runs"
     runs = _tiny_pair(shipped, capsys)
     for r in runs:
         analyze(r, progress=False)
-    monkeypatch.setattr(tricl.runs, "SHIPPED_RUNS_ROOT", shipped.resolve())
+    monkeypatch.setattr(tricl.runs.record, "SHIPPED_RUNS_ROOT", shipped.resolve())
     monkeypatch.setenv("TRICL_RUNS", str(mine))
     before = _files(shipped)
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from tricl.cli.compare import add_basis, add_compare
 from tricl.config import RunConfig
 
 
@@ -190,25 +191,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top-n", type=int, default=32, help="top/bottom images kept per feature")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    _add_basis(p)
+    add_basis(p)
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_analyze)
-
-
-def _add_basis(p: argparse.ArgumentParser) -> None:
-    from tricl.analysis.pipeline import BASES
-
-    # no argparse choices: a wrong name gets the one-line error of get_basis, not a usage dump
-    p.add_argument(
-        "--basis",
-        default="trained",
-        help=f"basis of the features, one of {', '.join(BASES)}: trained = the projector's"
-        " outputs in their importance order; spectral = each run's spectral basis (most"
-        " augmentation-invariant first; the basis is estimated once per run on train pairs,"
-        " about 20 s on a CPU, then cached). Recommended: spectral to compare features across"
-        " seeds (the trained axes are not identifiable at this scale)",
-    )
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -243,224 +229,6 @@ def _analyze_text(run: Path, args: argparse.Namespace) -> None:
         run, args.split, force=args.force, progress=not args.no_progress, device=args.device
     )
     print(f"{run}: {t.summary()}")
-
-
-def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from tricl.analysis.metrics import METRICS
-
-    metrics = "; ".join(f"{m.name}: {m.help}" for m in METRICS.values())
-    p = sub.add_parser(
-        "compare",
-        help="identifiability between runs (ordered corr, MCC, CKA, ...)",
-        description="Compare runs (e.g. the same config with different seeds), one score per"
-        f" metric ({metrics}), and the spectral ones again in each run's spectral basis (features"
-        " rotated onto the eigenvectors of the augmentation's positive-pair covariance, estimated"
-        " on train pairs; column spectral_<metric>). With --basis spectral every score is taken"
-        " in the spectral bases (rank r against rank r) and has its plain column. When every run is"
-        " clip / triclip, their image AND text features are compared too (a second table with a"
-        " side column, and the mean ± std over seed pairs of each configuration); in --basis"
-        " spectral each side is rotated onto the run's pair basis (the canonical correlation of"
-        " its train image and text features). Stored in _compare/ beside the runs; for the"
-        " shipped runs in $TRICL_RUNS or ./runs (checkpoints/ only keeps what it ships).",
-    )
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
-    p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument(
-        "--runs-root",
-        type=Path,
-        default=None,
-        help="store the comparison in RUNS_ROOT/_compare (default: beside the runs; for the"
-        " shipped runs $TRICL_RUNS or ./runs, reading what checkpoints/_compare already holds)",
-    )
-    _add_basis(p)
-    p.add_argument("--force", action="store_true", help="recompute even if cached")
-    p.add_argument(
-        "--no-spectral",
-        action="store_true",
-        help="skip the spectral-basis scores (they need the model and the train images: about"
-        " 20 s per run on a CPU the first time)",
-    )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object per pair (run_a, run_b and every metric by its column name)"
-        " instead of the table, for scripts",
-    )
-    p.add_argument(
-        "--consensus",
-        action="store_true",
-        help="print the consensus table instead of the pairs: for each spectral rank r, the mean"
-        " and min |corr| of rank r over every pair of runs, the eigenvalue, top images and name of"
-        " the run that agrees best, and in how many runs the rank's order is not identifiable."
-        " Always in the spectral basis; pass every seed and method of one dataset",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_compare)
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    import json
-
-    from tricl.analysis import compare, consensus
-    from tricl.bases import BasisError, get_basis
-
-    if len(args.runs) < 2:
-        print("error: compare needs at least two runs (e.g. two seeds)", file=sys.stderr)
-        return 2
-    try:  # a bad --basis is named first, before any run is opened
-        get_basis(args.basis)
-    except BasisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    _check_one_dataset(args.runs)
-    progress = not args.no_progress
-    stored = not args.force and _stored(args, None)
-    out_root = _compare_out_root(args, stored)
-    if not (stored or (out_root is not None and _stored(args, out_root))):
-        print(
-            f"comparing {len(args.runs)} runs: analysing any run without a stored analysis and"
-            " estimating the spectral bases first (about 20 s per run on a CPU the first time)",
-            file=sys.stderr,  # stdout stays the table or pure JSON
-        )
-    if args.consensus:
-        done = consensus(
-            args.runs, split=args.split, force=args.force, progress=progress, out_root=out_root
-        )
-        table = done.table
-    else:
-        done = compare(
-            args.runs,
-            split=args.split,
-            force=args.force,
-            progress=progress,
-            spectral=not args.no_spectral,
-            basis=args.basis,
-            out_root=out_root,
-        )
-        table = done.pairs  # its columns follow the registry (spectral_* in the trained basis)
-    print(f"comparison stored in {done.path}", file=sys.stderr)
-    text = None if args.consensus else _compare_image_text(args, progress, out_root)
-    if args.json:
-        for row in table.to_dict(orient="records"):
-            print(json.dumps(row))
-        for row in [] if text is None else text.pairs.to_dict(orient="records"):
-            print(json.dumps(row))  # the image-text rows carry a "side" key
-        return 0
-    if args.consensus:  # the first few top images keep the text table readable
-        table = table.assign(top_indices=[" ".join(map(str, t[:5])) for t in table["top_indices"]])
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if not args.consensus:  # the verdict words of the Compare page and the README
-        from tricl.analysis.pipeline import load_run
-        from tricl.report.verdicts import verdict_lines
-
-        whitened = all(load_run(r).aligned for r in args.runs)  # aligned axes are whitened
-        print("\n".join(verdict_lines(table, args.basis, whitened=whitened)))
-    if text is not None:
-        _print_image_text(text)
-    return 0
-
-
-def _check_one_dataset(paths: list[Path]) -> None:
-    """Refuse runs of different datasets before any of them is analysed (config.json only)."""
-    from tricl.runs import Run, RunError
-
-    datasets: dict[str, str] = {}
-    for path in paths:
-        run = Run.load(path)
-        datasets.setdefault(run.config.dataset, run.name)
-    if len(datasets) > 1:
-        named = ", ".join(f"{name} ({dataset})" for dataset, name in datasets.items())
-        raise RunError(
-            f"the runs come from different datasets: {named}; compare runs of one dataset"
-            " (e.g. the seeds of one configuration)"
-        )
-
-
-def _stored(args: argparse.Namespace, out_root: Path | None) -> bool:
-    """Whether what ``compare`` is asked for is already stored (read only, never computed)."""
-    from tricl.analysis import AnalysisError, load_comparison, load_consensus
-    from tricl.analysis.image_text import has_text
-    from tricl.analysis.image_text_compare import load_image_text_comparison
-    from tricl.analysis.pipeline import load_run
-
-    try:
-        if args.consensus:
-            return load_consensus(args.runs, split=args.split, out_root=out_root) is not None
-        got = load_comparison(
-            args.runs,
-            split=args.split,
-            out_root=out_root,
-            spectral=not args.no_spectral,
-            basis=args.basis,
-        )
-        if got is None or not all(has_text(load_run(r)) for r in args.runs):
-            return got is not None
-        text = load_image_text_comparison(
-            args.runs, split=args.split, basis=args.basis, out_root=out_root
-        )
-        return text is not None
-    except (AnalysisError, ValueError, OSError):  # compare itself says what is wrong
-        return False
-
-
-def _compare_out_root(args: argparse.Namespace, stored: bool) -> Path | None:
-    """Where ``compare`` stores its result: ``--runs-root``/_compare if given; for the shipped
-    runs the user's runs root, unless ``checkpoints/_compare`` already holds the result
-    (``stored``: it is read there and nothing is written); else None (beside the runs)."""
-    from tricl.runs import default_runs_root, is_shipped
-
-    if args.runs_root is not None:
-        return args.runs_root / "_compare"
-    if stored or not all(is_shipped(r) for r in args.runs):
-        return None
-    return default_runs_root() / "_compare"
-
-
-def _compare_image_text(args: argparse.Namespace, progress: bool, out_root: Path | None):
-    """The image-text comparison when every run is clip / triclip; None (and a note) otherwise.
-
-    Mixed runs keep today's image comparison: the text side needs a text encoder in every run.
-    """
-    from tricl.analysis.image_text import has_text
-    from tricl.analysis.image_text_compare import compare_image_text
-    from tricl.analysis.pipeline import load_run
-
-    runs = [load_run(r) for r in args.runs]
-    image_only = [r.name for r in runs if not has_text(r)]
-    if image_only and len(image_only) < len(runs):
-        print(
-            f"note: text features not compared ({', '.join(image_only)} without a text"
-            " encoder); pass only clip / triclip runs to compare them",
-            file=sys.stderr,
-        )
-    if image_only:
-        return None
-    return compare_image_text(
-        runs,
-        split=args.split,
-        basis=args.basis,
-        force=args.force,
-        progress=progress,
-        out_root=out_root,
-    )
-
-
-def _print_image_text(comp) -> None:
-    """The image-text pairs and, where seeds of one configuration meet, their mean +- std."""
-    from tricl.analysis.image_text_compare import summarize
-    from tricl.analysis.metrics import METRICS
-
-    print(f"\nimage and text features, {comp.basis} basis:")
-    print(comp.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    summary = summarize([comp])
-    if summary.empty:
-        return
-    shown = summary[["method", "side", "basis", "n_pairs"]].copy()
-    for m in METRICS:
-        means, stds = summary[f"{m}_mean"], summary[f"{m}_std"]
-        shown[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(means, stds)]
-    print("\nseed pairs of one configuration, mean ± std:")
-    print(shown.to_string(index=False))
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
@@ -554,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         " streamlit run app/main.py",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_runs, _add_analyze, _add_compare, _add_import, _add_align):
+    for add in (_add_train, _add_runs, _add_analyze, add_compare, _add_import, _add_align):
         add(sub)
     return parser
 
