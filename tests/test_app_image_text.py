@@ -21,7 +21,7 @@ import pytest
 import torch
 from test_app_pages import APP, PAGE_FILES, app_at, app_module, open_page, texts
 
-from tricl import losses, serve
+from tricl import serve
 from tricl.analysis import analyze
 from tricl.analysis.image_text import analyze_text, load_text_analysis
 from tricl.analysis.image_text_compare import compare_image_text, load_image_text_comparison
@@ -29,6 +29,7 @@ from tricl.analysis.metrics import METRICS
 from tricl.bases import get_basis
 from tricl.config import RunConfig
 from tricl.jobs import JobStore, analyze_command
+from tricl.losses.common import S_PLACEMENT_FNS
 from tricl.runs import Run, list_runs
 from tricl.train import train
 
@@ -225,7 +226,7 @@ def loss_text_to_image(image_z: np.ndarray, z: np.ndarray, s, placement: str) ->
     img_n = torch.nn.functional.normalize(torch.tensor(image_z, dtype=torch.float64), dim=1)
     txt = torch.tensor(np.repeat(z[None], len(image_z), axis=0), dtype=torch.float64)
     zn = torch.cat([img_n, torch.nn.functional.normalize(txt, dim=1)])  # (2N, k)
-    rows = zn if s is None else losses._S_PLACEMENTS[placement](zn, torch.tensor(s).double())
+    rows = zn if s is None else S_PLACEMENT_FNS[placement](zn, torch.tensor(s).double())
     return (rows[len(image_z) :] @ img_n.T)[0].numpy()  # (N,)
 
 
