@@ -18,6 +18,7 @@ from tricl.analysis.split_stages.activation_bands import (
     activation_bands,
 )
 from tricl.bases import BASIS_NAMES
+from tricl.report.bands import band_rows, class_mix, near_zero_caption, not_computed
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 RUN = SHIPPED / "simclr_mnist5k_small_cnn_k64_seed0"
@@ -115,3 +116,20 @@ def test_a_cached_run_computes_only_the_bands_in_each_basis(tmp_path, basis):
     assert bands.counts.shape == (z.shape[1], BANDS)
     assert (bands.counts.sum(axis=1) == len(z)).all()
     _in_band(bands, z.astype(np.float32))
+    frac = f"{float(bands.near_zero[0]):.0%}"
+    assert f"Near zero on **{frac}**" in near_zero_caption(after, 0)  # the rule from its params
+
+
+def test_the_page_rows_run_bottom_to_top_with_their_class_mix():
+    z, labels = _ramp()
+    b = activation_bands(z, labels, 3, bands=5, samples=8)
+    rows = band_rows(b, 0, ["a", "b", "c"])
+    assert [r.band for r in rows] == [1, 2, 3, 4, 5] and rows[0].low == 0 and rows[-1].high == 99
+    assert [r.count for r in rows] == [20] * 5 and rows[0].share == pytest.approx(0.2)
+    assert rows[0].class_mix == "a 35% · b 35% · c 30%"  # rows 0..19: 7, 7, 6 of each
+    empty = band_rows(b, 1, ["a", "b", "c"])[2]
+    assert empty.count == 0 and empty.class_mix == "" and len(empty.samples) == 0
+    assert class_mix(np.array([1, 0, 6, 3]), list("wxyz"), top=2) == "y 60% · z 30%"
+    unlabelled = activation_bands(z, np.full(100, -1), 0)
+    assert all(r.class_mix == "" for r in band_rows(unlabelled, 0, []))
+    assert "--basis spectral" in not_computed("run1", "spectral")
