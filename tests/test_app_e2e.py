@@ -19,7 +19,13 @@ from test_app_pages import make_fixture_runs
 
 from tricl.analysis.image_text import load_text_analysis
 from tricl.analysis.metrics import METRICS
-from tricl.dashboard import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command, wait_healthy
+from tricl.dashboard import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    running_server,
+    streamlit_command,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = REPO / "test-output" / "screenshots"
@@ -35,20 +41,10 @@ pytestmark = [
 def _serve(root: Path, tmp_path_factory) -> Iterator[str]:
     """`streamlit run app/main.py -- --runs-root ROOT` on a free port; yields its URL."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")  # noqa: SIM115
-    cmd = streamlit_command(port, root)
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
     env = {k: v for k, v in os.environ.items() if k != "TRICL_RUNS"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port, proc, timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_server(streamlit_command(port, root), port, cwd=REPO, log=log, env=env) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -285,18 +281,8 @@ def readme_server(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     cmd = streamlit_command(port, "unused")
     cmd = cmd[: cmd.index("--runs-root") - 1]  # no flags after `--`: the default roots
-    log = open(here / "streamlit.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, cwd=here, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port, proc, timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_server(cmd, port, cwd=here, log=here / "streamlit.log", env=env) as url:
+        yield url
 
 
 def test_the_users_first_run_opens_in_the_dashboard_with_no_flags(tab, readme_server):

@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,3 +102,28 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float, poll: float 
         except OSError:
             time.sleep(poll)
     raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
+
+
+@contextmanager
+def running_server(
+    cmd: Sequence[str],
+    port: int,
+    *,
+    cwd: str | Path,
+    log: str | Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> Iterator[str]:
+    """Start ``cmd`` (a Streamlit server listening on ``port``) from ``cwd``, its output in
+    ``log``; yield its URL once healthy, and stop it however the block ends."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_healthy(port, proc, timeout=timeout)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from tricl.dashboard import (
     CHROMIUM_ARGS,
     bind_refusal,
     free_port,
-    wait_healthy,
+    running_server,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,17 +66,8 @@ def _server(script: Path, cwd: Path, log: Path) -> Iterator[int]:
         "--", "--runs-root", str(cwd / "runs"),
     ]  # fmt: skip
     (cwd / "runs").mkdir(exist_ok=True)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_healthy(port, proc, timeout=120)
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_server(cmd, port, cwd=cwd, log=log, env=env):
+        yield port
 
 
 def test_started_from_another_folder_the_server_listens_on_loopback_only(tmp_path):

@@ -11,7 +11,6 @@ import io
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tricl.dashboard import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command, wait_healthy
+from tricl.dashboard import CHROMIUM, CHROMIUM_ARGS, free_port, running_server, streamlit_command
 from tricl.runs import SHIPPED_RUNS_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,19 +49,9 @@ def server(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TRICL_RUNS"}
     env |= {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    with open(root.parent / "streamlit.log", "w") as log:
-        proc = subprocess.Popen(
-            streamlit_command(port, root), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_healthy(port, proc, timeout=120)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    cmd = streamlit_command(port, root)
+    with running_server(cmd, port, cwd=REPO, log=root.parent / "streamlit.log", env=env) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("size", "probed"), [(20 * MIB + 1, False)])
