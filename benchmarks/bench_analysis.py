@@ -205,7 +205,8 @@ def bench_saliency() -> None:
     from tricl.analysis.saliency import saliency_maps
     from tricl.models import Encoder
 
-    enc = Encoder("small_cnn", 1, proj_hidden_dim=64, proj_dim=16, uses_importance=True)
+    enc = Encoder("small_cnn", 1, proj_hidden_dim=64, proj_dim=16)
+    enc.learn_importance(0.1 * torch.randn(16))
     x = torch.randn(1, 28, 28)
     saliency_maps(enc, x, 0)  # warm-up: captum's imports, the first autograd graph
     seconds = []

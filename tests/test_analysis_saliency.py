@@ -100,7 +100,8 @@ def test_bad_arguments(tiny, image):
 
 def test_small_cnn_saliency_gives_every_map_and_keeps_train_mode():
     # its speed (three maps well under a second) is benchmarks/bench_analysis.py --only saliency
-    enc = Encoder("small_cnn", 1, proj_hidden_dim=64, proj_dim=16, uses_importance=True)
+    enc = Encoder("small_cnn", 1, proj_hidden_dim=64, proj_dim=16)
+    enc.learn_importance(0.1 * torch.randn(16))
     enc.train()
     maps = saliency_maps(enc, torch.randn(1, 28, 28), 3)
     assert set(maps.maps) == {"integrated_gradients", "saliency", "grad_cam"}

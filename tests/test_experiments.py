@@ -108,7 +108,8 @@ def test_synthetic_check_trains_every_method(method) -> None:
 @pytest.mark.parametrize("s_param", sorted(S_PARAMETRIZATIONS))
 def test_synthetic_s_is_the_encoders_s(s_param) -> None:
     mlp = FactorEncoder(16, 4, uses_importance=True, s_param=s_param)
-    enc = Encoder("small_cnn", 1, 8, 4, uses_importance=True, s_param=s_param)
+    enc = Encoder("small_cnn", 1, 8, 4)
+    enc.learn_importance(torch.zeros(4), s_param)
     with torch.no_grad():
         enc.importance_logits.copy_(mlp.logits)
     torch.testing.assert_close(mlp.importance(), enc.importance())
