@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bands_ui
 import draw
 import jobs_ui
 import labels
@@ -282,6 +283,7 @@ def main() -> None:
         st.warning(report.unresolved_warning(group, rank), icon=":material/help:")
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
+    bands_ui.activation_ranges(run, analysis, feature, rank, images)
     text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     if text is not None:
         text_ui.feature_captions(text, feature, rank)

@@ -515,6 +515,17 @@ for _name, _stage in ANALYSIS_STAGES.items():
         register_stage(SPECTRAL_STAGES, _SPECTRAL_OWN.get(_name, _stage))
 
 
+def register_split_stage(stage: Stage) -> Stage:
+    """Registers a per-split stage declared in its own module in both bases.
+
+    The modules of :mod:`tricl.analysis.split_stages` call this at import (that package imports
+    them all; :mod:`tricl.analysis.pipeline` imports the package), so a new stage is its module and
+    its test: it runs on the trained features and, registered again, on the rotated ones.
+    """
+    register_stage(ANALYSIS_STAGES, stage)
+    return register_stage(SPECTRAL_STAGES, stage)
+
+
 def _load_images(job: SplitJob) -> Any:
     """The dataset, checked against the run's input format."""
     from tricl.data import DatasetError, load_dataset

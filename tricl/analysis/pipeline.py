@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# the per-split stages declared one module each register themselves in both bases on import
+import tricl.analysis.split_stages  # noqa: F401
 from tricl.analysis.activations import TopImages
 from tricl.analysis.embedding import Embedding
 from tricl.analysis.features import Features
@@ -33,7 +35,6 @@ from tricl.analysis.image_stages import (
     SPECTRAL_SHARED,
     SPECTRAL_STAGES,
     SPLITS,
-    STAGES,
     FeatureStats,
     SplitJob,
 )
@@ -50,6 +51,9 @@ from tricl.analysis.store import AnalysisError, analysis_dir, normalise_meta
 from tricl.bases import BASES as BASIS_DESCRIPTORS
 from tricl.bases import Basis
 from tricl.runs import Run, RunError
+
+# the stages analyze computes, in dependency order (those of the split_stages package included)
+STAGES = tuple(ANALYSIS_STAGES)
 
 __all__ = [
     "ANALYSIS_STAGES",
