@@ -11,8 +11,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 MODULE_LIMIT = 600  # lines; a larger module usually holds two concepts
 PAGE_LIMIT = 300  # lines of one dashboard page (app/views/): pages lay out, they do not compute
@@ -158,21 +156,14 @@ def basis_string_tests() -> list[str]:
     return hits
 
 
-# Issue 21 in progress: strict, so a limit that starts to hold fails until its marker is removed.
-IN_PROGRESS = pytest.mark.xfail(strict=True, reason="issue 21: the second architecture step")
-
-
-@IN_PROGRESS
 def test_the_import_graph_has_no_circles():
     assert circles(import_graph()) == []
 
 
-@IN_PROGRESS
 def test_no_import_runs_back_up_a_layer():
     assert back_up(import_graph()) == []
 
 
-@IN_PROGRESS
 def test_no_module_over_the_limit():
     assert [(n, f) for n, f in line_counts("tricl") + line_counts("app") if n > MODULE_LIMIT] == []
 
