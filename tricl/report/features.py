@@ -147,10 +147,10 @@ def class_text(analysis: Any, row: int) -> str:
 def class_facts(analysis: Any, feature: int) -> ClassFacts:
     """The :class:`ClassFacts` of raw feature index ``feature`` of ``analysis`` (which must have
     labels: see ``analysis.has_labels``)."""
-    if not analysis.has_labels:
-        raise ValueError("an analysis without labels has no class facts; show NO_LABELS instead")
     stats = analysis.stats
     means = np.asarray(stats.class_means[feature], dtype=float)  # (C,)
+    if means.size == 0:
+        raise ValueError("an analysis without labels has no class facts; show NO_LABELS instead")
     centre = float(stats.mean[feature])
     strongest = int(np.argmax(np.abs(means - centre)))
     share = float(stats.dominant_share[feature])
