@@ -316,7 +316,7 @@ def test_imported_runs_are_analysed_and_compared(imported_root):
     a = analyze(imported_root / "timm-seed0", progress=False)
     assert not a.recomputed  # cached by the fixture
     assert a.method == "imported" and a.features.k == 96
-    assert a.features.z.shape == (9, 96)  # 20% of 36 images
+    assert a.features.z.shape == (6, 96)  # 20% of each class of 12 images
     assert a.importance.default == "variance"  # no S: ranked as SimCLR runs are
     assert a.features.s is None
     spectral = analyze(imported_root / "timm-seed0", progress=False, basis="spectral")
