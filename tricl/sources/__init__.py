@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if _module.name.endswith("_models"):  # one file per source; the rest load with torch
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 RECORD_KEYS = ("arch", "layer", "preprocess", "feat_dim")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tricl.catalog import SOURCE_INFO, parse_source
+from tricl.sources.errors import SourceError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -26,10 +27,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
 RESIZE_MODES = ("shortest", "squash")
-
-
-class SourceError(ValueError):
-    """An encoder cannot be imported or rebuilt; the one-line message names the fix."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tricl.io import first_line
-from tricl.sources.base import SourceError
+from tricl.sources.errors import SourceError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
