@@ -163,7 +163,8 @@ def saliency(
     from tricl.runs import Run
 
     enc = _encoder(path, weights_hash, basis)
-    data = _dataset(spec, Run.load(path).config.image_size)
+    run = Run.load(path)
+    data = run.input_data(_dataset(spec, run.config.image_size))
     pre = data.preprocess(torch.from_numpy(np.ascontiguousarray(images)))  # (B, C, H, W) float
     maps, acts = [], []
     with torch.enable_grad():
@@ -181,7 +182,8 @@ def embed(path: str, weights_hash: str, basis: str, spec: str, image: np.ndarray
 
     from tricl.runs import Run
 
-    data = _dataset(spec, Run.load(path).config.image_size)
+    run = Run.load(path)
+    data = run.input_data(_dataset(spec, run.config.image_size))
     enc = _encoder(path, weights_hash, basis)
     # no_grad, not inference_mode: tensors the dataset caches on first use (normalisation) must
     # stay usable by the saliency maps' autograd afterwards
