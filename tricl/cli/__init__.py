@@ -214,7 +214,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         )
         print(f"{run}: {a.summary()}")
         if len(set(a.features.labels.tolist())) < 2:
-            print(f"{run}: no class labels: probe, k-NN and retrieval mAP are NaN, no ablation order")
+            print(f"{run}: no class labels: probe, k-NN and retrieval mAP are NaN, no ablation")
         _analyze_text(run, args)
     return 0
 
