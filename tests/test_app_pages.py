@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_runs import built_once, session_dir
 from streamlit.testing.v1 import AppTest
 
 from tricl.analysis import analyze, compare, consensus
@@ -33,6 +34,15 @@ TIMEOUT = 120  # seconds per script run: a cold first run imports torch and read
 
 
 def make_fixture_runs(root: Path) -> Path:
+    """The fixture runs in ``root``, built by the first caller of the session (any xdist worker;
+    see :mod:`shared_runs`) and reused by the rest."""
+    with built_once(root) as todo:
+        if todo:
+            _build_fixture_runs(root)
+    return root
+
+
+def _build_fixture_runs(root: Path) -> Path:
     """Two seeds each of SimCLR and triCL on sklearn digits, analysed and compared once, in the
     trained and the spectral basis, and their consensus.
 
@@ -61,7 +71,7 @@ def make_fixture_runs(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory) -> Path:
-    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+    return make_fixture_runs(session_dir(tmp_path_factory, "app_runs"))
 
 
 @pytest.fixture(scope="session")
