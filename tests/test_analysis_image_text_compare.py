@@ -200,7 +200,10 @@ def test_both_bases_score_every_pair_on_both_sides(runs, runs_root, comparisons)
         assert comp.path.parent == runs_root / "_compare"
         assert list(comp.pairs.columns) == PAIR_COLUMNS
         assert len(comp.pairs) == 2 * 6 and set(comp.pairs["side"]) == set(SIDES)
-        assert comp.pairs[list(METRICS)].stack().between(0, 1 + 1e-6).all()
+        # the held-out linear scores are not measured (NaN) on so few images for the features
+        scores = comp.pairs[list(METRICS)]
+        assert scores.drop(columns=["linear_r2", "cca_top8"]).notna().all().all()
+        assert scores.stack().dropna().between(0, 1 + 1e-6).all()
         assert comp.methods == ["clip", "clip", "triclip", "triclip"]
         assert comp.configs[0] == comp.configs[1] != comp.configs[2] == comp.configs[3]
         for side in SIDES:
