@@ -33,7 +33,7 @@ from tricl.analysis.identifiability import (
 # (a, b, corr) -> score; a: (N, k_a), b: (N, k_b), corr: (k_a, k_b) signed correlations
 MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
-PEARSON_ALL = "Pearson correlation, all evaluation images (in sample)"
+PEARSON_ALL = "Pearson correlation on all evaluation images, in sample"
 PEARSON_HELD_OUT = f"Pearson correlation, {HALVES}"
 
 
@@ -66,7 +66,7 @@ class Metric:
     @property
     def legend(self) -> str:
         """The help and what it is scored on, as the Compare page and ``--help`` show it."""
-        return f"{self.help} ({self.scored_on})"
+        return f"{self.help}; {self.scored_on}"
 
     @property
     def spectral_name(self) -> str:
@@ -169,8 +169,8 @@ register_metric(
         " other: the same features up to a rotation (high for any two good encoders)",
         True,
         lambda a, b, corr: procrustes_correlation(a, b),
-        scored_on="Pearson correlation; the rotation is fitted and scored on all evaluation"
-        " images (in sample)",
+        scored_on="Pearson correlation; the rotation fitted and scored on all evaluation images,"
+        " in sample",
     )
 )
 
