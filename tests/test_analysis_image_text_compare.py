@@ -235,7 +235,7 @@ def test_trained_scores_match_numpy(runs, comparisons):
     ours = comp.pairs[comp.pairs.side == "image"].iloc[0]
     assert (ours.run_a, ours.run_b) == (image.run_a, image.run_b)
     for name in METRICS:
-        assert ours[name] == pytest.approx(image[name], abs=1e-6), name
+        assert ours[name] == pytest.approx(image[name], abs=1e-6, nan_ok=True), name
 
 
 def test_spectral_scores_are_those_of_the_pair_basis_variates(runs, comparisons):
@@ -297,8 +297,9 @@ def test_summary_is_mean_and_std_over_seed_pairs_of_one_method(runs, comparisons
     pair = comparisons["trained"].pairs
     pair = pair[(pair.run_a == runs["triclip0"].name) & (pair.side == "text")]
     pair = pair[pair.run_b == runs["triclip1"].name].iloc[0]
-    for m in METRICS:
-        assert row[f"{m}_mean"].item() == pytest.approx(pair[m]) and row[f"{m}_std"].item() == 0
+    for m in METRICS:  # a held-out score not measured on so few images stays NaN
+        assert row[f"{m}_mean"].item() == pytest.approx(pair[m], nan_ok=True)
+        assert row[f"{m}_std"].item() == 0 or np.isnan(pair[m])
     assert row["runs"].item() == f"{runs['triclip0'].name}, {runs['triclip1'].name}"
 
 
