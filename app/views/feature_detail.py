@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bands_ui
 import draw
+import interventions_ui
 import jobs_ui
 import labels
 import models
@@ -273,6 +274,7 @@ def main() -> None:
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
     bands_ui.activation_ranges(run, analysis, feature, rank, images)
+    interventions_ui.what_it_does(run, analysis, feature, rank)
     if text is not None:
         text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)
