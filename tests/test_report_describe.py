@@ -101,3 +101,10 @@ def test_words_and_the_consensus_read_the_stored_tables():
     table = pd.DataFrame({"rank": [1, 2, 3], "representative": ["run_a", "run_a", "run_b"]})
     got = describe.consensus_descriptions(table, {"run_a": a})
     assert got == ["high: 6 (+2.0 sd) · top-100: 90% 6", "low: 1 (-3.0 sd) · top-100 mixed", ""]
+
+
+def test_images_without_labels_are_not_described_by_class():
+    stats = SimpleNamespace(class_means=np.zeros((1, 1)), mean=np.zeros(1), std=np.ones(1))
+    a = SimpleNamespace(stats=stats, classes=[0], k=1, has_labels=False)
+    assert describe.describe_all(a, [0]) == [describe.NO_LABELS]
+    assert describe.line(a, 0, ["thick"]) == f"{describe.NO_LABELS} · words: thick"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import bands_ui
+import classes_ui
 import draw
 import interventions_ui
 import jobs_ui
 import labels
 import models
 import numpy as np
-import pandas as pd
 import readers
 import state
 import streamlit as st
@@ -95,14 +95,7 @@ def _rank_panel(
     tops = oa.top_images.top_indices if sign > 0 else oa.top_images.bottom_indices
     st.markdown(f"**{labels.run_label(other)}**")
     st.image(draw.feature_strip(images, tops[rank - 1], MATCH_STRIP_N), width="stretch")
-    means = sign * np.asarray(oa.stats.class_means[rank - 1], dtype=float)
-    st.bar_chart(
-        pd.DataFrame({"class": [str(c) for c in oa.classes], "mean": means}),
-        x="class",
-        y="mean",
-        height=140,
-        color=draw.BASE_COLOR,
-    )
+    classes_ui.class_means_bars(oa, rank - 1, sign)
     if own:
         st.caption(f"#{rank}: this run")
         return
@@ -127,6 +120,8 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
         return
     found = jobs_ui.analyses(others, key=f"others_{run.name}_spectral", basis="spectral")
     others = [r for r in others if r.name in found]
+    if not others:  # none analysed in this basis yet: the job panel above offers it
+        return
     corr = same_rank_corr(run, others, rank)
     if corr is None:
         return
@@ -170,15 +165,12 @@ def pick_feature(analysis, order: str, text=None) -> tuple[int, int]:
     )
     c2.metric(f"Importance ({order})", f"{score:.4f}")
     words = describe.top_words(text.tokens, feature) if text is not None else ()
-    with c3:
-        text_line = describe.describe(analysis, feature, words).text
-        st.markdown(f"**Description**  \n{text_line}", help=describe.RULE)
-    st.caption(report.class_facts_caption(report.class_facts(analysis, feature), analysis.classes))
+    classes_ui.class_description(analysis, feature, c3, words)
     return rank, feature
 
 
 def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) -> None:
-    """Top and bottom images, activation by class and class means."""
+    """Top and bottom images, activation by class and class means (or "no labels")."""
     top = analysis.top_images
     n_avail = top.top_indices.shape[1]
     choices = [n for n in (8, 16, 24, 32) if n <= n_avail] or [n_avail]
@@ -198,20 +190,7 @@ def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) ->
             top.bottom_indices[feature, :n],
             top.bottom_values[feature, :n],
         )
-    dist, bars = draw.class_figures(
-        analysis.features.z[:, feature].astype(np.float32),  # (N,), stored as float16
-        analysis.features.labels,
-        analysis.classes,
-        analysis.stats.class_means[feature],
-        report.class_facts(analysis, feature).strongest,
-    )
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Activation by class**")
-        draw.show_figure(dist, f"feature{rank}_activation_by_class")
-    with right:
-        st.markdown("**Class means**")
-        draw.show_figure(bars, f"feature{rank}_class_means")
+    classes_ui.class_charts(analysis, feature, rank)
 
 
 def saliency(run, analysis, feature: int, rank: int, order: str) -> None:

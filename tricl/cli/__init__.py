@@ -41,7 +41,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         help_text = f.metadata["help"]
         if f.name == "dataset":
             names = sorted(k for k, v in DATASET_INFO.items() if not v.takes_path)
-            help_text = f"one of {names}, or " + help_text.removeprefix("a dataset name or ")
+            help_text = f"one of {names}, or " + help_text.removeprefix("a dataset name, ")
         if f.type == "bool":
             p.add_argument(_flag(f.name), action="store_true", help=help_text)
             continue
@@ -224,7 +224,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{run}: {a.summary()}")
         labelled = len(set(a.features.labels.tolist())) >= 2
         if not labelled:
-            print(f"{run}: no class labels: probe, k-NN, retrieval mAP and ablation are NaN")
+            print(f"{run}: no class labels: probe, k-NN and retrieval mAP are NaN, no ablation")
         text = _analyze_text(run, args)
         if labelled:  # the descriptions are read off the class statistics
             _print_descriptions(run, a, text, args.describe)

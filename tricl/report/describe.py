@@ -32,6 +32,7 @@ from tricl.report.features import SELECTIVE_OVER_CHANCE
 CLASS_EFFECT_SD = 0.5  # a class mean this many standard deviations from the mean raises/lowers it
 MAX_CLASSES = 4  # classes named per side; the rest are counted
 MAX_WORDS = 3
+NO_LABELS = "no class labels: no class to describe it by"
 RULE = (
     "Description, read off the stored statistics: **high** / **low**: the classes whose mean "
     f"activation is at least {CLASS_EFFECT_SD:g} standard deviations (of the feature over all "
@@ -177,9 +178,18 @@ def describe_all(
         words_of: raw feature index -> the words that raise it (image-text runs), or None.
     """
     return [
-        describe(analysis, int(f), words_of(int(f)) if words_of is not None else ()).text
-        for f in features
+        line(analysis, int(f), words_of(int(f)) if words_of is not None else ()) for f in features
     ]
+
+
+def line(analysis: Any, feature: int, words: Sequence[str] = ()) -> str:
+    """The one-line description of raw feature ``feature``; an image set without class labels
+    gives :data:`NO_LABELS` (and the words, if any) instead of describing noise by class."""
+    if not getattr(analysis, "has_labels", True):
+        return " · ".join(
+            [NO_LABELS, *(["words: " + ", ".join(words[:MAX_WORDS])] if words else [])]
+        )
+    return describe(analysis, feature, words).text
 
 
 def top_words(tokens: Any, feature: int, n: int = MAX_WORDS) -> list[str]:
@@ -195,5 +205,5 @@ def consensus_descriptions(table: Any, analyses: dict[str, Any]) -> list[str]:
     out = []
     for rank, run in zip(table["rank"], table["representative"]):
         a = analyses.get(run)
-        out.append(describe(a, int(rank) - 1).text if a is not None and rank <= a.k else "")
+        out.append(line(a, int(rank) - 1) if a is not None and rank <= a.k else "")
     return out
