@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from tricl.report import describe
 from tricl.report import features as report
 
 
@@ -16,30 +17,18 @@ def no_labels() -> None:
     st.info(report.NO_LABELS)
 
 
-def class_metrics(analysis, feature: int, columns: list) -> None:
-    """Top images' class, selectivity and extreme mean in three metric columns, and the
-    sentence that reconciles them; without labels one "no labels" metric and the note."""
+def class_description(analysis, feature: int, column, words=()) -> None:
+    """The feature's description (:mod:`tricl.report.describe`: the classes that raise and lower
+    it, its selectivity, its words) in ``column``, and the sentence that reconciles its top
+    images' class with its most extreme class mean; without labels one "no labels" metric and
+    the note."""
     if not analysis.has_labels:
-        columns[0].metric("Classes", "no labels", help="this image set has no class labels")
+        column.metric("Classes", "no labels", help="this image set has no class labels")
         st.caption(report.NO_LABELS)
         return
-    facts = report.class_facts(analysis, feature)
-    classes = analysis.classes
-    m3, m4, m5 = columns
-    m3.metric(
-        "Top images' class",
-        report.top_class_label(facts, classes),
-        help="most frequent class among its top-100 images ('none' when no class reaches "
-        f"{report.SELECTIVE_OVER_CHANCE:g}x the chance share)",
-    )
-    m4.metric("Selectivity", f"{facts.top_share:.0%}", help="that class's share of them")
-    m5.metric(
-        "Extreme mean",
-        str(classes[facts.strongest]),
-        help="the class whose mean activation lies furthest from the feature's overall mean "
-        f"({facts.strongest_mean:+.2f}; highlighted on the class charts)",
-    )
-    st.caption(report.class_facts_caption(facts, classes))
+    text = describe.line(analysis, feature, words)
+    column.markdown(f"**Description**  \n{text}", help=describe.RULE)
+    st.caption(report.class_facts_caption(report.class_facts(analysis, feature), analysis.classes))
 
 
 def class_charts(analysis, feature: int, rank: int) -> None:

@@ -16,6 +16,7 @@ import streamlit as st
 import text_ui
 
 from tricl.bases import get_basis
+from tricl.report import describe
 from tricl.report import features as report
 
 SALIENCY_N = 8
@@ -137,13 +138,13 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
             _rank_panel(other, found[other.name], rank, corr.get(other.name), images)
 
 
-def pick_feature(analysis, order: str) -> tuple[int, int]:
-    """The feature number box and the headline metrics; returns (rank, raw feature index)."""
+def pick_feature(analysis, order: str, text=None) -> tuple[int, int]:
+    """The feature number box, its importance and its description; returns (rank, raw index)."""
     k = analysis.k
     ss = st.session_state
     rank = state.current_feature(k)
     ss[state.URL_FEATURE] = rank
-    c1, c2 = st.columns([1, 4])
+    c1, c2, c3 = st.columns([1, 1, 3])
     with c1:
         ss["_w_feature"] = rank
         st.number_input(
@@ -156,16 +157,15 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
         )
     feature = int(analysis.importance.order(order)[rank - 1])
     score = float(analysis.importance.scores[order][feature])
-    with c2:
-        m1, m2, m3, m4, m5 = st.columns(5)
-        m1.metric(
-            "Feature",
-            f"#{rank}",
-            help=draw.feature_name(analysis, rank, order)
-            + (f": index {feature} of z" if not get_basis(analysis.basis).fixed_order else ""),
-        )
-        m2.metric(f"Importance ({order})", f"{score:.4f}")
-    classes_ui.class_metrics(analysis, feature, [m3, m4, m5])
+    c2.metric(
+        "Feature",
+        f"#{rank}",
+        help=draw.feature_name(analysis, rank, order)
+        + (f": index {feature} of z" if not get_basis(analysis.basis).fixed_order else ""),
+    )
+    c2.metric(f"Importance ({order})", f"{score:.4f}")
+    words = describe.top_words(text.tokens, feature) if text is not None else ()
+    classes_ui.class_description(analysis, feature, c3, words)
     return rank, feature
 
 
@@ -245,7 +245,8 @@ def main() -> None:
         st.caption(text_ui.TRAINED_ONLY)
     analysis = jobs_ui.analysis_of(run, basis.name)
     order = state.current_order(analysis)
-    rank, feature = pick_feature(analysis, order)
+    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
+    rank, feature = pick_feature(analysis, order, text)
     st.caption(draw.order_caption(analysis, order))
     if (group := draw.group_of(analysis.groups, rank - 1)) is not None:
         st.warning(report.unresolved_warning(group, rank), icon=":material/help:")
@@ -253,7 +254,6 @@ def main() -> None:
     images_and_classes(analysis, feature, rank, images)
     bands_ui.activation_ranges(run, analysis, feature, rank, images)
     interventions_ui.what_it_does(run, analysis, feature, rank)
-    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     if text is not None:
         text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)

@@ -13,6 +13,7 @@ import streamlit as st
 import text_ui
 
 from tricl.bases import get_basis
+from tricl.report import describe
 from tricl.report import features as report
 
 STRIP_N = 8
@@ -56,11 +57,13 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
     else:
         first = {"feature": o}
     captions = text_ui.feature_columns(text, o) if text is not None else {}
+    words = (lambda f: describe.top_words(text.tokens, f)) if text is not None else None
     return pd.DataFrame(
         {
             "#": np.arange(1, len(o) + 1),
             **first,
             "importance": scores[o],
+            "description": describe.describe_all(analysis, o, words),
             "top images": strips(
                 str(analysis.run_path),
                 f"{analysis.weights_hash}/{analysis.basis}",
@@ -135,6 +138,7 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
                 "unresolved group", help="ranks whose order the data cannot define"
             ),
             "importance": st.column_config.NumberColumn(format="%.4f"),
+            "description": st.column_config.TextColumn(width="medium", help=describe.RULE),
             "top images": st.column_config.ImageColumn(
                 f"top {STRIP_N} images",
                 width="medium" if text is not None else "large",  # room for the captions
