@@ -173,7 +173,7 @@ class _Settings:
                 f" {sorted(DATASET_INFO) + sorted(CAPTION_DATASET_INFO)}, folder:PATH or"
                 " wds:PATTERN"
             )
-        wanted = get_method(self.method).pair
+        wanted = get_method(self.method).pair_of(self)
         if pair != wanted:
             names = CAPTION_DATASET_INFO if wanted == "caption" else DATASET_INFO
             raise ConfigError(

@@ -239,22 +239,31 @@ def import_encoder(
         layer: ``""`` (the pooled backbone output), ``"projector"``, or a module name.
         prefix: the backbone's key prefix in the file (default: detected).
         runs_root: where the run goes (default ``$TRICL_RUNS`` or ``./runs``).
-        dataset: the images it is analysed on by default (any size or channel count).
+        dataset: the images it is analysed on by default (any size or channel count). A caption
+            dataset (``mnist5k-captions``, ``captions:PATH.csv``) imports the checkpoint's text
+            side too (open_clip: text tower, logit scale, its tokenizer): an image-text run that
+            the caption analysis, zero-shot and the pair basis read.
         name: the run folder's name (default ``SOURCE_ARCH``).
 
     Raises:
         RunError: one line naming the problem and the fix.
     """
+    from tricl.catalog import dataset_pair, parse_dataset
     from tricl.sources import SourceError, open_weights, parse_spec
 
     root = Path(runs_root) if runs_root is not None else default_runs_root()
     check_runs_root(root)
     if name:
         check_run_name(name)
+    captions = dataset_pair(parse_dataset(dataset)[0]) == "caption"
     try:
         source, _ = parse_spec(spec)
         enc, record = open_weights(
-            spec, Path(weights) if weights is not None else None, layer=layer, prefix=prefix
+            spec,
+            Path(weights) if weights is not None else None,
+            layer=layer,
+            prefix=prefix,
+            text=captions,
         )
     except SourceError as exc:
         raise RunError(str(exc)) from None

@@ -207,7 +207,7 @@ def encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
     """The trained-axes features of one caption, as the run's text encoder sees it.
 
     Args:
-        path: run folder of an image-text run (clip, triclip).
+        path: run folder of an image-text run (clip, triclip, an open_clip import).
         weights_hash: the run's weights hash (cache key of the encoder).
         text: the caption; the tokenizer lower-cases it, and a caption longer than the context
             length is cut to it (``truncated``), as in training.
@@ -223,17 +223,15 @@ def encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
     """
     import torch
 
-    from tricl.text.tokenizer import SPECIAL_TOKENS, WORD_END, trim_padding
+    from tricl.text.tokenizer import trim_padding
 
     tokenizer, encoder = _text_model(path, weights_hash)
     encoded = tokenizer.encode([text])  # ids (1, L); raises on an empty caption
-    pieces = tokenizer.tokenizer.encode(text).tokens  # what the ids spell, truncated to L
     with torch.no_grad():
         z = encoder(trim_padding(encoded.ids))[0].float().numpy()  # (1, L') -> (k,)
-    shown = [t.removesuffix(WORD_END) for t in pieces if t not in SPECIAL_TOKENS or t == "[UNK]"]
     return {
         "z": z,
-        "tokens": shown,
+        "tokens": tokenizer.pieces(text),  # what the ids spell, truncated to L
         "truncated": bool(encoded.truncated),
         "context_length": tokenizer.context_length,
     }

@@ -89,6 +89,11 @@ class Method:
                 " ('S' only with has_s=True)"
             )
 
+    def pair_of(self, cfg: Any) -> str:
+        """What a training pair is for the run ``cfg`` (see :data:`PAIRS`): :attr:`pair`, unless
+        the run's record decides it (an imported image-text encoder)."""
+        return self.pair
+
     # ------------------------------------------------------------------ modules
 
     def add_parts(self, encoder: nn.Module, cfg: Any) -> None:

@@ -5,6 +5,11 @@ Its run's ``backbone`` is the source spec (``timm:resnet50``) and its ``source``
 that rebuilds the module offline (:func:`tricl.sources.rebuild`): architecture, layer read, the
 model's preprocessing, widths, projector layout, and the weights file's name and SHA-256. Without
 S, its features are ranked by variance (or ablation), as SimCLR's are.
+
+An encoder imported with its text tower (``open_clip:NAME`` on a caption dataset; the record's
+``text``) is an image-text run: its weights are laid out as a clip run's (``image.``, ``text.``,
+``logit_scale``), and ``Run.tokenizer()`` / ``Run.text_encoder()`` rebuild the source's own
+tokenizer and text tower (:func:`tricl.sources.rebuild_text`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ class Imported(Method):
     options = (SourceOptions,)
     terms = ()
     rank = 90
+
+    def pair_of(self, cfg: Any) -> str:
+        """``"caption"`` when the import brought the text tower (its record's ``text``)."""
+        return "caption" if cfg.source.get("text") else "views"
 
     def build_encoder(self, cfg: Any, in_channels: int, aligned_dim: int = 0) -> Any:
         """The imported encoder rebuilt from ``cfg.backbone`` and ``cfg.source`` (any channels:

@@ -226,10 +226,11 @@ def _check_aligned_record(info: Mapping[str, Any]) -> None:
 
 
 def is_image_text(cfg: RunConfig) -> bool:
-    """Whether ``cfg``'s method trains on image-caption pairs (weights of image and text)."""
+    """Whether ``cfg``'s run pairs images with captions (weights of image and text): a clip or
+    triclip run, or an imported encoder with its text tower (open_clip)."""
     from tricl.methods import get_method
 
-    return get_method(cfg.method).pair == "caption"
+    return get_method(cfg.method).pair_of(cfg) == "caption"
 
 
 def read_text_config(run_dir: Path):

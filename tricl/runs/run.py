@@ -77,7 +77,9 @@ class Run:
             )
         read_weights_header(path / WEIGHTS_FILE)
         aligned = info.get("aligned") is not None  # an aligned copy keeps only the image side
-        if is_image_text(config) and not aligned and not (path / TOKENIZER_FILE).is_file():
+        own_text = not getattr(config, "source", None)  # an import's text side: its source's
+        needs = is_image_text(config) and own_text and not aligned
+        if needs and not (path / TOKENIZER_FILE).is_file():
             raise RunError(
                 f"{path} has no {TOKENIZER_FILE}, which its {config.method} text encoder needs;"
                 " restore the run's tokenizer.json or retrain"
@@ -214,9 +216,14 @@ class Run:
 
     def _require_image_text(self, what: str) -> None:
         if not self.image_text:
+            fix = (
+                "import an open_clip model on a caption dataset for one"
+                if self.own_preprocessing
+                else "train clip or triclip for one"
+            )
             raise RunError(
-                f"{self.path} is a {self.config.method} run, trained on images only, so it has no"
-                f" {what}; train clip or triclip for one"
+                f"{self.path} is a {self.config.method} run, on images only, so it has no {what};"
+                f" {fix}"
             )
         if self.aligned:
             raise RunError(
@@ -225,17 +232,33 @@ class Run:
             )
 
     def tokenizer(self):
-        """The run's :class:`~tricl.text.tokenizer.TextTokenizer` (image-text runs).
+        """The run's tokenizer (image-text runs): its
+        :class:`~tricl.text.tokenizer.TextTokenizer`, or an imported run's own (open_clip's),
+        which has the same ``encode`` / ``pieces`` / ``context_length``.
 
         Raises:
             RunError: not an image-text run, or a tokenizer.json that does not match the weights.
         """
         self._require_image_text("tokenizer")
+        if self.own_preprocessing:
+            return self._imported_text("rebuild_tokenizer")
         return load_run_tokenizer(self.path, read_text_config(self.path))
 
+    def _imported_text(self, what: str):
+        """An imported run's tokenizer or text encoder, rebuilt from its source record."""
+        from tricl import sources
+
+        try:
+            return getattr(sources, what)(self.config.backbone, self.config.source)
+        except sources.SourceError as exc:
+            raise RunError(f"{self.path}: {exc}") from None
+
     def text_encoder(self, device: str | torch.device = "cpu"):
-        """The trained :class:`~tricl.text.encoder.TextEncoder` in eval mode (image-text runs),
-        rebuilt from config.json's ``text_encoder`` record and checked against tokenizer.json.
+        """The trained text encoder in eval mode (image-text runs): token ids (B, L') -> (B, k).
+
+        A :class:`~tricl.text.encoder.TextEncoder` rebuilt from config.json's ``text_encoder``
+        record and checked against tokenizer.json, or an imported run's own text tower (open_clip's
+        ``encode_text``), rebuilt from its source record.
 
         Raises:
             RunError: not an image-text run, or weights, config and tokenizer that do not match.
@@ -243,6 +266,10 @@ class Run:
         from tricl.text.encoder import TextEncoder
 
         self._require_image_text("text encoder")
+        if self.own_preprocessing:
+            enc = self._imported_text("rebuild_text")
+            self._load_into(enc, self._weights("text."))
+            return enc.to(device).eval()
         text_config = read_text_config(self.path)
         load_run_tokenizer(self.path, text_config)
         tensors = self._weights("text.")

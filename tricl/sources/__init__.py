@@ -5,8 +5,11 @@ Hugging Face, open_clip), registered like the methods.
 matches the tensors (prefix detected or given, a one-line report), checks the layer and measures
 its width on a probe batch, and returns the encoder with the record a run keeps
 (``RunConfig.source``). :func:`rebuild` makes the same encoder again from that record alone,
-offline; the weights then come from the run's ``model.safetensors``. This package is torch-free
-at import, and each source imports its library only when it is used.
+offline; the weights then come from the run's ``model.safetensors``. With ``text=True`` (an
+import on a caption dataset) the checkpoint's text side comes too: the image and text encoders
+and the logit scale as one :class:`~tricl.text.model.ImageTextModel`, laid out as a clip run's,
+rebuilt by :func:`rebuild_text` and :func:`rebuild_tokenizer`. This package is torch-free at
+import, and each source imports its library only when it is used.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from tricl.sources.base import (
 )
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from tricl.sources.encoder import ImportedEncoder
 
 __all__ = [
@@ -36,6 +41,8 @@ __all__ = [
     "open_weights",
     "parse_spec",
     "rebuild",
+    "rebuild_text",
+    "rebuild_tokenizer",
     "register_source",
 ]
 
@@ -72,9 +79,47 @@ def rebuild(spec: str, record: dict[str, Any]) -> ImportedEncoder:
     )
 
 
+def _text_record(spec: str, record: dict[str, Any]) -> tuple[Source, dict[str, Any]]:
+    source, _ = parse_spec(spec)
+    text = record.get("text")
+    if not isinstance(text, dict) or "arch" not in record:
+        raise SourceError(
+            "the run's source record has no text side; import the encoder again with tricl"
+            " import on a caption dataset"
+        )
+    return source, text
+
+
+def rebuild_text(spec: str, record: dict[str, Any]) -> nn.Module:
+    """The imported text encoder of an image-text run (random weights: the caller loads the
+    run's ``text.`` tensors): token ids (B, L') -> features (B, k).
+
+    Raises:
+        SourceError: the record has no text side, or the source's library cannot build it.
+    """
+    source, text = _text_record(spec, record)
+    return source.build_text(record["arch"], text)
+
+
+def rebuild_tokenizer(spec: str, record: dict[str, Any]) -> Any:
+    """The imported run's own tokenizer (e.g. open_clip's), with the interface of
+    :class:`~tricl.text.tokenizer.TextTokenizer` the caption analysis uses.
+
+    Raises:
+        SourceError: the record has no text side.
+    """
+    source, text = _text_record(spec, record)
+    return source.tokenizer(text)
+
+
 def open_weights(
-    spec: str, weights: Path | None, *, layer: str = "", prefix: str | None = None
-) -> tuple[ImportedEncoder, dict[str, Any]]:
+    spec: str,
+    weights: Path | None,
+    *,
+    layer: str = "",
+    prefix: str | None = None,
+    text: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
     """Import an encoder: its module with the file's weights, and the record that rebuilds it.
 
     Args:
@@ -84,10 +129,14 @@ def open_weights(
         layer: ``""``/``"backbone"`` (pooled output), ``"projector"`` (the checkpoint's MLP), or a
             module name (read through a forward hook, pooled).
         prefix: the backbone's key prefix in the file (None: detected).
+        text: also import the checkpoint's text side (text encoder, logit scale, the source's
+            tokenizer); the image features are then the image embedding (the default layer).
 
     Returns:
-        ``(encoder, record)``: the encoder in eval mode; the record (arch, layer, preprocessing,
-        widths, projector layout, weights file, its SHA-256 and the match report).
+        ``(model, record)``: the encoder in eval mode (with ``text``: an
+        :class:`~tricl.text.model.ImageTextModel`); the record (arch, layer, preprocessing,
+        widths, projector layout, weights file, its SHA-256, the match report; with ``text`` its
+        ``text`` record).
 
     Raises:
         SourceError: one line naming the problem and the fix; nothing is written.
@@ -104,8 +153,14 @@ def open_weights(
         raise SourceError(f"{spec} needs a weights file; pass --weights FILE")
     path = Path(path)
     arch = source.describe(arg, path)
-    model, found, tensors = source.load(arch, path, prefix, spec)
     layer = layer or BACKBONE_LAYER
+    text_record = source.describe_text(arch) if text else None
+    if text and layer != BACKBONE_LAYER:
+        raise SourceError(
+            f"--layer {layer} is not the image embedding that the text tower's features share a"
+            " space with; drop --layer to import the caption side, or import on an image set"
+        )
+    model, found, tensors = source.load(arch, path, prefix, spec)
     if layer == PROJECTOR_LAYER and not found.projector:
         raise SourceError(
             f"{path} has no projector (no projector.* / projection_head.* MLP beside the"
@@ -127,6 +182,12 @@ def open_weights(
     enc.eval()
     with torch.no_grad():
         enc(torch.rand(2, 3, pre.size, pre.size))  # the projector runs: its shapes fit
+    out: nn.Module = enc
+    extra = source.extra_record(tensors)
+    if text_record is not None:
+        out, line = _with_text(source, enc, arch, text_record, tensors, found, path)
+        extra = {"text": text_record}
+    report = found.report(path, projector_read=projector is not None)
     record = {
         "arch": arch,
         "layer": layer,
@@ -134,10 +195,40 @@ def open_weights(
         "feat_dim": feat_dim,
         "projector": projector,
         "weights": {"file": str(path), "sha256": file_sha256(path), "prefix": found.prefix},
-        "report": found.report(path, projector_read=projector is not None),
-        **source.extra_record(tensors),
+        "report": report if text_record is None else f"{report}; {line}",
+        **extra,
     }
-    return enc, record
+    return out, record
+
+
+def _with_text(
+    source: Source,
+    enc: ImportedEncoder,
+    arch: dict[str, Any],
+    text: dict[str, Any],
+    tensors: dict[str, Any],
+    found: Any,
+    path: Path,
+) -> tuple[nn.Module, str]:
+    """The image encoder, the file's text encoder and logit scale as one image-text model, and
+    one line on what the text side read; its shapes checked on a probe caption."""
+    import torch
+
+    from tricl.text.model import ImageTextModel
+
+    tower, scale, used, line = source.load_text(arch, text, tensors, found.prefix, path)
+    if tower.out_dim != enc.out_dim:
+        raise SourceError(
+            f"{path}: the text tower gives {tower.out_dim} features but the image tower"
+            f" {enc.out_dim}; pass the model config the checkpoint was trained with"
+        )
+    model = ImageTextModel(enc, tower.eval())
+    with torch.no_grad():
+        model.logit_scale.copy_(scale)
+        ids = source.tokenizer(text).encode(["a photo"]).ids  # (1, L)
+        model.text(ids)  # (1, k): the tower reads the tokenizer's ids
+    found.outside -= used  # the report then counts only what was left out
+    return model.eval(), line
 
 
 def _probe_width(enc: ImportedEncoder, pre: Preprocess) -> int:

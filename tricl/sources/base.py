@@ -163,8 +163,50 @@ class Source:
         return tensors
 
     def extra_record(self, tensors: dict[str, Tensor]) -> dict[str, Any]:
-        """What the run records of the whole checkpoint besides the encoder (e.g. a text tower)."""
+        """What the run records of the whole checkpoint besides the encoder (e.g. a text tower
+        that an import on images leaves out)."""
         return {}
+
+    # ------------------------------------------------------------ a text side (image-text runs)
+
+    def describe_text(self, arch: dict[str, Any]) -> dict[str, Any]:
+        """The ``text`` record of an import with the checkpoint's text side: its tokenizer (name,
+        context length, settings), everything :meth:`tokenizer` and :meth:`build_text` need
+        besides ``arch``, JSON-able and rebuilt offline.
+
+        Raises:
+            SourceError: the source has no text side, or it cannot be rebuilt offline.
+        """
+        raise SourceError(
+            f"a {self.name} encoder has no text tower, so it cannot read a caption dataset;"
+            " import it on an image set (e.g. --dataset mnist5k), or import an open_clip model"
+        )
+
+    def build_text(self, arch: dict[str, Any], text: dict[str, Any]) -> nn.Module:
+        """The text encoder with random weights: token ids (B, L') -> features (B, k), with
+        ``out_dim`` = k, the image encoder's width."""
+        raise NotImplementedError
+
+    def tokenizer(self, text: dict[str, Any]) -> Any:
+        """The source's own tokenizer, with :class:`~tricl.text.tokenizer.TextTokenizer`'s
+        interface: ``encode`` (-> ``EncodedText``), ``pieces``, ``context_length``."""
+        raise NotImplementedError
+
+    def load_text(
+        self,
+        arch: dict[str, Any],
+        text: dict[str, Any],
+        tensors: dict[str, Tensor],
+        image_prefix: str,
+        path: Path,
+    ) -> tuple[nn.Module, Tensor, int, str]:
+        """The text encoder with the file's weights, the logit scale (``log(1/T)``), how many of
+        the file's tensors they took, and one line on what was read.
+
+        Raises:
+            SourceError: the file holds no text side, or one that does not fit.
+        """
+        raise NotImplementedError
 
 
 SOURCES: dict[str, Source] = {}

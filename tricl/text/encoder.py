@@ -111,6 +111,11 @@ class TextEncoder(nn.Module):
             )
         return cls(TextEncoderConfig(**config))
 
+    @property
+    def out_dim(self) -> int:
+        """k, the width of its features (as :attr:`tricl.models.Encoder.out_dim`)."""
+        return self.cfg.proj_dim
+
     def config(self) -> dict[str, Any]:
         """The JSON-serialisable dict :meth:`from_config` rebuilds this encoder from."""
         return asdict(self.cfg)
@@ -235,7 +240,7 @@ def embed_captions(
             out.append(encoder(ids).float().cpu().numpy())  # (B, k)
             if tick is not None:
                 tick()
-    z = np.concatenate(out) if out else np.zeros((0, encoder.cfg.proj_dim), np.float32)
+    z = np.concatenate(out) if out else np.zeros((0, encoder.out_dim), np.float32)
     return z[[row[c] for c in captions]], truncated  # (N, k)
 
 

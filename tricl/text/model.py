@@ -22,16 +22,21 @@ TEXT_PREFIX = "text."
 class ImageTextModel(nn.Module):
     """Images and captions to k features each; ``importance()`` is the image encoder's S."""
 
-    def __init__(self, image: Encoder, text: TextEncoder) -> None:
+    def __init__(self, image: Encoder, text: TextEncoder | nn.Module) -> None:
         super().__init__()
-        if image.out_dim != text.cfg.proj_dim:
+        if image.out_dim != text.out_dim:
             raise ValueError(
-                f"image features ({image.out_dim}) and text features ({text.cfg.proj_dim}) differ;"
+                f"image features ({image.out_dim}) and text features ({text.out_dim}) differ;"
                 " build both with the run's proj_dim"
             )
         self.image = image
         self.text = text
         self.logit_scale = nn.Parameter(torch.tensor(CLIP_INIT_LOGIT_SCALE))
+
+    @property
+    def out_dim(self) -> int:
+        """k, the width of both sides' features."""
+        return self.image.out_dim
 
     @property
     def importance_logits(self) -> nn.Parameter | None:

@@ -104,6 +104,12 @@ class TextTokenizer:
         truncated = sum(1 for e in encodings if e.overflowing)
         return EncodedText(ids.reshape(len(encodings), self.context_length), truncated)
 
+    def pieces(self, text: str) -> list[str]:
+        """The tokens the encoder reads of ``text``, as words: without [SOS]/[EOS]/[PAD] and the
+        end-of-word mark, ``[UNK]`` for characters the tokenizer never saw, cut to the context."""
+        tokens = self.tokenizer.encode(text).tokens
+        return [t.removesuffix(WORD_END) for t in tokens if t not in SPECIAL_TOKENS or t == "[UNK]"]
+
     def decode(self, ids: Tensor) -> list[str]:
         """Captions back from ids (N, L), special tokens dropped (lower-cased, as normalised)."""
         return self.tokenizer.decode_batch(ids.tolist(), skip_special_tokens=True)
@@ -127,8 +133,10 @@ def trim_padding(ids: Tensor) -> Tensor:
     Returns:
         The first L' columns, L' the longest caption's length. Shape: (N, L').
     """
-    longest = int((ids != PAD_ID).sum(dim=1).max()) if ids.numel() else 0
-    return ids[:, :longest]
+    used = (ids != PAD_ID).any(dim=0).nonzero()  # columns with a token in some row
+    # the last such column, not the count: a tokenizer whose id 0 is also a token (open_clip's
+    # byte-level BPE pads with 0 and spells "!" as 0) keeps its [EOS]
+    return ids[:, : int(used.max()) + 1 if len(used) else 0]
 
 
 def _configure(tokenizer: Tokenizer, context_length: int) -> TextTokenizer:
