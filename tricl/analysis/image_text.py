@@ -434,8 +434,8 @@ def has_text(run: Run) -> bool:
 def _require_text(run: Run) -> None:
     if not run.image_text:
         raise AnalysisError(
-            f"{run.name} is a {run.config.method} run, trained on images only; the text analysis"
-            " needs a clip or triclip run"
+            f"{run.name} is a {run.config.method} run, trained or imported on images only; the"
+            " text analysis needs a clip or triclip run, or an open_clip import on captions"
         )
     if run.aligned:
         parent = (run.parent or {}).get("name", "run")

@@ -7,7 +7,8 @@ and reliability")::
                              (+ ``parent`` and ``aligned`` for a run derived by ``tricl align``)
     <run>/model.safetensors  encoder weights; metadata holds the epoch (image-text methods: the
                              prefixes ``image.``, ``text.`` and ``logit_scale``)
-    <run>/tokenizer.json     image-text methods only: the BPE tokenizer of the training captions
+    <run>/tokenizer.json     clip/triclip only: the BPE tokenizer of the training captions (an
+                             open_clip import uses open_clip's own, recorded in config.json)
     <run>/train_state.pt     optimizer + RNG state for --resume, loaded with weights_only=True
     <run>/metrics.jsonl      one JSON line per epoch
     <run>/analysis/          artifacts of tricl.analysis

@@ -216,14 +216,14 @@ class Run:
 
     def _require_image_text(self, what: str) -> None:
         if not self.image_text:
-            fix = (
-                "import an open_clip model on a caption dataset for one"
+            how, fix = (
+                ("imported", "import an open_clip model on a caption dataset for one")
                 if self.own_preprocessing
-                else "train clip or triclip for one"
+                else ("trained", "train clip or triclip for one")
             )
             raise RunError(
-                f"{self.path} is a {self.config.method} run, on images only, so it has no {what};"
-                f" {fix}"
+                f"{self.path} is a {self.config.method} run, {how} on images only, so it has no"
+                f" {what}; {fix}"
             )
         if self.aligned:
             raise RunError(
