@@ -559,7 +559,8 @@ def _load_images(job: SplitJob) -> Any:
     if run.own_preprocessing:  # its encoder converts and resizes any image itself
         return data
     want_c, want_size = run.in_channels, run.dataset_info.get("image_size")
-    if data.channels != want_c or (want_size is not None and data.image_size != int(want_size)):
+    # 0: not recorded (a solo-learn / triCL checkpoint imported without its images' size)
+    if data.channels != want_c or (want_size and data.image_size != int(want_size)):
         raise AnalysisError(
             f"dataset {job.dataset} has {data.channels}x{data.image_size}px images but"
             f" {run.name} was trained on {want_c}x{want_size}px; pick a dataset of the same format"
