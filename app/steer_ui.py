@@ -19,8 +19,10 @@ LIMIT_SD = 4.0  # the slider's range, in train standard deviations
 STEP_SD = 0.5
 
 
+@st.fragment
 def steer_section(run, analysis, order_name: str, z: np.ndarray) -> None:
-    """The section for the probed image's features ``z`` (k,)."""
+    """The section for the probed image's features ``z`` (k,); a fragment, so a slider step
+    reruns only this section (the saliency maps above are not redrawn)."""
     st.subheader("Steer a feature")
     res = analysis.values.get(report.STAGE)
     if res is None:
