@@ -46,9 +46,9 @@ class InterventionRow:
 
 
 def not_computed(run_name: str, basis: str) -> str:
-    flag = "" if basis == "trained" else f" --basis {basis}"
     return (
-        f"Interventions are not computed for this run yet: run `tricl analyze {run_name}{flag}`"
+        f"Interventions are not computed for this run yet: run `tricl analyze {run_name}"
+        f" --basis {basis}`"
         " (or the job button above) to measure them."
     )
 
