@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bands_ui
 import draw
+import featvis_ui
 import interventions_ui
 import jobs_ui
 import labels
@@ -54,8 +55,7 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
         )
         return
     by_seed = sorted(group, key=lambda r: r.config.seed)  # the Compare page's seed group
-    comp = jobs_ui.comparison(by_seed, key=f"group_{by_seed[0].name}")
-    if comp is None:
+    if (comp := jobs_ui.comparison(by_seed, key=f"group_{by_seed[0].name}")) is None:
         return
     st.caption(report.matched_caption(rank))
     cols = st.columns(len(group))
@@ -126,8 +126,7 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
         return
     found = jobs_ui.analyses(others, key=f"others_{run.name}_spectral", basis="spectral")
     others = [r for r in others if r.name in found]
-    corr = same_rank_corr(run, others, rank)
-    if corr is None:
+    if (corr := same_rank_corr(run, others, rank)) is None:
         return
     st.caption(
         "Each run's own spectral feature of the same number, no matching: if the spectral "
@@ -290,6 +289,7 @@ def main() -> None:
     if text is not None:
         text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)
+    featvis_ui.feature_visualisation(run, analysis, feature, rank, images)
     if basis.fixed_order:  # the basis numbers the features: the same # in every seed
         same_rank_elsewhere(run, analysis, rank, images)
     else:
