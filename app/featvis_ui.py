@@ -49,17 +49,28 @@ def _stored(
     return load_visualization(path, feature, basis)
 
 
+def image_caption(vis: FeatureVis) -> str:
+    """What the optimised image's caption says."""
+    return f"optimised (seed {vis.settings['seed']}): activation {vis.activation:.2f}"
+
+
 def _drawn(vis: FeatureVis, analysis, feature: int, images: np.ndarray) -> None:
     z = analysis.features.z[:, feature].astype(np.float64)  # (N,)
     top = analysis.top_images.top_indices[feature, :TOP_SHOWN]
     best = float(analysis.top_images.top_values[feature, 0])
     left, right = st.columns([1, 3])
     with left:
-        st.image(draw.grid(draw.to_rgb(vis.image[None]), cols=1), width="content")
-        st.caption(f"activation **{vis.activation:.2f}**")
+        st.image(
+            draw.grid(draw.to_rgb(vis.image[None]), cols=1),
+            caption=image_caption(vis),
+            width="content",
+        )
     with right:
-        st.image(draw.grid(draw.to_rgb(images[top]), cols=TOP_SHOWN), width="content")
-        st.caption(f"its top {len(top)} {analysis.split} images, for comparison")
+        st.image(
+            draw.grid(draw.to_rgb(images[top]), cols=TOP_SHOWN),
+            caption=f"its top {len(top)} {analysis.split} images, for comparison",
+            width="content",
+        )
     st.caption(
         f"On this image the feature reaches {vis.activation:.2f}; over the {len(z)} "
         f"{analysis.split} images its mean is {z.mean():.2f}, its 99th percentile "

@@ -40,7 +40,7 @@ class VisSettings:
         steps: Adam steps (256: the recipe's usual count; fewer leave the image grey-noisy).
         lr: Adam's learning rate on the spectrum (0.05, lucid's).
         seed: seed of the initial spectrum and of every random transform.
-        batch: transformed copies scored per step (4; 1 makes the image fragile to shifts).
+        batch: transformed copies scored per step (2; 1 makes the image fragile to shifts).
         jitter: largest shift, as a fraction of the image side (0.08: 2 px at 28 px).
         scale: largest zoom in or out, as a fraction (0.1: 0.9x to 1.1x).
         rotate: largest rotation in degrees (10).
@@ -50,7 +50,7 @@ class VisSettings:
     steps: int = 256
     lr: float = 0.05
     seed: int = 0
-    batch: int = 4
+    batch: int = 2
     jitter: float = 0.08
     scale: float = 0.1
     rotate: float = 10.0
