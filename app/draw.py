@@ -278,8 +278,11 @@ def corr_heatmap(corr: np.ndarray, x_title: str, y_title: str, height: int = 540
 
 
 def score_bars(bars: list[dict], y_title: str, line: float | None = None) -> go.Figure:
-    """Grouped bars of scores in [0, 1] with their spread, one trace per entry of ``bars``
-    (keys ``x``, ``y``, ``error``, ``name``, ``color``); ``line``: a dotted threshold."""
+    """Grouped bars of scores up to 1 with their spread, one trace per entry of ``bars``
+    (keys ``x``, ``y``, ``error``, ``name``, ``color``); ``line``: a dotted threshold. The axis
+    starts at 0 unless a score is below it (a held-out R² can be)."""
+    ys = [float(y) for b in bars for y in b["y"] if y is not None and np.isfinite(y)]
+    low = min([0.0, *ys])
     fig = go.Figure()
     for b in bars:
         fig.add_trace(
@@ -293,7 +296,9 @@ def score_bars(bars: list[dict], y_title: str, line: float | None = None) -> go.
         )
     if line is not None:
         fig.add_hline(y=line, line_dash="dot", line_color="gray")
-    return tidy(fig, height=340, barmode="group", yaxis={"range": [0, 1.05], "title": y_title})
+    return tidy(
+        fig, height=340, barmode="group", yaxis={"range": [low * 1.05, 1.05], "title": y_title}
+    )
 
 
 # --------------------------------------------------------------------------- one feature's classes

@@ -6,6 +6,7 @@ Everything drawn is read from the ``interventions`` stage (computed once per run
 
 from __future__ import annotations
 
+import draw
 import pandas as pd
 import streamlit as st
 
@@ -23,10 +24,10 @@ def what_it_does(run, analysis, feature: int, rank: int) -> None:
     if not res.measured:
         return
     steer_sd = float(analysis.params.get(report.STAGE, {}).get("steer_sd", 2.0))
-    st.dataframe(
+    draw.show_table(
         pd.DataFrame(report.table(res, feature, analysis.classes, steer_sd)),
+        f"interventions_{run.name}_{analysis.basis}_{feature}",
         hide_index=True,
-        width="stretch",
     )
     st.caption(
         report.retrieval_caption(res, feature)

@@ -200,7 +200,10 @@ def test_both_bases_score_every_pair_on_both_sides(runs, runs_root, comparisons)
         assert comp.path.parent == runs_root / "_compare"
         assert list(comp.pairs.columns) == PAIR_COLUMNS
         assert len(comp.pairs) == 2 * 6 and set(comp.pairs["side"]) == set(SIDES)
-        assert comp.pairs[list(METRICS)].stack().between(0, 1 + 1e-6).all()
+        # the held-out linear scores are not measured (NaN) on so few images for the features
+        scores = comp.pairs[list(METRICS)]
+        assert scores.drop(columns=["linear_r2", "cca_top8"]).notna().all().all()
+        assert scores.stack().dropna().between(0, 1 + 1e-6).all()
         assert comp.methods == ["clip", "clip", "triclip", "triclip"]
         assert comp.configs[0] == comp.configs[1] != comp.configs[2] == comp.configs[3]
         for side in SIDES:
@@ -232,7 +235,7 @@ def test_trained_scores_match_numpy(runs, comparisons):
     ours = comp.pairs[comp.pairs.side == "image"].iloc[0]
     assert (ours.run_a, ours.run_b) == (image.run_a, image.run_b)
     for name in METRICS:
-        assert ours[name] == pytest.approx(image[name], abs=1e-6), name
+        assert ours[name] == pytest.approx(image[name], abs=1e-6, nan_ok=True), name
 
 
 def test_spectral_scores_are_those_of_the_pair_basis_variates(runs, comparisons):
@@ -294,8 +297,9 @@ def test_summary_is_mean_and_std_over_seed_pairs_of_one_method(runs, comparisons
     pair = comparisons["trained"].pairs
     pair = pair[(pair.run_a == runs["triclip0"].name) & (pair.side == "text")]
     pair = pair[pair.run_b == runs["triclip1"].name].iloc[0]
-    for m in METRICS:
-        assert row[f"{m}_mean"].item() == pytest.approx(pair[m]) and row[f"{m}_std"].item() == 0
+    for m in METRICS:  # a held-out score not measured on so few images stays NaN
+        assert row[f"{m}_mean"].item() == pytest.approx(pair[m], nan_ok=True)
+        assert row[f"{m}_std"].item() == 0 or np.isnan(pair[m])
     assert row["runs"].item() == f"{runs['triclip0'].name}, {runs['triclip1'].name}"
 
 

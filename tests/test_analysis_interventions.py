@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from shared_runs import session_dir
 from test_app_pages import app_at, make_fixture_runs, open_page, texts
 
 from tricl.analysis import downstream as ds
@@ -100,7 +101,7 @@ def test_the_stage_is_registered_in_both_bases():
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
-    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+    return make_fixture_runs(session_dir(tmp_path_factory, "app_runs"))
 
 
 @pytest.mark.parametrize("basis", BASIS_NAMES)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from shared_runs import session_dir
 from test_app_pages import app_at, make_fixture_runs, open_page, texts
 
 from tricl.analysis import load_analysis
@@ -17,7 +18,7 @@ RUN = "tricl_digits_small_cnn_k16_seed0"
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
-    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+    return make_fixture_runs(session_dir(tmp_path_factory, "app_runs"))
 
 
 @pytest.mark.parametrize("basis", BASIS_NAMES)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from shared_runs import session_dir
 from test_app_image_text import TRICLIP, make_image_text_runs
 from test_app_pages import make_fixture_runs
 
@@ -51,13 +52,13 @@ def _serve(root: Path, tmp_path_factory) -> Iterator[str]:
 def server(tmp_path_factory) -> Iterator[str]:
     """The dashboard on the image-only fixture runs (SimCLR and triCL, two seeds each)."""
     yield from _serve(
-        make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs"), tmp_path_factory
+        make_fixture_runs(session_dir(tmp_path_factory, "app_runs")), tmp_path_factory
     )
 
 
 @pytest.fixture(scope="module")
 def image_text_root(tmp_path_factory) -> Path:
-    return make_image_text_runs(tmp_path_factory.getbasetemp() / "app_image_text_runs")
+    return make_image_text_runs(session_dir(tmp_path_factory, "app_image_text_runs"))
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +173,25 @@ def test_feature_detail_shows_feature_one_images(page, server):
     metric = page.locator('[data-testid="stMetricValue"]').first.inner_text()
     assert metric.strip() == "#1"
     assert _plot_png_buttons(page) >= 1
+
+
+def test_feature_detail_shows_activation_bands_and_interventions(page, server):
+    _open(page, f"{server}/feature?run={RUN}", "feature_detail_bands")
+    page.get_by_text("Activation ranges").first.wait_for()
+    page.get_by_text("Band 1").first.wait_for()
+    page.get_by_text("What it does: interventions").first.wait_for()
+    page.get_by_text("random directions of equal variance").first.wait_for()
+
+
+def test_the_steering_slider_moves_the_probe(page, server):
+    _open(page, f"{server}/probe?run={RUN}", "probe_steer")
+    page.get_by_text("Steer a feature").first.wait_for()
+    page.get_by_text("moved by +0 sd").first.wait_for()
+    thumb = page.locator('[data-testid="stSlider"] [role="slider"]').first
+    thumb.focus()
+    thumb.press("Home")  # the slider's minimum, -4 sd
+    page.get_by_text("moved by -4 sd").first.wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 def test_feature_detail_in_the_spectral_basis_shows_the_other_seeds(page, server):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared_runs import session_dir
 from streamlit.testing.v1 import AppTest
 from test_app_pages import MAIN, TIMEOUT, app_at, app_module, make_fixture_runs, open_page, texts
 
@@ -23,7 +24,7 @@ needs_shipped = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory) -> Path:
-    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+    return make_fixture_runs(session_dir(tmp_path_factory, "app_runs"))
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from shared_runs import built_once, session_dir
 from test_app_pages import APP, PAGE_FILES, app_at, app_module, open_page, texts
 
 from tricl import serve
@@ -57,6 +58,15 @@ ZERO_SHOT = [
 
 
 def make_image_text_runs(root: Path) -> Path:
+    """The fixture runs in ``root``, built by the first caller of the session (any xdist worker;
+    see :mod:`shared_runs`) and reused by the rest."""
+    with built_once(root) as todo:
+        if todo:
+            _build_image_text_runs(root)
+    return root
+
+
+def _build_image_text_runs(root: Path) -> Path:
     """Seeds 0 and 1 of clip and triclip (analysed, text side too, compared in both bases) and
     one analysed image-only run. ``root/.done`` is written last, so a second caller reuses them.
     """
@@ -83,7 +93,7 @@ def make_image_text_runs(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def it_root(tmp_path_factory) -> Path:
-    return make_image_text_runs(tmp_path_factory.getbasetemp() / "app_image_text_runs")
+    return make_image_text_runs(session_dir(tmp_path_factory, "app_image_text_runs"))
 
 
 @pytest.fixture(scope="session")

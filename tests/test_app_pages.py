@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_runs import built_once, session_dir
 from streamlit.testing.v1 import AppTest
 
 from tricl.analysis import analyze, compare, consensus
 from tricl.config import RunConfig
 from tricl.jobs import JobStore, analyze_command, consensus_command
-from tricl.report.features import class_facts, class_facts_caption, top_class_label
+from tricl.report.describe import describe, describe_all
+from tricl.report.features import class_facts, class_facts_caption
 from tricl.report.verdicts import VERDICTS
 from tricl.runs import Run, list_runs
 from tricl.train import train
@@ -33,6 +35,15 @@ TIMEOUT = 120  # seconds per script run: a cold first run imports torch and read
 
 
 def make_fixture_runs(root: Path) -> Path:
+    """The fixture runs in ``root``, built by the first caller of the session (any xdist worker;
+    see :mod:`shared_runs`) and reused by the rest."""
+    with built_once(root) as todo:
+        if todo:
+            _build_fixture_runs(root)
+    return root
+
+
+def _build_fixture_runs(root: Path) -> Path:
     """Two seeds each of SimCLR and triCL on sklearn digits, analysed and compared once, in the
     trained and the spectral basis, and their consensus.
 
@@ -61,7 +72,7 @@ def make_fixture_runs(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory) -> Path:
-    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+    return make_fixture_runs(session_dir(tmp_path_factory, "app_runs"))
 
 
 @pytest.fixture(scope="session")
@@ -201,6 +212,7 @@ def test_features_page_lists_every_feature_in_importance_order(runs_root, runs, 
     assert list(table["feature"]) == list(a.importance.order("S"))
     assert table["importance"].is_monotonic_decreasing
     assert table["top images"].str.startswith("data:image/png;base64,").all()
+    assert list(table["description"]) == describe_all(a, a.importance.order("S"))
     # filter by selectivity: only features at least that selective remain
     cut = float(np.median(table["selectivity"]))
     at.slider[0].set_value(cut).run()
@@ -217,9 +229,10 @@ def test_feature_detail_defaults_to_feature_one(runs_root, runs, monkeypatch):
     a = analyze(runs[name], progress=False)
     top = a.importance.order("S")[0]
     facts = class_facts(a, top)
-    assert metrics["Top images' class"] == top_class_label(facts, a.classes)
-    assert metrics["Selectivity"] == f"{facts.top_share:.0%}"
-    assert metrics["Extreme mean"] == str(a.classes[facts.strongest])
+    # the header describes the feature (classes raising and lowering it, selectivity) instead
+    # of naming one dominant class
+    assert "Top images' class" not in metrics and "Selectivity" not in metrics
+    assert f"**Description**  \n{describe(a, top).text}" in texts(at)
     assert class_facts_caption(facts, a.classes) in texts(at)
     # top-N, bottom-N, saliency grid, and this run + the other seed's matched feature
     assert len(at.image) >= 5

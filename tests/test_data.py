@@ -8,8 +8,10 @@ records the attempt.
 
 from __future__ import annotations
 
+import io
 import pickle
 import socket
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +144,42 @@ def write_png_tree(root: Path, counts: dict[str, int], size: int = 12, mode: str
     return written
 
 
+def write_shards(
+    folder: Path,
+    labels: list[str | None],
+    *,
+    shards: int = 2,
+    size: int = 12,
+    fmt: str = "PNG",
+    extra: bool = True,
+) -> list[np.ndarray]:
+    """WebDataset shards ``folder/shard-{0..shards-1}.tar`` of random images, one sample per
+    entry of ``labels`` (its ``cls`` text, or no ``cls`` member for None), dealt round-robin
+    over the shards; with ``extra`` every sample also has a ``.txt`` member, and each shard one
+    metadata-only sample. Returns the images as written, uint8 (C, H, W), in sample order."""
+    rng = np.random.default_rng(len(labels) + size)
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}[fmt]
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    written, members = [], [[] for _ in range(shards)]
+    for i, label in enumerate(labels):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format=fmt, **options)
+        sample = [(f"sample{i:05d}.{ext}", buf.getvalue())]
+        sample += [(f"sample{i:05d}.cls", label.encode())] if label is not None else []
+        sample += [(f"sample{i:05d}.txt", f"caption {i}".encode())] if extra else []
+        members[i % shards] += sample
+        written.append(pixels.transpose(2, 0, 1))
+    for j, shard in enumerate(members):
+        with tarfile.open(folder / f"shard-{j}.tar", "w") as tar:
+            for name, data in shard + ([(f"meta{j}.json", b"{}")] if extra else []):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return written
+
+
 def write_train_test_pngs(root: Path) -> tuple:
     """root/train/{a,b}: 5 + 4 images, root/test/{a,b}: 2 + 3 images; returns the arrays."""
     train = write_png_tree(root / "train", {"a": 5, "b": 4})
@@ -194,6 +232,12 @@ def _case_folder(tmp_path: Path) -> Case:
     return Case(f"folder:{tmp_path / 'pngs'}", None, 3, 12, 9, 5, 2, exact)
 
 
+def _case_wds(tmp_path: Path) -> Case:
+    # 6 of class 0, 4 of class 1: per class 20% (at least one) to test
+    write_shards(tmp_path / "wds", ["0", "1"] * 4 + ["0", "0"])
+    return Case(f"wds:{tmp_path / 'wds'}/shard-{{0..1}}.tar", None, 3, 12, 8, 2, 2)
+
+
 CASES: dict[str, Callable[[Path], Case]] = {
     "mnist5k": _case_mnist5k,
     "digits": _case_digits,
@@ -201,6 +245,7 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "cifar100": _case_cifar100,
     "stl10": _case_stl10,
     "folder": _case_folder,
+    "wds": _case_wds,
 }
 
 
@@ -344,7 +389,7 @@ def _bad_not_a_directory(tmp_path):
 
 def _bad_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    return f"folder:{tmp_path / 'empty'}", {}, "has no class subfolders"
+    return f"folder:{tmp_path / 'empty'}", {}, "has no images"
 
 
 def _bad_class_without_images(tmp_path):

@@ -47,8 +47,12 @@ def test_score_columns_follow_the_metric_registry():
     assert columns[top8.spectral_name] == (
         "spectral_corr_top8",
         "top-8 ordered corr, spectral basis",
-        f"{top8.help}; {compare.SPECTRAL_HELP}",
+        f"{top8.legend}; {compare.SPECTRAL_HELP}",
     )
+    # each legend says which correlation and which images it is scored on
+    assert "Pearson correlation on all evaluation images" in columns["mcc"][2]
+    held_out = compare.score_columns(_pairs([0.3], [0.8]).assign(heldout_mcc=0.5))["heldout_mcc"]
+    assert held_out[1] == "held-out MCC" and "scored on the other half" in held_out[2]
     assert list(columns)[:3] == ["ordered_corr_top8", "mcc", "cka"]
 
 

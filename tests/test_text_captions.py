@@ -176,7 +176,8 @@ def test_csv_options_and_no_labels(tmp_path):
     data = load_image_text(
         f"captions:{path}", csv_separator=",", image_column="image", caption_column="text"
     )
-    assert not data.has_labels and data.images.classes == ["unlabelled"]
+    assert not data.has_labels and data.images.classes == [] and not data.images.labelled
+    assert (data.images.train_y == -1).all() and (data.images.test_y == -1).all()
     assert len(data.train_captions) + len(data.test_captions) == 10
 
 

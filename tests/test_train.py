@@ -259,6 +259,8 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
         ("folder:/data/pets/", "folder-pets"),
         ("captions:/data/pairs.csv", "captions-pairs"),
         ("captions:relative/dir/pairs.tsv", "captions-pairs"),
+        ("wds:/data/shards/shard-{0000..0099}.tar", "wds-shards"),
+        ("wds:/data/cc/*.tar", "wds-cc"),
     ],
 )
 def test_a_dataset_path_gives_one_folder_name(dataset: str, part: str) -> None:

@@ -21,7 +21,7 @@ class DatasetInfo:
         family: augmentation family (``"digits"`` | ``"natural"``).
         description: one line for ``--help`` texts and the dashboard.
         downloads: whether its loader may fetch files from the internet.
-        takes_path: whether the spec is ``name:PATH`` (True for ``folder``).
+        takes_path: whether the spec is ``name:PATH`` (True for ``folder`` and ``wds``).
     """
 
     family: str
@@ -75,7 +75,15 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     ),
     "folder": DatasetInfo(
         "natural",
-        "folder:PATH, class subfolders of images (PATH/train + PATH/test, or split 80/20)",
+        "folder:PATH, images in class subfolders, or directly in PATH without labels"
+        " (PATH/train + PATH/test, or split 80/20)",
+        False,
+        takes_path=True,
+    ),
+    "wds": DatasetInfo(
+        "natural",
+        "wds:PATTERN, WebDataset .tar shards (brace range or glob); jpg/png/webp images,"
+        " optional cls labels; split 80/20",
         False,
         takes_path=True,
     ),

@@ -76,8 +76,10 @@ class _Settings:
     method: str = _opt("tricl", _method_help(), _methods)
     dataset: str = _opt(
         "mnist5k",
-        "a dataset name or folder:PATH (an ImageFolder tree, with train/ and test/ or split"
-        " 80/20). mnist5k ships with the install; cifar10, cifar100 and stl10 download on first"
+        "a dataset name, folder:PATH (an ImageFolder tree, with train/ and test/ or split"
+        " 80/20; images directly in PATH: no labels) or wds:PATTERN (WebDataset .tar shards,"
+        " e.g. wds:/data/shard-{0000..0099}.tar; a cls member per sample: labels). mnist5k"
+        " ships with the install; cifar10, cifar100 and stl10 download on first"
         " use into $TRICL_DATA. clip/triclip need image-caption pairs: mnist5k-captions or"
         " captions:PATH.csv (open_clip CSV)",
     )
@@ -168,7 +170,8 @@ class _Settings:
         if pair is None:
             raise ConfigError(
                 f"unknown dataset {self.dataset!r}; choose one of"
-                f" {sorted(DATASET_INFO) + sorted(CAPTION_DATASET_INFO)} or folder:PATH"
+                f" {sorted(DATASET_INFO) + sorted(CAPTION_DATASET_INFO)}, folder:PATH or"
+                " wds:PATTERN"
             )
         wanted = get_method(self.method).pair
         if pair != wanted:

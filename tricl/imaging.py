@@ -1,14 +1,18 @@
 """Decoding image files into uint8 arrays: headers, one image, many images in threads.
 
-Used by the ``folder:PATH`` datasets (:mod:`tricl.data`) and the caption CSVs
-(:mod:`tricl.text.captions`); a file that cannot be decoded raises :class:`ImageError` naming it.
+Used by the ``folder:PATH`` and ``wds:PATTERN`` datasets (:mod:`tricl.data`; a tar member is an
+:class:`ImageSource`) and the caption CSVs (:mod:`tricl.text.captions`); a file that cannot be
+decoded raises :class:`ImageError` naming it. Each image is resized while it is read, so a set of
+large photos never sits in memory at full size, and a set that would not fit is refused first.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -19,6 +23,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 FOLDER_FALLBACK_SIZE = 32  # images of mixed (or non-square) sizes are resized to this
 PROGRESS_MIN_IMAGES = 1000  # decoding more images than this shows a progress bar
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"})
+MEMORY_SHARE = 0.8  # decoded images may take at most this share of the available memory
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -35,32 +40,76 @@ def _unreadable(path: Path, exc: Exception) -> ImageError:
     return ImageError(f"cannot read image {path} ({one_line(exc)}); delete or replace that file")
 
 
+def available_bytes() -> int | None:
+    """Memory this process could still take (``MemAvailable`` of /proc/meminfo), or None where
+    the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits(n: int, channels: int, side: int, desc: str) -> None:
+    """Refuse to decode n images of channels x side x side bytes that memory cannot hold.
+
+    Raises:
+        ImageError: they need more than :data:`MEMORY_SHARE` of the available memory.
+    """
+    need, free = n * channels * side * side, available_bytes()
+    if free is not None and need > MEMORY_SHARE * free:
+        gib = 1024**3
+        raise ImageError(
+            f"{desc}: {n} images at {channels}x{side}x{side} need {need / gib:.1f} GiB in memory,"
+            f" {free / gib:.1f} GiB are available; pass a smaller image size (--image-size,"
+            " e.g. 64 or 224) or fewer images"
+        )
+
+
 def _workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(8, cores or 1))
 
 
-def image_header(path: Path) -> tuple[str, tuple[int, int]]:
+class ImageSource(Protocol):
+    """An image that is not a file of its own (e.g. a member of a tar shard): ``str()`` names it
+    in messages, ``open()`` gives its bytes as a binary file object."""
+
+    def open(self) -> BinaryIO: ...
+
+
+Source = Path | ImageSource  # what the decoders read: an image file, or an ImageSource
+
+
+def _open(source: Source) -> Image.Image:
+    return Image.open(source if isinstance(source, Path) else source.open())
+
+
+def image_header(path: Source) -> tuple[str, tuple[int, int]]:
     """(mode, (width, height)) of an image, reading only its header.
 
     Raises:
         ImageError: the file is not an image PIL can open.
     """
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             return im.mode, im.size
     except _IMAGE_ERRORS as exc:
         raise _unreadable(path, exc) from exc
 
 
-def decode_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+def decode_image(path: Source, mode: str, size: int | None) -> np.ndarray:
     """Decode to uint8 (H, W) for mode "L" or (H, W, 3) for "RGB"; resize+center-crop to size.
+
+    Only the resized image is kept: a large photo is decoded, resized and dropped one at a time.
 
     Raises:
         ImageError: the file cannot be decoded.
     """
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             im = im.convert(mode)
             if size is not None and im.size != (size, size):
                 im = ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
@@ -69,51 +118,110 @@ def decode_image(path: Path, mode: str, size: int | None) -> np.ndarray:
         raise _unreadable(path, exc) from exc
 
 
+def _target_size(headers: list[tuple[str, tuple[int, int]]], image_size: int) -> int | None:
+    """The side every image is decoded to (None: native; see :func:`decode_all`)."""
+    if image_size > 0:
+        return image_size
+    sizes = {s for _, s in headers}  # (width, height)
+    all_square_and_equal = len(sizes) == 1 and len(set(next(iter(sizes)))) == 1
+    return None if all_square_and_equal else FOLDER_FALLBACK_SIZE
+
+
 def decode_all(
-    paths: list[Path],
+    paths: Sequence[Source],
     image_size: int,
     desc: str,
     progress: bool = True,
     min_images: int = PROGRESS_MIN_IMAGES,
+    *,
+    skip_unreadable: bool = False,
 ) -> Tensor:
-    """Decode image files into uint8 (N, C, S, S), C = 1 if every image is grayscale else 3.
+    """Decode images into uint8 (N, C, S, S), C = 1 if every image is grayscale else 3.
 
     S is ``image_size`` if > 0; else the native size if all images share one square size; else
     :data:`FOLDER_FALLBACK_SIZE`. Non-square images are resized (shorter side) and center-cropped.
+    The images are decoded in threads straight into one preallocated array, so memory holds the
+    N resized images plus a few being decoded, never N images at full size.
 
     Args:
-        paths: the image files.
+        paths: the image files (or :class:`ImageSource` s).
         image_size: the side S (0: see above).
         desc: the progress bar's label.
         progress: draw a progress bar (for more than ``min_images`` images).
         min_images: fewer images than this decode without a bar (they take no time).
+        skip_unreadable: leave out images that cannot be decoded instead of raising; the result
+            then has fewer rows and :func:`decode_all_kept` says which.
 
     Raises:
-        ImageError: a file cannot be decoded.
+        ImageError: a file cannot be decoded (and ``skip_unreadable`` is False), or none can.
     """
+    return decode_all_kept(
+        paths, image_size, desc, progress, min_images, skip_unreadable=skip_unreadable
+    )[0]
+
+
+def decode_all_kept(
+    paths: Sequence[Source],
+    image_size: int,
+    desc: str,
+    progress: bool = True,
+    min_images: int = PROGRESS_MIN_IMAGES,
+    *,
+    skip_unreadable: bool = False,
+) -> tuple[Tensor, np.ndarray]:
+    """:func:`decode_all`, and which of ``paths`` were kept: bool of shape (N_paths,)."""
     from tqdm.auto import tqdm
 
+    def header(p: Source) -> tuple[str, tuple[int, int]] | None:
+        try:
+            return image_header(p)
+        except ImageError:
+            if skip_unreadable:
+                return None
+            raise
+
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        headers = list(pool.map(image_header, paths))
-        mode = "L" if all(m in GRAYSCALE_MODES for m, _ in headers) else "RGB"
-        sizes = {s for _, s in headers}  # (width, height)
-        all_square_and_equal = len(sizes) == 1 and len(set(next(iter(sizes)))) == 1
-        size: int | None
-        if image_size > 0:
-            size = image_size
-        elif all_square_and_equal:
-            size = None  # native
-        else:
-            size = FOLDER_FALLBACK_SIZE
-        images = list(
-            tqdm(
-                pool.map(lambda p: decode_image(p, mode, size), paths),
-                total=len(paths),
-                desc=desc,
-                unit="img",
-                disable=not progress or len(paths) <= min_images,
+        headers = list(pool.map(header, paths))
+        kept = np.array([h is not None for h in headers], dtype=bool)
+        good = [h for h in headers if h is not None]
+        if not good:
+            raise ImageError(
+                f"none of the {len(paths)} images can be read ({desc}); replace them with"
+                f" readable images ({'/'.join(IMAGE_EXTENSIONS)})"
             )
+        mode = "L" if all(m in GRAYSCALE_MODES for m, _ in good) else "RGB"
+        size = _target_size(good, image_size)
+        side = size if size is not None else good[0][1][0]
+        channels = 1 if mode == "L" else 3
+        check_fits(len(paths), channels, side, desc)
+        out = np.empty((len(paths), channels, side, side), dtype=np.uint8)  # (N, C, S, S)
+
+        def fill(i: int) -> None:
+            if not kept[i]:
+                return
+            try:
+                img = decode_image(paths[i], mode, size)
+            except ImageError:
+                if not skip_unreadable:
+                    raise
+                kept[i] = False
+                return
+            out[i] = img.reshape(side, side, channels).transpose(2, 0, 1)  # (C, S, S)
+
+        bar = tqdm(
+            total=len(paths),
+            desc=desc,
+            unit="img",
+            disable=not progress or len(paths) <= min_images,
         )
-    x = np.stack(images)  # (N, S, S) or (N, S, S, 3)
-    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)  # (N, C, S, S)
-    return torch.from_numpy(np.ascontiguousarray(x))
+        with bar:
+            for _ in pool.map(fill, range(len(paths))):
+                bar.update()
+    if not kept.all():
+        out = out[kept]  # a copy of the kept rows (only when some were left out)
+    if len(out) == 0:
+        raise ImageError(
+            f"none of the {len(paths)} images can be decoded ({desc}); replace them with"
+            f" readable images ({'/'.join(IMAGE_EXTENSIONS)})"
+        )
+    return torch.from_numpy(out), kept

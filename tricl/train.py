@@ -63,7 +63,8 @@ def default_run_name(cfg: RunConfig) -> str:
     """``<method>_<dataset>_<backbone>_k<k>_seed<seed>``.
 
     A dataset with a path contributes its kind and the path's last name, never the path itself
-    (``folder:/d/pets`` -> ``folder-pets``, ``captions:/d/pairs.csv`` -> ``captions-pairs``), so
+    (``folder:/d/pets`` -> ``folder-pets``, ``captions:/d/pairs.csv`` -> ``captions-pairs``,
+    ``wds:/d/shards/s-{0..9}.tar`` -> ``wds-shards``), so
     the name is one folder and seeds of one dataset differ only in their seed.
     """
     if cfg.name:
@@ -72,8 +73,10 @@ def default_run_name(cfg: RunConfig) -> str:
     ds = cfg.dataset
     if arg is not None:
         path = Path(arg)
-        # a folder keeps its whole name (dots included); a file drops its extension
-        ds = f"{kind}-" + ((path.name if kind == "folder" else path.stem) or "root")
+        # a folder keeps its whole name (dots included); a file drops its extension; shards
+        # (a pattern of files: braces, globs) are named by their folder
+        name = {"folder": path.name, "wds": path.parent.name}.get(kind, path.stem)
+        ds = f"{kind}-" + (name or "root")
     return f"{cfg.method}_{ds}_{cfg.backbone}_k{cfg.proj_dim}_seed{cfg.seed}"
 
 

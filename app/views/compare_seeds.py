@@ -21,6 +21,7 @@ import text_ui
 from tricl.bases import get_basis
 from tricl.methods import method_color, method_label
 from tricl.report import compare as report
+from tricl.report import describe
 from tricl.report.verdicts import CKA_WHITENED_NOTE, THRESHOLD
 
 CARDS_PER_LINE = 2  # a card's table (two bases, three scores, the verdict) stays readable
@@ -148,6 +149,12 @@ def consensus_section(idx) -> None:
     if cons is None:
         return
     table, csv = report.consensus_frame(cons.table, labels.run_labels(runs))
+    reps = [r for r in runs if r.name in set(cons.table["representative"])]
+    described = describe.consensus_descriptions(
+        cons.table, readers.analyses(reps, "spectral").found
+    )
+    table.insert(table.columns.get_loc("representative") + 1, "description", described)
+    csv = csv.assign(description=described)
     images = models.split_images(runs[0], runs[0].config.dataset, cons.split)
     tops = tuple(tuple(v) for v in table["top_indices"])
     strips = consensus_strips(f"{cons.path}/{len(table)}", images, tops)
@@ -165,6 +172,9 @@ def consensus_section(idx) -> None:
                 f"top {CONSENSUS_STRIP_N} images (representative)", width="large"
             ),
             "eigenvalue": st.column_config.NumberColumn(format="%.3f"),
+            "description": st.column_config.TextColumn(
+                "description (representative)", width="medium", help=describe.RULE
+            ),
         },
     )
 
@@ -232,8 +242,10 @@ def main() -> None:
     draw.page_header(
         "Compare seeds",
         "Runs that differ only in their seed should learn the same features if features are "
-        "identifiable. Each score is in [0, 1], higher is more alike; the verdict per method "
-        "and basis averages over its seed pairs.",
+        "identifiable. Each score is at most 1, higher is more alike (the held-out linear R² "
+        "falls below 0 when a map fitted on half the images fails on the other half); the "
+        "verdict per method and basis averages over its seed pairs. The metric legend "
+        "says which correlation and which images each metric uses.",
     )
     idx = jobs_ui.require_runs()
     summary(idx)

@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 import state
 import streamlit as st
 
+from tricl.report import features as report
+
 MAX_SHOWN = 64
 # A qualitative palette with enough distinct colours for 10 classes (plotly's D3).
 CLASS_COLORS = [
@@ -61,7 +63,7 @@ def scatter(analysis, color_by: str, feature: int | None) -> tuple[go.Figure, li
                     "cmid": 0.0,
                     "colorbar": {"title": "z"},
                 },
-                text=[str(analysis.classes[c]) for c in labels],
+                text=[str(analysis.classes[c]) if c >= 0 else "-" for c in labels],
                 hovertemplate="class %{text}<br>z %{marker.color:.2f}<extra></extra>",
                 showlegend=False,
             )
@@ -88,6 +90,17 @@ def selected_rows(event, rows: list[np.ndarray]) -> np.ndarray:
     return np.array(sorted(set(out)), dtype=np.int64)
 
 
+def class_counts(analysis, sel: np.ndarray) -> str:
+    """`` · class 3: 12, class 5: 4`` for the selected rows' three most frequent classes."""
+    if not analysis.has_labels:
+        return " (no labels)"
+    counts = np.bincount(analysis.features.labels[sel], minlength=len(analysis.classes))
+    top = np.argsort(-counts)[:3]
+    return " · " + ", ".join(
+        f"class {analysis.classes[c]}: {counts[c]}" for c in top if counts[c] > 0
+    )
+
+
 def main() -> None:
     draw.page_header(
         "Embedding",
@@ -102,7 +115,10 @@ def main() -> None:
     ss = st.session_state
     c1, c2 = st.columns([1, 2])
     with c1:
-        color_by = st.radio("Colour by", ["class", "feature activation"], horizontal=True)
+        by = ["class", "feature activation"] if analysis.has_labels else ["feature activation"]
+        color_by = st.radio("Colour by", by, horizontal=True)
+    if not analysis.has_labels:
+        st.caption(report.NO_LABELS)
     feature = None
     rank = state.current_feature(analysis.k)
     if color_by != "class":
@@ -137,13 +153,7 @@ def main() -> None:
         st.info("Select points on the map (lasso, box or click) to see their images here.")
         return
     images = models.eval_images(run, analysis)
-    labels = analysis.features.labels[sel]
-    counts = np.bincount(labels, minlength=len(analysis.classes))
-    top = np.argsort(-counts)[:3]
-    st.markdown(
-        f"**{len(sel)} selected** · "
-        + ", ".join(f"class {analysis.classes[c]}: {counts[c]}" for c in top if counts[c] > 0)
-    )
+    st.markdown(f"**{len(sel)} selected**" + class_counts(analysis, sel))
     shown = sel[:MAX_SHOWN]
     idx = analysis.features.indices[shown]
     st.image(draw.grid(draw.to_rgb(images[idx]), cols=16), width="content")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bands_ui
+import classes_ui
 import draw
 import featvis_ui
 import interventions_ui
@@ -10,13 +11,13 @@ import jobs_ui
 import labels
 import models
 import numpy as np
-import pandas as pd
 import readers
 import state
 import streamlit as st
 import text_ui
 
 from tricl.bases import get_basis
+from tricl.report import describe
 from tricl.report import features as report
 
 SALIENCY_N = 8
@@ -55,7 +56,8 @@ def matched_in_other_seeds(run, analysis, feature: int, images: np.ndarray) -> N
         )
         return
     by_seed = sorted(group, key=lambda r: r.config.seed)  # the Compare page's seed group
-    if (comp := jobs_ui.comparison(by_seed, key=f"group_{by_seed[0].name}")) is None:
+    comp = jobs_ui.comparison(by_seed, key=f"group_{by_seed[0].name}")
+    if comp is None:
         return
     st.caption(report.matched_caption(rank))
     cols = st.columns(len(group))
@@ -94,14 +96,7 @@ def _rank_panel(
     tops = oa.top_images.top_indices if sign > 0 else oa.top_images.bottom_indices
     st.markdown(f"**{labels.run_label(other)}**")
     st.image(draw.feature_strip(images, tops[rank - 1], MATCH_STRIP_N), width="stretch")
-    means = sign * np.asarray(oa.stats.class_means[rank - 1], dtype=float)
-    st.bar_chart(
-        pd.DataFrame({"class": [str(c) for c in oa.classes], "mean": means}),
-        x="class",
-        y="mean",
-        height=140,
-        color=draw.BASE_COLOR,
-    )
+    classes_ui.class_means_bars(oa, rank - 1, sign)
     if own:
         st.caption(f"#{rank}: this run")
         return
@@ -126,7 +121,10 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
         return
     found = jobs_ui.analyses(others, key=f"others_{run.name}_spectral", basis="spectral")
     others = [r for r in others if r.name in found]
-    if (corr := same_rank_corr(run, others, rank)) is None:
+    if not others:  # none analysed in this basis yet: the job panel above offers it
+        return
+    corr = same_rank_corr(run, others, rank)
+    if corr is None:
         return
     st.caption(
         "Each run's own spectral feature of the same number, no matching: if the spectral "
@@ -141,13 +139,13 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
             _rank_panel(other, found[other.name], rank, corr.get(other.name), images)
 
 
-def pick_feature(analysis, order: str) -> tuple[int, int]:
-    """The feature number box and the headline metrics; returns (rank, raw feature index)."""
+def pick_feature(analysis, order: str, text=None) -> tuple[int, int]:
+    """The feature number box, its importance and its description; returns (rank, raw index)."""
     k = analysis.k
     ss = st.session_state
     rank = state.current_feature(k)
     ss[state.URL_FEATURE] = rank
-    c1, c2 = st.columns([1, 4])
+    c1, c2, c3 = st.columns([1, 1, 3])
     with c1:
         ss["_w_feature"] = rank
         st.number_input(
@@ -160,36 +158,20 @@ def pick_feature(analysis, order: str) -> tuple[int, int]:
         )
     feature = int(analysis.importance.order(order)[rank - 1])
     score = float(analysis.importance.scores[order][feature])
-    facts = report.class_facts(analysis, feature)
-    classes = analysis.classes
-    with c2:
-        m1, m2, m3, m4, m5 = st.columns(5)
-        m1.metric(
-            "Feature",
-            f"#{rank}",
-            help=draw.feature_name(analysis, rank, order)
-            + (f": index {feature} of z" if not get_basis(analysis.basis).fixed_order else ""),
-        )
-        m2.metric(f"Importance ({order})", f"{score:.4f}")
-        m3.metric(
-            "Top images' class",
-            report.top_class_label(facts, classes),
-            help="most frequent class among its top-100 images ('none' when no class reaches "
-            f"{report.SELECTIVE_OVER_CHANCE:g}x the chance share)",
-        )
-        m4.metric("Selectivity", f"{facts.top_share:.0%}", help="that class's share of them")
-        m5.metric(
-            "Extreme mean",
-            str(classes[facts.strongest]),
-            help="the class whose mean activation lies furthest from the feature's overall mean "
-            f"({facts.strongest_mean:+.2f}; highlighted on the class charts)",
-        )
-    st.caption(report.class_facts_caption(facts, classes))
+    c2.metric(
+        "Feature",
+        f"#{rank}",
+        help=draw.feature_name(analysis, rank, order)
+        + (f": index {feature} of z" if not get_basis(analysis.basis).fixed_order else ""),
+    )
+    c2.metric(f"Importance ({order})", f"{score:.4f}")
+    words = describe.top_words(text.tokens, feature) if text is not None else ()
+    classes_ui.class_description(analysis, feature, c3, words)
     return rank, feature
 
 
 def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) -> None:
-    """Top and bottom images, activation by class and class means."""
+    """Top and bottom images, activation by class and class means (or "no labels")."""
     top = analysis.top_images
     n_avail = top.top_indices.shape[1]
     choices = [n for n in (8, 16, 24, 32) if n <= n_avail] or [n_avail]
@@ -209,20 +191,7 @@ def images_and_classes(analysis, feature: int, rank: int, images: np.ndarray) ->
             top.bottom_indices[feature, :n],
             top.bottom_values[feature, :n],
         )
-    dist, bars = draw.class_figures(
-        analysis.features.z[:, feature].astype(np.float32),  # (N,), stored as float16
-        analysis.features.labels,
-        analysis.classes,
-        analysis.stats.class_means[feature],
-        report.class_facts(analysis, feature).strongest,
-    )
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Activation by class**")
-        draw.show_figure(dist, f"feature{rank}_activation_by_class")
-    with right:
-        st.markdown("**Class means**")
-        draw.show_figure(bars, f"feature{rank}_class_means")
+    classes_ui.class_charts(analysis, feature, rank)
 
 
 def saliency(run, analysis, feature: int, rank: int, order: str) -> None:
@@ -277,7 +246,8 @@ def main() -> None:
         st.caption(text_ui.TRAINED_ONLY)
     analysis = jobs_ui.analysis_of(run, basis.name)
     order = state.current_order(analysis)
-    rank, feature = pick_feature(analysis, order)
+    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
+    rank, feature = pick_feature(analysis, order, text)
     st.caption(draw.order_caption(analysis, order))
     if (group := draw.group_of(analysis.groups, rank - 1)) is not None:
         st.warning(report.unresolved_warning(group, rank), icon=":material/help:")
@@ -285,7 +255,6 @@ def main() -> None:
     images_and_classes(analysis, feature, rank, images)
     bands_ui.activation_ranges(run, analysis, feature, rank, images)
     interventions_ui.what_it_does(run, analysis, feature, rank)
-    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     if text is not None:
         text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)

@@ -13,6 +13,7 @@ import streamlit as st
 import text_ui
 
 from tricl.bases import get_basis
+from tricl.report import describe
 from tricl.report import features as report
 
 STRIP_N = 8
@@ -56,11 +57,13 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
     else:
         first = {"feature": o}
     captions = text_ui.feature_columns(text, o) if text is not None else {}
+    words = (lambda f: describe.top_words(text.tokens, f)) if text is not None else None
     return pd.DataFrame(
         {
             "#": np.arange(1, len(o) + 1),
             **first,
             "importance": scores[o],
+            "description": describe.describe_all(analysis, o, words),
             "top images": strips(
                 str(analysis.run_path),
                 f"{analysis.weights_hash}/{analysis.basis}",
@@ -70,9 +73,15 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
                 analysis.top_images.top_indices[o],
             ),
             **captions,
-            "top images' class": [classes[c] for c in st_.dominant_class[o]],
-            "selectivity": st_.dominant_share[o],
-            "entropy (bits)": st_.class_entropy[o],
+            **(
+                {
+                    "top images' class": [classes[c] for c in st_.dominant_class[o]],
+                    "selectivity": st_.dominant_share[o],
+                    "entropy (bits)": st_.class_entropy[o],
+                }
+                if analysis.has_labels
+                else {}
+            ),
             "mean": st_.mean[o],
             "std": st_.std[o],
         }
@@ -96,6 +105,10 @@ def controls(analysis) -> tuple[str, list, float]:
             disabled=get_basis(analysis.basis).fixed_order,
             help="In the spectral basis the eigenvalue orders the features (the basis's ranks).",
         )
+    if not analysis.has_labels:  # no class filters: the table has no class columns
+        with c2:
+            st.caption(report.NO_LABELS)
+        return order, [], 0.0
     with c2:
         picked = st.multiselect("Top images' class", analysis.classes, placeholder="all classes")
     with c3:
@@ -125,6 +138,7 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
                 "unresolved group", help="ranks whose order the data cannot define"
             ),
             "importance": st.column_config.NumberColumn(format="%.4f"),
+            "description": st.column_config.TextColumn(width="medium", help=describe.RULE),
             "top images": st.column_config.ImageColumn(
                 f"top {STRIP_N} images",
                 width="medium" if text is not None else "large",  # room for the captions
@@ -151,7 +165,8 @@ def main() -> None:
         "The features (projector outputs z) of one run, most important first, each with the "
         "images that excite it most. Selectivity is the share of the feature's top-100 images "
         "in their most frequent class (10% for 10 classes is chance: no class); 100% means a "
-        "pure class detector. Click a row to open the feature; click a column header to sort. "
+        "pure class detector (images without labels: no class columns). Click a row to open the "
+        "feature; click a column header to sort. "
         "The sidebar's basis picks the axes: the trained ones, or the run's spectral basis (most "
         "augmentation-invariant first, the same numbering in every seed).",
     )
@@ -169,7 +184,7 @@ def main() -> None:
     text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images, text)
-    keep = table["selectivity"] >= min_sel
+    keep = table["selectivity"] >= min_sel if analysis.has_labels else table["#"] > 0
     if picked:
         keep &= table["top images' class"].isin(picked)
     shown = table[keep].reset_index(drop=True)

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from tricl.bases import get_basis
 from tricl.methods import method_color, method_label
+from tricl.report.features import NO_LABELS
 
 DASH = {"top": "solid", "random": "dash", "bottom": "dot"}
 PANELS = {"linear_acc": "Linear probe accuracy", "retrieval_map": "Retrieval mAP"}
@@ -128,6 +129,9 @@ def main() -> None:
     runs = [r for r in idx.runs if r.config.dataset == dataset]
     st.markdown(shown_runs(runs, picked))
     found = jobs_ui.analyses(runs, key=f"few_features_{dataset}_{basis}", basis=basis)
+    if found and not any(a.has_labels for a in found.values()):
+        st.info(NO_LABELS)  # probes and retrieval need classes: the curves are not measured
+        return
     table = curves_table(runs, found, choice)
     b = get_basis(basis)
     if table.empty:

@@ -22,6 +22,7 @@ import text_ui
 from tricl.bases import get_basis
 from tricl.methods import method_color
 from tricl.report import probe as report
+from tricl.report.features import class_text
 
 STRONGEST = 4
 RETRIEVED = 16  # images the caption probe retrieves
@@ -56,8 +57,7 @@ def pick_image(run, analysis) -> tuple[np.ndarray | None, str]:
         return image, up.name
     n = len(images)
     i = st.number_input(f"Evaluation image index (0 … {n - 1})", 0, n - 1, 0)
-    label = analysis.classes[int(analysis.features.labels[i])]
-    return images[int(i)], f"{analysis.split} image {i} (class {label})"
+    return images[int(i)], f"{analysis.split} image {i} ({class_text(analysis, int(i))})"
 
 
 def activation_figure(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_runs import session_dir
 from test_app_pages import PAGE_FILES, app_at, make_fixture_runs, texts
 
 GOOD = "tricl_digits_small_cnn_k16_seed0"
@@ -46,7 +47,7 @@ URL_CASES = {
 
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory) -> Path:
-    return make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+    return make_fixture_runs(session_dir(tmp_path_factory, "app_runs"))
 
 
 def _every_page(at) -> dict[str, str]:

@@ -120,16 +120,19 @@ def class_means(z: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray
 
     Args:
         z: activations. Shape: (N, k).
-        labels: class of each image, in [0, n_classes). Shape: (N,).
-        n_classes: number of classes C.
+        labels: class of each image, in [0, n_classes); -1 (left out) without a label.
+            Shape: (N,).
+        n_classes: number of classes C (0 for a set without labels).
 
     Returns:
         Class-mean matrix, NaN for a class without images. Shape: (k, C).
     """
     z = np.asarray(z, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    valid = labels >= 0  # (N,)
     sums = np.zeros((n_classes, z.shape[1]))
-    np.add.at(sums, labels, z)  # (C, k)
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)  # (C,)
+    np.add.at(sums, labels[valid], z[valid])  # (C, k)
+    counts = np.bincount(labels[valid], minlength=n_classes).astype(np.float64)  # (C,)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts[:, None]
     return means.T.astype(np.float32)  # (k, C)
@@ -158,16 +161,24 @@ def class_selectivity(top_indices: np.ndarray, labels: np.ndarray, n_classes: in
 
     Args:
         top_indices: dataset indices of each feature's top images. Shape: (k, n).
-        labels: class of every image of the split, indexed by dataset index. Shape: (N,).
-        n_classes: number of classes C.
+        labels: class of every image of the split, indexed by dataset index; -1 without a label.
+            Shape: (N,).
+        n_classes: number of classes C (0 for a set without labels).
 
     Returns:
-        The :class:`Selectivity` of the k features.
+        The :class:`Selectivity` of the k features; without labels (C = 0) the dominant class is
+        -1 and its share and entropy NaN.
     """
     top_labels = labels[top_indices]  # (k, n)
     k, n = top_labels.shape
+    if n_classes == 0:
+        nan = np.full(k, np.nan, dtype=np.float32)
+        empty = np.zeros((k, 0), dtype=np.int64)
+        return Selectivity(np.full(k, -1, dtype=np.int64), nan, nan.copy(), empty)
     counts = np.zeros((k, n_classes), dtype=np.int64)
-    np.add.at(counts, (np.repeat(np.arange(k), n), top_labels.ravel()), 1)  # (k, C)
+    rows = np.repeat(np.arange(k), n)  # (k * n,)
+    valid = top_labels.ravel() >= 0
+    np.add.at(counts, (rows[valid], top_labels.ravel()[valid]), 1)  # (k, C)
     p = counts / max(n, 1)  # (k, C)
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)  # (k,)

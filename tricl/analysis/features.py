@@ -23,13 +23,13 @@ class Features:
     Attributes:
         z: projector outputs of the evaluation images. Shape: (N, k).
         h: backbone features of the evaluation images. Shape: (N, feat_dim).
-        labels: class of each evaluation image. Shape: (N,).
+        labels: class of each evaluation image, -1 for a set without labels. Shape: (N,).
         indices: index of each row in the evaluation split (what top-image indices refer to).
             Shape: (N,).
         train_z: projector outputs of the train split (probe and retrieval database). Shape: (M, k).
         train_labels: their classes. Shape: (M,).
         s: the diagonal of S (softplus of the importance logits), or None. Shape: (k,).
-        classes: class names; label i is ``classes[i]``.
+        classes: class names; label i is ``classes[i]``; empty without labels.
         dataset: dataset spec the images came from.
         split: evaluation split name.
         images_hash: hash of the evaluation images and labels (runs compared must share it).
@@ -55,6 +55,11 @@ class Features:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the images have class labels (class views and probes need them)."""
+        return self.n_classes > 0
 
 
 def images_hash(x: Tensor, y: Tensor) -> str:

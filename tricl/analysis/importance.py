@@ -169,14 +169,15 @@ def compute_importance(
 
     Args:
         train_z: raw features of the train split. Shape: (N, k).
-        train_y: their labels. Shape: (N,).
+        train_y: their labels, -1 without labels. Shape: (N,).
         s: the diagonal of S, or None for a run without S. Shape: (k,).
         method: the run's method; its ``order`` is the default (empty or unknown: S if the run
             has S, else variance). A method ordered by ``index`` also gets that order.
         tick: called after every ablation probe.
 
     Returns:
-        The :class:`Importance`.
+        The :class:`Importance`; without two classes of labels it has no ``ablation`` order
+        (its loss increases and base accuracy NaN).
     """
     scores: dict[str, np.ndarray] = {}
     default = method_order(method, s is not None)
@@ -188,6 +189,12 @@ def compute_importance(
     if default not in scores:  # a run saved without S cannot be ranked by it
         default = "variance"
     orders = {name: order_from_scores(values) for name, values in scores.items()}
+    if np.unique(np.asarray(train_y)[np.asarray(train_y) >= 0]).size < 2:
+        # no labels (or one class): no probe to ablate, so no ablation order ("not measured")
+        loss_inc = np.full(train_z.shape[1], np.nan, dtype=np.float32)
+        for _ in range(train_z.shape[1]) if tick is not None else ():
+            tick()  # the progress bar counted one probe per feature
+        return Importance(default, scores, orders, ablation_loss_increase=loss_inc)
     acc_drop, loss_inc, base_acc = ablation_scores(train_z, train_y, tick=tick)
     scores["ablation"] = acc_drop
     orders["ablation"] = order_from_scores(acc_drop, tie_break=loss_inc)

@@ -9,6 +9,9 @@ its own importance order (most important first), and from their signed correlati
 with ``spectral=True`` are scored a second time with both runs rotated onto their spectral bases
 (:mod:`tricl.analysis.spectral`); that score's column is :attr:`Metric.spectral_name`
 (``spectral_<name>``, or the metric's ``spectral_column``).
+Each metric also says what it correlates and on which images (:attr:`Metric.scored_on`): the
+in-sample ones score all the evaluation images; the held-out ones (:mod:`tricl.analysis.heldout`)
+fit their matching or linear map on one half of them and score it on the other.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tricl.analysis.heldout import HALVES, heldout_cca, heldout_mcc, linear_r2
 from tricl.analysis.identifiability import (
     corr_matrix,
     linear_cka,
@@ -28,6 +32,9 @@ from tricl.analysis.identifiability import (
 
 # (a, b, corr) -> score; a: (N, k_a), b: (N, k_b), corr: (k_a, k_b) signed correlations
 MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+
+PEARSON_ALL = "Pearson correlation on all evaluation images, in sample"
+PEARSON_HELD_OUT = f"Pearson correlation, {HALVES}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class Metric:
         spectral: also scored in the spectral basis, as column :attr:`spectral_name`.
         spectral_column: that column's name when it is not ``spectral_<name>`` (kept for the
             name files, notebooks and pages already use).
+        scored_on: which correlation (or similarity) it uses and on which images it is fitted
+            and scored: all of them (in sample), or fitted on one half and scored on the other.
     """
 
     name: str
@@ -52,6 +61,12 @@ class Metric:
     fn: MetricFn
     spectral: bool = False
     spectral_column: str | None = None
+    scored_on: str = PEARSON_ALL
+
+    @property
+    def legend(self) -> str:
+        """The help and what it is scored on, as the Compare page and ``--help`` show it."""
+        return f"{self.help}; {self.scored_on}"
 
     @property
     def spectral_name(self) -> str:
@@ -108,6 +123,7 @@ register_metric(
         "linear CKA: the same information up to a rotation (does not need identifiable axes)",
         True,
         lambda a, b, corr: linear_cka(a, b),
+        scored_on="linear kernels of the centred features, no correlation; all evaluation images",
     )
 )
 register_metric(
@@ -153,6 +169,45 @@ register_metric(
         " other: the same features up to a rotation (high for any two good encoders)",
         True,
         lambda a, b, corr: procrustes_correlation(a, b),
+        scored_on="Pearson correlation; the rotation fitted and scored on all evaluation images,"
+        " in sample",
+    )
+)
+
+register_metric(
+    Metric(
+        "heldout_mcc",
+        "held-out MCC",
+        "MCC out of sample, as identifiability papers report it: features matched one-to-one by"
+        " |corr| on one half of the images, the matched pairs' mean |corr| on the other half",
+        True,
+        lambda a, b, corr: heldout_mcc(a, b),
+        spectral=True,
+        scored_on=PEARSON_HELD_OUT,
+    )
+)
+register_metric(
+    Metric(
+        "linear_r2",
+        "linear R²",
+        "linear identifiability: held-out R² of the best linear map (least squares) from one"
+        " run's features to the other's, averaged over features and both directions; 1 when"
+        " each run is a linear function of the other, ~0 when unrelated (can be < 0)",
+        True,
+        lambda a, b, corr: linear_r2(a, b),
+        scored_on=f"R² = 1 - SSE/SST per feature, {HALVES}",
+    )
+)
+CCA_TOP = 8
+register_metric(
+    Metric(
+        "cca_top8",
+        "top-8 CCA",
+        f"linear identifiability: mean canonical correlation of the top {CCA_TOP} canonical"
+        " components of the two runs (the same subspace up to any linear map)",
+        True,
+        lambda a, b, corr: heldout_cca(a, b, top=CCA_TOP),
+        scored_on=f"{PEARSON_HELD_OUT}, with the sign the fit gave each component",
     )
 )
 

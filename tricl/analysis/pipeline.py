@@ -148,6 +148,11 @@ class Analysis:
     def classes(self) -> list[str]:
         return self.features.classes
 
+    @property
+    def has_labels(self) -> bool:
+        """Whether the analysed images have class labels (else the class views say so)."""
+        return self.features.has_labels
+
     def summary(self) -> str:
         """One line: accuracies, weights hash and, in the spectral basis, the unresolved groups."""
         line = f"linear probe {self.linear_acc:.3f}, k-NN {self.knn_acc:.3f} ({self.weights_hash})"

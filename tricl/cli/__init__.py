@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tricl.cli.compare import add_basis, add_compare
 from tricl.cli.imports import add_import
@@ -42,7 +42,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         help_text = f.metadata["help"]
         if f.name == "dataset":
             names = sorted(k for k, v in DATASET_INFO.items() if not v.takes_path)
-            help_text = f"one of {names}, or " + help_text.removeprefix("a dataset name or ")
+            help_text = f"one of {names}, or " + help_text.removeprefix("a dataset name, ")
         if f.type == "bool":
             p.add_argument(_flag(f.name), action="store_true", help=help_text)
             continue
@@ -194,6 +194,15 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-n", type=int, default=32, help="top/bottom images kept per feature")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     add_basis(p)
+    p.add_argument(
+        "--describe",
+        type=int,
+        default=8,
+        metavar="N",
+        help="print a one-line description of the first N features (classes that raise and"
+        " lower each, its selectivity, for image-text runs its top words; 0: none); the"
+        " Features page describes all",
+    )
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_analyze)
@@ -214,23 +223,45 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             basis=args.basis,
         )
         print(f"{run}: {a.summary()}")
-        if len(set(a.features.labels.tolist())) < 2:
-            print(f"{run}: no class labels: probe, k-NN, retrieval mAP and ablation are NaN")
-        _analyze_text(run, args)
+        labelled = len(set(a.features.labels.tolist())) >= 2
+        if not labelled:
+            print(f"{run}: no class labels: probe, k-NN and retrieval mAP are NaN, no ablation")
+        text = _analyze_text(run, args)
+        if labelled:  # the descriptions are read off the class statistics
+            _print_descriptions(run, a, text, args.describe)
     return 0
 
 
-def _analyze_text(run: Path, args: argparse.Namespace) -> None:
-    """The text side of an image-text run (run's own dataset only): one summary line."""
+def _analyze_text(run: Path, args: argparse.Namespace) -> Any:
+    """The text side of an image-text run (run's own dataset only): one summary line; returns
+    the text analysis (None for an image run)."""
     from tricl.analysis.image_text import analyze_text, has_text
     from tricl.analysis.pipeline import load_run
 
     if args.dataset is not None or not has_text(load_run(run)):
-        return
+        return None
     t = analyze_text(
         run, args.split, force=args.force, progress=not args.no_progress, device=args.device
     )
     print(f"{run}: {t.summary()}")
+    return t
+
+
+def _print_descriptions(run: Path, a: Any, text: Any, n: int) -> None:
+    """The first ``n`` features of the analysis in its default order, one line each."""
+    from tricl.bases import get_basis
+    from tricl.report.describe import describe_all, top_words
+
+    if n <= 0:
+        return
+    basis = get_basis(a.basis)
+    words = (lambda f: top_words(text.tokens, f)) if text is not None and basis.captions else None
+    order = a.importance.order(a.importance.default)
+    print(f"{run}: features ({basis.feature_ref(a.importance.default)}), described:")
+    for rank, line in enumerate(describe_all(a, order[:n], words), 1):
+        print(f"  #{rank}: {line}")
+    if n < a.k:
+        print(f"  ({a.k - n} more: --describe {a.k}, or the Features page)")
 
 
 def _add_align(sub: argparse._SubParsersAction) -> None:

@@ -26,7 +26,7 @@ def add_basis(p: argparse.ArgumentParser) -> None:
 def add_compare(sub: argparse._SubParsersAction) -> None:
     from tricl.analysis.metrics import METRICS
 
-    metrics = "; ".join(f"{m.name}: {m.help}" for m in METRICS.values())
+    metrics = "; ".join(f"{m.name}: {m.legend}" for m in METRICS.values())
     p = sub.add_parser(
         "compare",
         help="identifiability between runs (ordered corr, MCC, CKA, ...)",
@@ -119,10 +119,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(f"comparison stored in {done.path}", file=sys.stderr)
     text = None if args.consensus else _compare_image_text(args, progress, out_root)
     if args.json:
-        for row in table.to_dict(orient="records"):
-            print(json.dumps(row))
-        for row in [] if text is None else text.pairs.to_dict(orient="records"):
-            print(json.dumps(row))  # the image-text rows carry a "side" key
+        # a score not measured (NaN: too few images for a held-out fit) is JSON's null
+        tables = [table] if text is None else [table, text.pairs]  # image-text rows: a "side" key
+        for t in tables:
+            for row in t.astype(object).where(t.notna(), None).to_dict(orient="records"):
+                print(json.dumps(row))
         return 0
     if args.consensus:  # the first few top images keep the text table readable
         table = table.assign(top_indices=[" ".join(map(str, t[:5])) for t in table["top_indices"]])

@@ -4,8 +4,9 @@ Every dataset is loaded once, fully, into memory as uint8 tensors of shape (N, C
 batches are then index slices of a tensor that lives on the training device, and augmentation runs
 batched on that device (kornia, per-sample random parameters). This suits the small datasets the
 dashboard is built for; memory is N * C * H * W bytes per split, e.g. mnist5k 3.9 MB, CIFAR-10
-184 MB, STL-10 (labelled train + test) 359 MB. A ``folder:PATH`` tree or an ``image_size`` that
-needs more than a few GB of host (and device) memory is too big for this design.
+184 MB, STL-10 (labelled train + test) 359 MB. Image files (folders, shards) are resized to
+``image_size`` while each is decoded, so only the resized set is held; a set whose resized images
+would not fit in the available memory is refused before decoding, naming a smaller size.
 
 Datasets are made by name from :data:`DATASETS`:
 
@@ -13,14 +14,18 @@ Datasets are made by name from :data:`DATASETS`:
 - ``digits``: scikit-learn's 8x8 digits resized to 28x28, split 80/20;
 - ``cifar10``, ``cifar100``, ``stl10``: torchvision's files under ``root`` (downloaded if absent;
   CIFAR's pickled batches are read with numpy arrays as the only globals allowed);
-- ``folder:PATH``: an image-folder tree of class subfolders.
+- ``folder:PATH``: an image-folder tree of class subfolders, or a folder of images without
+  labels (``classes`` empty, every label -1: class analyses say "no labels");
+- ``wds:PATTERN``: WebDataset tar shards (:mod:`~tricl.data.shards`), with or without ``cls``.
 
-The splits of ``mnist5k``, ``digits`` and single-folder trees are stratified and fixed: for each
-class, a ``numpy.random.RandomState`` seeded from the class (its label for array datasets, the
-CRC-32 of its folder name for folders) permutes that class's images and the first 20% go to test.
+The splits of ``mnist5k``, ``digits``, single-folder trees and shards are stratified and fixed:
+for each class, a ``numpy.random.RandomState`` seeded from the class (its label for array
+datasets, the CRC-32 of its name for folders and shards) permutes that class's images and the
+first 20% go to test; a set without labels is one group, seeded with 0.
 
 The modules: :mod:`~tricl.data.core` (:class:`ImageData`, splits, statistics, the bundled
-datasets), :mod:`~tricl.data.downloads` (CIFAR, STL-10), :mod:`~tricl.data.augment` (the views);
+datasets), :mod:`~tricl.data.downloads` (CIFAR, STL-10), :mod:`~tricl.data.shards` (``wds:``),
+:mod:`~tricl.data.augment` (the views);
 image files are decoded by :mod:`tricl.imaging`. This module holds the registry, ``folder:PATH``
 and :func:`load_dataset`.
 """
@@ -28,7 +33,6 @@ and :func:`load_dataset`.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -48,14 +52,16 @@ from tricl.data.core import (
     DatasetSpec,
     ImageData,
     LoadRequest,
-    channel_stats,
+    from_decoded,
     load_digits,
     load_mnist5k,
     mixed,
+    one_line,
     resize_uint8,
-    split_indices,
+    split_groups,
 )
 from tricl.data.downloads import _CIFAR10, _CIFAR100, _STL10, load_downloadable
+from tricl.data.shards import load_shards
 from tricl.imaging import (
     FOLDER_FALLBACK_SIZE,
     GRAYSCALE_MODES,
@@ -95,7 +101,8 @@ __all__ = [
 _progress_default = True  # what load_dataset(progress=None) does; the CLI's --no-progress sets it
 
 FOLDER_FIX = (
-    "pass folder:PATH with PATH/<class>/<image> (or PATH/train/<class> and PATH/test/<class>)"
+    "pass folder:PATH with PATH/<class>/<image> (labelled), PATH/<image> (no labels), or"
+    " PATH/train and PATH/test laid out so"
 )
 
 
@@ -164,18 +171,30 @@ def load_dataset(
 # --------------------------------------------------------------------------- image folders
 
 
-def _class_files(root: Path) -> dict[str, list[Path]]:
-    """Images of each class subfolder of root (recursive, sorted); errors if any class is empty."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DatasetError(f"folder {root} has no class subfolders; {FOLDER_FIX}")
-    files = {}
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+
+
+def _folder_images(root: Path) -> dict[str, list[Path]] | list[Path]:
+    """The images of root: by class subfolder (recursive, sorted), or, when root has no
+    subfolders, its own images (a set without labels). Errors if there are none."""
+    try:
+        entries = sorted(root.iterdir())
+        classes = [d.name for d in entries if d.is_dir() and not d.name.startswith(".")]
+        if not classes:
+            loose = [p for p in entries if _is_image(p)]
+            if not loose:
+                raise DatasetError(
+                    f"folder {root} has no images ({'/'.join(IMAGE_EXTENSIONS)}) and no class"
+                    f" subfolders; {FOLDER_FIX}"
+                )
+            return loose
+        files = {c: sorted(p for p in (root / c).rglob("*") if _is_image(p)) for c in classes}
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot read folder {root} ({one_line(exc)}); check that it exists and is readable"
+        ) from None
     for c in classes:
-        files[c] = sorted(
-            p
-            for p in (root / c).rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
         if not files[c]:
             raise DatasetError(
                 f"class folder {root / c} has no images ({'/'.join(IMAGE_EXTENSIONS)});"
@@ -190,57 +209,60 @@ def set_progress(enabled: bool) -> None:
     _progress_default = enabled
 
 
+def _train_test_folders(path: Path) -> tuple[list, list, list[str]]:
+    """PATH/train + PATH/test: each split as it is, labelled by the same class subfolders (or both
+    without labels)."""
+    train_files, test_files = _folder_images(path / "train"), _folder_images(path / "test")
+    if isinstance(train_files, list) or isinstance(test_files, list):
+        if not (isinstance(train_files, list) and isinstance(test_files, list)):
+            raise DatasetError(
+                f"folder {path}: one of train and test has class subfolders, the other loose"
+                " images; lay both out the same way"
+            )
+        return [(p, -1) for p in train_files], [(p, -1) for p in test_files], []
+    if set(train_files) != set(test_files):
+        only_train = sorted(set(train_files) - set(test_files))
+        only_test = sorted(set(test_files) - set(train_files))
+        raise DatasetError(
+            f"folder {path}: train and test have different class folders (only in train:"
+            f" {only_train}, only in test: {only_test}); give both the same class subfolders"
+        )
+    classes = sorted(train_files)
+    train = [(p, i) for i, c in enumerate(classes) for p in train_files[c]]
+    test = [(p, i) for i, c in enumerate(classes) for p in test_files[c]]
+    return mixed(train), mixed(test), classes
+
+
 def _load_folder(request: LoadRequest) -> ImageData:
-    """``folder:PATH``: PATH/train/<class> + PATH/test/<class>, or PATH/<class> split 80/20."""
+    """``folder:PATH``: PATH/train + PATH/test, or PATH split 80/20; each with class subfolders
+    (the labels) or images directly inside (no labels)."""
     path = Path(str(request.arg)).expanduser()
     if not path.exists():
         raise DatasetError(f"folder {path} does not exist; {FOLDER_FIX}")
     if not path.is_dir():
         raise DatasetError(f"folder {path} is not a directory; {FOLDER_FIX}")
     if (path / "train").is_dir() and (path / "test").is_dir():
-        train_files, test_files = _class_files(path / "train"), _class_files(path / "test")
-        if set(train_files) != set(test_files):
-            only_train = sorted(set(train_files) - set(test_files))
-            only_test = sorted(set(test_files) - set(train_files))
-            raise DatasetError(
-                f"folder {path}: train and test have different class folders (only in train:"
-                f" {only_train}, only in test: {only_test}); give both the same class subfolders"
-            )
-        classes = sorted(train_files)
-        train = [(p, i) for i, c in enumerate(classes) for p in train_files[c]]
-        test = [(p, i) for i, c in enumerate(classes) for p in test_files[c]]
+        train, test, classes = _train_test_folders(path)
     else:
-        files = _class_files(path)
-        classes = sorted(files)
-        train, test = [], []
-        for i, c in enumerate(classes):
-            # seeded by the class name, so adding a class leaves the other classes' splits alone
-            tr, te = split_indices(len(files[c]), seed=zlib.crc32(c.encode()))
-            train += [(files[c][j], i) for j in tr]
-            test += [(files[c][j], i) for j in te]
-    train, test = mixed(train), mixed(test)
+        files = _folder_images(path)
+        if isinstance(files, list) and len(files) < 2:
+            raise DatasetError(
+                f"folder {path} has 1 image; add more (at least 2: a train and a test image)"
+            )
+        train, test, classes = split_groups(files)
     items = train + test
-    paths = [p for p, _ in items]
     try:
         x = decode_all(
-            paths, request.image_size, f"loading {path.name}", request.progress, PROGRESS_MIN_IMAGES
+            [p for p, _ in items],
+            request.image_size,
+            f"loading {path.name}",
+            request.progress,
+            PROGRESS_MIN_IMAGES,
         )
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
     y = torch.tensor([label for _, label in items], dtype=torch.int64)
-    n = len(train)
-    mean, std = channel_stats(x[:n])
-    return ImageData(
-        name=request.spec,
-        train_x=x[:n],
-        train_y=y[:n],
-        test_x=x[n:],
-        test_y=y[n:],
-        classes=classes,
-        family=request.family,
-        mean=mean,
-        std=std,
-    )
+    return from_decoded(request, x, y, len(train), classes)
 
 
 _LOADERS: dict[str, Callable[[LoadRequest], ImageData]] = {
@@ -250,6 +272,7 @@ _LOADERS: dict[str, Callable[[LoadRequest], ImageData]] = {
     "cifar100": partial(load_downloadable, name="cifar100", cls=_CIFAR100, stats=CIFAR100_STATS),
     "stl10": partial(load_downloadable, name="stl10", cls=_STL10, stats=STL10_STATS),
     "folder": _load_folder,
+    "wds": load_shards,
 }
 # each name's meaning (family, description, downloads) is declared once, in tricl.catalog
 DATASETS: dict[str, DatasetSpec] = {

@@ -8,9 +8,10 @@ CRC-32 of its folder name for folders) permutes that class's images and the firs
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,10 +48,12 @@ class ImageData:
     Attributes:
         name: the dataset spec it was loaded from (``"mnist5k"``, ``"folder:/data/pets"``, ...).
         train_x: training images, uint8. Shape: (N_train, C, H, W).
-        train_y: training labels in ``[0, len(classes))``, int64. Shape: (N_train,).
+        train_y: training labels in ``[0, len(classes))``, int64; -1 for every image of a set
+            without labels. Shape: (N_train,).
         test_x: test images, uint8. Shape: (N_test, C, H, W).
         test_y: test labels, int64. Shape: (N_test,).
-        classes: class names; label ``i`` is ``classes[i]``.
+        classes: class names; label ``i`` is ``classes[i]``. Empty for a set without labels
+            (an image folder without class subfolders, shards without ``cls``).
         family: augmentation family, one of :data:`FAMILIES` (``"digits"`` | ``"natural"``),
             each a recipe in :data:`tricl.data.augment.AUGMENTATIONS`.
         mean: per-channel mean of images scaled to [0, 1], used by :meth:`preprocess`.
@@ -94,6 +97,11 @@ class ImageData:
             raise DatasetError(
                 f"{self.name}: unknown family {self.family!r}; use one of {sorted(FAMILIES)}"
             )
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the images have class labels (class analyses need them)."""
+        return bool(self.classes)
 
     @property
     def channels(self) -> int:
@@ -160,7 +168,7 @@ class DatasetSpec:
         family: augmentation family (``"digits"`` | ``"natural"``).
         description: one line for ``--help`` texts and the dashboard.
         downloads: whether the loader may fetch files from the internet.
-        takes_path: whether the spec is ``name:PATH`` (True for ``folder``).
+        takes_path: whether the spec is ``name:PATH`` (True for ``folder`` and ``wds``).
     """
 
     loader: Callable[[LoadRequest], ImageData]
@@ -197,6 +205,56 @@ def split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         n_test = min(max(n_test, 1), n - 1)  # keep every class in both splits
     perm = np.random.RandomState(seed).permutation(n)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+UNLABELLED_SEED = 0  # the split seed of a set without labels (one group, as a class would be)
+
+
+def split_groups(
+    groups: dict[str, list[Any]] | list[Any], classes: list[str] | None = None
+) -> tuple[list, list, list[str]]:
+    """The fixed 80/20 split of items grouped by class, or of unlabelled items.
+
+    Args:
+        groups: class name -> its items (each class split alone, seeded by the CRC-32 of its
+            name, so adding a class leaves the others' splits alone), or a plain list of items
+            without labels (split with :data:`UNLABELLED_SEED`).
+        classes: the label order of the class names (default: sorted).
+
+    Returns:
+        ``(train, test, classes)``: lists of ``(item, label)`` in the fixed shuffled order of
+        :func:`mixed`, and the class names (label ``i`` is ``classes[i]``; empty and every
+        label -1 without labels).
+    """
+    if not isinstance(groups, dict):
+        tr, te = split_indices(len(groups), seed=UNLABELLED_SEED)
+        return mixed([(groups[j], -1) for j in tr]), mixed([(groups[j], -1) for j in te]), []
+    classes = sorted(groups) if classes is None else classes
+    train, test = [], []
+    for i, c in enumerate(classes):
+        tr, te = split_indices(len(groups[c]), seed=zlib.crc32(c.encode()))
+        train += [(groups[c][j], i) for j in tr]
+        test += [(groups[c][j], i) for j in te]
+    return mixed(train), mixed(test), classes
+
+
+def from_decoded(
+    request: LoadRequest, x: Tensor, y: Tensor, n_train: int, classes: list[str]
+) -> ImageData:
+    """ImageData of decoded images x (N, C, S, S): the first ``n_train`` rows are the train
+    split; the channel statistics come from them."""
+    mean, std = channel_stats(x[:n_train])
+    return ImageData(
+        name=request.spec,
+        train_x=x[:n_train],
+        train_y=y[:n_train],
+        test_x=x[n_train:],
+        test_y=y[n_train:],
+        classes=classes,
+        family=request.family,
+        mean=mean,
+        std=std,
+    )
 
 
 def stratified_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,13 +37,14 @@ def score_columns(frame: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
     out = {}
     for m in METRICS.values():
         if m.name in frame:
-            out[m.name] = (m.name, m.label, m.help)
+            out[m.name] = (m.name, m.label, m.legend)
     spectral = verdicts.basis_columns(frame, spectral=True)
     for m in METRICS.values():
         names = [m.spectral_name, m.spectral_name.replace("ordered_", "")] if m.spectral else []
         col = spectral.get(m.name) or next((n for n in names if n in frame), None)
         if col:
-            out[m.spectral_name] = (col, f"{m.label}, spectral basis", f"{m.help}; {SPECTRAL_HELP}")
+            label, legend = f"{m.label}, spectral basis", f"{m.legend}; {SPECTRAL_HELP}"
+            out[m.spectral_name] = (col, label, legend)
     return out
 
 

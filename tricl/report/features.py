@@ -24,6 +24,13 @@ ORDER_LABELS = {
     "eigenvalue": "eigenvalue of the run's spectral basis (augmentation invariance, 1 = unchanged "
     "by every augmentation), estimated on train pairs",
 }
+# What every class view shows instead of classes when the image set has none.
+NO_LABELS = (
+    "**No labels**: these images have no classes (an image folder without class subfolders, or "
+    "shards without `cls`), so there are no class views, probes or few-feature accuracies. "
+    "Features, importance, top images, the embedding, the spectral basis and the seed "
+    "comparisons need no labels."
+)
 # A feature's top images "belong" to a class only this far above the chance share 1/C.
 SELECTIVE_OVER_CHANCE = 2.0
 CAPTIONS_NOTE = (
@@ -131,10 +138,19 @@ class ClassFacts:
     selective: bool
 
 
+def class_text(analysis: Any, row: int) -> str:
+    """The class of evaluation row ``row`` as shown: ``class 7``, or ``no label``."""
+    label = int(analysis.features.labels[row])
+    return f"class {analysis.classes[label]}" if 0 <= label < len(analysis.classes) else "no label"
+
+
 def class_facts(analysis: Any, feature: int) -> ClassFacts:
-    """The :class:`ClassFacts` of raw feature index ``feature`` of ``analysis``."""
+    """The :class:`ClassFacts` of raw feature index ``feature`` of ``analysis`` (which must have
+    labels: see ``analysis.has_labels``)."""
     stats = analysis.stats
     means = np.asarray(stats.class_means[feature], dtype=float)  # (C,)
+    if means.size == 0:
+        raise ValueError("an analysis without labels has no class facts; show NO_LABELS instead")
     centre = float(stats.mean[feature])
     strongest = int(np.argmax(np.abs(means - centre)))
     share = float(stats.dominant_share[feature])

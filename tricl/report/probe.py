@@ -26,7 +26,8 @@ def caption_problem(text: str) -> str | None:
 def retrieved_table(
     top: np.ndarray, scores: np.ndarray, analysis: Any, captions: tuple[str, ...] | None
 ) -> pd.DataFrame:
-    """One row per retrieved image: rank, similarity, class and (if stored) its own caption.
+    """One row per retrieved image: rank, similarity, class (with labels) and (if stored) its own
+    caption.
 
     Args:
         top: indices of the retrieved evaluation images, best first. Shape: (n,).
@@ -38,8 +39,9 @@ def retrieved_table(
         "#": np.arange(1, len(top) + 1),
         "image": top,
         "similarity": scores[top],
-        "class": [analysis.classes[int(analysis.features.labels[i])] for i in top],
     }
+    if analysis.has_labels:
+        table["class"] = [analysis.classes[int(analysis.features.labels[i])] for i in top]
     if captions is not None:
         table["its caption"] = [captions[int(i)] for i in top]
     return pd.DataFrame(table)

@@ -93,8 +93,8 @@ class ImageTextData:
     """Images with one caption each, split into train and test.
 
     Attributes:
-        images: the images, labels and classes (labels are all 0, class ``"unlabelled"``, when the
-            source has no label column; see ``has_labels``).
+        images: the images, labels and classes (no classes and every label -1 when the source
+            has no label column, as for any image set without labels; see ``has_labels``).
         train_captions: caption of train image i at position i.
         test_captions: caption of test image i at position i.
         has_labels: whether the labels are real classes (zero-shot and class analyses need them).
@@ -413,14 +413,14 @@ def load_caption_csv(spec: str, path: Path, image_size: int = 0, **options) -> I
     rows = read_caption_csv(path, **options)
     train, test = _csv_split(rows)
     has_labels = rows[0].label is not None
-    classes = sorted({r.label for r in rows}) if has_labels else ["unlabelled"]
+    classes = sorted({r.label for r in rows}) if has_labels else []
     index = {c: i for i, c in enumerate(classes)}
     items = train + test
     try:
         x = decode_all([r.path for r in items], image_size, desc=f"loading {path.name}")
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
-    y = torch.tensor([index.get(r.label, 0) for r in items], dtype=torch.int64)
+    y = torch.tensor([index.get(r.label, -1) for r in items], dtype=torch.int64)
     n = len(train)
     mean, std = channel_stats(x[:n])
     images = ImageData(
