@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import multiprocessing
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -104,23 +106,78 @@ def split_hash(run: Run, analysis: Any) -> str:
     return _guarded(_split_hash, analysis.dataset, run.config.image_size, analysis.split)
 
 
+# images a split keeps in the server's cache, in bytes (50,000 CIFAR images are 150 MB, 50,000
+# at 224 px 7.5 GB: only the ones pages draw come over, and the oldest make room)
+IMAGE_CACHE_BYTES = 64 << 20
+
+
+class SplitImages:
+    """A split's uint8 images, fetched from the model worker by index when a page draws them.
+
+    Indexing (``images[i]``, ``images[indices]``) works as on the (N, C, H, W) array it stands
+    for; only the images asked for cross to the server, one worker call per request, and the most
+    recent ``IMAGE_CACHE_BYTES`` of them stay (shared by every session).
+    """
+
+    def __init__(self, spec: str, image_size: int, split: str) -> None:
+        self.key = (spec, image_size, split)
+        self.shape = _split_shape(*self.key)  # (N, C, H, W)
+        self.dtype, self.ndim = np.dtype(np.uint8), len(self.shape)
+        self._cache, self._lock = _image_cache(*self.key)
+        self._room = max(1, IMAGE_CACHE_BYTES // int(np.prod(self.shape[1:])))
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def prefetch(self, indices: Any) -> None:
+        """Fetch these images in one worker call (a page about to draw many strips): the first
+        ones that fit in the cache, in order of first appearance."""
+        ids = np.asarray(indices, dtype=np.int64).ravel()
+        _, first = np.unique(ids, return_index=True)
+        self[ids[np.sort(first)][: self._room]]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        ids = np.asarray(index, dtype=np.int64)  # an int, a list or an array of indices
+        flat = np.where(ids < 0, ids + len(self), ids).ravel()
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"image index out of range for {len(self)} images")
+        with self._lock:
+            missing = sorted({int(i) for i in flat} - self._cache.keys())
+            if missing:
+                got = call(serve.images_at, *self.key, missing)  # (M, C, H, W)
+                for i, image in zip(missing, got, strict=True):
+                    image.flags.writeable = False  # shared by every session
+                    self._cache[i] = image
+            for i in flat:  # most recently used last
+                self._cache.move_to_end(int(i))
+            out = np.stack([self._cache[int(i)] for i in flat]) if flat.size else None
+            while len(self._cache) > max(self._room, flat.size):
+                self._cache.popitem(last=False)
+        if out is None:
+            return np.empty((0, *self.shape[1:]), dtype=np.uint8)
+        return out.reshape(*ids.shape, *self.shape[1:])
+
+
 @st.cache_resource(show_spinner="Loading the images...", max_entries=8)
-def _split_images(spec: str, image_size: int, split: str) -> np.ndarray:
-    images = call(serve.split_images, spec, image_size, split)
-    images.flags.writeable = False  # shared by every session
-    return images
+def _split_shape(spec: str, image_size: int, split: str) -> tuple[int, ...]:
+    return tuple(call(serve.split_shape, spec, image_size, split))
 
 
-def eval_images(run: Run, analysis: Any) -> np.ndarray:
-    """The evaluation split's uint8 images. Shape: (N, C, H, W)."""
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _image_cache(spec: str, image_size: int, split: str) -> tuple[OrderedDict, threading.Lock]:
+    return OrderedDict(), threading.Lock()
+
+
+def eval_images(run: Run, analysis: Any) -> SplitImages:
+    """The evaluation split's uint8 images, fetched by index. Shape: (N, C, H, W)."""
     dataset_info(run, analysis)  # a missing dataset stops the page with its message
-    return _guarded(_split_images, analysis.dataset, run.config.image_size, analysis.split)
+    return _guarded(SplitImages, analysis.dataset, run.config.image_size, analysis.split)
 
 
-def split_images(run: Run, dataset: str, split: str) -> np.ndarray:
-    """A split's uint8 images of ``dataset`` at the run's image size. Shape: (N, C, H, W)."""
+def split_images(run: Run, dataset: str, split: str) -> SplitImages:
+    """A split's uint8 images of ``dataset`` at the run's image size, fetched by index."""
     try:
-        return _split_images(dataset, run.config.image_size, split)
+        return SplitImages(dataset, run.config.image_size, split)
     except WorkerFailed as exc:
         st.error(str(exc), icon=":material/error:")
     except (OSError, ValueError) as exc:
@@ -174,7 +231,7 @@ def saliency_grid(
         ``(grid, activations)``: the tiled overlays (H', W', 3) and the feature of each image.
     """
     size = Run.load(path).config.image_size
-    batch = _split_images(dataset, size, split)[list(indices)]  # (B, C, H, W) uint8
+    batch = SplitImages(dataset, size, split)[list(indices)]  # (B, C, H, W) uint8
     features = [feature] * len(indices)
     tiles, acts = _overlays(path, weights_hash, basis, dataset, batch, features, method, smoothgrad)
     side = tiles[0].shape[0]

@@ -148,3 +148,18 @@ def test_variance_order_and_default():
     assert with_s.default == "S"
     np.testing.assert_array_equal(with_s.order(), [2, 3, 1, 0])
     np.testing.assert_array_equal(with_s.rank()[with_s.order()], np.arange(4))
+
+
+def test_ablation_is_not_measured_above_its_feature_cap(monkeypatch):
+    from tricl.analysis import importance
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 6)) * np.arange(1, 7)
+    y = rng.integers(0, 3, size=200)
+    ticks = []
+    monkeypatch.setattr(importance, "ABLATION_MAX_K", 5)  # 6 features: over the cap
+    capped = compute_importance(x, y, None, tick=lambda: ticks.append(1))
+    assert "ablation" not in capped.orders and np.isnan(capped.ablation_loss_increase).all()
+    assert capped.default == "variance" and capped.order()[0] == 5 and len(ticks) == 6
+    monkeypatch.setattr(importance, "ABLATION_MAX_K", 6)  # at the cap: measured
+    assert "ablation" in compute_importance(x, y, None).orders

@@ -86,6 +86,19 @@ def split_images(spec: str, image_size: int, split: str) -> np.ndarray:
 
 
 @plain_errors
+def split_shape(spec: str, image_size: int, split: str) -> tuple[int, ...]:
+    """The shape of a split's uint8 images: (N, C, H, W)."""
+    return tuple(_dataset(spec, image_size).split(split)[0].shape)
+
+
+@plain_errors
+def images_at(spec: str, image_size: int, split: str, indices: Sequence[int]) -> np.ndarray:
+    """The uint8 images of a split at ``indices`` (what a page draws). Shape: (B, C, H, W)."""
+    x, _ = _dataset(spec, image_size).split(split)
+    return x[list(indices)].numpy()
+
+
+@plain_errors
 def split_hash(spec: str, image_size: int, split: str) -> str:
     """Hash of a split's images and labels (what an analysis records as ``images_hash``)."""
     from tricl.analysis.features import images_hash

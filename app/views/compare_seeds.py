@@ -123,6 +123,7 @@ def consensus_strips(key: str, _images: np.ndarray, _tops: tuple) -> list[str]:
     """Top-image strips (PNG data URIs) of the consensus rows; ``key`` names the consensus."""
     del key
     n = CONSENSUS_STRIP_N
+    _images.prefetch([i for t in _tops for i in np.asarray(t)[:n]])  # one worker call
     return [draw.data_uri(draw.feature_strip(_images, np.asarray(t), n)) for t in _tops]
 
 

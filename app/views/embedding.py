@@ -30,14 +30,14 @@ CLASS_COLORS = [
 
 def scatter(analysis, color_by: str, feature: int | None) -> tuple[go.Figure, list[np.ndarray]]:
     """The WebGL scatter, and for every trace the evaluation rows its points are."""
-    xy = analysis.embedding.coords
-    labels = analysis.features.labels
+    xy, points = analysis.embedding.coords, analysis.embedding.rows  # (M, 2), rows mapped (M,)
+    labels = analysis.features.labels[points]
     fig = go.Figure()
     rows: list[np.ndarray] = []
     if color_by == "class":
         for c, name in enumerate(analysis.classes):
             sel = np.flatnonzero(labels == c)
-            rows.append(sel)
+            rows.append(points[sel])
             fig.add_trace(
                 go.Scattergl(
                     x=xy[sel, 0],
@@ -49,8 +49,8 @@ def scatter(analysis, color_by: str, feature: int | None) -> tuple[go.Figure, li
                 )
             )
     else:
-        z = analysis.features.z[:, feature].astype(np.float32)  # stored as float16
-        rows.append(np.arange(len(xy)))
+        z = analysis.features.z[points, feature].astype(np.float32)  # stored as float16
+        rows.append(points)
         fig.add_trace(
             go.Scattergl(
                 x=xy[:, 0],
@@ -142,11 +142,13 @@ def main() -> None:
     )
     if feature is not None:
         st.caption(f"Coloured by {draw.feature_name(analysis, rank, order)}.")
-    p = analysis.embedding.params
+    emb = analysis.embedding
+    p, shown = emb.params, f"{len(emb.coords)}"
+    if emb.subsampled:
+        shown = f"a random subsample of {len(emb.coords)} of the {emb.n_total}"
     st.caption(
-        f"UMAP of the L2-normalised z of {len(analysis.embedding.coords)} "
-        f"{analysis.split} images (n_neighbors {p.get('n_neighbors')}, "
-        f"min_dist {p.get('min_dist')})."
+        f"UMAP of the L2-normalised z of {shown} {analysis.split} images"
+        f" (n_neighbors {p.get('n_neighbors')}, min_dist {p.get('min_dist')})."
     )
     sel = selected_rows(event, rows)
     if len(sel) == 0:

@@ -37,6 +37,7 @@ def strips(
         _top: top-image indices of the features, rows already in importance order. Shape: (k, n).
     """
     del path, weights_hash, order
+    _images.prefetch(_top[:, :STRIP_N])  # one worker call for every strip
     return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N, cols)) for row in _top]
 
 

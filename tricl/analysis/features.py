@@ -13,7 +13,12 @@ if TYPE_CHECKING:  # reading stored features needs no torch (the dashboard's ser
     import torch
     from torch import Tensor, nn
 
-BATCH_SIZE = 256
+BATCH_SIZE = 256  # the most images per forward pass (small inputs)
+# Activations of one forward pass may take about this much memory: a ResNet-50 at 224 px keeps
+# ~13 MB of feature maps alive per image, so 256 images would need over 3 GiB (measured by
+# :func:`batch_size_for`, which sizes the batch from the model's largest feature map)
+ACTIVATION_BUDGET = 1 << 30
+LIVE_MAPS = 4  # feature maps alive at once in a forward pass (a residual block's in, mid, out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,23 +76,71 @@ def images_hash(x: Tensor, y: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+def batch_size_for(
+    encoder: nn.Module,
+    image: Tensor,
+    preprocess: Callable[[Tensor], Tensor],
+    *,
+    device: str | torch.device = "cpu",
+    budget: int = ACTIVATION_BUDGET,
+    most: int = BATCH_SIZE,
+) -> int:
+    """Images per forward pass that keep the activations within ``budget`` bytes.
+
+    One image goes through the encoder with a hook on every module; the largest output (a ResNet's
+    stem or first stage at the model's input size, a ViT's MLP) times :data:`LIVE_MAPS` is the
+    memory one image needs.
+
+    Args:
+        encoder: has ``forward_features``.
+        image: one uint8 image. Shape: (1, C, H, W).
+        preprocess: as in :func:`extract`.
+        device: where the encoder runs.
+        budget: bytes of activations allowed per forward pass.
+        most: the largest batch returned.
+
+    Returns:
+        The batch size, between 1 and ``most``.
+    """
+    import torch
+
+    largest = [0]
+
+    def size(module: nn.Module, args: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(size) for m in encoder.modules()]
+    try:
+        encoder.eval()
+        with torch.inference_mode():
+            encoder.forward_features(preprocess(image[:1].to(device)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(max(1, min(most, budget // max(1, LIVE_MAPS * largest[0]))))
+
+
 def extract(
     encoder: nn.Module,
     images: Tensor,
     preprocess: Callable[[Tensor], Tensor],
     *,
     device: str | torch.device = "cpu",
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     tick: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Backbone features and projector outputs of every image, in eval mode.
+
+    The outputs are allocated once and filled batch by batch (no list of batches to concatenate:
+    the peak is the two matrices plus one batch's activations).
 
     Args:
         encoder: has ``forward_features`` (images -> h) and ``project`` (h -> z).
         images: uint8 images. Shape: (N, C, H, W).
         preprocess: uint8 (B, C, H, W) -> normalised float (B, C, H, W) (``ImageData.preprocess``).
         device: where the encoder runs.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; None: :func:`batch_size_for` (the memory budget).
         tick: called after every batch (progress bars).
 
     Returns:
@@ -95,18 +148,24 @@ def extract(
     """
     import torch
 
+    if batch_size is None:
+        batch_size = batch_size_for(encoder, images[:1], preprocess, device=device)
     encoder.eval()
-    zs, hs = [], []
+    n = len(images)
+    z_out = h_out = np.empty((0, 0), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
+        for start in range(0, n, batch_size):
             x = preprocess(images[start : start + batch_size].to(device))  # (B, C, H, W) float
             h = encoder.forward_features(x)  # (B, feat_dim)
             z = encoder.project(h)  # (B, k)
-            zs.append(z.float().cpu().numpy())
-            hs.append(h.float().cpu().numpy())
+            if start == 0:
+                z_out = np.empty((n, z.shape[1]), dtype=np.float32)  # (N, k)
+                h_out = np.empty((n, h.shape[1]), dtype=np.float32)  # (N, feat_dim)
+            z_out[start : start + len(z)] = z.float().cpu().numpy()
+            h_out[start : start + len(h)] = h.float().cpu().numpy()
             if tick is not None:
                 tick()
-    return np.concatenate(zs), np.concatenate(hs)
+    return z_out, h_out
 
 
 def n_batches(n: int, batch_size: int = BATCH_SIZE) -> int:

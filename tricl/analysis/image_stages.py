@@ -28,6 +28,7 @@ model.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,13 @@ from tricl.analysis.activations import (
     top_bottom_images,
 )
 from tricl.analysis.embedding import UMAP_PARAMS, Embedding, umap_embedding
-from tricl.analysis.features import Features, extract, images_hash, n_batches
+from tricl.analysis.features import (
+    Features,
+    batch_size_for,
+    extract,
+    images_hash,
+    n_batches,
+)
 from tricl.analysis.importance import Importance
 from tricl.analysis.spectral import SpectralBasis, unresolved_groups
 from tricl.analysis.stages import (
@@ -156,15 +163,20 @@ def _compute_features(job: SplitJob, inputs: dict[str, Any]) -> Output:
     eval_x, eval_y = data.split(job.split)
     train_x, train_y = data.train_x, data.train_y
     same = job.split == "train"
-    progress.add(n_batches(len(eval_x)) + (0 if same else n_batches(len(train_x))) + 2)
     encoder = job.run.encoder(job.device)
-    z, h = extract(encoder, eval_x, data.preprocess, device=job.device, tick=progress.tick)
+    # the batch follows the model's input size: 256 CIFAR images, a few dozen at 224 px
+    batch = batch_size_for(encoder, eval_x[:1], data.preprocess, device=job.device)
+    progress.add(
+        n_batches(len(eval_x), batch) + (0 if same else n_batches(len(train_x), batch)) + 2
+    )
+    run_extract = partial(
+        extract, encoder, preprocess=data.preprocess, device=job.device, batch_size=batch
+    )
+    z, h = run_extract(eval_x, tick=progress.tick)
     if same:
         train_z, train_h = z, h
     else:
-        train_z, train_h = extract(
-            encoder, train_x, data.preprocess, device=job.device, tick=progress.tick
-        )
+        train_z, train_h = run_extract(train_x, tick=progress.tick)
     s = encoder.importance()
     eval_y_np, train_y_np = eval_y.numpy().astype(np.int64), train_y.numpy().astype(np.int64)
     backbone = {
@@ -351,14 +363,21 @@ def _load_embedding(
     need_arrays(arrays, {"coords": 2})
     if arrays["coords"].shape[1] != 2 or not isinstance(meta["effective"], dict):
         raise ValueError("the embedding is not a 2-D map with its parameters")
-    return Embedding(coords=arrays["coords"], params=meta["effective"])
+    rows = arrays.get("rows")  # absent: every row (a map of at most embedding.MAX_POINTS images)
+    if rows is not None and rows.shape != (len(arrays["coords"]),):
+        raise ValueError("the embedding's rows and coordinates disagree in length")
+    n_total = int(meta.get("n_total", len(arrays["coords"])))
+    return Embedding(arrays["coords"], meta["effective"], rows, n_total)
 
 
 def _compute_embedding(job: SplitJob, inputs: dict[str, Any]) -> Output:
     job.progress.add(1)
     emb = umap_embedding(inputs["features"].z, dict(UMAP_PARAMS))
     job.progress.tick()
-    return Output({"coords": emb.coords}, {"effective": emb.params})
+    if not emb.subsampled:  # the layout of every map of up to MAX_POINTS images, as before
+        return Output({"coords": emb.coords}, {"effective": emb.params})
+    arrays = {"coords": emb.coords, "rows": emb.rows}
+    return Output(arrays, {"effective": emb.params, "n_total": emb.n_total})
 
 
 register_stage(
@@ -540,7 +559,8 @@ def _load_images(job: SplitJob) -> Any:
     if run.own_preprocessing:  # its encoder converts and resizes any image itself
         return data
     want_c, want_size = run.in_channels, run.dataset_info.get("image_size")
-    if data.channels != want_c or (want_size is not None and data.image_size != int(want_size)):
+    # 0: not recorded (a solo-learn / triCL checkpoint imported without its images' size)
+    if data.channels != want_c or (want_size and data.image_size != int(want_size)):
         raise AnalysisError(
             f"dataset {job.dataset} has {data.channels}x{data.image_size}px images but"
             f" {run.name} was trained on {want_c}x{want_size}px; pick a dataset of the same format"

@@ -27,6 +27,9 @@ from tricl.methods import method_order
 
 ABLATION_VAL_FRACTION = 0.2
 ABLATION_SEED = 0
+# Leave-one-out ablation fits one probe per feature; above this many features (an imported
+# ResNet-50 has 2,048) it is not measured and the variance order ranks the run.
+ABLATION_MAX_K = 512
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,8 +179,9 @@ def compute_importance(
         tick: called after every ablation probe.
 
     Returns:
-        The :class:`Importance`; without two classes of labels it has no ``ablation`` order
-        (its loss increases and base accuracy NaN).
+        The :class:`Importance`; without two classes of labels, or with more than
+        :data:`ABLATION_MAX_K` features, it has no ``ablation`` order (its loss increases and base
+        accuracy NaN).
     """
     scores: dict[str, np.ndarray] = {}
     default = method_order(method, s is not None)
@@ -189,8 +193,11 @@ def compute_importance(
     if default not in scores:  # a run saved without S cannot be ranked by it
         default = "variance"
     orders = {name: order_from_scores(values) for name, values in scores.items()}
-    if np.unique(np.asarray(train_y)[np.asarray(train_y) >= 0]).size < 2:
-        # no labels (or one class): no probe to ablate, so no ablation order ("not measured")
+    labelled = np.unique(np.asarray(train_y)[np.asarray(train_y) >= 0]).size >= 2
+    if not labelled or train_z.shape[1] > ABLATION_MAX_K:
+        # no labels (or one class): no probe to ablate; above ABLATION_MAX_K features one probe
+        # per feature costs hours (2,048 probes of an imported ResNet-50): no ablation order
+        # ("not measured"), the variance order ranks such a run
         loss_inc = np.full(train_z.shape[1], np.nan, dtype=np.float32)
         for _ in range(train_z.shape[1]) if tick is not None else ():
             tick()  # the progress bar counted one probe per feature

@@ -87,29 +87,52 @@ def unresolved_groups(eigenvalues: np.ndarray, noise: np.ndarray) -> list[tuple[
     return groups
 
 
-def _whitened_cross_covariance(
-    z1: torch.Tensor, z2: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean, whitening matrix and symmetric cross-view covariance of whitened pairs.
+class PairMoments:
+    """Running sums of view pairs: all :func:`estimate` needs, in O(k^2) memory whatever N is.
 
-    Args:
-        z1: features of view 1, float64. Shape: (N, k).
-        z2: features of view 2 of the same images. Shape: (N, k).
-
-    Returns:
-        mean (k,), whitening W (k, r) and P (r, r).
+    Sums of z1, z2 and the Gram matrices z1^T z1, z2^T z2, z1^T z2 in float64, so the features of
+    a 50,000-image train split (x4 passes) are never held at once: each batch is added and dropped.
     """
-    import torch
 
-    z = torch.cat([z1, z2])  # (2N, k)
-    mean = z.mean(0)
-    centred = z - mean
-    cov = centred.T @ centred / len(z)  # (k, k)
-    w, v = torch.linalg.eigh(cov)
-    keep = w > 1e-6 * w.max()  # drop directions the encoder never uses
-    whiten = v[:, keep] / w[keep].sqrt()  # (k, r)
-    a, b = (z1 - mean) @ whiten, (z2 - mean) @ whiten  # (N, r) each
-    return mean, whiten, (a.T @ b + b.T @ a) / (2 * len(a))
+    def __init__(self, k: int) -> None:
+        import torch
+
+        self.n = 0
+        self.s1, self.s2 = (torch.zeros(k, dtype=torch.float64) for _ in range(2))  # (k,)
+        self.g11, self.g22, self.g12 = (
+            torch.zeros(k, k, dtype=torch.float64) for _ in range(3)
+        )  # (k, k)
+
+    def add(self, z1: torch.Tensor, z2: torch.Tensor) -> None:
+        """Adds pairs. Shape: (B, k) each, view 1 and view 2 of the same images."""
+        z1, z2 = z1.double(), z2.double()
+        self.n += len(z1)
+        self.s1 += z1.sum(0)
+        self.s2 += z2.sum(0)
+        self.g11 += z1.T @ z1
+        self.g22 += z2.T @ z2
+        self.g12 += z1.T @ z2
+
+    def whitened_cross_covariance(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, whitening matrix and symmetric cross-view covariance of whitened pairs.
+
+        Returns:
+            mean (k,) of both views, whitening W (k, r) and P = (A^T B + B^T A) / 2N (r, r), A and
+            B the whitened views ``(z - mean) @ W``.
+        """
+        import torch
+
+        n = self.n
+        mean = (self.s1 + self.s2) / (2 * n)  # (k,)
+        cov = (self.g11 + self.g22) / (2 * n) - torch.outer(mean, mean)  # (k, k)
+        w, v = torch.linalg.eigh(cov)
+        keep = w > 1e-6 * w.max()  # drop directions the encoder never uses
+        whiten = v[:, keep] / w[keep].sqrt()  # (k, r)
+        # (z1 - mean)^T (z2 - mean), expanded into the running sums
+        c12 = self.g12 - torch.outer(self.s1, mean) - torch.outer(mean, self.s2)
+        c12 = c12 + n * torch.outer(mean, mean)  # (k, k)
+        ab = whiten.T @ c12 @ whiten  # (r, r) = A^T B
+        return mean, whiten, (ab + ab.T) / (2 * n)
 
 
 def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
@@ -119,17 +142,28 @@ def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
         z1: features of view 1. Shape: (N, k).
         z2: features of view 2 of the same images. Shape: (N, k).
     """
+    half = len(z1) // 2
+    halves = (PairMoments(z1.shape[1]), PairMoments(z1.shape[1]))
+    halves[0].add(z1[:half], z2[:half])
+    halves[1].add(z1[half:], z2[half:])
+    return estimate_from(*halves)
+
+
+def estimate_from(first: PairMoments, second: PairMoments) -> SpectralBasis:
+    """The spectral basis from the moments of the two halves of the pairs (the split-half noise
+    is the difference of the halves' eigenvalues)."""
     import torch
 
-    z1, z2 = z1.double(), z2.double()
-    mean, whiten, p = _whitened_cross_covariance(z1, z2)
+    both = PairMoments(0)
+    both.n = first.n + second.n
+    for name in ("s1", "s2", "g11", "g22", "g12"):
+        setattr(both, name, getattr(first, name) + getattr(second, name))
+    mean, whiten, p = both.whitened_cross_covariance()
     eigenvalues, vectors = torch.linalg.eigh(p)
     eigenvalues, vectors = eigenvalues.flip(0), vectors.flip(1)  # descending
-    half = len(z1) // 2
-    halves = []
-    for part in (slice(0, half), slice(half, None)):
-        _, _, ph = _whitened_cross_covariance(z1[part], z2[part])
-        halves.append(torch.linalg.eigvalsh(ph).flip(0))
+    halves = [
+        torch.linalg.eigvalsh(h.whitened_cross_covariance()[2]).flip(0) for h in (first, second)
+    ]
     r = min(len(eigenvalues), len(halves[0]), len(halves[1]))
     diff = torch.full_like(eigenvalues, float("nan"))
     diff[:r] = (halves[0][:r] - halves[1][:r]).abs()
@@ -138,7 +172,7 @@ def estimate(z1: torch.Tensor, z2: torch.Tensor) -> SpectralBasis:
         rotation=(whiten @ vectors).numpy(),
         eigenvalues=eigenvalues.numpy(),
         split_half_diff=diff.numpy(),
-        pairs=len(z1),
+        pairs=both.n,
     )
 
 
@@ -173,10 +207,12 @@ def _load_basis(arrays: dict[str, np.ndarray], meta: dict, job: _SpectralJob) ->
     )
 
 
-def _augmented_pair_features(job: _SpectralJob) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of ``job.reps`` augmented view pairs of every train image. Shape: (N, k) each."""
+def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments]:
+    """Moments of ``job.reps`` augmented view pairs of every train image, the first half of the
+    pairs (in the order drawn) and the second apart."""
     import torch
 
+    from tricl.analysis.features import batch_size_for
     from tricl.data import build_augmentation
 
     # building the model and drawing augmentations use torch's global RNG: fork it, so the
@@ -190,23 +226,33 @@ def _augmented_pair_features(job: _SpectralJob) -> tuple[torch.Tensor, torch.Ten
         # with the default layout to float rounding (~1e-7)
         layout = torch.channels_last
         encoder = job.run.encoder(job.device).eval().to(memory_format=layout)
-        augment = build_augmentation(data).to(dev)
-        views: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         x = data.train_x
+        # at most job.batch images, fewer where the model's input is large (224 px)
+        batch = batch_size_for(encoder, x[:1], data.preprocess, device=dev, most=job.batch)
+        augment = build_augmentation(data).to(dev)
+        halves: list[PairMoments] = []
+        half, seen = job.reps * len(x) // 2, 0
         for _ in range(job.reps):
-            for i in range(0, len(x), job.batch):
-                xb = x[i : i + job.batch].to(dev)
-                for view in views:
-                    view.append(encoder(augment(xb).contiguous(memory_format=layout)).float().cpu())
-    return torch.cat(views[0]), torch.cat(views[1])
+            for i in range(0, len(x), batch):
+                xb = x[i : i + batch].to(dev)
+                z1, z2 = (
+                    encoder(augment(xb).contiguous(memory_format=layout)).float().cpu()
+                    for _ in range(2)
+                )  # (B, k) each
+                if not halves:
+                    halves = [PairMoments(z1.shape[1]), PairMoments(z1.shape[1])]
+                cut = min(max(half - seen, 0), len(z1))  # rows of this batch in the first half
+                halves[0].add(z1[:cut], z2[:cut])
+                halves[1].add(z1[cut:], z2[cut:])
+                seen += len(z1)
+    return halves[0], halves[1]
 
 
 def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
     import torch
 
     with torch.no_grad():
-        z1, z2 = _augmented_pair_features(job)
-    basis = estimate(z1, z2)
+        basis = estimate_from(*_pair_moments(job))
     arrays = {
         "mean": basis.mean,
         "rotation": basis.rotation,
