@@ -240,6 +240,14 @@ def offer_analysis(
     )
 
 
+def offer_job(
+    runs: Sequence[Run], command: list[str], what: str, detail: str, label: str, key: str
+) -> None:
+    """A panel that says what is missing (``what``), what the job computes (``detail``) and
+    starts ``command`` as a job of these runs (or shows the one queued or running)."""
+    _job_panel(job_store(runs), command, what, detail, label, key)
+
+
 def _job_panel(
     store: JobStore, command: list[str], what: str, detail: str, label: str, key: str
 ) -> None:

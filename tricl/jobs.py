@@ -1,4 +1,5 @@
-"""Background jobs: ``tricl analyze`` / ``tricl compare`` in a subprocess, outside any page.
+"""Background jobs: ``tricl analyze`` / ``compare`` / ``visualize`` in a subprocess, outside any
+page.
 
 The dashboard never computes an analysis inside a page's script run (a run's first analysis takes
 minutes and the server would answer nobody meanwhile). It starts a job instead::
@@ -145,6 +146,13 @@ def consensus_command(runs: Sequence[str | Path], split: str = "test") -> list[s
     """``python -m tricl compare RUN... --split SPLIT --consensus`` (analyses every run in its
     spectral basis first if needed)."""
     return [*compare_command(runs, split), "--consensus"]
+
+
+def visualize_command(run: str | Path, feature: int, basis: str | Basis = "trained") -> list[str]:
+    """``python -m tricl visualize RUN --feature N [--basis BASIS]``: one feature's
+    visualisation (cached per run, basis and feature, so each feature is its own job)."""
+    command = [sys.executable, "-m", "tricl", "visualize", str(run), "--feature", str(feature)]
+    return command + get_basis(basis).cli_args()
 
 
 def job_id(command: Sequence[str]) -> str:

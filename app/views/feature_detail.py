@@ -5,6 +5,7 @@ from __future__ import annotations
 import bands_ui
 import classes_ui
 import draw
+import featvis_ui
 import interventions_ui
 import jobs_ui
 import labels
@@ -257,6 +258,7 @@ def main() -> None:
     if text is not None:
         text_ui.feature_captions(text, feature, rank)
     saliency(run, analysis, feature, rank, order)
+    featvis_ui.feature_visualisation(run, analysis, feature, rank, images)
     if basis.fixed_order:  # the basis numbers the features: the same # in every seed
         same_rank_elsewhere(run, analysis, rank, images)
     else:

@@ -1,4 +1,4 @@
-"""The ``tricl`` command: ``train | runs | analyze | compare | import | align``.
+"""The ``tricl`` command: ``train | runs | analyze | compare | import | align | visualize``.
 
 Every flag's help says the recommended value and what goes wrong otherwise (DINO style). Errors the
 user can fix end the command with one line on stderr and exit status 2; nothing is left
@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from tricl.cli.compare import add_basis, add_compare
 from tricl.cli.imports import add_import
+from tricl.cli.visualize import add_visualize
 from tricl.config import RunConfig
 
 
@@ -311,7 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
         " streamlit run app/main.py",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_runs, _add_analyze, add_compare, add_import, _add_align):
+    for add in (
+        _add_train,
+        _add_runs,
+        _add_analyze,
+        add_compare,
+        add_import,
+        _add_align,
+        add_visualize,
+    ):
         add(sub)
     return parser
 
