@@ -134,6 +134,37 @@ def _collect(runs: Sequence[Run], read: Any) -> Analyses:
     return out
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _summary(path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
+    """The summary of the stored analysis of these weights; raises :class:`_NotCached`."""
+    del weights_hash, stamp  # cache keys, as for analyses
+    from tricl.analysis.summary import load_summary
+
+    found = load_summary(path, split=EVAL_SPLIT)
+    if found is None:
+        raise _NotCached(path)
+    return found
+
+
+def summary_or_none(run: Run) -> Any | None:
+    """The summary of the run's stored analysis (``AnalysisSummary``: importance, few-feature
+    curves, full-feature accuracies; no feature arrays read), or None if it has none for its
+    current weights.
+
+    Raises:
+        AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
+    """
+    try:
+        return _summary(str(run.path), run.weights_hash, analysis_stamp(run.path))
+    except _NotCached:
+        return None
+
+
+def summaries(runs: Sequence[Run]) -> Analyses:
+    """The summary of every run's stored analysis (the Runs page's table and spectrum)."""
+    return _collect(runs, summary_or_none)
+
+
 def _slim_text(text: Any) -> Any:
     """The text analysis without the train split's features (no page draws them)."""
     empty = np.empty((0, 0), np.float32)
@@ -159,9 +190,8 @@ def text_analysis_or_none(run: Run) -> Any | None:
     Raises:
         AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
     """
-    stamp = (*analysis_stamp(run.path), -1, *artifact_stamp(_analysis_folder(run.path) / "text"))
     try:
-        return _text_analysis(str(run.path), run.weights_hash, stamp)
+        return _text_analysis(str(run.path), run.weights_hash, _text_stamp(run))
     except _NotCached:
         return None
 
@@ -169,6 +199,35 @@ def text_analysis_or_none(run: Run) -> Any | None:
 def text_analyses(runs: Sequence[Run]) -> Analyses:
     """The stored text analysis of every image-text run among ``runs`` (others are skipped)."""
     return _collect([r for r in runs if r.image_text and not r.aligned], text_analysis_or_none)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _zero_shot(path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
+    """The stored zero-shot metrics of these weights; raises :class:`_NotCached`."""
+    del weights_hash, stamp  # cache keys, as for analyses
+    from tricl.analysis.image_text import load_zero_shot
+
+    found = load_zero_shot(path, split=EVAL_SPLIT)
+    if found is None:
+        raise _NotCached(path)
+    return found
+
+
+def zero_shots(runs: Sequence[Run]) -> Analyses:
+    """The stored zero-shot accuracy and retrieval recalls (``TextAnalysis.zero_shot``) of every
+    image-text run among ``runs``, read without the caption features."""
+
+    def read(run: Run) -> Any | None:
+        try:
+            return _zero_shot(str(run.path), run.weights_hash, _text_stamp(run))
+        except _NotCached:
+            return None
+
+    return _collect([r for r in runs if r.image_text and not r.aligned], read)
+
+
+def _text_stamp(run: Run) -> tuple[int, ...]:
+    return (*analysis_stamp(run.path), -1, *artifact_stamp(_analysis_folder(run.path) / "text"))
 
 
 def _stored(load: Any, paths: tuple[str, ...], **kwargs: Any) -> Any:
@@ -217,6 +276,35 @@ def _image_text_comparison(
     from tricl.analysis.image_text_compare import load_image_text_comparison
 
     return _stored(load_image_text_comparison, paths, split=EVAL_SPLIT, basis=basis)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _pairs(
+    paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...], _summaries: Sequence[Any]
+) -> Any:
+    del stamps  # cache key, as for comparisons (the summaries were read with these stamps)
+    from tricl.analysis.comparison import load_pairs
+
+    return _stored(load_pairs, paths, split=EVAL_SPLIT, spectral=True, summaries=_summaries)
+
+
+def comparison_pairs(runs: Sequence[Run], summaries: Sequence[Any]) -> Any | None:
+    """The pairs table of the runs' stored comparison in the trained basis (the Runs page's
+    seed-group line; no feature array read), or None if none is stored for their weights.
+
+    Args:
+        runs: the runs, in this order.
+        summaries: their analysis summaries (:func:`summaries`), which the comparison's
+            freshness is checked against.
+
+    Raises:
+        AnalysisError: the runs cannot be compared (e.g. evaluated on different images).
+    """
+    paths = tuple(str(r.path) for r in runs)
+    try:
+        return _pairs(paths, tuple(analysis_stamp(p) for p in paths), tuple(summaries))
+    except _NotCached:
+        return None
 
 
 def image_text_comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:

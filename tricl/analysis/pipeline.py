@@ -163,10 +163,14 @@ class Analysis:
             Rows of ``selection`` top / bottom / random, columns ``selection, k, linear_acc,
             retrieval_map, linear_acc_std, retrieval_map_std``.
         """
-        order = self.importance.default if order is None else order
-        df = self.downstream
-        rows = df[(df["order"] == order) | (df["selection"] == "random")]
-        return rows.drop(columns="order").reset_index(drop=True)
+        return curves_of(self.downstream, self.importance.default if order is None else order)
+
+
+def curves_of(downstream: pd.DataFrame, order: str) -> pd.DataFrame:
+    """The rows of the few-feature curves (``downstream``) of importance order ``order``, plus
+    random-k (see :meth:`Analysis.curves`)."""
+    rows = downstream[(downstream["order"] == order) | (downstream["selection"] == "random")]
+    return rows.drop(columns="order").reset_index(drop=True)
 
 
 def feature_order(analysis: Analysis, name: str | None = None) -> np.ndarray:
