@@ -11,6 +11,7 @@ job that writes new artifacts is picked up on the next rerun; "not there" is nev
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -134,13 +135,20 @@ def _collect(runs: Sequence[Run], read: Any) -> Analyses:
     return out
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _summary(path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
-    """The summary of the stored analysis of these weights; raises :class:`_NotCached`."""
-    del weights_hash, stamp  # cache keys, as for analyses
-    from tricl.analysis.summary import load_summary
+# the brief reads (no feature array read): name -> (module, loader), loaded on first use
+_BRIEF = {
+    "summary": ("tricl.analysis.summary", "load_summary"),
+    "zero_shot": ("tricl.analysis.image_text", "load_zero_shot"),
+}
 
-    found = load_summary(path, split=EVAL_SPLIT)
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _brief(what: str, path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
+    """A brief read of the stored artifacts of these weights (:data:`_BRIEF`: the analysis'
+    summary, the zero-shot metrics); raises :class:`_NotCached`."""
+    del weights_hash, stamp  # cache keys, as for analyses
+    module, name = _BRIEF[what]
+    found = getattr(importlib.import_module(module), name)(path, split=EVAL_SPLIT)
     if found is None:
         raise _NotCached(path)
     return found
@@ -155,7 +163,7 @@ def summary_or_none(run: Run) -> Any | None:
         AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
     """
     try:
-        return _summary(str(run.path), run.weights_hash, analysis_stamp(run.path))
+        return _brief("summary", str(run.path), run.weights_hash, analysis_stamp(run.path))
     except _NotCached:
         return None
 
@@ -201,25 +209,13 @@ def text_analyses(runs: Sequence[Run]) -> Analyses:
     return _collect([r for r in runs if r.image_text and not r.aligned], text_analysis_or_none)
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _zero_shot(path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
-    """The stored zero-shot metrics of these weights; raises :class:`_NotCached`."""
-    del weights_hash, stamp  # cache keys, as for analyses
-    from tricl.analysis.image_text import load_zero_shot
-
-    found = load_zero_shot(path, split=EVAL_SPLIT)
-    if found is None:
-        raise _NotCached(path)
-    return found
-
-
 def zero_shots(runs: Sequence[Run]) -> Analyses:
     """The stored zero-shot accuracy and retrieval recalls (``TextAnalysis.zero_shot``) of every
     image-text run among ``runs``, read without the caption features."""
 
     def read(run: Run) -> Any | None:
         try:
-            return _zero_shot(str(run.path), run.weights_hash, _text_stamp(run))
+            return _brief("zero_shot", str(run.path), run.weights_hash, _text_stamp(run))
         except _NotCached:
             return None
 

@@ -18,8 +18,8 @@ import pandas as pd
 from tricl.analysis.importance import Importance
 from tricl.analysis.pipeline import (
     Analysis,
+    Headline,
     _Request,
-    curves_of,
     get_basis,
     load_analysis,
     load_run,
@@ -28,8 +28,9 @@ from tricl.runs import Run
 
 
 @dataclass(frozen=True, eq=False)
-class AnalysisSummary:
-    """The headline numbers of a stored analysis (see :class:`~tricl.analysis.pipeline.Analysis`).
+class AnalysisSummary(Headline):
+    """The headline numbers of a stored analysis (``linear_acc``, ``knn_acc``, ``curves()`` as
+    :class:`~tricl.analysis.pipeline.Analysis` gives them).
 
     Attributes:
         run_name: the run folder's name.
@@ -64,20 +65,8 @@ class AnalysisSummary:
         )
 
     @property
-    def linear_acc(self) -> float:
-        return self.full["linear_acc"]
-
-    @property
-    def knn_acc(self) -> float:
-        return self.full["knn_acc"]
-
-    @property
     def k(self) -> int:
         return len(self.importance.scores[self.importance.default])
-
-    def curves(self, order: str | None = None) -> pd.DataFrame:
-        """As :meth:`Analysis.curves <tricl.analysis.pipeline.Analysis.curves>`."""
-        return curves_of(self.downstream, self.importance.default if order is None else order)
 
 
 # what a summary reads in full; the features (and whatever else they need) by their meta only
