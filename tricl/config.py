@@ -155,11 +155,14 @@ class _Settings:
                     f"{f.name} must be {f.type}, got {type(value).__name__} {value!r}"
                 )
             choices = field_choices(f)
+            if f.name == "backbone" and not get_method(self.method).trainable:
+                continue  # an imported encoder's backbone is its source spec (_check_source)
             if choices and value not in choices:
                 raise ConfigError(
                     f"unknown {f.name} {value!r}; choose one of {choices}"
                     f" (e.g. --{f.name.replace('_', '-')} {f.default})"
                 )
+        self._check_source()
         kind, _ = parse_dataset(self.dataset)
         pair = dataset_pair(kind)
         if pair is None:
@@ -178,6 +181,16 @@ class _Settings:
         self._check_ranges()
         for group in option_groups():  # each method's options check their own values
             options_of(self, group)
+
+    def _check_source(self) -> None:
+        from tricl.catalog import SOURCE_INFO, parse_source
+
+        if not get_method(self.method).trainable and parse_source(self.backbone) is None:
+            raise ConfigError(
+                f"method {self.method!r} is an encoder opened with `tricl import SOURCE --weights"
+                f" FILE` (SOURCE one of {sorted(SOURCE_INFO)}), not trained here; pick a training"
+                " method (e.g. --method simclr)"
+            )
 
     def _check_ranges(self) -> None:
         for name in ("proj_hidden_dim", "proj_dim", "epochs", "batch_size", "save_every"):
@@ -234,11 +247,17 @@ class _Settings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _copy_field(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory, metadata=f.metadata)
+    return field(default=f.default, metadata=f.metadata)
+
+
 def _compose() -> type:
     """RunConfig: :class:`_Settings` plus every method's option fields (each keeps its help
     and choices, so the flags follow)."""
     fields = [
-        (f.name, f.type, field(default=f.default, metadata=f.metadata))
+        (f.name, f.type, _copy_field(f))
         for group in option_groups()
         for f in dataclasses.fields(group)
     ]

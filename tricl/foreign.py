@@ -207,3 +207,76 @@ def import_checkpoint(
         files={WEIGHTS_FILE: weights_to_bytes(enc.state_dict(), meta), METRICS_FILE: b""},
     )
     return Run.load(run_dir)
+
+
+def _default_name(source: str, arch: dict[str, Any]) -> str:
+    """``timm_resnet50``: the source and the architecture's name, as one folder name."""
+    raw = f"{source}_{arch.get('name', 'encoder')}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in raw).strip(".-") or source
+
+
+def import_encoder(
+    spec: str,
+    weights: str | Path | None = None,
+    *,
+    layer: str = "",
+    prefix: str | None = None,
+    runs_root: str | Path | None = None,
+    dataset: str = "cifar10",
+    name: str = "",
+) -> Run:
+    """Turn an encoder made elsewhere into a run directory (``tricl import SOURCE --weights F``).
+
+    The weights are read without executing code (:mod:`tricl.sources.files`), matched to the
+    source's architecture (prefix detected or ``prefix``), read at ``layer`` and written with the
+    record that rebuilds the encoder offline: ``config.json``'s ``source`` holds the architecture
+    (a library's model config copied in), the layer, the model's preprocessing, the widths, and the
+    weights file's path and SHA-256. Every check runs before anything is written.
+
+    Args:
+        spec: ``SOURCE:ARG`` (see :data:`tricl.catalog.SOURCE_INFO`).
+        weights: the weights file (``hf:DIR``: defaults to the folder's own).
+        layer: ``""`` (the pooled backbone output), ``"projector"``, or a module name.
+        prefix: the backbone's key prefix in the file (default: detected).
+        runs_root: where the run goes (default ``$TRICL_RUNS`` or ``./runs``).
+        dataset: the images it is analysed on by default (any size or channel count).
+        name: the run folder's name (default ``SOURCE_ARCH``).
+
+    Raises:
+        RunError: one line naming the problem and the fix.
+    """
+    from tricl.sources import SourceError, open_weights, parse_spec
+
+    root = Path(runs_root) if runs_root is not None else default_runs_root()
+    check_runs_root(root)
+    if name:
+        check_run_name(name)
+    try:
+        source, _ = parse_spec(spec)
+        enc, record = open_weights(
+            spec, Path(weights) if weights is not None else None, layer=layer, prefix=prefix
+        )
+    except SourceError as exc:
+        raise RunError(str(exc)) from None
+    run_name = check_run_name(name or _default_name(source.name, record["arch"]))
+    ensure_new_run(root / run_name, "pass --name to import under another name")
+    cfg = RunConfig(
+        method="imported",
+        dataset=dataset,
+        backbone=f"{source.name}:{record['arch']['name']}",
+        proj_hidden_dim=int(record["feat_dim"]),
+        proj_dim=int(enc.out_dim),
+        epochs=1,
+        name=run_name,
+        source=record,
+    )
+    meta = {"epoch": "1", "format": WEIGHTS_FORMAT, "imported": "1"}
+    run_dir = create_run_dir(
+        root,
+        cfg,
+        {"in_channels": 3, "image_size": 0, "classes": []},
+        name=run_name,
+        info={"imported_from": record["weights"]["file"], "import_report": record["report"]},
+        files={WEIGHTS_FILE: weights_to_bytes(enc.state_dict(), meta), METRICS_FILE: b""},
+    )
+    return Run.load(run_dir)

@@ -163,7 +163,8 @@ def saliency(
     from tricl.runs import Run
 
     enc = _encoder(path, weights_hash, basis)
-    data = _dataset(spec, Run.load(path).config.image_size)
+    run = Run.load(path)
+    data = run.input_data(_dataset(spec, run.config.image_size))
     pre = data.preprocess(torch.from_numpy(np.ascontiguousarray(images)))  # (B, C, H, W) float
     maps, acts = [], []
     with torch.enable_grad():
@@ -181,7 +182,8 @@ def embed(path: str, weights_hash: str, basis: str, spec: str, image: np.ndarray
 
     from tricl.runs import Run
 
-    data = _dataset(spec, Run.load(path).config.image_size)
+    run = Run.load(path)
+    data = run.input_data(_dataset(spec, run.config.image_size))
     enc = _encoder(path, weights_hash, basis)
     # no_grad, not inference_mode: tensors the dataset caches on first use (normalisation) must
     # stay usable by the saliency maps' autograd afterwards
@@ -235,3 +237,23 @@ def encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
         "truncated": bool(encoded.truncated),
         "context_length": tokenizer.context_length,
     }
+
+
+@plain_errors
+def steer(
+    z: np.ndarray, feature: int, amounts_sd: Sequence[float], probe: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Class probabilities of one image's features with ``feature`` moved by each amount (train
+    standard deviations), through the run's stored linear probe (the ``interventions`` stage's
+    ``probe_*`` arrays and ``std``), exactly as that stage steers the split.
+
+    z: (k,) -> (len(amounts_sd), C).
+    """
+    from types import SimpleNamespace
+
+    from tricl.analysis.split_stages.interventions import steer as steer_split
+
+    k = len(z)
+    if not 0 <= feature < k:
+        raise ValueError(f"feature {feature} is out of range: this basis has features 0..{k - 1}")
+    return steer_split(z, feature, list(amounts_sd), SimpleNamespace(**probe))

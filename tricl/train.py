@@ -305,6 +305,11 @@ def setup(
     its checkpoint is read until :func:`train` ends, so no second process trains it meanwhile.
     """
     cfg, run_dir = _target(cfg, runs_root, resume)
+    if not get_method(cfg.method).trainable:
+        raise TrainingError(
+            f"{cfg.method!r} runs are encoders opened with tricl import and cannot be trained"
+            " here; train a new run with a training method (e.g. --method simclr)"
+        )
     device = resolve_device(cfg.device)
     dist_utils.init_from_env(device)
     hold = contextlib.ExitStack()  # the run's training lock, released by train() or on error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bands_ui
 import draw
+import interventions_ui
 import jobs_ui
 import labels
 import models
@@ -284,6 +285,7 @@ def main() -> None:
     images = models.eval_images(run, analysis)
     images_and_classes(analysis, feature, rank, images)
     bands_ui.activation_ranges(run, analysis, feature, rank, images)
+    interventions_ui.what_it_does(run, analysis, feature, rank)
     text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     if text is not None:
         text_ui.feature_captions(text, feature, rank)

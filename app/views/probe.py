@@ -15,6 +15,7 @@ import models
 import numpy as np
 import plotly.graph_objects as go
 import state
+import steer_ui
 import streamlit as st
 import text_ui
 
@@ -232,6 +233,7 @@ def probe_image(run) -> None:
             "probe_activations",
         )
     strongest_features(run, analysis, order_name, image, z)
+    steer_ui.steer_section(run, analysis, order_name, z)
 
 
 def strongest_features(run, analysis, order_name: str, image: np.ndarray, z: np.ndarray) -> None:

@@ -50,6 +50,8 @@ class ProbeResult:
         coef: weights on the standardised features. Shape: (C_train, d), C_train = classes seen
             in training (one row for two classes, as scikit-learn stores binary problems).
         intercept: biases. Shape: (C_train,).
+        classes: the class of each of those rows (the classes seen in training; binary: both, the
+            one row scoring the second). Shape: (C_seen,).
     """
 
     accuracy: float
@@ -57,6 +59,7 @@ class ProbeResult:
     predictions: np.ndarray
     coef: np.ndarray
     intercept: np.ndarray
+    classes: np.ndarray | None = None
 
 
 def linear_probe(
@@ -116,6 +119,7 @@ def linear_probe(
         predictions=pred,
         coef=model.coef_,
         intercept=model.intercept_,
+        classes=model.classes_,
     )
 
 

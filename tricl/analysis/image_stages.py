@@ -152,7 +152,7 @@ def _load_features(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: Spl
 
 
 def _compute_features(job: SplitJob, inputs: dict[str, Any]) -> Output:
-    data, progress = _load_images(job), job.progress
+    data, progress = job.run.input_data(_load_images(job)), job.progress
     eval_x, eval_y = data.split(job.split)
     train_x, train_y = data.train_x, data.train_y
     same = job.split == "train"
@@ -537,6 +537,8 @@ def _load_images(job: SplitJob) -> Any:
         data = load_dataset(job.dataset, image_size=run.config.image_size, progress=quiet)
     except DatasetError as exc:
         raise AnalysisError(f"cannot analyze {run.name}: {exc}") from None
+    if run.own_preprocessing:  # its encoder converts and resizes any image itself
+        return data
     want_c, want_size = run.in_channels, run.dataset_info.get("image_size")
     if data.channels != want_c or (want_size is not None and data.image_size != int(want_size)):
         raise AnalysisError(

@@ -185,7 +185,7 @@ def _augmented_pair_features(job: _SpectralJob) -> tuple[torch.Tensor, torch.Ten
     cuda = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(job.seed)
-        data = job.run.load_data()
+        data = job.run.input_data(job.run.load_data())
         # channels-last convolutions run about 1.6x faster on a CPU (oneDNN); the features agree
         # with the default layout to float rounding (~1e-7)
         layout = torch.channels_last

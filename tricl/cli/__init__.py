@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tricl.cli.compare import add_basis, add_compare
+from tricl.cli.imports import add_import
 from tricl.config import RunConfig
 
 
@@ -231,49 +232,6 @@ def _analyze_text(run: Path, args: argparse.Namespace) -> None:
     print(f"{run}: {t.summary()}")
 
 
-def _add_import(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "import",
-        help="turn a solo-learn / official triCL checkpoint into a run directory",
-        description="Convert a PyTorch Lightning checkpoint of solo-learn or the official triCL"
-        " code (state_dict with backbone.*, projector.*, scale_param) into a run directory. The"
-        " file is read with weights_only loading: it never executes code.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("checkpoint", type=Path, metavar="PATH.ckpt")
-    p.add_argument("--dataset", default="cifar10", help="dataset the encoder was trained on")
-    p.add_argument(
-        "--method",
-        default=None,
-        help="method to record (default: tricl if the checkpoint has scale_param, else simclr)",
-    )
-    p.add_argument("--name", default="", help="run folder name (default: the file's stem)")
-    p.add_argument(
-        "--runs-root",
-        type=Path,
-        default=None,
-        help="folder of runs (default: $TRICL_RUNS or ./runs)",
-    )
-    p.set_defaults(func=_cmd_import)
-
-
-def _cmd_import(args: argparse.Namespace) -> int:
-    from tricl.foreign import import_checkpoint
-
-    run = import_checkpoint(
-        args.checkpoint,
-        runs_root=args.runs_root,
-        dataset=args.dataset,
-        method=args.method,
-        name=args.name,
-    )
-    print(
-        f"imported {args.checkpoint} as {run.path} ({run.config.method},"
-        f" {run.config.backbone}, k={run.config.proj_dim})"
-    )
-    return 0
-
-
 def _add_align(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "align",
@@ -322,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         " streamlit run app/main.py",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_runs, _add_analyze, add_compare, _add_import, _add_align):
+    for add in (_add_train, _add_runs, _add_analyze, add_compare, add_import, _add_align):
         add(sub)
     return parser
 
@@ -357,9 +315,10 @@ def is_user_error(exc: BaseException) -> bool:
     it as ``error: ...`` and exits 2; anything else is a bug and keeps its traceback."""
     from tricl.config import ConfigError
     from tricl.runs import RunError
+    from tricl.sources import SourceError
     from tricl.train import TrainingError
 
-    ours: list[type[BaseException]] = [ConfigError, RunError, TrainingError]
+    ours: list[type[BaseException]] = [ConfigError, RunError, TrainingError, SourceError]
     try:
         from tricl.data import DatasetError
 

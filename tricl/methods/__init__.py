@@ -55,8 +55,9 @@ for _module in pkgutil.iter_modules(__path__):
 
 
 def methods_with_pair(pair: str) -> list[str]:
-    """The registered methods whose training pair is ``pair`` (a key of :data:`PAIRS`), in order."""
-    return [name for name, m in METHODS.items() if m.pair == pair]
+    """The registered training methods whose pair is ``pair`` (a key of :data:`PAIRS`), in order
+    (an imported encoder is not one: it trains on nothing here)."""
+    return [name for name, m in METHODS.items() if m.pair == pair and m.trainable]
 
 
 def method_label(name: str) -> str:

@@ -58,6 +58,8 @@ class Method:
         terms: ``(field, short name)`` of the :class:`~tricl.losses.LossTerms` fields it has
             besides the total (the progress bar shows those, by their short names).
         rank: its place in lists of methods (lower first).
+        trainable: False for an encoder opened with ``tricl import`` (no loss; ``tricl train``
+            refuses it, and the training-method lists leave it out).
     """
 
     name: ClassVar[str] = ""
@@ -71,6 +73,7 @@ class Method:
     options: ClassVar[tuple[type, ...]] = ()
     terms: tuple[tuple[str, str], ...] = (("contrastive", "con"),)
     rank: ClassVar[int] = 100
+    trainable: ClassVar[bool] = True
 
     def __init__(self) -> None:
         if not self.name or not self.label or not self.description:

@@ -111,6 +111,24 @@ class Run:
         return dict(parent) if isinstance(parent, dict) else None
 
     @property
+    def own_preprocessing(self) -> bool:
+        """Whether the encoder applies its model's own preprocessing (an encoder opened with
+        ``tricl import SOURCE``: grey to RGB, resize, crop, the model's mean/std, per batch), so it
+        reads images of any size scaled to [0, 1]."""
+        return bool(getattr(self.config, "source", None))
+
+    def input_data(self, data: Any) -> Any:
+        """The dataset (:class:`~tricl.data.ImageData`) as this run's encoder reads it: normalised
+        with the dataset's mean/std for a trained encoder; scaled to [0, 1] only (mean 0, std 1)
+        for one that applies its model's own preprocessing (:attr:`own_preprocessing`).
+        ``preprocess`` and ``build_augmentation`` of the result give the encoder's input."""
+        if not self.own_preprocessing:
+            return data
+        import dataclasses
+
+        return dataclasses.replace(data, mean=(0.0,) * data.channels, std=(1.0,) * data.channels)
+
+    @property
     def weights_path(self) -> Path:
         return self.path / WEIGHTS_FILE
 
