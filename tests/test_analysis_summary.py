@@ -67,7 +67,7 @@ def test_retrained_weights_make_the_summary_and_the_pairs_stale(copies):
 
     weights = str(copies[1] / "model.safetensors")
     with safe_open(weights, framework="numpy") as fh:
-        tensors, meta = {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()
+        tensors, meta = {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()  # noqa: SIM118
     name = next(k for k, v in tensors.items() if v.dtype == np.float32)
     tensors[name] = tensors[name] + np.float32(1e-3)  # retrained: another weights hash
     save_file(tensors, weights, metadata=meta)
