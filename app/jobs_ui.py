@@ -100,11 +100,13 @@ def _key(key: str, basis: Basis) -> str:
     return key if basis.legacy_keys else f"{key}_{basis.name}"
 
 
-def analyses(runs: Sequence[Run], *, key: str, basis: str | Basis = "trained") -> dict[str, Any]:
-    """The stored analyses of the runs in ``basis``; missing ones get a job panel, broken ones
-    an error."""
+def analyses(
+    runs: Sequence[Run], *, key: str, basis: str | Basis = "trained", summary: bool = False
+) -> dict[str, Any]:
+    """The stored analyses of the runs in ``basis`` (with ``summary``, in the trained basis: their
+    summaries, no feature arrays read); missing ones get a job panel, broken ones an error."""
     basis = get_basis(basis)
-    got = readers.analyses(runs, basis.name)
+    got = readers.summaries(runs) if summary else readers.analyses(runs, basis.name)
     flag = "".join(f" {arg}" for arg in basis.cli_args())
     for name, msg in got.errors.items():
         st.error(
@@ -133,14 +135,23 @@ def text_analyses(runs: Sequence[Run], *, key: str) -> dict[str, Any]:
     same ``tricl analyze`` command, which reads the image side and computes the text side);
     runs with neither are left to the image analysis's panel, whose job does both.
     """
-    got = readers.text_analyses(runs)
+    return _text_side(readers.text_analyses(runs), key)
+
+
+def zero_shots(runs: Sequence[Run], *, key: str) -> dict[str, dict[str, float]]:
+    """The stored zero-shot metrics of the image-text runs among ``runs`` (no feature array
+    read), with the job panel of :func:`text_analyses`."""
+    return _text_side(readers.zero_shots(runs), key)
+
+
+def _text_side(got: readers.Analyses, key: str) -> dict[str, Any]:
     for name, msg in got.errors.items():
         st.error(
             f"the caption analysis files of {name} cannot be read ({msg}); analyse it again "
             f"with `tricl analyze --force {name}`",
             icon=":material/error:",
         )
-    analysed = readers.analyses(got.missing).found
+    analysed = readers.summaries(got.missing).found
     todo = [r for r in got.missing if r.name in analysed]
     if todo:
         names = ", ".join(f"`{r.name}`" for r in todo)

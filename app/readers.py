@@ -11,6 +11,7 @@ job that writes new artifacts is picked up on the next rerun; "not there" is nev
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -134,6 +135,44 @@ def _collect(runs: Sequence[Run], read: Any) -> Analyses:
     return out
 
 
+# the brief reads (no feature array read): name -> (module, loader), loaded on first use
+_BRIEF = {
+    "summary": ("tricl.analysis.summary", "load_summary"),
+    "zero_shot": ("tricl.analysis.image_text", "load_zero_shot"),
+}
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _brief(what: str, path: str, weights_hash: str, stamp: tuple[int, ...]) -> Any:
+    """A brief read of the stored artifacts of these weights (:data:`_BRIEF`: the analysis'
+    summary, the zero-shot metrics); raises :class:`_NotCached`."""
+    del weights_hash, stamp  # cache keys, as for analyses
+    module, name = _BRIEF[what]
+    found = getattr(importlib.import_module(module), name)(path, split=EVAL_SPLIT)
+    if found is None:
+        raise _NotCached(path)
+    return found
+
+
+def summary_or_none(run: Run) -> Any | None:
+    """The summary of the run's stored analysis (``AnalysisSummary``: importance, few-feature
+    curves, full-feature accuracies; no feature arrays read), or None if it has none for its
+    current weights.
+
+    Raises:
+        AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
+    """
+    try:
+        return _brief("summary", str(run.path), run.weights_hash, analysis_stamp(run.path))
+    except _NotCached:
+        return None
+
+
+def summaries(runs: Sequence[Run]) -> Analyses:
+    """The summary of every run's stored analysis (the Runs page's table and spectrum)."""
+    return _collect(runs, summary_or_none)
+
+
 def _slim_text(text: Any) -> Any:
     """The text analysis without the train split's features (no page draws them)."""
     empty = np.empty((0, 0), np.float32)
@@ -159,9 +198,8 @@ def text_analysis_or_none(run: Run) -> Any | None:
     Raises:
         AnalysisError, RunError, OSError, ValueError: the stored files are unreadable.
     """
-    stamp = (*analysis_stamp(run.path), -1, *artifact_stamp(_analysis_folder(run.path) / "text"))
     try:
-        return _text_analysis(str(run.path), run.weights_hash, stamp)
+        return _text_analysis(str(run.path), run.weights_hash, _text_stamp(run))
     except _NotCached:
         return None
 
@@ -169,6 +207,23 @@ def text_analysis_or_none(run: Run) -> Any | None:
 def text_analyses(runs: Sequence[Run]) -> Analyses:
     """The stored text analysis of every image-text run among ``runs`` (others are skipped)."""
     return _collect([r for r in runs if r.image_text and not r.aligned], text_analysis_or_none)
+
+
+def zero_shots(runs: Sequence[Run]) -> Analyses:
+    """The stored zero-shot accuracy and retrieval recalls (``TextAnalysis.zero_shot``) of every
+    image-text run among ``runs``, read without the caption features."""
+
+    def read(run: Run) -> Any | None:
+        try:
+            return _brief("zero_shot", str(run.path), run.weights_hash, _text_stamp(run))
+        except _NotCached:
+            return None
+
+    return _collect([r for r in runs if r.image_text and not r.aligned], read)
+
+
+def _text_stamp(run: Run) -> tuple[int, ...]:
+    return (*analysis_stamp(run.path), -1, *artifact_stamp(_analysis_folder(run.path) / "text"))
 
 
 def _stored(load: Any, paths: tuple[str, ...], **kwargs: Any) -> Any:
@@ -217,6 +272,35 @@ def _image_text_comparison(
     from tricl.analysis.image_text_compare import load_image_text_comparison
 
     return _stored(load_image_text_comparison, paths, split=EVAL_SPLIT, basis=basis)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _pairs(
+    paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...], _summaries: Sequence[Any]
+) -> Any:
+    del stamps  # cache key, as for comparisons (the summaries were read with these stamps)
+    from tricl.analysis.comparison import load_pairs
+
+    return _stored(load_pairs, paths, split=EVAL_SPLIT, spectral=True, summaries=_summaries)
+
+
+def comparison_pairs(runs: Sequence[Run], summaries: Sequence[Any]) -> Any | None:
+    """The pairs table of the runs' stored comparison in the trained basis (the Runs page's
+    seed-group line; no feature array read), or None if none is stored for their weights.
+
+    Args:
+        runs: the runs, in this order.
+        summaries: their analysis summaries (:func:`summaries`), which the comparison's
+            freshness is checked against.
+
+    Raises:
+        AnalysisError: the runs cannot be compared (e.g. evaluated on different images).
+    """
+    paths = tuple(str(r.path) for r in runs)
+    try:
+        return _pairs(paths, tuple(analysis_stamp(p) for p in paths), tuple(summaries))
+    except _NotCached:
+        return None
 
 
 def image_text_comparison(runs: Sequence[Run], basis: str = "trained") -> Any | Missing:

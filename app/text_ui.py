@@ -68,7 +68,7 @@ def runs_columns(runs: list[Run], texts: dict[str, Any]) -> dict[str, list[float
 
     Args:
         runs: the table's runs, in its row order.
-        texts: stored text analyses by run name.
+        texts: stored zero-shot metrics (``TextAnalysis.zero_shot``) by run name.
 
     Returns:
         Column label -> one value per run; empty when no run is an image-text run, so a folder
@@ -78,7 +78,7 @@ def runs_columns(runs: list[Run], texts: dict[str, Any]) -> dict[str, list[float
         return {}
     out: dict[str, list[float]] = {}
     for key, (label, _) in ZERO_SHOT_COLUMNS.items():
-        values = [texts[r.name].zero_shot.get(key) if r.name in texts else None for r in runs]
+        values = [texts[r.name].get(key) if r.name in texts else None for r in runs]
         out[label] = [np.nan if v is None else float(v) for v in values]
     return out
 

@@ -141,6 +141,25 @@ def test_tri_eigen_trains_through_the_head_and_saves_its_refit(tmp_path) -> None
     torch.testing.assert_close(w @ head.cross @ w.T, lam, atol=1e-6, rtol=0)
 
 
+def test_a_loaded_run_checks_the_head_map_but_not_its_running_statistics(tmp_path) -> None:
+    """The finite-weights check of a loaded run skips exactly the buffers the head declares as
+    statistics (``steps`` is infinite after the refit), and refuses NaN in the map it applies."""
+    from safetensors.torch import save_file
+
+    from tricl.runs import RunError
+
+    run = _tiny(tmp_path)
+    assert set(EigenHead.statistics_buffers) == {"steps", "mean", "cov", "cross"}
+    tensors, meta = run.state_dict()
+    assert math.isinf(float(tensors["head.steps"]))
+    run.encoder()  # loads: the infinite step count is a statistic
+    for name in ("head.weight", "head.eigenvalues"):
+        damaged = {**tensors, name: tensors[name].clone().fill_(float("nan"))}
+        save_file(damaged, str(run.weights_path), metadata=meta)
+        with pytest.raises(RunError, match=f"NaN or infinite values in {name}"):
+            Run.load(run.path).encoder()
+
+
 def test_tri_eigen_resumes_to_the_same_weights(tmp_path) -> None:
     full = _tiny(tmp_path / "full")
     partial = train(full.config, runs_root=tmp_path / "part", progress=False, stop_after_epoch=1)

@@ -18,6 +18,8 @@ covariances every step, and the backbone is trained through it.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,6 +43,11 @@ class EigenHead(nn.Module):
         eps: eigenvalues of the covariance below ``eps`` times the largest are raised to it before
             the inverse square root (dead directions do not blow up).
     """
+
+    # the running statistics (not the map forward applies): bookkeeping that may leave the
+    # finite range by design (``refit`` sets ``steps`` to infinity), so a loaded run's
+    # finite-weights check (tricl.runs) leaves these buffers alone and checks the map
+    statistics_buffers: ClassVar[tuple[str, ...]] = ("steps", "mean", "cov", "cross")
 
     def __init__(self, dim: int, momentum: float = 0.99, eps: float = 1e-5) -> None:
         super().__init__()

@@ -14,12 +14,14 @@ import streamlit as st
 import text_ui
 
 from tricl.methods import method_color, method_label
+from tricl.report import runs as report
 from tricl.report.compare import identifiable_groups_markdown
 
 
 def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFrame:
     """One row per run: configuration, training result and the analysis' headline numbers
-    (image-text runs add zero-shot accuracy and retrieval recall from ``texts``)."""
+    (``found``: analyses or their summaries; image-text runs add zero-shot accuracy and
+    retrieval recall from ``texts``, their zero-shot metrics by run name)."""
     rows = []
     for r in runs:
         s = r.summary()
@@ -48,55 +50,6 @@ def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFra
     # columns that say nothing here would push the scores off the right edge
     same = [c for c in ("aligned from", "backbone") if table[c].nunique() <= 1 and len(runs) > 1]
     return table.drop(columns=same)
-
-
-def spectrum_summary(runs: list, found: dict) -> pd.DataFrame:
-    """Per method, mean over its analysed runs: the order used, the share of importance held by
-    the 8 most important features, and the ratio of the largest to the smallest importance."""
-    rows = []
-    for r in runs:
-        a = found.get(r.name)
-        if a is None:
-            continue
-        order = a.importance.default
-        scores = np.sort(np.asarray(a.importance.scores[order], dtype=float))[::-1]
-        if scores.sum() <= 0 or scores[-1] <= 0:
-            continue
-        share = scores / scores.sum()
-        head = min(8, len(share))
-        rows.append(
-            {
-                "method": method_label(r.config.method),
-                "order": order,
-                "k": len(share),
-                "top8_share": share[:head].sum(),
-                "even_share": head / len(share),
-                "max_over_min": scores[0] / scores[-1],
-            }
-        )
-    if not rows:
-        return pd.DataFrame()
-    return pd.DataFrame(rows).groupby(["method", "order"], sort=False).mean().reset_index()
-
-
-def spectrum_caption(summary: pd.DataFrame) -> str:
-    """What the importance chart shows, measured: how much of the importance the top 8 hold per
-    method against an even spread, and how far the largest importance is from the smallest."""
-    if summary.empty:
-        return "No analysed run yet: analyse the runs to see their importance spectra."
-    parts = [
-        f"{row.method} ({row.order}) {row.top8_share:.0%}, largest/smallest {row.max_over_min:.1f}x"
-        for row in summary.itertuples()
-    ]
-    even = summary["even_share"].iloc[0]
-    return (
-        "Each run's importance scores, sorted and divided by their sum: a steep curve means a "
-        "few features carry most of the importance, a flat one that importance is spread "
-        f"evenly. Share held by the 8 most important features (an even spread gives {even:.0%}"
-        f" at k = {int(summary['k'].iloc[0])}), mean over seeds: " + "; ".join(parts) + ". "
-        "The order is what the pages rank features by; a flat curve only says the scores are "
-        "close, not that the order is meaningless (see Few features)."
-    )
 
 
 def curves_figure(runs: list, metric: str) -> go.Figure:
@@ -131,8 +84,7 @@ def spectrum_figure(runs: list, found: dict) -> go.Figure:
         a = found.get(r.name)
         if a is None:
             continue
-        order = a.importance.default
-        scores = np.sort(np.asarray(a.importance.scores[order], dtype=float))[::-1]
+        order, scores = report.sorted_importance(a)
         share = scores / scores.sum() if scores.sum() > 0 else scores
         m = r.config.method
         fig.add_trace(
@@ -153,19 +105,20 @@ def spectrum_figure(runs: list, found: dict) -> go.Figure:
     )
 
 
-def identifiable_note(runs: list) -> str:
+def identifiable_note(runs: list, found: dict) -> str:
     """Which seed groups are identifiable as trained, from their stored comparisons (never
-    computed here: a group without one is left out)."""
+    computed here: a group without one is left out), checked fresh against the runs' analysis
+    summaries ``found``."""
     shown = []
     for group in labels.seed_groups(runs):
-        if len(group) < 2:
+        if len(group) < 2 or any(r.name not in found for r in group):
             continue
         try:
-            comp = readers.comparison(group)
+            pairs = readers.comparison_pairs(group, [found[r.name] for r in group])
         except ValueError:  # the runs cannot be compared (tricl's AnalysisError): nothing to say
             continue
-        if not isinstance(comp, readers.Missing):
-            shown.append((labels.group_label(group), comp.pairs))
+        if pairs is not None:
+            shown.append((labels.group_label(group), pairs))
     return identifiable_groups_markdown(shown)
 
 
@@ -192,8 +145,8 @@ def main() -> None:
         draw.show_train_hint(idx.where)
         return
     runs = list(idx.runs)
-    found = jobs_ui.analyses(runs, key="runs_page")
-    texts = jobs_ui.text_analyses(runs, key="runs_page")
+    found = jobs_ui.analyses(runs, key="runs_page", summary=True)
+    texts = jobs_ui.zero_shots(runs, key="runs_page")
     st.subheader(f"{len(runs)} runs in {idx.where}")
     table = runs_table(runs, found, texts)
     draw.show_table(
@@ -217,8 +170,9 @@ def main() -> None:
             **text_ui.runs_column_config(),
         },
     )
-    if note := identifiable_note(runs):
-        st.success(note)
+    if note := identifiable_note(runs, found):
+        # an explicit icon: with none, Streamlit imports its emoji table (0.2 s) to look for one
+        st.success(note, icon=":material/verified:")
     left, right = st.columns(2)
     with left:
         st.subheader("Training curves")
@@ -230,7 +184,7 @@ def main() -> None:
     with right:
         st.subheader("Importance spectrum")
         draw.show_figure(spectrum_figure(runs, found), "importance_spectrum")
-        st.caption(spectrum_caption(spectrum_summary(runs, found)))
+        st.caption(report.spectrum_caption(report.spectrum_summary(runs, found)))
 
 
 if __name__ == "__main__":

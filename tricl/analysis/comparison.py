@@ -57,6 +57,7 @@ from tricl.analysis.stages import (
     register_stage,
 )
 from tricl.analysis.store import AnalysisError, normalise_meta, to_json
+from tricl.analysis.summary import AnalysisSummary, load_summary
 from tricl.bases import SPECTRAL, Basis
 from tricl.runs import Run, default_runs_root
 
@@ -352,11 +353,12 @@ class _Request:
     spectral: bool = True
     out_root: Path | None = None
     progress: bool = False
+    summaries: Sequence[AnalysisSummary] | None = None  # the runs' summaries, if read
 
 
 def _prepare(req: _Request, compute: bool) -> Target | None:
     """The comparison's target; None when an analysis is missing and ``compute`` is False."""
-    basis = get_basis(req.basis).basis  # an unknown basis fails before any run is read
+    get_basis(req.basis)  # an unknown basis fails before any run is read
     loaded = _load_runs(req.runs)
     # an existing analysis is used as it is (whatever its top_n); only missing ones are computed
     analyses = []
@@ -368,12 +370,20 @@ def _prepare(req: _Request, compute: bool) -> Target | None:
             a = analyze(r, split=req.split, basis=req.basis, progress=req.progress)
         analyses.append(a)
     _check_same_images(analyses)
-    names, hashes = [r.name for r in loaded], [a.weights_hash for a in analyses]
+    return _target(req, loaded, [AnalysisSummary.of(a) for a in analyses], analyses)
+
+
+def _target(
+    req: _Request, loaded: list[Run], summaries: list[AnalysisSummary], analyses: list[Analysis]
+) -> Target:
+    """The comparison's folder and key (the runs' weights and default orders) and its context."""
+    basis = get_basis(req.basis).basis
+    names, hashes = [r.name for r in loaded], [s.weights_hash for s in summaries]
     key = {
         "runs": names,
         "weights_hashes": hashes,
         "split": req.split,
-        "orders": [a.importance.default for a in analyses],
+        "orders": [s.importance.default for s in summaries],
     }
     key |= basis.key_fields()  # trained keys stay as they were before bases existed
     root = Path(req.out_root) if req.out_root is not None else _default_out_root(loaded)
@@ -381,6 +391,44 @@ def _prepare(req: _Request, compute: bool) -> Target | None:
     # in the spectral basis the plain scores already are the spectral ones
     spectral = req.spectral and not basis.rotated
     return Target(folder, normalise_meta(key), _CompareJob(loaded, analyses, spectral))
+
+
+def _prepare_pairs(req: _Request, compute: bool) -> Target | None:
+    """The comparison's target built on the runs' analysis summaries (read only)."""
+    del compute  # the pairs are only read this way
+    get_basis(req.basis)
+    loaded = _load_runs(req.runs)
+    summaries = req.summaries or [load_summary(r, split=req.split, basis=req.basis) for r in loaded]
+    if any(s is None for s in summaries):
+        return None
+    for s in summaries[1:]:
+        if (s.images_hash, s.dataset) != (summaries[0].images_hash, summaries[0].dataset):
+            raise AnalysisError(
+                f"{summaries[0].run_name} and {s.run_name} were evaluated on different images"
+                f" ({summaries[0].dataset} vs {s.dataset}); compare runs of the same dataset"
+                " and image size"
+            )
+    return _target(req, loaded, summaries, [])
+
+
+def load_pairs(
+    runs: Sequence[Run | str | Path],
+    *,
+    split: str = "test",
+    out_root: Path | None = None,
+    spectral: bool = True,
+    basis: str = "trained",
+    summaries: Sequence[AnalysisSummary] | None = None,
+) -> pd.DataFrame | None:
+    """The stored pairs table of a comparison (:attr:`Comparison.pairs`), or None where
+    :func:`load_comparison` would give None; the same freshness is checked, but from the runs'
+    analysis summaries (:func:`~tricl.analysis.summary.load_summary`; pass ``summaries`` when
+    already read, in the order of ``runs`` and in ``basis``), so no feature array and no
+    correlation matrix is read. Other arguments and errors as in :func:`load_comparison`.
+    """
+    req = _Request(runs, split, basis, spectral, out_root, summaries=summaries)
+    got = Family("comparison pairs", COMPARE_STAGES, _prepare_pairs).read(req, ["pairs"])
+    return None if got is None else got[1].values["pairs"]
 
 
 # The comparison family: a set of runs, in ``<root>/_compare/<id>/``.

@@ -63,6 +63,7 @@ from tricl.analysis.stages import (
     register_stage,
 )
 from tricl.analysis.store import AnalysisError, analysis_dir, normalise_meta
+from tricl.analysis.summary import load_summary
 from tricl.analysis.text_measures import (
     RECALL_AT,
     TOKEN_COLUMNS,
@@ -454,6 +455,7 @@ class _Request:
     device: str = "cpu"
     top_n: int = TOP_CAPTIONS
     progress: bool = False
+    summary: bool = False  # read on the trained analysis' summary (no image features read)
 
 
 def _target(req: _Request, compute: bool) -> Target | None:
@@ -468,7 +470,8 @@ def _target(req: _Request, compute: bool) -> Target | None:
             )
         trained = analyze(run, split=req.split, device=req.device, progress=req.progress)
     else:
-        trained = load_analysis(run, split=req.split) if has_text(run) else None
+        read = load_summary if req.summary else load_analysis
+        trained = read(run, split=req.split) if has_text(run) else None
         if trained is None:
             return None
     bar = Progress(req.progress and compute, f"analyze {run.name} (text)")
@@ -573,3 +576,11 @@ def load_text_analysis(run: Run | str | Path, split: str = "test") -> TextAnalys
     """
     got = TEXT.read(_Request(load_run(run), split), check_params=False)
     return None if got is None else _assemble(got[0].ctx, got[1])
+
+
+def load_zero_shot(run: Run | str | Path, split: str = "test") -> dict[str, float] | None:
+    """The cached zero-shot accuracy and retrieval recalls (``TextAnalysis.zero_shot``), or None
+    where :func:`load_text_analysis` gives None for them; no feature array is read."""
+    req = _Request(load_run(run), split, summary=True)
+    got = TEXT.read(req, ["zero_shot"], check_params=False, meta_only=("text_features",))
+    return None if got is None else got[1].values["zero_shot"].metrics

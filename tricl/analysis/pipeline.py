@@ -72,8 +72,40 @@ __all__ = [
 ]
 
 
+class Headline:
+    """The headline numbers of a stored analysis, from its ``full`` metrics, ``importance`` and
+    ``downstream`` curves: what :class:`Analysis` and its summary
+    (:class:`~tricl.analysis.summary.AnalysisSummary`) both answer."""
+
+    full: dict[str, float]
+    importance: Importance
+    downstream: pd.DataFrame
+
+    @property
+    def linear_acc(self) -> float:
+        """Linear-probe accuracy with all k features (z)."""
+        return self.full["linear_acc"]
+
+    @property
+    def knn_acc(self) -> float:
+        """k-NN accuracy with all k features (z)."""
+        return self.full["knn_acc"]
+
+    def curves(self, order: str | None = None) -> pd.DataFrame:
+        """Few-feature curves of one importance order (default order if None) plus random-k.
+
+        Returns:
+            Rows of ``selection`` top / bottom / random, columns ``selection, k, linear_acc,
+            retrieval_map, linear_acc_std, retrieval_map_std``.
+        """
+        order = self.importance.default if order is None else order
+        df = self.downstream
+        rows = df[(df["order"] == order) | (df["selection"] == "random")]
+        return rows.drop(columns="order").reset_index(drop=True)
+
+
 @dataclass(frozen=True, eq=False)
-class Analysis:
+class Analysis(Headline):
     """All artifacts of one run on one evaluation split.
 
     Attributes:
@@ -131,16 +163,6 @@ class Analysis:
         return values[name]
 
     @property
-    def linear_acc(self) -> float:
-        """Linear-probe accuracy with all k features (z)."""
-        return self.full["linear_acc"]
-
-    @property
-    def knn_acc(self) -> float:
-        """k-NN accuracy with all k features (z)."""
-        return self.full["knn_acc"]
-
-    @property
     def k(self) -> int:
         return self.features.k
 
@@ -160,18 +182,6 @@ class Analysis:
             return line
         groups = ", ".join(group_label(g) for g in self.groups) or "none"
         return f"{line}; {self.basis} basis, {self.k} features, order not identifiable: {groups}"
-
-    def curves(self, order: str | None = None) -> pd.DataFrame:
-        """Few-feature curves of one importance order (default order if None) plus random-k.
-
-        Returns:
-            Rows of ``selection`` top / bottom / random, columns ``selection, k, linear_acc,
-            retrieval_map, linear_acc_std, retrieval_map_std``.
-        """
-        order = self.importance.default if order is None else order
-        df = self.downstream
-        rows = df[(df["order"] == order) | (df["selection"] == "random")]
-        return rows.drop(columns="order").reset_index(drop=True)
 
 
 def feature_order(analysis: Analysis, name: str | None = None) -> np.ndarray:

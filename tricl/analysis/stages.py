@@ -42,6 +42,7 @@ import pandas as pd
 from tricl.analysis.store import (
     AnalysisError,
     load_npz,
+    load_npz_meta,
     load_table,
     locked,
     normalise_meta,
@@ -237,12 +238,24 @@ def _expected(registry: dict[str, Stage], name: str, target: Target) -> dict[str
 
 
 def read_stage(
-    registry: dict[str, Stage], name: str, target: Target, *, check_params: bool = True
+    registry: dict[str, Stage],
+    name: str,
+    target: Target,
+    *,
+    check_params: bool = True,
+    meta_only: bool = False,
 ) -> tuple[Any, dict[str, Any]] | None:
-    """``(value, meta)`` of a stage's artifact if present, fresh and well-formed, else None."""
+    """``(value, meta)`` of a stage's artifact if present, fresh and well-formed, else None.
+
+    With ``meta_only`` the value is None and only the meta is read and checked (an npz's arrays
+    are not read): the stage is fresh, its value is not needed.
+    """
     stage = registry[name]
     path = target.folder / stage.file
-    raw = load_table(path) if stage.is_table else load_npz(path)
+    if meta_only and not stage.is_table:
+        raw = (None, meta) if (meta := load_npz_meta(path)) is not None else None
+    else:
+        raw = load_table(path) if stage.is_table else load_npz(path)
     if raw is None:
         return None
     payload, meta = raw
@@ -253,6 +266,8 @@ def read_stage(
     fields = ("key", "stage", "version", "needs", *(("params",) if check_params else ()))
     if any(meta.get(f) != want[f] for f in fields):
         return None
+    if meta_only:
+        return None, meta
     try:
         return stage.load(payload, meta, target.ctx), meta
     except CORRUPT:
@@ -260,11 +275,16 @@ def read_stage(
 
 
 def _read_all(
-    registry: dict[str, Stage], names: list[str], target: Target, check_params: bool
+    registry: dict[str, Stage],
+    names: list[str],
+    target: Target,
+    check_params: bool,
+    meta_only: frozenset[str] = frozenset(),
 ) -> dict[str, tuple[Any, dict[str, Any]]]:
     out = {}
     for n in names:
-        if (got := read_stage(registry, n, target, check_params=check_params)) is not None:
+        got = read_stage(registry, n, target, check_params=check_params, meta_only=n in meta_only)
+        if got is not None:
             out[n] = got
     return out
 
@@ -287,7 +307,12 @@ def _compute(registry: dict[str, Stage], name: str, target: Target, got: dict) -
 
 
 def read_stages(
-    registry: dict[str, Stage], wanted: Iterable[str], target: Target, *, check_params: bool = True
+    registry: dict[str, Stage],
+    wanted: Iterable[str],
+    target: Target,
+    *,
+    check_params: bool = True,
+    meta_only: Iterable[str] = (),
 ) -> StageResults | None:
     """The wanted stages (and what they need) from the cache; None if one is missing or stale.
 
@@ -299,9 +324,11 @@ def read_stages(
         target: folder, key and context.
         check_params: False accepts artifacts computed with other parameters (not another key or
             other versions), e.g. another ``top_n``.
+        meta_only: stages (wanted or needed) checked fresh from their meta alone; their value
+            is None (a summary that needs the features fresh but not their arrays).
     """
     names = resolve(registry, wanted)
-    got = _read_all(registry, names, target, check_params)
+    got = _read_all(registry, names, target, check_params, frozenset(meta_only))
     if len(got) < len(names):
         return None
     return StageResults({n: got[n][0] for n in names}, {n: got[n][1] for n in names})
@@ -396,17 +423,24 @@ class Family:
         return target, res
 
     def read(
-        self, request: Any, wanted: Wanted = None, *, check_params: bool = True
+        self,
+        request: Any,
+        wanted: Wanted = None,
+        *,
+        check_params: bool = True,
+        meta_only: Iterable[str] = (),
     ) -> tuple[Target, StageResults] | None:
         """``(target, results)`` from the cache, or None if an input or a stage is missing or stale.
 
-        Never computes; ``check_params`` as in :func:`read_stages`.
+        Never computes; ``check_params`` and ``meta_only`` as in :func:`read_stages`.
         """
         target = self.target(request, False)
         if target is None:
             return None
         names = self.stages if wanted is None else wanted
-        res = read_stages(self.stages, names, target, check_params=check_params)
+        res = read_stages(
+            self.stages, names, target, check_params=check_params, meta_only=meta_only
+        )
         return None if res is None else (target, res)
 
 

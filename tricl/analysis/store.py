@@ -153,6 +153,19 @@ def load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     return (arrays, meta) if isinstance(meta, dict) else None
 
 
+def load_npz_meta(path: Path) -> dict[str, Any] | None:
+    """The meta of an artifact written by :func:`save_npz`, without reading its arrays (a
+    freshness check); None as for :func:`load_npz`."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz[META_KEY]))
+    except _UNREADABLE:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def save_table(path: Path, table: pd.DataFrame, meta: dict[str, Any]) -> None:
     """Write a table as CSV plus a JSON sidecar (``<path>.json``) holding meta and the CSV's hash.
 

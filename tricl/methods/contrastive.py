@@ -6,15 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tricl.methods.base import Method
-from tricl.methods.trifactor import add_importance_logits
+from tricl.methods.trifactor import TriFactorParts
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from tricl.losses import LossFn
 
 
-class KernelMethod(Method):
+class KernelMethod(TriFactorParts, Method):
     """A kernel of the two views' normalised features over a softmax temperature; with ``has_s``
     its similarities go through a learned S and the decorrelation term is added.
 
@@ -23,16 +21,6 @@ class KernelMethod(Method):
     """
 
     kernel: ClassVar[str] = "nt_xent"
-
-    def __init__(self) -> None:
-        super().__init__()
-        if self.has_s:
-            self.terms = (("contrastive", "con"), ("decorrelation", "dec"))
-
-    def add_parts(self, encoder: nn.Module, cfg: Any) -> None:
-        """S's learnable logits, for the tri-factor form."""
-        if self.has_s:
-            add_importance_logits(encoder, cfg)
 
     def build_loss(self, cfg: Any) -> LossFn:
         """The kernel (through S with the tri-factor options when the method has S)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tricl.methods.base import Batch, Method, unwrap
 from tricl.methods.options import ConfigError, check_at_least, option
-from tricl.methods.trifactor import add_importance_logits
+from tricl.methods.trifactor import TriFactorParts
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,22 +59,12 @@ class TextOptions:
             )
 
 
-class ImageTextMethod(Method):
+class ImageTextMethod(TriFactorParts, Method):
     """CLIP's symmetric InfoNCE between images and their captions, with a learnable temperature;
     with ``has_s`` every image-text similarity goes through S and the decorrelation term of both
     modalities is added."""
 
     pair = "caption"
-
-    def __init__(self) -> None:
-        super().__init__()
-        if self.has_s:
-            self.terms = (("contrastive", "con"), ("decorrelation", "dec"))
-
-    def add_parts(self, encoder: nn.Module, cfg: Any) -> None:
-        """S's learnable logits on the image encoder, for the tri-factor form."""
-        if self.has_s:
-            add_importance_logits(encoder, cfg)
 
     def build_model(self, cfg: Any, in_channels: int, **context: Any) -> nn.Module:
         """Image encoder, text encoder and logit scale.

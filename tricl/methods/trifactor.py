@@ -4,7 +4,8 @@ A method with S is the tri-factor form of its kernel (Zhang, Wang & Wang, "Ident
 Contrastive Learning with Automatic Feature Importance Discovery", NeurIPS 2023): every similarity
 goes through the positive diagonal S and a decorrelation penalty is added with weight ``tau``.
 ``tricl``, ``tri-spectral``, ``tri-eigen`` and ``triclip`` name :class:`TriFactorOptions` among
-their options; those that learn S call :func:`add_importance_logits` in ``add_parts``.
+their options; those that learn S call :func:`add_importance_logits` in ``add_parts``
+(:class:`TriFactorParts` does it, with the bar's terms, for a family of methods with and without S).
 """
 
 from __future__ import annotations
@@ -92,3 +93,24 @@ def add_importance_logits(encoder: nn.Module, cfg: Any) -> None:
     else:
         logits = torch.randn(k) * cfg.s_init_std
     encoder.learn_importance(logits, cfg.s_param)
+
+
+class TriFactorParts:
+    """Mixin for a family of methods, each with or without S (``has_s``): with S, the progress
+    bar reports the decorrelation term too and the encoder gets S's learnable logits.
+
+    Put it before :class:`~tricl.methods.base.Method` among the bases.
+    """
+
+    has_s: bool
+    terms: tuple[tuple[str, str], ...]
+
+    def __init__(self) -> None:
+        super().__init__()
+        if self.has_s:
+            self.terms = (("contrastive", "con"), ("decorrelation", "dec"))
+
+    def add_parts(self, encoder: nn.Module, cfg: Any) -> None:
+        """S's learnable logits (on the image encoder), for the tri-factor form."""
+        if self.has_s:
+            add_importance_logits(encoder, cfg)

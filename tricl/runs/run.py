@@ -170,12 +170,12 @@ class Run:
         return is_image_text(self.config)
 
     def _load_into(self, module, tensors: Mapping[str, torch.Tensor]) -> None:
+        skip = _statistics_keys(module)  # e.g. tri-eigen's head.steps, infinite after its refit
         bad = next(
             (
                 k
                 for k, v in tensors.items()
-                # a head's running statistics may start non-finite (tri-eigen's head.steps)
-                if not k.startswith("head.") and v.is_floating_point() and not v.isfinite().all()
+                if k not in skip and v.is_floating_point() and not v.isfinite().all()
             ),
             None,
         )
@@ -345,3 +345,13 @@ def list_runs(root: str | Path | None = None) -> list[Run | BrokenRun]:
         except RunError as exc:
             out.append(BrokenRun(p, str(exc)))
     return out
+
+
+def _statistics_keys(module) -> set[str]:
+    """State-dict keys of the buffers that ``module``'s parts declare as running statistics
+    (``statistics_buffers``, e.g. :class:`tricl.heads.EigenHead`'s), which may be non-finite."""
+    return {
+        f"{name}.{buf}" if name else buf
+        for name, part in module.named_modules()
+        for buf in getattr(part, "statistics_buffers", ())
+    }
