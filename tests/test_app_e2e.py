@@ -187,9 +187,10 @@ def test_the_steering_slider_moves_the_probe(page, server):
     _open(page, f"{server}/probe?run={RUN}", "probe_steer")
     page.get_by_text("Steer a feature").first.wait_for()
     page.get_by_text("moved by +0 sd").first.wait_for()
-    thumb = page.locator('[data-testid="stSlider"] [role="slider"]').first
+    # Streamlit's slider thumb is an <input type="range"> (ARIA role slider) inside stSlider
+    thumb = page.locator('[data-testid="stSlider"]').get_by_role("slider").first
     thumb.focus()
-    thumb.press("Home")  # the slider's minimum, -4 sd
+    page.keyboard.press("Home")  # the slider's minimum, -4 sd
     page.get_by_text("moved by -4 sd").first.wait_for(timeout=60_000)
     assert page.locator('[data-testid="stException"]').count() == 0
 

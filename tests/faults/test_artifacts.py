@@ -21,9 +21,17 @@ from tricl.runs import Run
 from tricl.train import train
 
 TINY = {"dataset": "digits", "proj_dim": 8, "proj_hidden_dim": 16, "epochs": 1, "batch_size": 128}
-ANALYSIS_NPZ = ["features", "importance", "stats", "top_images", "embedding", "activation_bands"]
+ANALYSIS_NPZ = [
+    "features",
+    "importance",
+    "stats",
+    "top_images",
+    "embedding",
+    "activation_bands",
+    "interventions",
+]
 # stages without a field of their own in Analysis: optional on the read path
-OPTIONAL_NPZ = {"activation_bands.npz"}
+OPTIONAL_NPZ = {"activation_bands.npz", "interventions.npz"}
 
 
 @pytest.fixture(scope="module", autouse=True)

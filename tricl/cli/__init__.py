@@ -222,13 +222,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             basis=args.basis,
         )
-        print(f"{run}: {a.summary()}")
         labelled = len(set(a.features.labels.tolist())) >= 2
-        if not labelled:
-            print(f"{run}: no class labels: probe, k-NN and retrieval mAP are NaN, no ablation")
         text = _analyze_text(run, args)
         if labelled:  # the descriptions are read off the class statistics
             _print_descriptions(run, a, text, args.describe)
+        else:
+            print(f"{run}: no class labels: probe, k-NN and retrieval mAP are NaN, no ablation")
+        # last: a job's last output line is what the dashboard's job panel shows
+        print(f"{run}: {a.summary()}")
     return 0
 
 
