@@ -190,7 +190,7 @@ def test_the_matrix_covers_every_file_of_analysis_and_compare(pristine):
     on_disk |= {p.name for p in (runs[0] / "analysis").iterdir() if p.is_file()}
     on_disk |= {p.name for p in cmp.iterdir()}
     assert on_disk - {".lock"} == {name for name, _ in _files()}
-    assert len(CASES) == 67
+    assert len(CASES) == 72
 
 
 def test_a_broken_run_config_is_one_line_exit_2(pristine, tmp_path, capsys):
