@@ -199,6 +199,47 @@ def _retrieval(
     return out
 
 
+def _retrieval_effects(
+    z,
+    labels,
+    train_z,
+    train_labels,
+    dirs,
+    t_mean,
+    t_sd,
+    mean,
+    std,
+    covered,
+    *,
+    queries,
+    database,
+    seed,
+):
+    """Retrieval mAP unedited, with each covered feature ablated, and along the random
+    directions (half the draws: each edit costs a sort). -> (base, (k,), (k, R))."""
+    n, k = z.shape
+    draws = len(dirs)
+    eye = np.eye(k)
+    # retrieval: a fixed subset of queries and database rows
+    rng = np.random.default_rng(seed)
+    qi = np.sort(rng.permutation(n)[: min(queries, n)])
+    di = np.sort(rng.permutation(len(train_z))[: min(database, len(train_z))])
+    zq, yq, zd, yd = z[qi], labels[qi], train_z[di], train_labels[di]
+    base_map = _retrieval(zq, yq, zd, yd, [(eye[0], np.zeros(len(qi)), np.zeros(len(di)))])[0]
+    map_ablate = np.full(k, np.nan)
+    control_map = np.full((k, draws), np.nan)
+    rdraws = max(1, draws // 2)  # retrieval costs a sort per edit: half the draws
+    for i in covered:
+        edits = [(eye[i], mean[i] - zq[:, i], mean[i] - zd[:, i])]
+        for r in range(rdraws):
+            c = std[i] / t_sd[r]
+            tq, td = zq @ dirs[r], zd @ dirs[r]
+            edits.append((dirs[r], -(tq - t_mean[r]) * c, -(td - t_mean[r]) * c))
+        got = _retrieval(zq, yq, zd, yd, edits)
+        map_ablate[i], control_map[i, :rdraws] = got[0], got[1:]
+    return base_map, map_ablate, control_map
+
+
 def interventions(
     z: np.ndarray,
     labels: np.ndarray,
@@ -248,7 +289,6 @@ def interventions(
     changed = np.zeros((k, 3))
     flow = np.zeros((k, 3, 3), dtype=np.int64)
     control_acc = np.zeros((k, 3, draws))
-    eye = np.eye(k)
     for i in range(k):
         moves = (mean[i] - z[:, i], steer_sd * std[i], -steer_sd * std[i])
         for j, delta in enumerate(moves):
@@ -264,24 +304,22 @@ def interventions(
                 control_acc[i, j, r] = float((lg.argmax(axis=1) == labels).mean())
         if tick is not None:
             tick()
-    # retrieval: a fixed subset of queries and database rows
-    rng = np.random.default_rng(seed)
-    qi = np.sort(rng.permutation(n)[: min(queries, n)])
-    di = np.sort(rng.permutation(len(train_z))[: min(database, len(train_z))])
-    zq, yq, zd, yd = z[qi], labels[qi], train_z[di], train_labels[di]
-    base_map = _retrieval(zq, yq, zd, yd, [(eye[0], np.zeros(len(qi)), np.zeros(len(di)))])[0]
-    map_ablate = np.full(k, np.nan)
-    control_map = np.full((k, draws), np.nan)
-    covered = (np.arange(k) if order is None else np.asarray(order))[:retrieval_features]
-    rdraws = max(1, draws // 2)  # retrieval costs a sort per edit: half the draws
-    for i in covered:
-        edits = [(eye[i], mean[i] - zq[:, i], mean[i] - zd[:, i])]
-        for r in range(rdraws):
-            c = std[i] / t_sd[r]
-            tq, td = zq @ dirs[r], zd @ dirs[r]
-            edits.append((dirs[r], -(tq - t_mean[r]) * c, -(td - t_mean[r]) * c))
-        got = _retrieval(zq, yq, zd, yd, edits)
-        map_ablate[i], control_map[i, :rdraws] = got[0], got[1:]
+    covered_order = (np.arange(k) if order is None else np.asarray(order))[:retrieval_features]
+    base_map, map_ablate, control_map = _retrieval_effects(
+        z,
+        labels,
+        train_z,
+        train_labels,
+        dirs,
+        t_mean,
+        t_sd,
+        mean,
+        std,
+        covered_order,
+        queries=queries,
+        database=database,
+        seed=seed,
+    )
     f32 = np.float32
     return Interventions(
         base_acc=base_acc,
