@@ -185,8 +185,18 @@ class SpectralBasis(Rotation):
         split_half_diff: |difference| of each eigenvalue between two halves of the pairs, a
             gauge of estimation noise; gaps smaller than it cannot be ordered. Shape: (r,).
         pairs: number of augmented pairs the estimate used.
+        images: train images the pairs were drawn from, when a seeded subsample of the
+            ``images_total`` (0: every train image).
+        images_total: train images there were (0: not recorded, every one used).
     """
 
     eigenvalues: np.ndarray
     split_half_diff: np.ndarray
     pairs: int
+    images: int = 0
+    images_total: int = 0
+
+    @property
+    def subsampled(self) -> bool:
+        """Whether the estimate used a subsample of the train images (pages say so)."""
+        return 0 < self.images < self.images_total

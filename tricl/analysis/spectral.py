@@ -51,6 +51,22 @@ SPECTRAL_PARAMS = SPECTRAL_ESTIMATE
 # draws, within 2x in 17 of 20, and neither ever grouped factors whose strengths differ by 0.3.
 NOISE_MULTIPLE = 2.0
 
+# The basis is estimated on at most this many train images (a fixed random subsample, seeded by
+# the estimate's seed): 4 passes x 2 views of 50,000 CIFAR images are 400,000 forward passes, hours
+# on a CPU, while the estimate's noise (split_half_diff) is already small at a few thousand images.
+# Every shipped run (5,000 train images at most) uses all its images, as before; the artifact
+# records the subsample and the pages say so. Changing it changes bases: bump the stage's version.
+MAX_IMAGES = 5_000
+
+
+def estimate_rows(n: int, seed: int, most: int | None = None) -> np.ndarray:
+    """The train rows the basis is estimated on: all n, or a seeded random subsample of ``most``
+    (default :data:`MAX_IMAGES`; ascending) when there are more. Shape: (min(n, most),)."""
+    most = MAX_IMAGES if most is None else most
+    if n <= most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=most, replace=False))
+
 
 def unresolved_groups(eigenvalues: np.ndarray, noise: np.ndarray) -> list[tuple[int, int]]:
     """Runs of neighbouring ranks whose order the data cannot define.
@@ -204,12 +220,15 @@ def _load_basis(arrays: dict[str, np.ndarray], meta: dict, job: _SpectralJob) ->
         eigenvalues=arrays["eigenvalues"],
         split_half_diff=arrays["split_half_diff"],
         pairs=int(arrays["pairs"]),
+        images=int(arrays.get("images", 0)),
+        images_total=int(arrays.get("images_total", 0)),
     )
 
 
-def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments]:
-    """Moments of ``job.reps`` augmented view pairs of every train image, the first half of the
-    pairs (in the order drawn) and the second apart."""
+def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments, int, int]:
+    """Moments of ``job.reps`` augmented view pairs of every train image (of at most
+    :data:`MAX_IMAGES`, :func:`estimate_rows`), the first half of the pairs (in the order drawn)
+    and the second apart, and how many images were used of how many."""
     import torch
 
     from tricl.analysis.features import batch_size_for
@@ -226,7 +245,8 @@ def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments]:
         # with the default layout to float rounding (~1e-7)
         layout = torch.channels_last
         encoder = job.run.encoder(job.device).eval().to(memory_format=layout)
-        x = data.train_x
+        rows = estimate_rows(len(data.train_x), job.seed)
+        x = data.train_x if len(rows) == len(data.train_x) else data.train_x[torch.from_numpy(rows)]
         # at most job.batch images, fewer where the model's input is large (224 px)
         batch = batch_size_for(encoder, x[:1], data.preprocess, device=dev, most=job.batch)
         augment = build_augmentation(data).to(dev)
@@ -245,14 +265,15 @@ def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments]:
                 halves[0].add(z1[:cut], z2[:cut])
                 halves[1].add(z1[cut:], z2[cut:])
                 seen += len(z1)
-    return halves[0], halves[1]
+    return halves[0], halves[1], len(x), len(data.train_x)
 
 
 def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
     import torch
 
     with torch.no_grad():
-        basis = estimate_from(*_pair_moments(job))
+        first, second, used, total = _pair_moments(job)
+        basis = estimate_from(first, second)
     arrays = {
         "mean": basis.mean,
         "rotation": basis.rotation,
@@ -260,6 +281,8 @@ def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
         "split_half_diff": basis.split_half_diff,
         "pairs": np.array(basis.pairs),
     }
+    if used < total:  # a subsample: the artifact says of how many images
+        arrays |= {"images": np.array(used), "images_total": np.array(total)}
     return Output(arrays)
 
 
