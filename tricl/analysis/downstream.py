@@ -36,6 +36,9 @@ RETRIEVAL_MAX_DATABASE = 10_000
 # of up to this many images (every shipped run) are fitted on all their rows, as before.
 PROBE_MAX_TRAIN = 10_000
 PROBE_SUBSAMPLE_SEED = 0
+# k-NN accuracy is measured on at most this many evaluation images (a fixed random subset, same
+# seed) against every train image: all queries against all 50,000 train images would be N^2.
+KNN_MAX_QUERIES = 10_000
 
 
 def l2_normalise(z: np.ndarray) -> np.ndarray:
@@ -156,6 +159,7 @@ def knn_accuracy(
     temperature: float = KNN_TEMPERATURE,
     exclude: np.ndarray | None = None,
     chunk: int = 1024,
+    max_queries: int = KNN_MAX_QUERIES,
 ) -> float:
     """Weighted k-NN classification accuracy with cosine similarity.
 
@@ -171,12 +175,18 @@ def knn_accuracy(
         exclude: database row each query may not use (itself, when both are the same split),
             -1 for none. Shape: (N_eval,).
         chunk: queries per block (bounds memory to chunk x N_train).
+        max_queries: at most this many queries, a fixed random subset of the rows when there are
+            more (:func:`probe_rows`).
 
     Returns:
         Top-1 accuracy; NaN when ``train_y`` has fewer than two classes.
     """
     if _one_class(train_y):
         return float("nan")
+    rows = probe_rows(len(eval_x), max_queries)
+    if len(rows) < len(eval_x):  # a fixed subset of the queries
+        eval_x, eval_y = eval_x[rows], eval_y[rows]
+        exclude = None if exclude is None else exclude[rows]
     db = l2_normalise(train_x)
     queries = l2_normalise(eval_x)
     n_classes = int(max(train_y.max(), eval_y.max())) + 1
