@@ -3,8 +3,10 @@
 1. ``tricl analyze --split train`` of a ``resnet18_cifar`` run (random weights, imported from a
    solo-learn-format checkpoint with a 2048-128 projector) over N CIFAR-10 train images (default
    all 50,000 of ``folder:/work/shared/data/cifar10-full``): wall time, peak resident memory
-   (target < 4 GiB), the size of the stored features; then ``--basis spectral`` (the spectral
-   basis: 4 passes x 2 augmented views of the N images, and its artifacts): wall time, peak memory.
+   (target < 4 GiB), the size of the feature store; then ``--basis spectral`` (the spectral
+   basis: 4 passes x 2 augmented views of at most ``spectral.MAX_IMAGES`` = 5,000 of the N
+   images, a seeded subsample, and its artifacts): wall time, peak memory; then both bases on the
+   test split (the dashboard's), which read the train split's store instead of a second pass.
 2. An imported torchvision ResNet-50 (random weights, ``torch.save`` of
    ``torchvision.models.resnet50().state_dict()`` with a ``module.`` prefix) read at 224 px over
    M of those images (default 5,000, upsampled from 32 px per batch by the model's preprocessing):
@@ -14,12 +16,16 @@
    page, every page warm (target <= 1 s), server memory (target < 700 MiB), the model worker's.
 
 Each analysis runs as a child process (``tricl`` CLI); its peak resident memory is the child's
-``ru_maxrss`` from ``os.wait4``. N < 50,000 and M < 5,000 use a folder of symlinks to the first
+``ru_maxrss`` from ``os.wait4``. Every measured step appends its figures to ``WORK/results.jsonl``;
+called again with the same ``--work`` it prints the recorded steps and runs only the others (a
+run cut short resumes where it stopped; the stores and artifacts already written are reused).
+N < 50,000 and M < 5,000 use a folder of symlinks to the first
 N / 10 (M / 10) train images of each class, and the 2,000 test images.
 
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_scale.py                      # 50,000 / 5,000
+    OMP_NUM_THREADS=2 nice -n 10 python benchmarks/bench_scale.py --work /tmp/bench_scale
+                                                                            # 50,000 / 5,000
     python benchmarks/bench_scale.py --train-images 1000 --r50-images 200   # a 2-core check
     python benchmarks/bench_scale.py --only r50 --r50-images 100
 """
@@ -27,6 +33,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -106,12 +113,37 @@ def run_child(cmd: list[str], quiet: bool = True) -> tuple[float, float, str]:
     return wall, usage.ru_maxrss / 2**20, out  # ru_maxrss is in KiB on Linux
 
 
+class Results:
+    """Figures of the measured steps, one JSON line each in ``WORK/results.jsonl``."""
+
+    def __init__(self, work: Path) -> None:
+        self.path = work / "results.jsonl"
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        self.done = {d["step"]: d for d in map(json.loads, lines)}
+
+    def measure(self, step: str, cmd: list[str]) -> dict:
+        """``{wall, peak, out}`` of the step: recorded, or run now and recorded."""
+        if step in self.done:
+            print("  (recorded earlier)", end="")
+            return self.done[step]
+        wall, peak, out = run_child(cmd)
+        return self.record(step, wall=wall, peak=peak, out=out)
+
+    def record(self, step: str, **figures: object) -> dict:
+        self.done[step] = {"step": step, **figures}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(self.done[step]) + "\n")
+        return self.done[step]
+
+
 def tricl(*args: str) -> list[str]:
     return [sys.executable, "-m", "tricl", *args]
 
 
-def mib(path: Path) -> float:
-    return path.stat().st_size / 2**20
+def store_mib(run: Path, split: str) -> float:
+    """MiB of the split's feature store (``RUN/analysis/<split>/store``)."""
+    folder = run / "analysis" / split / "store"
+    return sum(p.stat().st_size for p in folder.iterdir()) / 2**20
 
 
 def report(what: str, wall: float, peak: float) -> None:
@@ -119,70 +151,83 @@ def report(what: str, wall: float, peak: float) -> None:
     print(f"  {what}: {wall:.0f} s, peak resident {peak:.2f} GiB   {flag}")
 
 
-def bench_r18(n: int, work: Path, root: Path) -> str:
+def bench_r18(n: int, work: Path, root: Path, results: Results) -> str:
     folder = subset(n, work)
     ckpt = work / "r18.ckpt"
     if not ckpt.is_file():
         run_child([sys.executable, "-c", _R18_CKPT, str(ckpt)])
-    name = "r18-cifar-full"
+    name = f"r18-cifar-{n}"
     dataset = f"folder:{folder}"
     run = root / name
     if not run.is_dir():  # a second call on the same --work reads the cached analyses
         import_ = tricl("import", str(ckpt), "--dataset", dataset, "--name", name)
         run_child([*import_, "--runs-root", str(root)])
     print(f"\n[1] resnet18_cifar (random weights, k=128, h=512) over {n} train images ({dataset})")
-    wall, peak, _ = run_child(tricl("analyze", str(run), "--split", "train", "--no-progress"))
-    report("tricl analyze --split train", wall, peak)
-    feats = run / "analysis" / "train" / "features.npz"
-    print(f"  stored features ({feats.name}, float16 z, h, train z): {mib(feats):.1f} MiB")
-    print(f"  per image: {feats.stat().st_size / n:.0f} bytes -> x{50_000 / n:.0f} at 50,000")
-    wall, peak, _ = run_child(
-        tricl("analyze", str(run), "--split", "train", "--basis", "spectral", "--no-progress")
+    got = results.measure(
+        "r18 train", tricl("analyze", str(run), "--split", "train", "--no-progress")
+    )
+    report("tricl analyze --split train", got["wall"], got["peak"])
+    size = store_mib(run, "train")
+    print(f"  feature store (train: float16 z, float32 h, labels): {size:.1f} MiB")
+    print(f"  per image: {size * 2**20 / n:.0f} bytes")
+    got = results.measure(
+        "r18 train spectral",
+        tricl("analyze", str(run), "--split", "train", "--basis", "spectral", "--no-progress"),
     )
     report(
-        "tricl analyze --split train --basis spectral (basis: 4 x 2 views of every image)",
-        wall,
-        peak,
+        "tricl analyze --split train --basis spectral (basis: 4 x 2 views of <= 5,000 images)",
+        got["wall"],
+        got["peak"],
     )
-    # the dashboard reads the test split (2,000 images): features of it and of the N train images
+    # the dashboard reads the test split (2,000 images): its store, and the N train images' store
     for basis in ("trained", "spectral"):
-        wall, peak, _ = run_child(tricl("analyze", str(run), "--basis", basis, "--no-progress"))
-        report(f"tricl analyze --basis {basis} (test split, the dashboard's)", wall, peak)
+        cmd = tricl("analyze", str(run), "--basis", basis, "--no-progress")
+        got = results.measure(f"r18 test {basis}", cmd)
+        report(
+            f"tricl analyze --basis {basis} (test split, the dashboard's)", got["wall"], got["peak"]
+        )
     return name
 
 
-def bench_r50(m: int, work: Path, root: Path) -> str:
+def bench_r50(m: int, work: Path, root: Path, results: Results) -> str:
     folder = subset(m, work)
     weights = work / "resnet50_module.pth"
-    run_child([sys.executable, "-c", _R50_WEIGHTS, str(weights)])
-    name = "r50-224"
-    run_child(
-        tricl(
-            "import",
+    if not weights.is_file():
+        run_child([sys.executable, "-c", _R50_WEIGHTS, str(weights)])
+    name = f"r50-224-{m}"
+    run = root / name
+    if not run.is_dir():
+        source = (
             "torchvision:resnet50",
             "--weights",
             str(weights),
             "--dataset",
             f"folder:{folder}",
-            "--name",
-            name,
-            "--runs-root",
-            str(root),
         )
-    )
-    run = root / name
+        run_child(tricl("import", *source, "--name", name, "--runs-root", str(root)))
     print(f"\n[2] torchvision ResNet-50 (random weights, 2,048 features) at 224 px over {m} images")
     n_pass = min(m, 64)
-    _, peak, out = run_child([sys.executable, "-c", _FEATURE_PASS, str(run), str(n_pass)])
-    rate, batch, dim = out.split()
+    if "r50 pass" not in results.done:
+        _, peak, out = run_child([sys.executable, "-c", _FEATURE_PASS, str(run), str(n_pass)])
+        rate, batch, dim = out.split()
+        results.record("r50 pass", rate=float(rate), batch=int(batch), dim=int(dim), peak=peak)
+    got = results.done["r50 pass"]
     print(
-        f"  feature pass: {float(rate):.2f} images/s on this CPU ({n_pass} images, batch {batch}"
-        f" from the memory budget, {dim} features; peak resident {peak:.2f} GiB)"
+        f"  feature pass: {got['rate']:.2f} images/s on this CPU ({n_pass} images, batch"
+        f" {got['batch']} from the memory budget, {got['dim']} features; peak resident"
+        f" {got['peak']:.2f} GiB)"
     )
-    wall, peak, _ = run_child(tricl("analyze", str(run), "--split", "train", "--no-progress"))
-    report("tricl analyze --split train", wall, peak)
-    feats = run / "analysis" / "train" / "features.npz"
-    print(f"  stored features ({feats.name}): {mib(feats):.1f} MiB")
+    got = results.measure(
+        "r50 train", tricl("analyze", str(run), "--split", "train", "--no-progress")
+    )
+    report("tricl analyze --split train", got["wall"], got["peak"])
+    print(f"  feature store (train): {store_mib(run, 'train'):.1f} MiB")
+    got = results.measure("r50 test", tricl("analyze", str(run), "--no-progress"))
+    report(
+        "tricl analyze (test split, the dashboard's; reads the train store)",
+        got["wall"],
+        got["peak"],
+    )
     return name
 
 
@@ -219,12 +264,16 @@ def main() -> None:
     if not CIFAR_FULL.is_dir():
         raise SystemExit(f"{CIFAR_FULL} is missing: it holds the CIFAR-10 ImageFolder this needs")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale-"))
+    work.mkdir(parents=True, exist_ok=True)
     root = work / "runs"
     print(f"work folder: {work}; cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     print(f"torch threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    r18 = bench_r18(args.train_images, work, root) if args.only in (None, "r18", "app") else None
+    results = Results(work)
+    r18 = None
+    if args.only in (None, "r18", "app"):
+        r18 = bench_r18(args.train_images, work, root, results)
     if args.only in (None, "r50"):
-        bench_r50(args.r50_images, work, root)
+        bench_r50(args.r50_images, work, root, results)
     if args.only in (None, "app") and r18 is not None:
         bench_app(root, r18)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

@@ -182,6 +182,12 @@ def main() -> None:
     if basis.grouped:
         with st.container(border=True):
             st.markdown(draw.groups_markdown(analysis.groups, analysis.k))
+            if analysis.estimated_on is not None:
+                used, of = analysis.estimated_on
+                st.caption(
+                    f"The basis was estimated on a fixed random subsample of {used:,} of the"
+                    f" {of:,} train images (seeded)."
+                )
     text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
     images = models.eval_images(run, analysis)
     table = feature_table(analysis, order, images, text)

@@ -127,7 +127,29 @@ def _files() -> list[tuple[str, str]]:
     return out
 
 
+def _npy_wrong_shape(path: Path) -> None:
+    """A whole .npy file, one row short."""
+    arr = np.load(path)
+    with open(path, "wb") as fh:  # np.save(path) would append .npy to a name without it
+        np.save(fh, arr[:-1])
+
+
+NPY = {**BYTES, "wrong_shape": _npy_wrong_shape}
+# the feature store (RUN/analysis/<split>/store/): its arrays are named z.<id>.npy etc.
+STORE = [
+    ("z.npy", "store", "truncated"),
+    ("z.npy", "store", "garbage"),
+    ("z.npy", "store", "wrong_shape"),
+    ("h.npy", "store", "truncated"),
+    ("y.npy", "store", "emptied"),
+    ("z.npy", "train store", "truncated"),  # the test split's analysis reads the train store
+    *(("store.json", "store", fault) for fault in ("truncated", "garbage", "a_list")),
+]
+
+
 def _faults(name: str) -> dict:
+    if name.endswith(".npy"):
+        return NPY
     return JSON if name.endswith(".json") else CSV if name.endswith(".csv") else NPZ
 
 
@@ -135,7 +157,7 @@ CASES = [
     pytest.param(name, where, fault, id=f"{name}-{fault}")
     for name, where in _files()
     for fault in _faults(name)
-]
+] + [pytest.param(name, where, fault, id=f"{where}-{name}-{fault}") for name, where, fault in STORE]
 
 
 # --------------------------------------------------------------------------- the test
@@ -154,16 +176,22 @@ def test_a_corrupt_cache_file_is_recomputed_never_a_traceback(
     root = tmp_path / "runs"
     shutil.copytree(pristine, root)
     runs, cmp = _layout(root)
-    folder = {"analysis": runs[0] / "analysis" / "test", "run": runs[0] / "analysis"}.get(
-        where, cmp
-    )
+    folders = {
+        "analysis": runs[0] / "analysis" / "test",
+        "run": runs[0] / "analysis",
+        "store": runs[0] / "analysis" / "test" / "store",
+        "train store": runs[0] / "analysis" / "train" / "store",
+    }
+    folder = folders.get(where, cmp)
     path = folder / name
+    if name.endswith(".npy"):  # z.npy: the z.<id>.npy of the store's one pass
+        (path,) = folder.glob(name.replace(".", ".*.", 1))
     before = path.read_bytes()
     _faults(name)[fault](path)
     assert path.read_bytes() != before
 
     # the read path (the dashboard) sees "not cached", never an exception
-    if where == "analysis":
+    if where in ("analysis", "store", "train store"):
         got = load_analysis(runs[0])
         if name in OPTIONAL_NPZ:  # a stage with no typed field reads as absent, the rest stays
             assert got is not None and name.removesuffix(".npz") not in got.values
@@ -189,8 +217,12 @@ def test_the_matrix_covers_every_file_of_analysis_and_compare(pristine):
     on_disk = {p.name for p in (runs[0] / "analysis" / "test").iterdir()}
     on_disk |= {p.name for p in (runs[0] / "analysis").iterdir() if p.is_file()}
     on_disk |= {p.name for p in cmp.iterdir()}
-    assert on_disk - {".lock"} == {name for name, _ in _files()}
-    assert len(CASES) == 72
+    assert on_disk - {".lock"} == {name for name, _ in _files()} | {"store"}
+    for split in ("test", "train"):  # every file of both stores is damaged by some case
+        store = {p.name.split(".")[0] for p in (runs[0] / "analysis" / split / "store").iterdir()}
+        assert store - {".lock"} == {"z", "h", "y", "store"}
+    assert {name for name, _, _ in STORE} == {"z.npy", "h.npy", "y.npy", "store.json"}
+    assert len(CASES) == 72 + 9
 
 
 def test_a_broken_run_config_is_one_line_exit_2(pristine, tmp_path, capsys):

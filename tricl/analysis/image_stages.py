@@ -5,8 +5,8 @@ Stages and their files in ``RUN/analysis/<split>/`` (see :mod:`tricl.analysis.st
 ==============  =====================  =========================================================
 stage           file                   content
 ==============  =====================  =========================================================
-features        features.npz           z, h, labels, indices of the evaluation split; train z;
-                                       S; backbone probe / k-NN accuracy
+features        features.npz, store/   labels, indices, S, backbone probe / k-NN accuracy; z, h
+                                       of each split in its memory-mapped store (feature_store)
 importance      importance.npz         S, variance and ablation scores and orders; the default
 stats           stats.npz              class-mean matrix, class selectivity, histograms
 top_images      top_images.npz         top-n / bottom-n dataset indices and values per feature
@@ -28,7 +28,7 @@ model.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,13 +45,8 @@ from tricl.analysis.activations import (
     top_bottom_images,
 )
 from tricl.analysis.embedding import UMAP_PARAMS, Embedding, umap_embedding
-from tricl.analysis.features import (
-    Features,
-    batch_size_for,
-    extract,
-    images_hash,
-    n_batches,
-)
+from tricl.analysis.feature_store import SplitStore, read_store, split_store
+from tricl.analysis.features import Features, batch_size_for
 from tricl.analysis.importance import Importance
 from tricl.analysis.spectral import SpectralBasis, unresolved_groups
 from tricl.analysis.stages import (
@@ -62,7 +57,7 @@ from tricl.analysis.stages import (
     need_columns,
     register_stage,
 )
-from tricl.analysis.store import AnalysisError
+from tricl.analysis.store import AnalysisError, analysis_dir, normalise_meta
 from tricl.runs import Run
 
 SPLITS = ("test", "train")
@@ -138,17 +133,32 @@ ANALYSIS_STAGES: dict[str, Stage] = {}
 
 
 def _load_features(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: SplitJob) -> Features:
-    need_arrays(
-        arrays, {"z": 2, "h": 2, "labels": 1, "indices": 1, "train_z": 2, "train_labels": 1}
-    )
-    if not len(arrays["z"]) == len(arrays["labels"]) == len(arrays["indices"]):
+    need_arrays(arrays, {"labels": 1, "indices": 1, "train_labels": 1})
+    if "z" in arrays:  # written before the feature store: the matrices are in the file itself
+        need_arrays(arrays, {"z": 2, "h": 2, "train_z": 2})
+        z, h, train_z = (arrays[n].astype(np.float32) for n in ("z", "h", "train_z"))
+    else:  # the matrices are in the split stores this file names (a missing one: recompute)
+        stores = {
+            role: read_store(_split_dir(job, split), {**meta["key"], "split": split}, store_id)
+            for role, split, store_id in (
+                ("eval", job.split, meta["store"]["eval"]),
+                ("train", "train", meta["store"]["train"]),
+            )
+        }
+        if stores["eval"] is None or stores["train"] is None:
+            raise ValueError("the feature store this file names is missing or damaged")
+        # float32 copies of z (25 MB at 50,000 x 128) as before; h stays mapped
+        z = np.asarray(stores["eval"].z, dtype=np.float32)
+        train_z = np.asarray(stores["train"].z, dtype=np.float32)
+        h = stores["eval"].h
+    if not len(z) == len(arrays["labels"]) == len(arrays["indices"]):
         raise ValueError("z, labels and indices disagree in length")
     return Features(
-        z=arrays["z"].astype(np.float32),
-        h=arrays["h"].astype(np.float32),
+        z=z,
+        h=h,
         labels=arrays["labels"],
         indices=arrays["indices"],
-        train_z=arrays["train_z"].astype(np.float32),
+        train_z=train_z,
         train_labels=arrays["train_labels"],
         s=arrays.get("s"),
         classes=[str(c) for c in meta["classes"]],
@@ -158,42 +168,59 @@ def _load_features(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: Spl
     )
 
 
+def _split_dir(job: SplitJob, split: str) -> Path:
+    return analysis_dir(job.run.path, split, job.dataset_override)
+
+
+def _split_store(job: SplitJob, split: str, data: Any, encoder: Any, batch: int) -> SplitStore:
+    """The split's feature store (:func:`~tricl.analysis.feature_store.split_store`)."""
+    x, y = data.split(split)
+    key = {"weights_hash": job.run.weights_hash, "dataset": job.dataset, "split": split}
+    return split_store(
+        _split_dir(job, split),
+        normalise_meta({**key, "image_size": job.run.config.image_size}),
+        encoder,
+        x,
+        y,
+        data.preprocess,
+        classes=list(data.classes),
+        device=job.device,
+        batch_size=batch,
+        progress=job.progress,
+        lock=split != job.split,  # the job holds its own split's lock already
+    )
+
+
 def _compute_features(job: SplitJob, inputs: dict[str, Any]) -> Output:
     data, progress = job.run.input_data(_load_images(job)), job.progress
-    eval_x, eval_y = data.split(job.split)
-    train_x, train_y = data.train_x, data.train_y
-    same = job.split == "train"
+    eval_x = data.split(job.split)[0]
     encoder = job.run.encoder(job.device)
     # the batch follows the model's input size: 256 CIFAR images, a few dozen at 224 px
     batch = batch_size_for(encoder, eval_x[:1], data.preprocess, device=job.device)
-    progress.add(
-        n_batches(len(eval_x), batch) + (0 if same else n_batches(len(train_x), batch)) + 2
-    )
-    run_extract = partial(
-        extract, encoder, preprocess=data.preprocess, device=job.device, batch_size=batch
-    )
-    z, h = run_extract(eval_x, tick=progress.tick)
-    if same:
-        train_z, train_h = z, h
-    else:
-        train_z, train_h = run_extract(train_x, tick=progress.tick)
+    progress.add(2)
+    train = _split_store(job, "train", data, encoder, batch)
+    same = job.split == "train"
+    evaluated = train if same else _split_store(job, job.split, data, encoder, batch)
     s = encoder.importance()
-    eval_y_np, train_y_np = eval_y.numpy().astype(np.int64), train_y.numpy().astype(np.int64)
+    eval_y_np, train_y_np = np.asarray(evaluated.y), np.asarray(train.y)
     backbone = {
-        "backbone_linear_acc": ds.linear_probe(train_h, train_y_np, h, eval_y_np).accuracy,
+        "backbone_linear_acc": ds.linear_probe(
+            train.h, train_y_np, evaluated.h, eval_y_np
+        ).accuracy,
         "backbone_knn_acc": ds.knn_accuracy(
-            train_h, train_y_np, h, eval_y_np, exclude=np.arange(len(h)) if same else None
+            train.h,
+            train_y_np,
+            evaluated.h,
+            eval_y_np,
+            exclude=np.arange(len(eval_y_np)) if same else None,
         ),
     }
     progress.tick()
-    # feature matrices are stored in half precision (about 3 significant digits, plenty for
-    # correlations, probes and top images): it halves the artifact, so shipped runs stay small
+    # the feature matrices are in the split stores (z in half precision, about 3 significant
+    # digits, plenty for correlations, probes and top images); this file names them
     arrays = {
-        "z": z.astype(np.float16),
-        "h": h.astype(np.float16),
         "labels": eval_y_np,
-        "indices": np.arange(len(z), dtype=np.int64),
-        "train_z": train_z.astype(np.float16),
+        "indices": np.arange(len(eval_y_np), dtype=np.int64),
         "train_labels": train_y_np,
     }
     if s is not None:
@@ -201,8 +228,9 @@ def _compute_features(job: SplitJob, inputs: dict[str, Any]) -> Output:
     progress.tick()
     meta = {
         "classes": list(data.classes),
-        "images_hash": images_hash(eval_x, eval_y),
+        "images_hash": evaluated.images_hash,
         "backbone": backbone,
+        "store": {"eval": evaluated.id, "train": train.id},
     }
     return Output(arrays, meta)
 
@@ -474,7 +502,10 @@ def _compute_spectral_features(job: SplitJob, inputs: dict[str, Any]) -> Output:
     arrays = {"eigenvalues": basis.eigenvalues, "split_half_diff": basis.split_half_diff}
     backbone = {k: job.trained.full[k] for k in BACKBONE_KEYS}
     groups = unresolved_groups(basis.eigenvalues, basis.split_half_diff)
-    return Output(arrays, {"backbone": backbone, "pairs": basis.pairs, "groups": groups})
+    meta = {"backbone": backbone, "pairs": basis.pairs, "groups": groups}
+    if basis.subsampled:  # estimated on a seeded subsample of the train images: pages say so
+        meta["images"] = [basis.images, basis.images_total]
+    return Output(arrays, meta)
 
 
 def _load_spectral_features(

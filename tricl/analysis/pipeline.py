@@ -131,6 +131,8 @@ class Analysis(Headline):
             outputs) or ``spectral`` (rank r = r-th most augmentation-invariant direction).
         groups: ranks whose order the data cannot define, as 0-based inclusive ranges of at
             least two features (spectral basis; empty in the trained basis).
+        estimated_on: ``(images, of)`` when the basis was estimated on a seeded subsample of
+            ``images`` of the ``of`` train images (spectral basis of a large set), else None.
         values: every stage's value by stage name (the fields above included), so a stage
             registered in :data:`~tricl.analysis.image_stages.ANALYSIS_STAGES` reaches pages as
             ``analysis.values[name]`` or ``analysis.<name>`` with no field to add here.
@@ -154,6 +156,7 @@ class Analysis(Headline):
     timings: dict[str, float] = field(default_factory=dict)
     basis: str = "trained"
     groups: tuple[tuple[int, int], ...] = ()
+    estimated_on: tuple[int, int] | None = None
     values: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __getattr__(self, name: str) -> Any:
@@ -361,6 +364,7 @@ def _assemble(job: SplitJob, res: StageResults) -> Analysis:
         timings=res.timings,
         basis=job.basis,
         groups=groups,
+        estimated_on=tuple(m["features"]["images"]) if "images" in m["features"] else None,
         values=values,
     )
 
