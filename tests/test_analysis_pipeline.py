@@ -175,7 +175,9 @@ def test_two_concurrent_analyze_processes(tricl_run, analysis, tmp_path):
     # keep only the UMAP map: every other stage is computed again, without paying numba's
     # compilation of UMAP (~10-20 s) in a fresh process
     for p in (run_dir / "analysis" / "test").iterdir():
-        if p.name != "embedding.npz":
+        if p.is_dir():  # the feature store
+            shutil.rmtree(p)
+        elif p.name != "embedding.npz":
             p.unlink()
     code = (
         "import sys; from tricl.analysis import analyze;"
