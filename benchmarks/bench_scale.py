@@ -97,19 +97,21 @@ def subset(n: int, work: Path) -> Path:
     return root
 
 
-def run_child(cmd: list[str], quiet: bool = True) -> tuple[float, float, str]:
-    """``(wall s, peak resident GiB, stdout)`` of a child process; raises if it fails."""
+def run_child(cmd: list[str]) -> tuple[float, float, str]:
+    """``(wall s, peak resident GiB, stdout)`` of a child process; raises with the end of its
+    stderr if it fails."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if quiet else None
-    )
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{out}")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{tail}")
     return wall, usage.ru_maxrss / 2**20, out  # ru_maxrss is in KiB on Linux
 
 
