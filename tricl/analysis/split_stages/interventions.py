@@ -181,7 +181,7 @@ def _scores(pred: np.ndarray, base_pred: np.ndarray, y: np.ndarray, n_classes: i
     return acc, class_acc, float(moved.mean()), flow
 
 
-def _directions(k: int, draws: int, seed: int) -> np.ndarray:
+def directions(k: int, draws: int, seed: int) -> np.ndarray:
     """Random unit directions in feature space, seeded. -> (R, k)."""
     d = np.random.default_rng(seed).standard_normal((draws, k))
     return d / np.linalg.norm(d, axis=1, keepdims=True)
@@ -281,7 +281,7 @@ def interventions(
     base_pred = _rank_one_logits(probe, base, sq, np.zeros(n), np.zeros(n_classes), 0.0)
     base_pred = base_pred.argmax(axis=1)
     base_acc, base_class_acc, _, _ = _scores(base_pred, base_pred, labels, n_classes)
-    dirs = _directions(k, draws, seed)  # (R, k)
+    dirs = directions(k, draws, seed)  # (R, k)
     t_eval, t_train = z @ dirs.T, train_z @ dirs.T  # (N, R), (M, R)
     t_mean, t_sd = t_train.mean(axis=0), np.maximum(t_train.std(axis=0), 1e-12)  # (R,)
     acc = np.zeros((k, 3))
