@@ -141,14 +141,35 @@ class _Captions:
         return float((rank < 1).mean()), float((rank < 5).mean()), float(changed.mean())
 
 
-def _zero_shot(scores: np.ndarray, labels: np.ndarray, base_pred, n_classes: int):
-    """Accuracy, per-class accuracy and share changed of the argmax of ``scores`` (N, C)."""
-    pred = scores.argmax(axis=1)
-    hit = pred == labels
-    per_class = np.bincount(labels, weights=hit, minlength=n_classes)
-    per_class = per_class / np.maximum(np.bincount(labels, minlength=n_classes), 1)
-    changed = float((pred != base_pred).mean()) if base_pred is not None else 0.0
-    return float(hit.mean()), per_class, changed, pred
+class _ZeroShot:
+    """Zero-shot classification of the evaluation images after a rank-one edit of their z (see
+    the module's text); NaN scores when there are no labels or prompts."""
+
+    def __init__(self, z: np.ndarray, labels: np.ndarray, class_z: np.ndarray, w: np.ndarray):
+        self.n_classes = len(class_z)
+        self.measured = self.n_classes >= 2 and bool((labels >= 0).all())
+        self.z, self.labels, self.w = z, labels, w
+        self.classes = normalise(class_z) if self.measured else np.zeros((0, z.shape[1]))  # (C, d)
+        self.base, self.sq = (z * w) @ self.classes.T, (z**2).sum(axis=1)  # (N, C), (N,)
+        self.base_pred = self.base.argmax(axis=1) if self.measured else None  # (N,)
+
+    def scores(self, v: np.ndarray, delta) -> np.ndarray:
+        """Class scores after ``z + delta v``. v: (d,); delta: (N,) or a scalar. -> (N, C)."""
+        delta = np.broadcast_to(np.asarray(delta, dtype=np.float64), self.sq.shape)
+        norm = np.sqrt(np.maximum(self.sq + 2 * delta * (self.z @ v) + delta**2 * (v @ v), 1e-24))
+        g = (v * self.w) @ self.classes.T  # (C,)
+        return (self.base + delta[:, None] * g[None, :]) / norm[:, None]
+
+    def accuracy(self, v: np.ndarray, delta) -> float:
+        return float((self.scores(v, delta).argmax(axis=1) == self.labels).mean())
+
+    def measure(self, scores: np.ndarray) -> tuple[float, np.ndarray, float]:
+        """Accuracy, per-class accuracy (C,) and share of classes changed, of ``scores``."""
+        pred = scores.argmax(axis=1)
+        hit = pred == self.labels
+        per_class = np.bincount(self.labels, weights=hit, minlength=self.n_classes)
+        per_class = per_class / np.maximum(np.bincount(self.labels, minlength=self.n_classes), 1)
+        return float(hit.mean()), per_class, float((pred != self.base_pred).mean())
 
 
 def effects(
@@ -198,37 +219,17 @@ def effects(
     dirs_z = dirs @ back  # (R, d)
     t_eval, t_train = u @ dirs.T, tu @ dirs.T  # (N, R), (M, R)
     t_mean, t_sd = t_train.mean(axis=0), np.maximum(t_train.std(axis=0), 1e-12)
-    labels = np.asarray(labels, dtype=np.int64)
-    n_classes = len(class_z)
-    zero_shot = n_classes >= 2 and bool((labels >= 0).all())
-    cz = normalise(class_z) if zero_shot else np.zeros((0, dim))  # (C, d)
-    zs_base, sq = (z * w) @ cz.T, (z**2).sum(axis=1)  # (N, C), (N,)
-
-    def zs_scores(v: np.ndarray, delta) -> np.ndarray:  # (N, C) after z + delta v
-        delta = np.broadcast_to(np.asarray(delta, dtype=np.float64), (n,))
-        norm = np.sqrt(np.maximum(sq + 2 * delta * (z @ v) + delta**2 * (v @ v), 1e-24))
-        return (zs_base + delta[:, None] * ((v * w) @ cz.T)[None, :]) / norm[:, None]
-
-    rng = np.random.default_rng(seed)
-    qi = np.sort(rng.permutation(n)[: min(queries, n)])
+    zs = _ZeroShot(z, np.asarray(labels, dtype=np.int64), class_z, w)
+    qi = np.sort(np.random.default_rng(seed).permutation(n)[: min(queries, n)])
     caps = _Captions(z[qi], caption_z, np.asarray(caption_ids)[qi], w)
-    nan = np.nan
-    out = {
-        "zs_acc": np.full((k, 3), nan),
-        "zs_class_acc": np.full((k, 3, n_classes if zero_shot else 0), nan),
-        "zs_changed": np.full((k, 3), nan),
-        "zs_control": np.full((k, 3, draws), nan),
-        "r1": np.full((k, 3), nan),
-        "r5": np.full((k, 3), nan),
-        "top_changed": np.full((k, 3), nan),
-        "r1_control": np.full((k, 3, draws), nan),
-        "top_changed_control": np.full((k, 3, draws), nan),
+    c = zs.n_classes if zs.measured else 0
+    out = {n: np.full((k, 3), np.nan) for n in ("zs_acc", "zs_changed", "r1", "r5", "top_changed")}
+    out |= {n: np.full((k, 3, draws), np.nan) for n in _CONTROLS} | {
+        "zs_class_acc": np.full((k, 3, c), np.nan)
     }
-    base = [nan, *caps.measure(np.zeros(dim), 0.0)[:2]]
-    base_class = np.zeros(0)
-    base_pred = None
-    if zero_shot:
-        base[0], base_class, _, base_pred = _zero_shot(zs_base, labels, None, n_classes)
+    base, base_class = [np.nan, *caps.measure(np.zeros(dim), 0.0)[:2]], np.zeros(0)
+    if zs.measured:
+        base[0], base_class, _ = zs.measure(zs.base)
     covered = set((np.arange(k) if order is None else np.asarray(order))[:retrieval_features])
     cdraws = max(1, draws // 2)  # captions: half the draws, as the probe's retrieval
     for i in range(k):
@@ -238,22 +239,17 @@ def effects(
             for r in range(draws)
         ]
         for j, delta in enumerate(moves):
-            if zero_shot:
-                acc, per_class, changed, _ = _zero_shot(
-                    zs_scores(back[i], delta), labels, base_pred, n_classes
-                )
+            if zs.measured:
+                acc, per_class, changed = zs.measure(zs.scores(back[i], delta))
                 out["zs_acc"][i, j], out["zs_class_acc"][i, j] = acc, per_class
                 out["zs_changed"][i, j] = changed
                 for r in range(draws):
-                    scores = zs_scores(dirs_z[r], controls[r][j])
-                    out["zs_control"][i, j, r] = float((scores.argmax(axis=1) == labels).mean())
+                    out["zs_control"][i, j, r] = zs.accuracy(dirs_z[r], controls[r][j])
             if i in covered:
-                qdelta = delta[qi] if np.ndim(delta) else delta
-                r1, r5, top = caps.measure(back[i], qdelta)
+                r1, r5, top = caps.measure(back[i], _rows(delta, qi))
                 out["r1"][i, j], out["r5"][i, j], out["top_changed"][i, j] = r1, r5, top
                 for r in range(cdraws):
-                    cd = controls[r][j]
-                    r1, _, top = caps.measure(dirs_z[r], cd[qi] if np.ndim(cd) else cd)
+                    r1, _, top = caps.measure(dirs_z[r], _rows(controls[r][j], qi))
                     out["r1_control"][i, j, r], out["top_changed_control"][i, j, r] = r1, top
         if tick is not None:
             tick()
@@ -265,6 +261,14 @@ def effects(
         std=std.astype(f32),
         direction=back.astype(f32),
     )
+
+
+_CONTROLS = ("zs_control", "r1_control", "top_changed_control")
+
+
+def _rows(delta, rows: np.ndarray):
+    """A per-image move restricted to ``rows`` (a scalar move as it is)."""
+    return delta[rows] if np.ndim(delta) else delta
 
 
 def steer_captions(
