@@ -139,6 +139,49 @@ def test_hf_folder_is_rebuilt_offline_from_its_recorded_config(tmp_path):
         np.testing.assert_allclose(run.encoder()(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def hf_vit(folder: Path, size: int) -> Path:
+    """A tiny Hugging Face ViT whose image processor reads ``size`` px, saved with
+    ``save_pretrained``."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=size,
+        patch_size=16,
+    )
+    ViTModel(cfg, add_pooling_layer=False).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("size", "family"),
+    [(64, {"family": "imagenet", "size": 64}), (32, {"family": "natural", "size": 16})],
+)
+def test_spectral_views_of_an_imported_encoder_follow_its_recorded_size(tmp_path, size, family):
+    """A model that reads >= 64 px gets SimCLR's ImageNet recipe at its own size; a smaller one
+    keeps its dataset's family at the dataset's size (the 36 images are 16 px)."""
+    from tricl.analysis.spectral import SPECTRAL_FILE, model_views, spectral_basis
+    from tricl.analysis.store import load_npz_meta
+
+    dataset = image_folder(tmp_path / "images")
+    folder = hf_vit(tmp_path / "vit", size)
+    run = import_encoder(f"hf:{folder}", runs_root=tmp_path / "runs", dataset=dataset, name="v")
+    assert run.config.source["preprocess"]["size"] == size
+    assert model_views(run) == (family if size >= 64 else None)
+    basis = spectral_basis(run, reps=1)
+    assert basis.rotation.shape[0] == 32 and 0 < basis.rotation.shape[1] <= 32  # rank of ~29 pairs
+    assert np.isfinite(basis.eigenvalues).all()
+    assert np.all(np.diff(basis.eigenvalues) <= 1e-6)  # most invariant first
+    meta = load_npz_meta(run.path / "analysis" / SPECTRAL_FILE)
+    assert meta["augmentation"] == family  # the family is recorded with the basis
+    assert ("augmentation" in meta["params"]) == (size >= 64)  # and keys the cache
+
+
 def test_open_clip_image_tower_and_its_text_tower_recorded(tmp_path):
     import open_clip
 
