@@ -265,7 +265,7 @@ def _load_folder(request: LoadRequest) -> ImageData:
             f"loading {path.name}",
             request.progress,
             PROGRESS_MIN_IMAGES,
-        )
+        ).x
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
     y = torch.tensor([label for _, label in items], dtype=torch.int64)
