@@ -4,9 +4,14 @@ process spends CPU on; ``benchmarks/bench_app.py`` times it in a browser, idle a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tricl.runs import SHIPPED_RUNS_ROOT
 
 APP = Path(__file__).resolve().parent.parent / "app"
 
@@ -38,3 +43,48 @@ def test_the_first_page_skips_streamlits_repl_check(tmp_path):
         "env_util.is_repl = lambda: calls.append(1) or False"
     )
     assert first_run(tmp_path, count, "len(calls)") == "0"
+
+
+# the readers behind the Runs page's numbers, counted where the page looks them up
+COUNT_READS = """
+import tricl.analysis.comparison as comparison, tricl.analysis.image_text as image_text
+import tricl.analysis.summary as summary
+reads = []
+def counted(module, name):
+    real = getattr(module, name)
+    setattr(module, name, lambda *a, **k: reads.append(name) or real(*a, **k))
+counted(summary, 'load_summary'); counted(image_text, 'load_zero_shot')
+counted(comparison, 'load_pairs')
+"""
+# what the page drew: the table's values and the identifiable line, then the reads
+READ_ALL = ["load_pairs", "load_summary", "load_zero_shot"]
+DRAWN = "(at.dataframe[0].value.to_json(), [s.value for s in at.success], sorted(set(reads)))"
+
+
+@pytest.fixture
+def shipped_copy(tmp_path) -> Path:
+    """Two shipped image-text runs (their captions' zero-shot metrics included), copied."""
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        name = f"triclip_mnist5k-captions_small_cnn_k64_seed{seed}"
+        if not (SHIPPED_RUNS_ROOT / name / "analysis").is_dir():
+            pytest.skip("no shipped runs")
+        shutil.copytree(SHIPPED_RUNS_ROOT / name, root / name)
+    return root
+
+
+def test_the_runs_pages_numbers_are_read_once_and_kept_until_a_file_changes(
+    shipped_copy, tmp_path, monkeypatch
+):
+    """A fresh server's first page draws the numbers kept by the last one (no analysis read),
+    the same as read; a changed analysis file is read again."""
+    monkeypatch.setenv("TRICL_DASHBOARD_CACHE", str(tmp_path / "cache"))
+    first = eval(first_run(shipped_copy, COUNT_READS, DRAWN))
+    assert first[2] == READ_ALL  # read: no kept numbers yet
+    assert (tmp_path / "cache" / "runs_page.json").is_file()
+    again = eval(first_run(shipped_copy, COUNT_READS, DRAWN))
+    assert again[:2] == first[:2] and again[2] == []  # the same page, nothing read
+    downstream = next(shipped_copy.glob("*seed1/analysis/test/downstream.csv"))
+    os.utime(downstream, ns=(downstream.stat().st_atime_ns, downstream.stat().st_mtime_ns + 10**9))
+    changed = eval(first_run(shipped_copy, COUNT_READS, DRAWN))
+    assert changed[:2] == first[:2] and changed[2] == READ_ALL

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import readers
+import runs_brief
 import state
 import streamlit as st
 import text_ui
@@ -20,8 +21,8 @@ from tricl.report.compare import identifiable_groups_markdown
 
 def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFrame:
     """One row per run: configuration, training result and the analysis' headline numbers
-    (``found``: analyses or their summaries; image-text runs add zero-shot accuracy and
-    retrieval recall from ``texts``, their zero-shot metrics by run name)."""
+    (``found``: :class:`runs_brief.RunBrief` by run name; image-text runs add zero-shot accuracy
+    and retrieval recall from ``texts``, their zero-shot metrics by run name)."""
     rows = []
     for r in runs:
         s = r.summary()
@@ -38,7 +39,7 @@ def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFra
                 "epochs": s["epochs"],
                 "loss": s["final_loss"],
                 "linear probe acc": a.linear_acc if a else np.nan,
-                "top-8 acc": readers.top8_accuracy(a) if a else np.nan,
+                "top-8 acc": a.top8_acc if a else np.nan,
                 "importance": a.importance.default if a else "",
                 "k-NN acc": a.knn_acc if a else np.nan,
                 "backbone probe acc": a.full.get("backbone_linear_acc", np.nan) if a else np.nan,
@@ -122,6 +123,23 @@ def identifiable_note(runs: list, found: dict) -> str:
     return identifiable_groups_markdown(shown)
 
 
+def page_numbers(runs: list) -> runs_brief.RunsPage:
+    """The page's numbers: kept from the last start if nothing changed (a fresh server's first
+    page), else read from the analyses (job panels for the missing ones), and kept if complete."""
+    if (kept := runs_brief.cached(runs)) is not None:
+        return kept
+    found = jobs_ui.analyses(runs, key="runs_page", summary=True)
+    texts = jobs_ui.zero_shots(runs, key="runs_page")
+    numbers = runs_brief.RunsPage(
+        {name: runs_brief.RunBrief.of(a) for name, a in found.items()},
+        dict(texts),
+        identifiable_note(runs, found),
+    )
+    if runs_brief.complete(runs, found, texts):
+        runs_brief.store(runs, numbers)
+    return numbers
+
+
 def main() -> None:
     draw.page_header(
         "Runs",
@@ -145,8 +163,8 @@ def main() -> None:
         draw.show_train_hint(idx.where)
         return
     runs = list(idx.runs)
-    found = jobs_ui.analyses(runs, key="runs_page", summary=True)
-    texts = jobs_ui.zero_shots(runs, key="runs_page")
+    numbers = page_numbers(runs)
+    found, texts = numbers.briefs, numbers.texts
     st.subheader(f"{len(runs)} runs in {idx.where}")
     table = runs_table(runs, found, texts)
     draw.show_table(
@@ -170,7 +188,7 @@ def main() -> None:
             **text_ui.runs_column_config(),
         },
     )
-    if note := identifiable_note(runs, found):
+    if note := numbers.identifiable:
         # an explicit icon: with none, Streamlit imports its emoji table (0.2 s) to look for one
         st.success(note, icon=":material/verified:")
     left, right = st.columns(2)
