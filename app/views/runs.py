@@ -211,6 +211,7 @@ def main() -> None:
         table,
         "runs",
         height="content",  # every row ("auto" stops at 10)
+        lazy=False,  # sent whole, as a small table is; deciding would import pandas (0.45 s)
         placeholder="",  # a run without captions has no zero-shot or recall: blank, not "None"
         column_config={
             "run": st.column_config.TextColumn(pinned=True),
