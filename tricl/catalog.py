@@ -32,6 +32,8 @@ class DatasetInfo:
 
 BACKBONE_INFO: dict[str, str] = {
     "small_cnn": "3-block CNN (128-d), the CPU default for 28x28/32x32 images",
+    "small_resnet": "stem + 2 residual blocks (128-d): a second CPU architecture, about 2x the"
+    " small CNN's cost",
     "resnet18_cifar": "ResNet-18 with a 3x3 stem and no max-pool (paper, 32x32)",
     "resnet18": "torchvision ResNet-18 (512-d), for 64px and larger images",
     "resnet50": "torchvision ResNet-50 (2048-d), for 96px and larger images",
