@@ -6,14 +6,14 @@ Pure drawing: nothing here reads a run or computes an analysis.
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -27,6 +27,10 @@ from tricl.report.features import (  # noqa: F401  (the pages' names for them)
     order_caption,
     ranges_label,
 )
+
+if TYPE_CHECKING:  # pandas is imported by the pages that build frames (not the Runs page)
+    import pandas as pd
+    import pyarrow as pa
 
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 TRAIN_HINT = """\
@@ -51,22 +55,65 @@ def show_train_hint(where: str) -> None:
     st.markdown(TRAIN_HINT)
 
 
-def _csv_bytes(df: pd.DataFrame) -> Callable[[], bytes]:
-    return lambda: df.to_csv(index=False).encode()
+def _csv_bytes(df: pd.DataFrame | pa.Table) -> Callable[[], bytes]:
+    """The CSV of a frame or an Arrow table, written when the button is clicked."""
+    if hasattr(df, "to_csv"):
+        return lambda: df.to_csv(index=False).encode()
+    return lambda: _arrow_csv(df)
+
+
+def _arrow_csv(table: pa.Table) -> bytes:
+    """An Arrow table's CSV as pandas writes a frame's (missing values blank)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.column_names)
+    writer.writerows(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+    return out.getvalue().encode()
+
+
+def arrow_table(columns: dict[str, list[Any]]) -> pa.Table:
+    """An Arrow table of plain Python columns, as Streamlit draws a pandas frame of them:
+    strings, integers or floats per column, None and NaN missing (drawn blank).
+
+    Built from buffers because ``pyarrow.array`` imports pandas (0.45 CPU s of a fresh server's
+    first page, the Runs page, which needs no pandas otherwise).
+    """
+    import pyarrow as pa
+
+    return pa.Table.from_arrays([_arrow_column(v) for v in columns.values()], names=list(columns))
+
+
+def _arrow_column(values: list[Any]) -> pa.Array:
+    import pyarrow as pa
+
+    valid = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in values])
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+    present = [v for v, ok in zip(values, valid, strict=True) if ok]
+    if all(isinstance(v, str) for v in present):
+        data = [v.encode() if ok else b"" for v, ok in zip(values, valid, strict=True)]
+        offsets = np.concatenate([[0], np.cumsum([len(d) for d in data])]).astype(np.int32)
+        buffers = [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(data))]
+        return pa.Array.from_buffers(pa.string(), len(values), buffers)
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in present):
+        kind, dtype = pa.int64(), np.int64
+    else:
+        kind, dtype = pa.float64(), np.float64
+    filled = np.array([v if ok else 0 for v, ok in zip(values, valid, strict=True)], dtype=dtype)
+    return pa.Array.from_buffers(kind, len(values), [bitmap, pa.py_buffer(filled.tobytes())])
 
 
 def show_table(
-    df: pd.DataFrame,
+    df: pd.DataFrame | pa.Table,
     name: str,
     *,
-    csv: pd.DataFrame | None = None,
+    csv: pd.DataFrame | pa.Table | None = None,
     key: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """A dataframe with a "Download CSV" button under it.
 
     Args:
-        df: what to draw.
+        df: what to draw (a pandas frame or an Arrow table).
         name: file name stem of the CSV (and key prefix).
         csv: what the CSV holds, if not ``df`` (e.g. without image columns).
         key: widget key of the dataframe (needed with ``on_select``).

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
 
 from tricl.methods import method_label
 from tricl.runs import Run
@@ -51,7 +50,7 @@ def run_label(run: Run) -> str:
 def run_labels(runs: Sequence[Run]) -> dict[str, str]:
     """Run name -> short label, falling back to the folder name where labels collide."""
     labels = {r.name: run_label(r) for r in runs}
-    counts = pd.Series(list(labels.values()), dtype=object).value_counts()
+    counts = Counter(labels.values())
     return {n: (lab if counts[lab] == 1 else n) for n, lab in labels.items()}
 
 

@@ -40,57 +40,6 @@ TRAINED_ONLY = (
 )
 
 
-# --------------------------------------------------------------------------- Runs page
-
-# zero_shot key -> (Runs page column, help); the keys are load_text_analysis's zero_shot dict's
-ZERO_SHOT_COLUMNS = {
-    "zero_shot_acc": (
-        "zero-shot acc",
-        "image-text runs: accuracy of classifying each evaluation image by its most similar "
-        "class-name prompt (prompts averaged per class), the method's own similarity",
-    ),
-    "i2t_r1": (
-        "image→text R@1",
-        "image-text runs: share of evaluation images whose own caption "
-        "is the most similar caption (a caption with the same text counts)",
-    ),
-    "i2t_r5": ("image→text R@5", "the same within the 5 most similar captions"),
-    "t2i_r1": (
-        "text→image R@1",
-        "share of evaluation captions whose own image is the most similar image",
-    ),
-    "t2i_r5": ("text→image R@5", "the same within the 5 most similar images"),
-}
-
-
-def runs_columns(runs: list[Run], texts: dict[str, Any]) -> dict[str, list[float]]:
-    """The Runs table's zero-shot and retrieval columns (NaN, drawn blank, where a run has none).
-
-    Args:
-        runs: the table's runs, in its row order.
-        texts: stored zero-shot metrics (``TextAnalysis.zero_shot``) by run name.
-
-    Returns:
-        Column label -> one value per run; empty when no run is an image-text run, so a folder
-        of image-only runs keeps its table as it was.
-    """
-    if not any(labels.has_text(r) for r in runs):
-        return {}
-    out: dict[str, list[float]] = {}
-    for key, (label, _) in ZERO_SHOT_COLUMNS.items():
-        values = [texts[r.name].get(key) if r.name in texts else None for r in runs]
-        out[label] = [np.nan if v is None else float(v) for v in values]
-    return out
-
-
-def runs_column_config() -> dict[str, Any]:
-    """Percent columns with their help, for :func:`runs_columns`."""
-    return {
-        label: st.column_config.NumberColumn(format="percent", help=help_)
-        for label, help_ in ZERO_SHOT_COLUMNS.values()
-    }
-
-
 # --------------------------------------------------------------------------- Features pages
 
 CAPTIONS_IN_TABLE = 3  # top captions per row of the Features table

@@ -14,3 +14,13 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+
+# the dashboard's kept Runs page numbers (app/runs_brief.py) go to a folder of the test session,
+# never the user's ~/.cache; tests that check them set their own
+if not os.environ.get("TRICL_DASHBOARD_CACHE"):
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["TRICL_DASHBOARD_CACHE"] = tempfile.mkdtemp(prefix="tricl-dashboard-cache-")
+    atexit.register(shutil.rmtree, os.environ["TRICL_DASHBOARD_CACHE"], ignore_errors=True)

@@ -2,26 +2,60 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import draw
-import jobs_ui
 import labels
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import readers
+import runs_brief
 import state
 import streamlit as st
-import text_ui
 
 from tricl.methods import method_color, method_label
 from tricl.report import runs as report
-from tricl.report.compare import identifiable_groups_markdown
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# A fresh server's first page: what it draws comes from the numbers kept by the last start
+# (runs_brief), so pandas, tricl.analysis and the job panels (jobs_ui) are imported only when
+# they are read afresh (they cost a fresh server 0.6 CPU s).
 
 
-def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFrame:
+def zero_shot_columns(runs: list, texts: dict[str, Any]) -> dict[str, list[float]]:
+    """The Runs table's zero-shot and retrieval columns (NaN, drawn blank, where a run has none).
+
+    Args:
+        runs: the table's runs, in its row order.
+        texts: stored zero-shot metrics (``TextAnalysis.zero_shot``) by run name.
+
+    Returns:
+        Column label -> one value per run; empty when no run is an image-text run, so a folder
+        of image-only runs keeps its table as it was.
+    """
+    if not any(labels.has_text(r) for r in runs):
+        return {}
+    out: dict[str, list[float]] = {}
+    for key, (label, _) in report.ZERO_SHOT_COLUMNS.items():
+        values = [texts[r.name].get(key) if r.name in texts else None for r in runs]
+        out[label] = [np.nan if v is None else float(v) for v in values]
+    return out
+
+
+def zero_shot_column_config() -> dict[str, Any]:
+    """Percent columns with their help, for :func:`zero_shot_columns`."""
+    return {
+        label: st.column_config.NumberColumn(format="percent", help=help_)
+        for label, help_ in report.ZERO_SHOT_COLUMNS.values()
+    }
+
+
+def runs_table(runs: list, found: dict, texts: dict | None = None) -> pa.Table:
     """One row per run: configuration, training result and the analysis' headline numbers
-    (``found``: analyses or their summaries; image-text runs add zero-shot accuracy and
-    retrieval recall from ``texts``, their zero-shot metrics by run name)."""
+    (``found``: :class:`runs_brief.RunBrief` by run name; image-text runs add zero-shot accuracy
+    and retrieval recall from ``texts``, their zero-shot metrics by run name)."""
     rows = []
     for r in runs:
         s = r.summary()
@@ -38,18 +72,19 @@ def runs_table(runs: list, found: dict, texts: dict | None = None) -> pd.DataFra
                 "epochs": s["epochs"],
                 "loss": s["final_loss"],
                 "linear probe acc": a.linear_acc if a else np.nan,
-                "top-8 acc": readers.top8_accuracy(a) if a else np.nan,
+                "top-8 acc": a.top8_acc if a else np.nan,
                 "importance": a.importance.default if a else "",
                 "k-NN acc": a.knn_acc if a else np.nan,
                 "backbone probe acc": a.full.get("backbone_linear_acc", np.nan) if a else np.nan,
             }
         )
-    table = pd.DataFrame(rows)
-    for label, values in text_ui.runs_columns(runs, texts or {}).items():
-        table[label] = values
+    columns = {c: [row[c] for row in rows] for c in rows[0]} if rows else {}
+    columns.update(zero_shot_columns(runs, texts or {}))
     # columns that say nothing here would push the scores off the right edge
-    same = [c for c in ("aligned from", "backbone") if table[c].nunique() <= 1 and len(runs) > 1]
-    return table.drop(columns=same)
+    for c in ("aligned from", "backbone"):
+        if c in columns and len(set(columns[c])) <= 1 and len(runs) > 1:
+            del columns[c]
+    return draw.arrow_table(columns)
 
 
 def curves_figure(runs: list, metric: str) -> go.Figure:
@@ -119,7 +154,28 @@ def identifiable_note(runs: list, found: dict) -> str:
             continue
         if pairs is not None:
             shown.append((labels.group_label(group), pairs))
+    from tricl.report.compare import identifiable_groups_markdown
+
     return identifiable_groups_markdown(shown)
+
+
+def page_numbers(runs: list) -> runs_brief.RunsPage:
+    """The page's numbers: kept from the last start if nothing changed (a fresh server's first
+    page), else read from the analyses (job panels for the missing ones), and kept if complete."""
+    if (kept := runs_brief.cached(runs)) is not None:
+        return kept
+    import jobs_ui
+
+    found = jobs_ui.analyses(runs, key="runs_page", summary=True)
+    texts = jobs_ui.zero_shots(runs, key="runs_page")
+    numbers = runs_brief.RunsPage(
+        {name: runs_brief.RunBrief.of(a) for name, a in found.items()},
+        dict(texts),
+        identifiable_note(runs, found),
+    )
+    if runs_brief.complete(runs, found, texts):
+        runs_brief.store(runs, numbers)
+    return numbers
 
 
 def main() -> None:
@@ -133,6 +189,8 @@ def main() -> None:
     if idx.broken:
         st.subheader("Broken runs")
         st.caption("These folders are not usable runs; the other runs work as usual.")
+        import pandas as pd
+
         broken = pd.DataFrame(
             {
                 "run": list(idx.broken_keys) or [b.name for b in idx.broken],
@@ -145,14 +203,15 @@ def main() -> None:
         draw.show_train_hint(idx.where)
         return
     runs = list(idx.runs)
-    found = jobs_ui.analyses(runs, key="runs_page", summary=True)
-    texts = jobs_ui.zero_shots(runs, key="runs_page")
+    numbers = page_numbers(runs)
+    found, texts = numbers.briefs, numbers.texts
     st.subheader(f"{len(runs)} runs in {idx.where}")
     table = runs_table(runs, found, texts)
     draw.show_table(
         table,
         "runs",
         height="content",  # every row ("auto" stops at 10)
+        lazy=False,  # sent whole, as a small table is; deciding would import pandas (0.45 s)
         placeholder="",  # a run without captions has no zero-shot or recall: blank, not "None"
         column_config={
             "run": st.column_config.TextColumn(pinned=True),
@@ -167,10 +226,10 @@ def main() -> None:
             ),
             "k-NN acc": st.column_config.NumberColumn(format="percent"),
             "backbone probe acc": st.column_config.NumberColumn(format="percent"),
-            **text_ui.runs_column_config(),
+            **zero_shot_column_config(),
         },
     )
-    if note := identifiable_note(runs, found):
+    if note := numbers.identifiable:
         # an explicit icon: with none, Streamlit imports its emoji table (0.2 s) to look for one
         st.success(note, icon=":material/verified:")
     left, right = st.columns(2)

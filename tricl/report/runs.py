@@ -8,10 +8,29 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from tricl.methods import method_label
 from tricl.runs import Run
+
+# zero_shot key -> (Runs page column, help); the keys are load_text_analysis's zero_shot dict's
+ZERO_SHOT_COLUMNS = {
+    "zero_shot_acc": (
+        "zero-shot acc",
+        "image-text runs: accuracy of classifying each evaluation image by its most similar "
+        "class-name prompt (prompts averaged per class), the method's own similarity",
+    ),
+    "i2t_r1": (
+        "image→text R@1",
+        "image-text runs: share of evaluation images whose own caption "
+        "is the most similar caption (a caption with the same text counts)",
+    ),
+    "i2t_r5": ("image→text R@5", "the same within the 5 most similar captions"),
+    "t2i_r1": (
+        "text→image R@1",
+        "share of evaluation captions whose own image is the most similar image",
+    ),
+    "t2i_r5": ("text→image R@5", "the same within the 5 most similar images"),
+}
 
 
 def sorted_importance(analysis: Any) -> tuple[str, np.ndarray]:
@@ -28,9 +47,10 @@ def sorted_importance(analysis: Any) -> tuple[str, np.ndarray]:
     return order, scores
 
 
-def spectrum_summary(runs: Sequence[Run], found: Mapping[str, Any]) -> pd.DataFrame:
-    """Per method, mean over its analysed runs: the order used, the share of importance held by
-    the 8 most important features, and the ratio of the largest to the smallest importance.
+def spectrum_summary(runs: Sequence[Run], found: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per method and order, in the order of their first run, mean over its analysed runs: the
+    share of importance held by the 8 most important features, the share an even spread gives,
+    the number of features and the ratio of the largest to the smallest importance.
 
     Args:
         runs: the runs, in the page's order.
@@ -55,26 +75,32 @@ def spectrum_summary(runs: Sequence[Run], found: Mapping[str, Any]) -> pd.DataFr
                 "max_over_min": scores[0] / scores[-1],
             }
         )
-    if not rows:
-        return pd.DataFrame()
-    return pd.DataFrame(rows).groupby(["method", "order"], sort=False).mean().reset_index()
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["order"]), []).append(row)
+    values = ("k", "top8_share", "even_share", "max_over_min")
+    return [
+        {"method": m, "order": o, **{v: float(np.mean([r[v] for r in rs])) for v in values}}
+        for (m, o), rs in groups.items()
+    ]
 
 
-def spectrum_caption(summary: pd.DataFrame) -> str:
+def spectrum_caption(summary: Sequence[Mapping[str, Any]]) -> str:
     """What the importance chart shows, measured: how much of the importance the top 8 hold per
     method against an even spread, and how far the largest importance is from the smallest."""
-    if summary.empty:
+    if not summary:
         return "No analysed run yet: analyse the runs to see their importance spectra."
     parts = [
-        f"{row.method} ({row.order}) {row.top8_share:.0%}, largest/smallest {row.max_over_min:.1f}x"
-        for row in summary.itertuples()
+        f"{row['method']} ({row['order']}) {row['top8_share']:.0%}, largest/smallest"
+        f" {row['max_over_min']:.1f}x"
+        for row in summary
     ]
-    even = summary["even_share"].iloc[0]
+    even = summary[0]["even_share"]
     return (
         "Each run's importance scores, sorted and divided by their sum: a steep curve means a "
         "few features carry most of the importance, a flat one that importance is spread "
         f"evenly. Share held by the 8 most important features (an even spread gives {even:.0%}"
-        f" at k = {int(summary['k'].iloc[0])}), mean over seeds: " + "; ".join(parts) + ". "
+        f" at k = {int(summary[0]['k'])}), mean over seeds: " + "; ".join(parts) + ". "
         "The order is what the pages rank features by; a flat curve only says the scores are "
         "close, not that the order is meaningless (see Few features)."
     )
