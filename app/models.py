@@ -253,14 +253,14 @@ def image_saliency(
     return _overlays(path, weights_hash, basis, dataset, batch, list(features), method, False)
 
 
-def embed_image(run: Run, analysis: Any, image: np.ndarray) -> np.ndarray:
-    """Features of one uint8 image (C, H, W) in the analysis's basis. Shape: (k,)."""
+def embed_image(run: Run, analysis: Any, image: np.ndarray, basis: str | None = None) -> np.ndarray:
+    """Features of one uint8 image (C, H, W) in the analysis's basis (or ``basis``). Shape: (k,)."""
     return _guarded(
         call,
         serve.embed,
         str(run.path),
         run.weights_hash,
-        analysis.basis,
+        analysis.basis if basis is None else basis,
         analysis.dataset,
         np.ascontiguousarray(image),
     )
@@ -364,10 +364,19 @@ def decode_upload(data: bytes, name: str, channels: int, size: int) -> np.ndarra
     return arr[None] if channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def steer(analysis: Any, z: np.ndarray, feature: int, amounts_sd: tuple[float, ...]) -> np.ndarray:
-    """Class probabilities of one image's features ``z`` (k,) with ``feature`` moved by each
-    amount (train sd), in the model worker. -> (len(amounts_sd), C)."""
+def steer(
+    analysis: Any,
+    z: np.ndarray,
+    feature: int,
+    amounts_sd: tuple[float, ...],
+    captions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One image's features ``z`` (k,) with ``feature`` moved by each amount (train sd), in the
+    model worker: what :func:`tricl.serve.steer` returns (``probabilities``
+    (len(amounts_sd), C); for an image-text run, given ``captions``, each move's top captions).
+    """
     res = analysis.values["interventions"]
     probe = {n: getattr(res, n) for n in ("probe_mu", "probe_sd", "probe_coef", "probe_intercept")}
     probe["std"] = res.std
-    return _guarded(call, serve.steer, np.asarray(z), int(feature), tuple(amounts_sd), probe)
+    args = (np.asarray(z), int(feature), tuple(amounts_sd), probe, captions)
+    return _guarded(call, serve.steer, *args)

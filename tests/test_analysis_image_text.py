@@ -284,7 +284,11 @@ def test_every_damaged_file_reads_as_missing_and_only_it_is_recomputed(runs, ana
     analyze_text(run, progress=False)
     path = analysis_dir(run.path, "test") / TEXT_FOLDER / TEXT_STAGES[stage].file
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # torn
-    assert load_text_analysis(run) is None
+    got = load_text_analysis(run)
+    if stage == "interventions":  # optional on the read path: the rest stays readable
+        assert got is not None and got.interventions is None
+    else:
+        assert got is None
     again = analyze_text(run, progress=False)
     assert again.recomputed == (stage,)
     assert again.zero_shot == analyses["triclip"].zero_shot

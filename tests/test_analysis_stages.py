@@ -126,3 +126,32 @@ def test_registering_a_metric_recomputes_the_pairs_only(shipped_copy, monkeypatc
     np.testing.assert_allclose(
         comp.pairs["top1_corr"], [abs(c[0, 0]) for c in comp.corr.values()], rtol=1e-5
     )
+
+
+def test_a_registered_comparison_stage_is_computed_and_stored_comparisons_stay_readable(
+    shipped_copy,
+):
+    """A new comparison stage is its registration: ``compare`` computes only it, its value is in
+    ``Comparison.values``, and a comparison stored before it existed still reads."""
+    from tricl.analysis.compare_stages import register_compare_stage
+
+    def compute(job, inputs):  # |corr| of feature #1 with feature #1, per pair
+        corr, _ = inputs["corr"]
+        return Output({"v": np.array([abs(float(c[0, 0])) for c in corr.values()])})
+
+    stage = Stage("first_match", "first_match.npz", compute, lambda a, meta, job: a["v"], ("corr",))
+    runs = [shipped_copy / n for n in TRICL_SEEDS]
+    register_compare_stage(stage)
+    try:
+        stored = load_comparison(runs)
+        assert stored is not None and "first_match" not in stored.values  # readable without it
+        assert {"corr", "matches", "pairs"} <= set(stored.values)
+        comp = compare(runs, progress=False)
+        assert comp.recomputed == ("first_match",)  # the others are fresh
+        want = [abs(c[0, 0]) for c in comp.corr.values()]
+        np.testing.assert_allclose(comp.values["first_match"], want, rtol=1e-6)
+        again = load_comparison(runs)
+        np.testing.assert_allclose(again.values["first_match"], want, rtol=1e-6)
+        assert len(list((shipped_copy / "_compare").rglob("first_match.npz"))) == 1
+    finally:
+        del COMPARE_STAGES["first_match"]

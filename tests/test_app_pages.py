@@ -528,6 +528,8 @@ def test_study_page_shows_the_results_tables_and_figures(runs_root, monkeypatch)
     assert set(verdicts["verdict"]) <= {v.word for v in VERDICTS}
     if "## What the study shows" in (REPO_DOCS / "RESULTS.md").read_text():  # findings first
         assert text.index("What the study shows") < text.index("Identifiability across seeds")
+    if "**In one sentence:**" in (REPO_DOCS / "RESULTS.md").read_text():  # the answer leads
+        assert at.info[0].value.startswith("**In one sentence:**")
     figures = len(re.findall(r"^!\[", (REPO_DOCS / "RESULTS.md").read_text(), flags=re.M))
     assert figures >= 3
     assert len(at.get("image")) == figures

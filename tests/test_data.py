@@ -559,6 +559,29 @@ def test_digits_recipe_has_no_flips_and_natural_has_one():
     assert any(isinstance(m, K.RandomGaussianBlur) for m in big.modules())
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_imagenet_family_makes_model_size_views_with_the_models_normalisation(channels):
+    from tricl.data import imagenet_augmentation
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    aug = imagenet_augmentation(64, mean, std, channels)
+    x = _natural_data(channels, 28).train_x[:6]  # 28-px images, grey or colour
+    torch.manual_seed(0)
+    v1, v2 = aug(x), aug(x)
+    assert v1.shape == (6, 3, 64, 64) and v1.dtype == torch.float32  # RGB at the model's size
+    assert not torch.equal(v1, v2)
+    # undoing the model's mean/std gives back [0, 1] pixels
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    pixels = v1 * s + m
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert v1.min() < -0.5  # normalised, not raw pixels
+    ops = (K.RandomResizedCrop, K.RandomHorizontalFlip, K.ColorJitter, K.RandomGrayscale)
+    for op in (*ops, K.RandomGaussianBlur):  # SimCLR's ImageNet recipe, blur included
+        assert any(isinstance(m, op) for m in aug.modules()), op
+    jitter = next(m for m in aug.modules() if isinstance(m, K.ColorJitter))
+    assert jitter.p == 0.8
+
+
 def test_augmented_mnist_views_are_roughly_normalised(mnist):
     aug = build_augmentation(mnist)
     torch.manual_seed(0)

@@ -54,3 +54,15 @@ def test_the_spectral_rows_short_of_identifiable_are_named():
     assert "simclr 0.774 ± 0.037 (**Borderline**)" in note
     assert "tricl-whiten 0.513 ± 0.058 (**Not identifiable**)" in note
     assert "tricl " not in note  # identifiable at 0.864
+
+
+def test_the_study_leads_with_one_sentence_that_the_readme_repeats():
+    from tricl.report.study import lead_sentence
+
+    lead = lead_sentence(RESULTS.read_text())
+    assert lead is not None and lead.startswith("**In one sentence:**")
+    assert "tri-eigen" in lead and "Not yet measured" in lead
+    readme = (RESULTS.parent.parent / "README.md").read_text()
+    short = readme[readme.index("In short (numbers in RESULTS.md):") :]
+    assert lead_sentence(short) == lead  # the README's "In short" opens with the same sentence
+    assert lead_sentence("## A\nno lead here\n") is None

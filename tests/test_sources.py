@@ -112,21 +112,28 @@ def test_timm_model_matches_timm_and_reads_its_pretrained_cfg(tmp_path):
     assert run.config.proj_dim == model.num_features
 
 
-def test_hf_folder_is_rebuilt_offline_from_its_recorded_config(tmp_path):
+def hf_vit(folder: Path, size: int, patch: int = 16, layers: int = 1) -> nn.Module:
+    """A tiny Hugging Face ViT (width 32) whose image processor reads ``size`` px, saved with
+    ``save_pretrained`` in ``folder``; the model."""
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     torch.manual_seed(0)
     cfg = ViTConfig(
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
-        image_size=32,
-        patch_size=8,
+        image_size=size,
+        patch_size=patch,
     )
     model = ViTModel(cfg, add_pooling_layer=False).eval()
-    model.save_pretrained(tmp_path / "vit")
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    return model
+
+
+def test_hf_folder_is_rebuilt_offline_from_its_recorded_config(tmp_path):
+    model = hf_vit(tmp_path / "vit", 32, patch=8, layers=2)
     run = import_encoder(f"hf:{tmp_path / 'vit'}", runs_root=tmp_path / "runs", name="hf")
     record = run.config.source
     assert record["arch"]["config"]["hidden_size"] == 32  # the folder's config, copied
@@ -137,6 +144,31 @@ def test_hf_folder_is_rebuilt_offline_from_its_recorded_config(tmp_path):
     with torch.no_grad():
         want = model(pixel_values=(x - 0.5) / 0.5).last_hidden_state[:, 0]  # CLS, final norm
         np.testing.assert_allclose(run.encoder()(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("size", "family"),
+    [(64, {"family": "imagenet", "size": 64}), (32, {"family": "natural", "size": 16})],
+)
+def test_spectral_views_of_an_imported_encoder_follow_its_recorded_size(tmp_path, size, family):
+    """A model that reads >= 64 px gets SimCLR's ImageNet recipe at its own size; a smaller one
+    keeps its dataset's family at the dataset's size (the 36 images are 16 px)."""
+    from tricl.analysis.spectral import SPECTRAL_FILE, model_views, spectral_basis
+    from tricl.analysis.store import load_npz_meta
+
+    dataset = image_folder(tmp_path / "images")
+    hf_vit(tmp_path / "vit", size)
+    spec, root = f"hf:{tmp_path / 'vit'}", tmp_path / "runs"
+    run = import_encoder(spec, runs_root=root, dataset=dataset, name="v")
+    assert run.config.source["preprocess"]["size"] == size
+    assert model_views(run) == (family if size >= 64 else None)
+    basis = spectral_basis(run, reps=1)
+    assert basis.rotation.shape[0] == 32 and 0 < basis.rotation.shape[1] <= 32  # rank of ~29 pairs
+    assert np.isfinite(basis.eigenvalues).all()
+    assert np.all(np.diff(basis.eigenvalues) <= 1e-6)  # most invariant first
+    meta = load_npz_meta(run.path / "analysis" / SPECTRAL_FILE)
+    assert meta["augmentation"] == family  # the family is recorded with the basis
+    assert ("augmentation" in meta["params"]) == (size >= 64)  # and keys the cache
 
 
 def test_open_clip_image_tower_and_its_text_tower_recorded(tmp_path):

@@ -173,3 +173,47 @@ def test_no_text_side_on_a_caption_dataset_is_refused_in_one_line(tmp_path, case
     assert words in msg and "\n" not in msg, msg
     assert "--dataset mnist5k" in msg or "drop --layer" in msg, msg
     assert nothing_written(root)
+
+
+def test_two_imported_seeds_are_compared_on_both_sides(imported, capsys):
+    """``tricl compare`` of two open_clip imports (two seeds of random weights), in both bases:
+    the image table and its verdicts, and the image-text table with an image and a text row (in
+    the spectral basis each side rotated onto its run's pair basis), stored and read back."""
+    from tricl.analysis import load_comparison
+    from tricl.analysis.image_text_compare import SIDES, load_image_text_comparison
+
+    first, _ = imported
+    (first.path.parent / "seed1").mkdir()
+    _, config, weights = clip_checkpoint(first.path.parent / "seed1", seed=1)
+    second = import_encoder(
+        f"open_clip:{config}",
+        weights,
+        runs_root=first.path.parent,
+        dataset=first.config.dataset,
+        name="clip-tiny-seed1",
+    )
+    paths = [str(first.path), str(second.path)]
+    for basis in ("trained", "spectral"):
+        assert main(["compare", *paths, "--basis", basis, "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert f"verdict, {basis} basis (mean over 1 pair(s))" in out
+        assert f"image and text features, {basis} basis:" in out
+        image = load_comparison(paths, basis=basis)
+        assert image is not None and image.pairs["run_b"].tolist() == ["clip-tiny-seed1"]
+        assert np.isfinite(image.pairs[["ordered_corr_top8", "mcc", "cka"]].to_numpy()).all()
+        text = load_image_text_comparison(paths, basis=basis)
+        assert text is not None and sorted(text.pairs["side"]) == sorted(SIDES)
+        rows = text.pairs.set_index("side")
+        assert np.isfinite(rows[["ordered_corr_top8", "mcc", "cka"]].to_numpy()).all()
+        k = 16 if basis == "trained" else None  # the pair basis keeps the rank of the CCA
+        for side in SIDES:
+            shape = text.abs_corr(side, 0, 1).shape
+            assert shape == (k, k) if k else 0 < shape[0] <= 16
+        if basis == "trained":  # (whitened on 8 images, any two spans agree: CKA 1)
+            # two random text towers are not one model: their text features differ
+            assert rows.loc["text", "cka"] < 0.99
+    # the image side of the trained basis is the image comparison's: the same features, scores
+    image, text = load_comparison(paths), load_image_text_comparison(paths)
+    got = text.pairs.set_index("side").loc["image", ["ordered_corr_top8", "mcc", "cka"]]
+    want = image.pairs[["ordered_corr_top8", "mcc", "cka"]].iloc[0]
+    np.testing.assert_allclose(got.to_numpy(float), want.to_numpy(float), atol=1e-6)

@@ -30,8 +30,15 @@ class DatasetInfo:
     takes_path: bool = False
 
 
+# The augmentation family of an encoder made elsewhere at ImageNet scale (its recorded
+# preprocessing reads >= 64 px): SimCLR's ImageNet recipe at the model's input size
+# (tricl.data.imagenet_augmentation), chosen for its spectral basis instead of its dataset's family.
+IMAGENET_FAMILY = "imagenet"
+
 BACKBONE_INFO: dict[str, str] = {
     "small_cnn": "3-block CNN (128-d), the CPU default for 28x28/32x32 images",
+    "small_resnet": "stem + 2 residual blocks (128-d): a second CPU architecture, about 2x the"
+    " small CNN's cost",
     "resnet18_cifar": "ResNet-18 with a 3x3 stem and no max-pool (paper, 32x32)",
     "resnet18": "torchvision ResNet-18 (512-d), for 64px and larger images",
     "resnet50": "torchvision ResNet-50 (2048-d), for 96px and larger images",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -127,6 +128,20 @@ def _target_size(headers: list[tuple[str, tuple[int, int]]], image_size: int) ->
     return None if all_square_and_equal else FOLDER_FALLBACK_SIZE
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """Images decoded by :func:`decode_all`.
+
+    Attributes:
+        x: the kept images, C = 1 if every image is grayscale else 3. Shape: (N_kept, C, S, S),
+            uint8.
+        kept: which of the paths were kept (all, unless ``skip_unreadable``). Shape: (N_paths,).
+    """
+
+    x: Tensor
+    kept: np.ndarray
+
+
 def decode_all(
     paths: Sequence[Source],
     image_size: int,
@@ -135,7 +150,7 @@ def decode_all(
     min_images: int = PROGRESS_MIN_IMAGES,
     *,
     skip_unreadable: bool = False,
-) -> Tensor:
+) -> Decoded:
     """Decode images into uint8 (N, C, S, S), C = 1 if every image is grayscale else 3.
 
     S is ``image_size`` if > 0; else the native size if all images share one square size; else
@@ -150,48 +165,18 @@ def decode_all(
         progress: draw a progress bar (for more than ``min_images`` images).
         min_images: fewer images than this decode without a bar (they take no time).
         skip_unreadable: leave out images that cannot be decoded instead of raising; the result
-            then has fewer rows and :func:`decode_all_kept` says which.
+            then has fewer rows and its ``kept`` says which.
+
+    Returns:
+        The :class:`Decoded` images and which paths were kept.
 
     Raises:
         ImageError: a file cannot be decoded (and ``skip_unreadable`` is False), or none can.
     """
-    return decode_all_kept(
-        paths, image_size, desc, progress, min_images, skip_unreadable=skip_unreadable
-    )[0]
-
-
-def decode_all_kept(
-    paths: Sequence[Source],
-    image_size: int,
-    desc: str,
-    progress: bool = True,
-    min_images: int = PROGRESS_MIN_IMAGES,
-    *,
-    skip_unreadable: bool = False,
-) -> tuple[Tensor, np.ndarray]:
-    """:func:`decode_all`, and which of ``paths`` were kept: bool of shape (N_paths,)."""
     from tqdm.auto import tqdm
 
-    def header(p: Source) -> tuple[str, tuple[int, int]] | None:
-        try:
-            return image_header(p)
-        except ImageError:
-            if skip_unreadable:
-                return None
-            raise
-
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        headers = list(pool.map(header, paths))
-        kept = np.array([h is not None for h in headers], dtype=bool)
-        good = [h for h in headers if h is not None]
-        if not good:
-            raise ImageError(
-                f"none of the {len(paths)} images can be read ({desc}); replace them with"
-                f" readable images ({'/'.join(IMAGE_EXTENSIONS)})"
-            )
-        mode = "L" if all(m in GRAYSCALE_MODES for m, _ in good) else "RGB"
-        size = _target_size(good, image_size)
-        side = size if size is not None else good[0][1][0]
+        kept, mode, size, side = _layout(pool, paths, image_size, desc, skip_unreadable)
         channels = 1 if mode == "L" else 3
         check_fits(len(paths), channels, side, desc)
         out = np.empty((len(paths), channels, side, side), dtype=np.uint8)  # (N, C, S, S)
@@ -224,4 +209,36 @@ def decode_all_kept(
             f"none of the {len(paths)} images can be decoded ({desc}); replace them with"
             f" readable images ({'/'.join(IMAGE_EXTENSIONS)})"
         )
-    return torch.from_numpy(out), kept
+    return Decoded(torch.from_numpy(out), kept)
+
+
+def _layout(
+    pool: ThreadPoolExecutor,
+    paths: Sequence[Source],
+    image_size: int,
+    desc: str,
+    skip_unreadable: bool,
+) -> tuple[np.ndarray, str, int | None, int]:
+    """From the images' headers: which are readable (bool, (N_paths,)), the mode they decode to
+    (``"L"`` if every one is grayscale, else ``"RGB"``), the size they are resized to (None:
+    native) and the side of the result."""
+
+    def header(p: Source) -> tuple[str, tuple[int, int]] | None:
+        try:
+            return image_header(p)
+        except ImageError:
+            if skip_unreadable:
+                return None
+            raise
+
+    headers = list(pool.map(header, paths))
+    kept = np.array([h is not None for h in headers], dtype=bool)
+    good = [h for h in headers if h is not None]
+    if not good:
+        raise ImageError(
+            f"none of the {len(paths)} images can be read ({desc}); replace them with"
+            f" readable images ({'/'.join(IMAGE_EXTENSIONS)})"
+        )
+    mode = "L" if all(m in GRAYSCALE_MODES for m, _ in good) else "RGB"
+    size = _target_size(good, image_size)
+    return kept, mode, size, size if size is not None else good[0][1][0]

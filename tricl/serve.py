@@ -252,19 +252,46 @@ def encode_text(path: str, weights_hash: str, text: str) -> dict[str, Any]:
 
 @plain_errors
 def steer(
-    z: np.ndarray, feature: int, amounts_sd: Sequence[float], probe: dict[str, np.ndarray]
-) -> np.ndarray:
-    """Class probabilities of one image's features with ``feature`` moved by each amount (train
-    standard deviations), through the run's stored linear probe (the ``interventions`` stage's
-    ``probe_*`` arrays and ``std``), exactly as that stage steers the split.
+    z: np.ndarray,
+    feature: int,
+    amounts_sd: Sequence[float],
+    probe: dict[str, np.ndarray],
+    captions: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray | None]:
+    """One image with ``feature`` moved by each amount (train standard deviations), read by the
+    run's stored linear probe (the ``interventions`` stage's ``probe_*`` arrays and ``std``,
+    exactly as that stage steers the split) and, for an image-text run, by its captions.
 
-    z: (k,) -> (len(amounts_sd), C).
+    Args:
+        z: the image's features in the basis. Shape: (k,).
+        feature: the feature moved (raw index).
+        amounts_sd: the moves, in the feature's train standard deviations.
+        probe: the probe's arrays.
+        captions: image-text runs (else None): ``z`` the image's trained-axes features (d,),
+            ``direction`` the move of those for a unit move of the feature (d,) and ``std`` its
+            train sd (the text ``interventions`` stage's), ``keys`` the captions' features
+            (U, d), ``weights`` S's image-anchor diagonal (d,) or None, ``top`` how many.
+
+    Returns:
+        ``probabilities`` (len(amounts_sd), C); ``captions``: each move's top caption indices
+        into ``keys``, best first (len(amounts_sd), top), or None.
     """
     from types import SimpleNamespace
 
     from tricl.analysis.split_stages.interventions import steer as steer_split
+    from tricl.analysis.text_interventions import steer_captions
 
     k = len(z)
     if not 0 <= feature < k:
         raise ValueError(f"feature {feature} is out of range: this basis has features 0..{k - 1}")
-    return steer_split(z, feature, list(amounts_sd), SimpleNamespace(**probe))
+    out: dict[str, np.ndarray | None] = {
+        "probabilities": steer_split(z, feature, list(amounts_sd), SimpleNamespace(**probe)),
+        "captions": None,
+    }
+    if captions is not None:
+        c = captions
+        amounts = np.asarray(amounts_sd, dtype=np.float64) * float(c["std"])
+        out["captions"] = steer_captions(
+            c["z"], np.asarray(c["direction"]), amounts, c["keys"], c["weights"], int(c["top"])
+        )
+    return out

@@ -233,7 +233,7 @@ def probe_image(run) -> None:
             "probe_activations",
         )
     strongest_features(run, analysis, order_name, image, z)
-    steer_ui.steer_section(run, analysis, order_name, z)
+    steer_ui.steer_section(run, analysis, order_name, z, image)
 
 
 def strongest_features(run, analysis, order_name: str, image: np.ndarray, z: np.ndarray) -> None:

@@ -10,7 +10,7 @@ import state
 import streamlit as st
 
 from tricl.report import verdicts
-from tricl.report.study import spectral_exceptions, study_verdicts
+from tricl.report.study import lead_sentence, spectral_exceptions, study_verdicts
 
 RESULTS = state.REPO_ROOT / "docs" / "RESULTS.md"
 SUMMARY_HEADING = "## What the study shows"
@@ -40,6 +40,8 @@ def render(path: Path) -> None:
             icon=":material/info:",
         )
         return
+    if lead := lead_sentence(path.read_text()):  # the answer first, then how it was measured
+        st.info(lead, icon=":material/lightbulb:")
     verdict_table(path.read_text())
     # the findings first: the tables they summarise follow
     text = draw.section_first(path.read_text(), SUMMARY_HEADING)

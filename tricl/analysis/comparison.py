@@ -6,16 +6,13 @@ been evaluated on the same images (same dataset, split, image size and order), w
 image hash checks.
 
 Files in ``<out_root>/<id>/`` where ``id`` hashes the runs' names and weights, one per stage of
-:data:`COMPARE_STAGES` (run by :func:`tricl.analysis.stages.run_stages`, keyed by the runs' names,
-weights hashes, split and importance orders):
-
-- ``pairs.csv(.json)``: one row per ordered pair (a before b in the given order): ``run_a, run_b``
-  and one column per identifiability metric (:data:`tricl.analysis.metrics.METRICS`), then with
-  ``spectral=True`` each spectral metric's score with both runs rotated onto their spectral bases
-  (column ``Metric.spectral_name``, e.g. ``spectral_corr_top8``, ``spectral_mcc``);
-- ``corr.npz``: ``corr_<i>_<j>``, the signed correlation matrix between the ordered features of run
-  i (rows) and run j (columns), and ``order_<i>``, each run's order (raw feature indices);
-- ``matches.csv(.json)``: for each feature of the first run, its Hungarian match in every other run.
+:data:`~tricl.analysis.compare_stages.COMPARE_STAGES`, one module each in
+:mod:`tricl.analysis.compare_stages` (run by :func:`tricl.analysis.stages.run_stages`, keyed by the
+runs' names, weights hashes, split and importance orders): ``corr.npz`` (the signed correlations
+between the runs' ordered features), ``pairs.csv(.json)`` (one row per pair, one column per
+identifiability metric, then with ``spectral=True`` each spectral metric's score in the runs'
+spectral bases), ``matches.csv(.json)`` (each feature of the first run, matched in every other
+run), and whatever stage a module of that package registers (``Comparison.values[name]``).
 
 ``compare(runs, basis="spectral")`` compares the runs' spectral-basis analyses instead (rank order,
 so ``abs_corr(i, j)[r, r]`` is rank r against rank r; its plain scores are the spectral ones), in
@@ -26,7 +23,6 @@ agreement over all pairs of runs and a representative run's eigenvalue and top i
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,42 +31,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tricl.analysis.identifiability import corr_matrix, hungarian_match
-from tricl.analysis.metrics import METRICS, metric_columns, score_pair
-from tricl.analysis.pipeline import (
-    Analysis,
-    analyze,
-    feature_order,
-    get_basis,
-    load_analysis,
-    load_run,
+from tricl.analysis.compare_stages import (
+    COMPARE_STAGES,
+    CompareJob,
+    compared_stages,
+    optional_stages,
+    required_stages,
 )
-from tricl.analysis.spectral import SPECTRAL_PARAMS, spectral_basis
-from tricl.analysis.stages import (
-    Family,
-    Output,
-    Stage,
-    StageResults,
-    Target,
-    need_arrays,
-    need_columns,
-    register_stage,
-)
+from tricl.analysis.compare_stages.consensus import CONSENSUS_COLUMNS as CONSENSUS_COLUMNS
+from tricl.analysis.compare_stages.matches import MATCH_COLUMNS as MATCH_COLUMNS
+from tricl.analysis.compare_stages.pairs import pair_columns as pair_columns
+from tricl.analysis.pipeline import Analysis, analyze, get_basis, load_analysis, load_run
+from tricl.analysis.spectral import SPECTRAL_PARAMS as SPECTRAL_PARAMS
+from tricl.analysis.stages import Family, StageResults, Target, read_stage
 from tricl.analysis.store import AnalysisError, normalise_meta, to_json
 from tricl.analysis.summary import AnalysisSummary, load_summary
 from tricl.bases import SPECTRAL, Basis
 from tricl.runs import Run, default_runs_root
-
-MATCH_COLUMNS = [
-    "rank_a",
-    "feature_a",
-    "run_b",
-    "rank_b",
-    "feature_b",
-    "corr",
-    "abs_corr",
-    "sign",
-]
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +71,8 @@ class Comparison:
         meta: the pairs artifact's meta.
         basis: the basis the features are in; in ``spectral`` the orders are the identity, so
             ``abs_corr(i, j)[r, r]`` is the |corr| of spectral rank r between runs i and j.
+        values: every stage's value by name (:mod:`tricl.analysis.compare_stages`), those above
+            included; a stage without a field is there when stored and fresh.
     """
 
     runs: list[str]
@@ -107,200 +86,13 @@ class Comparison:
     recomputed: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
     basis: str = "trained"
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def abs_corr(self, i: int, j: int) -> np.ndarray:
         """|corr| between the ordered features of run i (rows) and run j. Shape: (k_i, k_j)."""
         if (i, j) in self.corr:
             return np.abs(self.corr[(i, j)])
         return np.abs(self.corr[(j, i)]).T
-
-
-def pair_columns(spectral: bool = True) -> list[str]:
-    """Columns of :attr:`Comparison.pairs`: the two runs, then every metric's score."""
-    return ["run_a", "run_b", *metric_columns(spectral)]
-
-
-@dataclass(frozen=True)
-class _CompareJob:
-    """The comparison stages' context: the runs, their analyses and whether to score spectrally."""
-
-    runs: list[Run]
-    analyses: list[Analysis]
-    spectral: bool
-
-    @property
-    def names(self) -> list[str]:
-        return [r.name for r in self.runs]
-
-    def ordered(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each run's default order and its evaluation features in that order: (N, k_i) each."""
-        orders = [feature_order(a) for a in self.analyses]
-        return orders, [a.features.z[:, o] for a, o in zip(self.analyses, orders)]
-
-    def pairs(self) -> list[tuple[int, int]]:
-        return list(itertools.combinations(range(len(self.runs)), 2))
-
-
-CorrValue = tuple[dict[tuple[int, int], np.ndarray], list[np.ndarray]]
-
-
-def _compute_corr(job: _CompareJob, inputs: dict[str, Any]) -> Output:
-    orders, ordered = job.ordered()
-    arrays = {
-        f"corr_{i}_{j}": corr_matrix(ordered[i], ordered[j]).astype(np.float32)
-        for i, j in job.pairs()
-    }
-    arrays.update({f"order_{i}": o for i, o in enumerate(orders)})
-    return Output(arrays)
-
-
-def _load_corr(arrays: dict[str, np.ndarray], meta: dict[str, Any], job: _CompareJob) -> CorrValue:
-    n = len(job.runs)
-    need_arrays(arrays, {f"order_{i}": 1 for i in range(n)})
-    orders = [arrays[f"order_{i}"] for i in range(n)]
-    corr = {(i, j): arrays[f"corr_{i}_{j}"] for i, j in job.pairs()}
-    for (i, j), c in corr.items():
-        if c.shape != (len(orders[i]), len(orders[j])):
-            raise ValueError(f"corr_{i}_{j} has shape {c.shape}, not the runs' feature counts")
-    return corr, orders
-
-
-def _compute_matches(job: _CompareJob, inputs: dict[str, Any]) -> Output:
-    corr, orders = inputs["corr"]
-    names, rows = job.names, []
-    for j in range(1, len(job.runs)):
-        m = hungarian_match(corr[(0, j)])
-        for ra, rb, c in zip(m.rows, m.cols, m.corr):
-            ra, rb, c = int(ra), int(rb), float(c)
-            sign = 1 if c >= 0 else -1
-            rows.append((ra, int(orders[0][ra]), names[j], rb, int(orders[j][rb]), c, abs(c), sign))
-    return Output(pd.DataFrame(rows, columns=MATCH_COLUMNS))
-
-
-def _load_table(columns: list[str]) -> Any:
-    def load(table: pd.DataFrame, meta: dict[str, Any], job: _CompareJob) -> pd.DataFrame:
-        need_columns(table, columns if columns else pair_columns(job.spectral))
-        return table
-
-    return load
-
-
-def _compute_pairs(job: _CompareJob, inputs: dict[str, Any]) -> Output:
-    _, ordered = job.ordered()
-    rows = [{"run_a": job.names[i], "run_b": job.names[j]} for i, j in job.pairs()]
-    for row, (i, j) in zip(rows, job.pairs()):
-        row.update(score_pair(ordered[i], ordered[j])[0])
-    if job.spectral:
-        # the same scores after rotating each run onto its spectral basis
-        # (tricl.analysis.spectral): the order the augmentation graph's eigenvalues give
-        rotated = [
-            spectral_basis(r, **SPECTRAL_PARAMS).project(a.features.z)
-            for r, a in zip(job.runs, job.analyses)
-        ]
-        for row, (i, j) in zip(rows, job.pairs()):
-            scores, _ = score_pair(rotated[i], rotated[j], only_spectral=True)
-            row.update({METRICS[name].spectral_name: v for name, v in scores.items()})
-    return Output(pd.DataFrame(rows, columns=pair_columns(job.spectral)))
-
-
-# The comparison's stages, in ``<root>/_compare/<id>/``. The pairs' parameters list the metric
-# columns, so registering a metric recomputes the pairs (only).
-COMPARE_STAGES: dict[str, Stage] = {}
-register_stage(COMPARE_STAGES, Stage("corr", "corr.npz", _compute_corr, _load_corr))
-register_stage(
-    COMPARE_STAGES,
-    Stage(
-        "matches",
-        "matches.csv",
-        _compute_matches,
-        _load_table(MATCH_COLUMNS),
-        needs=("corr",),
-    ),
-)
-register_stage(
-    COMPARE_STAGES,
-    Stage(
-        "pairs",
-        "pairs.csv",
-        _compute_pairs,
-        _load_table([]),
-        params=lambda job: {
-            "columns": pair_columns(job.spectral),
-            "spectral": SPECTRAL_PARAMS if job.spectral else None,
-        },
-    ),
-)
-
-
-CONSENSUS_COLUMNS = [
-    "rank",
-    "mean_abs_corr",
-    "min_abs_corr",
-    "eigenvalue",
-    "representative",
-    "top_indices",
-    "unresolved_runs",
-]
-
-
-def _rank_agreement(corr: dict[tuple[int, int], np.ndarray], n: int, ranks: int) -> np.ndarray:
-    """|corr| of rank r of run i with rank r of run j, symmetric, 0 on the diagonal.
-
-    Shape: (n, n, ranks).
-    """
-    agree = np.zeros((n, n, ranks))
-    for (i, j), c in corr.items():
-        agree[i, j] = agree[j, i] = np.abs(np.diagonal(c)[:ranks])
-    return agree
-
-
-def _compute_consensus(job: _CompareJob, inputs: dict[str, Any]) -> Output:
-    corr, _ = inputs["corr"]
-    n = len(job.runs)
-    ranks = min(a.k for a in job.analyses)
-    agree = _rank_agreement(corr, n, ranks)  # (n, n, ranks)
-    pairs = np.stack([agree[i, j] for i, j in job.pairs()])  # (n_pairs, ranks)
-    # the representative of rank r agrees best, on average, with every other run's rank r
-    rep = (agree.sum(axis=1) / (n - 1)).argmax(axis=0)  # (ranks,)
-    rows = []
-    for r in range(ranks):
-        a = job.analyses[rep[r]]
-        unresolved = sum(any(lo <= r <= hi for lo, hi in b.groups) for b in job.analyses)
-        rows.append(
-            (
-                r + 1,
-                float(pairs[:, r].mean()),
-                float(pairs[:, r].min()),
-                float(a.importance.scores["eigenvalue"][r]),
-                a.run_name,
-                " ".join(str(int(i)) for i in a.top_images.top_indices[r]),
-                unresolved,
-            )
-        )
-    return Output(pd.DataFrame(rows, columns=CONSENSUS_COLUMNS))
-
-
-def _load_consensus(table: pd.DataFrame, meta: dict[str, Any], job: _CompareJob) -> pd.DataFrame:
-    need_columns(table, CONSENSUS_COLUMNS)
-    if list(table["rank"]) != list(range(1, len(table) + 1)):
-        raise ValueError("the consensus ranks are not 1..r")
-    table = table.copy()
-    # stored as space-separated text so the CSV stays flat; read back as lists of dataset indices
-    table["top_indices"] = [[int(i) for i in str(t).split()] for t in table["top_indices"]]
-    return table
-
-
-register_stage(
-    COMPARE_STAGES,
-    Stage(
-        "consensus",
-        "consensus.csv",
-        _compute_consensus,
-        _load_consensus,
-        needs=("corr",),
-        params=lambda job: {"representative": "highest mean |corr| of rank r with the others"},
-    ),
-)
 
 
 def _check_same_images(analyses: list[Analysis]) -> None:
@@ -390,7 +182,7 @@ def _target(
     folder = root / _compare_id(names, hashes, req.split, basis)
     # in the spectral basis the plain scores already are the spectral ones
     spectral = req.spectral and not basis.rotated
-    return Target(folder, normalise_meta(key), _CompareJob(loaded, analyses, spectral))
+    return Target(folder, normalise_meta(key), CompareJob(loaded, analyses, spectral))
 
 
 def _prepare_pairs(req: _Request, compute: bool) -> Target | None:
@@ -433,8 +225,6 @@ def load_pairs(
 
 # The comparison family: a set of runs, in ``<root>/_compare/<id>/``.
 COMPARE = Family("comparison", COMPARE_STAGES, _prepare)
-# the stages a comparison reads (the consensus is asked for on its own)
-COMPARISON = ("corr", "matches", "pairs")
 
 
 def _comparison(target: Target, res: StageResults) -> Comparison:
@@ -451,7 +241,18 @@ def _comparison(target: Target, res: StageResults) -> Comparison:
         recomputed=res.recomputed,
         meta=res.metas["pairs"],
         basis=target.key.get("basis", "trained"),
+        values=dict(res.values),
     )
+
+
+def _with_optional(target: Target, res: StageResults) -> StageResults:
+    """The read results and every optional stage that is stored and fresh (a stage registered
+    since the comparison was stored leaves it readable)."""
+    values, metas = dict(res.values), dict(res.metas)
+    for name in optional_stages():
+        if (got := read_stage(COMPARE_STAGES, name, target)) is not None:
+            values[name], metas[name] = got
+    return StageResults(values, metas, res.recomputed, res.timings)
 
 
 def load_comparison(
@@ -471,8 +272,11 @@ def load_comparison(
         AnalysisError: fewer than two runs, a broken run, runs evaluated on different images, or
             an unknown basis.
     """
-    got = COMPARE.read(_Request(runs, split, basis, spectral, out_root), COMPARISON)
-    return None if got is None else _comparison(*got)
+    got = COMPARE.read(_Request(runs, split, basis, spectral, out_root), required_stages())
+    if got is None:
+        return None
+    target, res = got
+    return _comparison(target, _with_optional(target, res))
 
 
 def compare(
@@ -508,7 +312,7 @@ def compare(
             an unknown basis.
     """
     req = _Request(runs, split, basis, spectral, out_root, progress)
-    return _comparison(*COMPARE.run(req, COMPARISON, force=force))
+    return _comparison(*COMPARE.run(req, compared_stages(), force=force))
 
 
 @dataclass(frozen=True, eq=False)
@@ -535,7 +339,7 @@ class Consensus:
     recomputed: tuple[str, ...] = ()
 
 
-CONSENSUS = ("corr", "consensus")
+CONSENSUS = ("consensus",)  # (and the corr it needs)
 
 
 def _consensus(target: Target, res: StageResults) -> Consensus:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tricl.analysis import text_interventions
 from tricl.analysis.pipeline import (
     ANALYSIS_STAGES,
     Analysis,
@@ -60,6 +61,7 @@ from tricl.analysis.stages import (
     Target,
     need_arrays,
     need_columns,
+    read_stages,
     register_stage,
 )
 from tricl.analysis.store import AnalysisError, analysis_dir, normalise_meta
@@ -123,6 +125,8 @@ __all__ = [
 ]
 
 TEXT_FOLDER = "text"  # RUN/analysis/<split>/text/
+# the stages every reader needs; the others are optional on the read path
+_CORE = ("text_features", "zero_shot", "top_captions", "tokens", "factors")
 
 
 # --------------------------------------------------------------------------- the stages
@@ -422,6 +426,8 @@ register_stage(
         params=lambda job: {"class": "correlation ratio eta", "factors": "|Pearson corr|"},
     ),
 )
+# each image feature ablated / steered, read through zero-shot and caption retrieval
+register_stage(TEXT_STAGES, text_interventions.STAGE)
 
 
 # --------------------------------------------------------------------------- computing and reading
@@ -530,6 +536,7 @@ def _assemble(job: _TextJob, res: StageResults) -> TextAnalysis:
         top_captions=v["top_captions"],
         tokens=v["tokens"],
         factors=v["factors"],
+        interventions=v.get(text_interventions.STAGE_NAME),
         recomputed=res.recomputed,
         timings=res.timings,
     )
@@ -574,8 +581,14 @@ def load_text_analysis(run: Run | str | Path, split: str = "test") -> TextAnalys
     Raises:
         AnalysisError: a broken run or an unknown split.
     """
-    got = TEXT.read(_Request(load_run(run), split), check_params=False)
-    return None if got is None else _assemble(got[0].ctx, got[1])
+    got = TEXT.read(_Request(load_run(run), split), _CORE, check_params=False)
+    if got is None:
+        return None
+    target, res = got
+    name = text_interventions.STAGE_NAME  # optional: older analyses stay readable
+    extra = read_stages(TEXT_STAGES, [name], target, check_params=False, meta_only=_CORE)
+    values = res.values | ({} if extra is None else {name: extra.values[name]})
+    return _assemble(target.ctx, StageResults(values, res.metas))
 
 
 def load_zero_shot(run: Run | str | Path, split: str = "test") -> dict[str, float] | None:

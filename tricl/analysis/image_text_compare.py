@@ -213,7 +213,6 @@ register_stage(
         params=lambda job: {"columns": PAIR_COLUMNS},
     ),
 )
-IMAGE_TEXT_COMPARISON = ("it_corr", "it_pairs")
 
 
 def config_group(run: Run) -> str:

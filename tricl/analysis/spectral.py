@@ -17,16 +17,17 @@ except inside eigenvalue clusters whose gaps are below the estimation noise
 (``split_half_diff``): there the order is not identifiable from the data at all.
 
 The basis is estimated on augmented pairs of the TRAIN split (``reps`` passes with the run's own
-augmentation), never on the evaluation images, and cached in ``RUN/analysis/spectral.npz`` by the
-``spectral`` stage of :data:`RUN_STAGES`, run by the :data:`SPECTRAL` family
-(:mod:`tricl.analysis.stages`).
+augmentation; an imported encoder at ImageNet scale: SimCLR's ImageNet recipe at the model's input
+size, :func:`model_views`, recorded in the artifact's meta), never on the evaluation images, and
+cached in ``RUN/analysis/spectral.npz`` by the ``spectral`` stage of :data:`RUN_STAGES`, run by the
+:data:`SPECTRAL` family (:mod:`tricl.analysis.stages`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from tricl.analysis.store import AnalysisError, normalise_meta
 
 # SpectralBasis is declared with the other bases (torch-free); it is estimated and cached here
 from tricl.bases import SPECTRAL_ESTIMATE, SpectralBasis
+from tricl.catalog import IMAGENET_FAMILY
 from tricl.runs import Run, RunError
 
 if TYPE_CHECKING:  # estimating a basis needs torch; reading a stored one does not
@@ -207,13 +209,53 @@ def _load_basis(arrays: dict[str, np.ndarray], meta: dict, job: _SpectralJob) ->
     )
 
 
-def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments]:
+# An encoder made elsewhere that reads at least this many pixels learned its invariances on
+# ImageNet-scale views; the dataset's 28/32-px recipes at native size say nothing about them (the
+# natural recipe itself blurs only from 64 px up).
+MODEL_VIEWS_MIN_SIZE = 64
+
+
+def model_views(run: Run) -> dict[str, Any] | None:
+    """The augmentation of the run's spectral pairs when it is not its dataset's own family.
+
+    Returns:
+        ``{"family": "imagenet", "size": S}`` for an imported encoder whose recorded
+        preprocessing reads S >= :data:`MODEL_VIEWS_MIN_SIZE` px (SimCLR's ImageNet recipe at S,
+        then the model's normalisation: :func:`tricl.data.imagenet_augmentation`); None for every
+        other run (its dataset's family at the dataset's size, as in training).
+    """
+    source = getattr(run.config, "source", None)
+    if not source:
+        return None
+    size = int(source["preprocess"]["size"])
+    return {"family": IMAGENET_FAMILY, "size": size} if size >= MODEL_VIEWS_MIN_SIZE else None
+
+
+def _views(job: _SpectralJob, data: Any, encoder: Any, dev: torch.device) -> tuple[Any, Any, dict]:
+    """``(augment, encode, record)``: one random view of a uint8 batch, the features of a view,
+    and what the artifact records of the family."""
+    from tricl.data import build_augmentation, imagenet_augmentation
+
+    views = model_views(job.run)
+    if views is None:
+        record = {"family": data.family, "size": data.image_size}
+        return build_augmentation(data).to(dev), encoder, record
+    pre = job.run.config.source["preprocess"]
+    augment = imagenet_augmentation(views["size"], pre["mean"], pre["std"], data.channels)
+
+    def encode(view: torch.Tensor) -> torch.Tensor:
+        """Shape: (B, 3, S, S), the model's own input -> (B, k)."""
+        return encoder.project(encoder.read(view))
+
+    return augment.to(dev), encode, views
+
+
+def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments, dict]:
     """Moments of ``job.reps`` augmented view pairs of every train image, the first half of the
-    pairs (in the order drawn) and the second apart."""
+    pairs (in the order drawn) and the second apart, and the augmentation family's record."""
     import torch
 
     from tricl.analysis.features import batch_size_for
-    from tricl.data import build_augmentation
 
     # building the model and drawing augmentations use torch's global RNG: fork it, so the
     # estimate is repeatable and the caller's random stream is left as it was
@@ -229,14 +271,14 @@ def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments]:
         x = data.train_x
         # at most job.batch images, fewer where the model's input is large (224 px)
         batch = batch_size_for(encoder, x[:1], data.preprocess, device=dev, most=job.batch)
-        augment = build_augmentation(data).to(dev)
+        augment, encode, record = _views(job, data, encoder, dev)
         halves: list[PairMoments] = []
         half, seen = job.reps * len(x) // 2, 0
         for _ in range(job.reps):
             for i in range(0, len(x), batch):
                 xb = x[i : i + batch].to(dev)
                 z1, z2 = (
-                    encoder(augment(xb).contiguous(memory_format=layout)).float().cpu()
+                    encode(augment(xb).contiguous(memory_format=layout)).float().cpu()
                     for _ in range(2)
                 )  # (B, k) each
                 if not halves:
@@ -245,14 +287,15 @@ def _pair_moments(job: _SpectralJob) -> tuple[PairMoments, PairMoments]:
                 halves[0].add(z1[:cut], z2[:cut])
                 halves[1].add(z1[cut:], z2[cut:])
                 seen += len(z1)
-    return halves[0], halves[1]
+    return halves[0], halves[1], record
 
 
 def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
     import torch
 
     with torch.no_grad():
-        basis = estimate_from(*_pair_moments(job))
+        first, second, augmentation = _pair_moments(job)
+        basis = estimate_from(first, second)
     arrays = {
         "mean": basis.mean,
         "rotation": basis.rotation,
@@ -260,7 +303,19 @@ def _compute_basis(job: _SpectralJob, inputs: dict) -> Output:
         "split_half_diff": basis.split_half_diff,
         "pairs": np.array(basis.pairs),
     }
-    return Output(arrays)
+    return Output(arrays, meta={"augmentation": augmentation})
+
+
+def _params(job: _SpectralJob) -> dict[str, Any]:
+    """The estimate's parameters; the family only where it is not the dataset's own, so the
+    caches of trained runs (the shipped ones too) keep their key."""
+    views = model_views(job.run)
+    return {
+        "reps": job.reps,
+        "seed": job.seed,
+        "split": "train",
+        **({"augmentation": views} if views else {}),
+    }
 
 
 # Stages of one run that do not depend on the evaluation split, in ``RUN/analysis/``.
@@ -272,7 +327,7 @@ register_stage(
         SPECTRAL_FILE,
         _compute_basis,
         _load_basis,
-        params=lambda job: {"reps": job.reps, "seed": job.seed, "split": "train"},
+        params=_params,
     ),
 )
 

@@ -133,6 +133,9 @@ class TextAnalysis:
         factors: one row per feature rank 1..k, columns ``rank, feature`` then
             ``image_<f>, text_<f>`` for f in class (correlation ratio eta), thickness, slant, size
             (|Pearson corr|), those the dataset has.
+        interventions: basis name -> each image feature's effect on zero-shot and caption
+            retrieval (:class:`tricl.analysis.text_interventions.TextEffects`); None when not
+            computed yet.
         recomputed: stages computed by the call that returned this object.
         timings: seconds each recomputed stage took.
     """
@@ -145,6 +148,7 @@ class TextAnalysis:
     top_captions: TopCaptions
     tokens: pd.DataFrame
     factors: pd.DataFrame
+    interventions: dict | None = None
     recomputed: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -54,7 +54,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a SimCLR / triCL encoder and write a run directory",
+        help="train an encoder with any --method and write a run directory",
         description="Train an encoder with a contrastive method and write a run directory"
         " (config.json, model.safetensors, train_state.pt, metrics.jsonl) under --runs-root."
         " New runs go to $TRICL_RUNS or ./runs; the runs shipped in checkpoints/ are never"

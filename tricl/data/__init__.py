@@ -40,7 +40,13 @@ from pathlib import Path
 import torch
 
 from tricl.catalog import CAPTION_DATASET_INFO, DATASET_INFO, parse_dataset
-from tricl.data.augment import AUGMENTATIONS, Augmentation, Normalize, build_augmentation
+from tricl.data.augment import (
+    AUGMENTATIONS,
+    Augmentation,
+    Normalize,
+    build_augmentation,
+    imagenet_augmentation,
+)
 from tricl.data.core import (
     CIFAR10_STATS,
     CIFAR100_STATS,
@@ -92,6 +98,7 @@ __all__ = [
     "Normalize",
     "build_augmentation",
     "default_data_root",
+    "imagenet_augmentation",
     "load_dataset",
     "parse_dataset",
     "resize_uint8",
@@ -258,7 +265,7 @@ def _load_folder(request: LoadRequest) -> ImageData:
             f"loading {path.name}",
             request.progress,
             PROGRESS_MIN_IMAGES,
-        )
+        ).x
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
     y = torch.tensor([label for _, label in items], dtype=torch.int64)

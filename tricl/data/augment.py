@@ -72,8 +72,7 @@ def _natural_ops(data: ImageData) -> list[nn.Module]:
     else:  # saturation, hue and grayscale need colour
         ops.append(K.ColorJitter(0.4, 0.4, p=0.8))
     if data.image_size >= 64:
-        kernel = int(0.1 * data.image_size) // 2 * 2 + 1  # odd
-        ops.append(K.RandomGaussianBlur((kernel, kernel), sigma=(0.1, 2.0), p=0.5))
+        ops.append(_blur(data.image_size))
     return ops
 
 
@@ -85,6 +84,21 @@ def _digits_ops(data: ImageData) -> list[nn.Module]:
         K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), p=1.0),
         K.RandomErasing(scale=(0.02, 0.1), ratio=(0.3, 3.3), value=0.0, p=0.25),
     ]
+
+
+class GreyToRGB(nn.Module):
+    """One channel repeated three times (as PIL's ``convert("RGB")``); colour images pass as they
+    are."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: (B, 1 or 3, H, W) -> (B, 3, H, W)."""
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def _blur(size: int) -> nn.Module:
+    """SimCLR's Gaussian blur: a kernel of about 10% of the side, sigma in [0.1, 2], p = 0.5."""
+    kernel = int(0.1 * size) // 2 * 2 + 1  # odd
+    return K.RandomGaussianBlur((kernel, kernel), sigma=(0.1, 2.0), p=0.5)
 
 
 AUGMENTATIONS: dict[str, Callable[[ImageData], list[nn.Module]]] = {
@@ -105,3 +119,35 @@ def build_augmentation(data: ImageData) -> Augmentation:
     """
     ops = [*AUGMENTATIONS[data.family](data), Normalize(data.mean, data.std)]
     return Augmentation(ops, data.channels)
+
+
+def imagenet_augmentation(
+    size: int, mean: tuple[float, ...], std: tuple[float, ...], channels: int
+) -> Augmentation:
+    """SimCLR's ImageNet recipe at a model's input size, then the model's own normalisation (the
+    :data:`~tricl.catalog.IMAGENET_FAMILY` family).
+
+    Random resized crop (scale 0.08-1) to ``size``, horizontal flip, colour jitter of strength 1
+    (0.8, 0.8, 0.8, 0.2; p = 0.8), grayscale (p = 0.2), Gaussian blur (p = 0.5); grey images are
+    made RGB first, as the model's evaluation pipeline does.
+
+    Args:
+        size: the side of the square the model reads (its preprocessing's crop), in pixels.
+        mean: the model's per-channel mean (three entries, images in [0, 1]).
+        std: the model's per-channel standard deviation.
+        channels: channels of the dataset's images (1 or 3).
+
+    Returns:
+        An :class:`Augmentation`: uint8 (B, channels, H, W) of any H, W -> one random view, float32
+        (B, 3, size, size) normalised as the model expects.
+    """
+    ops = [
+        GreyToRGB(),
+        K.RandomResizedCrop((size, size), scale=(0.08, 1.0), cropping_mode="resample"),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8),
+        K.RandomGrayscale(p=0.2),
+        _blur(size),
+        Normalize(mean, std),
+    ]
+    return Augmentation(ops, channels)

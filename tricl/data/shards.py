@@ -30,7 +30,7 @@ from typing import BinaryIO
 import torch
 
 from tricl.data.core import DatasetError, ImageData, LoadRequest, from_decoded, split_groups
-from tricl.imaging import PROGRESS_MIN_IMAGES, ImageError, decode_all_kept, one_line
+from tricl.imaging import PROGRESS_MIN_IMAGES, ImageError, decode_all, one_line
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")  # a sample's image member, first found wins
 LABEL_KEY = "cls"
@@ -265,7 +265,7 @@ def load_shards(request: LoadRequest) -> ImageData:
     items = train + test
     desc = f"loading {len(shards) - len(damaged)} shards"
     try:
-        x, kept = decode_all_kept(
+        decoded = decode_all(
             [m for m, _ in items],
             request.image_size,
             desc + (f" ({len(damaged)} damaged skipped)" if damaged else ""),
@@ -275,6 +275,7 @@ def load_shards(request: LoadRequest) -> ImageData:
         )
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
+    x, kept = decoded.x, decoded.kept
     bad = int((~kept).sum())
     _report_skipped(pattern, len(shards), damaged, bad, without_image)
     n_train = int(kept[: len(train)].sum())

@@ -142,3 +142,88 @@ def table(res: Any, feature: int, classes: Sequence[Any], steer_sd: float) -> li
         }
         for r in rows(res, feature, classes, steer_sd)
     ]
+
+
+# --------------------------------------------------------------------------- image-text runs
+
+
+def text_not_computed(run_name: str, basis: str) -> str:
+    return (
+        "The effect on zero-shot and on the captions an image retrieves is not computed for this"
+        f" run in this basis yet: run `tricl analyze {run_name} --basis {basis}` (or the job"
+        " button above) to measure it."
+    )
+
+
+def _spread(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)].astype(np.float64)
+    return (float(finite.mean()), float(finite.std())) if len(finite) else (np.nan, np.nan)
+
+
+def text_table(eff: Any, feature: int, classes: Sequence[Any], steer_sd: float) -> list[dict]:
+    """The three interventions' effect on zero-shot accuracy and on the retrieved captions
+    (``eff``: a :class:`tricl.analysis.text_interventions.TextEffects`), against chance."""
+    out = []
+    base_zs = float(eff.base[0])
+    for j, label in enumerate(KIND_LABELS):
+        row: dict[str, Any] = {"intervention": label.format(sd=steer_sd)}
+        if eff.has_zero_shot:
+            drop = base_zs - float(eff.zs_acc[feature, j])
+            control = base_zs - eff.zs_control[feature, j].astype(np.float64)  # (R,)
+            mean, sd = _spread(control)
+            worst = ""
+            loss = eff.base_zs_class_acc - eff.zs_class_acc[feature, j]  # (C,)
+            if len(classes) and len(loss) and loss.max() > 0:
+                c = int(np.argmax(loss))
+                worst = f"{classes[c]} (-{100 * loss[c]:.0f} pts)"
+            row |= {
+                "zero-shot acc": round(float(eff.zs_acc[feature, j]), 3),
+                "pts lost": round(100 * drop, 1),
+                "random (pts lost)": f"{100 * mean:+.1f} ± {100 * sd:.1f}",
+                "vs chance": judge(drop, control),
+                "class hit most": worst,
+            }
+        top = float(eff.top_changed[feature, j])
+        mean, sd = _spread(eff.top_changed_control[feature, j])
+        row |= {
+            "caption R@1": round(float(eff.r1[feature, j]), 3),
+            "caption R@5": round(float(eff.r5[feature, j]), 3),
+            "top caption changed": f"{top:.0%}" if np.isfinite(top) else "",
+            "random (changed)": f"{mean:.0%} ± {sd:.0%}" if np.isfinite(mean) else "",
+            "captions vs chance": judge(top, eff.top_changed_control[feature, j]),
+        }
+        out.append(row)
+    return out
+
+
+def text_summary(eff: Any, feature: int) -> str:
+    """One line: what ablating the feature does to zero-shot and to the retrieved captions."""
+    parts = []
+    if eff.has_zero_shot:
+        acc = float(eff.zs_acc[feature, 0])
+        control = float(eff.base[0]) - eff.zs_control[feature, 0].astype(np.float64)
+        mean, sd = _spread(control)
+        verdict = judge(float(eff.base[0]) - acc, control)
+        parts.append(
+            f"Ablating it moves zero-shot accuracy from {eff.base[0]:.3f} to **{acc:.3f}**"
+            f" (random directions: {100 * mean:+.1f} ± {100 * sd:.1f} pts lost): **{verdict}**."
+        )
+    else:
+        parts.append("No class labels: zero-shot accuracy cannot be measured.")
+    top = float(eff.top_changed[feature, 0])
+    if np.isfinite(top):
+        mean, _ = _spread(eff.top_changed_control[feature, 0])
+        verdict = judge(top, eff.top_changed_control[feature, 0])
+        parts.append(
+            f"The top caption of **{top:.0%}** of images changes (random directions:"
+            f" {mean:.0%}): **{verdict}**."
+        )
+    return " ".join(parts)
+
+
+TEXT_NOTE = (
+    "Image-text run: the edited image embedding is compared with the unchanged text embeddings"
+    " (the class prompts; the distinct evaluation captions, for a fixed sample of evaluation"
+    " images: R@k, its own caption among the k most similar), by the similarity the run was"
+    " trained with; captions are measured against 4 of the 8 random directions."
+)

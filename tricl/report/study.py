@@ -134,3 +134,17 @@ def spectral_exceptions(table: pd.DataFrame) -> str:
         for section, g in rows.groupby("study", sort=False)
     ]
     return "In the spectral basis these study rows are not Identifiable: " + "; ".join(parts) + "."
+
+
+LEAD = "**In one sentence:**"
+
+
+def lead_sentence(text: str) -> str | None:
+    """The study's one-sentence answer (the paragraph that opens with ``LEAD`` in RESULTS.md:
+    which recipe gives identifiable features, at what accuracy, at which scale, and what is not
+    yet measured), which the Study page and the README's "In short" put first; None without one."""
+    start = text.find(LEAD)
+    if start < 0:
+        return None
+    end = text.find("\n\n", start)
+    return " ".join(text[start : None if end < 0 else end].split())

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tricl.sources.base import (
     SOURCES,
+    CheckpointFile,
     Preprocess,
     Source,
     SourceError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from tricl.sources.encoder import ImportedEncoder
+    from tricl.sources.files import Match
 
 __all__ = [
     "SOURCES",
@@ -141,11 +143,8 @@ def open_weights(
     Raises:
         SourceError: one line naming the problem and the fix; nothing is written.
     """
-    import torch
-
     from tricl.io import file_sha256
-    from tricl.sources.encoder import BACKBONE_LAYER, PROJECTOR_LAYER, ImportedEncoder
-    from tricl.sources.files import mlp_spec, mlp_state
+    from tricl.sources.encoder import BACKBONE_LAYER
 
     source, arg = parse_spec(spec)
     path = weights if weights is not None else source.default_weights(arg)
@@ -161,6 +160,38 @@ def open_weights(
             " space with; drop --layer to import the caption side, or import on an image set"
         )
     model, found, tensors = source.load(arch, path, prefix, spec)
+    enc, projector = _image_encoder(source, arch, model, found, layer, path)
+    out: nn.Module = enc
+    extra = source.extra_record(tensors)
+    if text_record is not None:
+        file = CheckpointFile(path, tensors, found.prefix)
+        out, line = _with_text(source, enc, arch, text_record, file, found)
+        extra = {"text": text_record}
+    report = found.report(path, projector_read=projector is not None)
+    record = {
+        "arch": arch,
+        "layer": layer,
+        "preprocess": enc.input.pre.to_dict(),
+        "feat_dim": enc.feat_dim,
+        "projector": projector,
+        "weights": {"file": str(path), "sha256": file_sha256(path), "prefix": found.prefix},
+        "report": report if text_record is None else f"{report}; {line}",
+        **extra,
+    }
+    return out, record
+
+
+def _image_encoder(
+    source: Source, arch: dict[str, Any], model: nn.Module, found: Match, layer: str, path: Path
+) -> tuple[ImportedEncoder, list[list[Any]] | None]:
+    """The image encoder read at ``layer`` and its projector's layout (None unless that is the
+    layer): the source's model and preprocessing, the layer's width measured on a probe batch,
+    the checkpoint's projector loaded; its shapes checked on a forward pass."""
+    import torch
+
+    from tricl.sources.encoder import PROJECTOR_LAYER, ImportedEncoder
+    from tricl.sources.files import mlp_spec, mlp_state
+
     if layer == PROJECTOR_LAYER and not found.projector:
         raise SourceError(
             f"{path} has no projector (no projector.* / projection_head.* MLP beside the"
@@ -182,23 +213,7 @@ def open_weights(
     enc.eval()
     with torch.no_grad():
         enc(torch.rand(2, 3, pre.size, pre.size))  # the projector runs: its shapes fit
-    out: nn.Module = enc
-    extra = source.extra_record(tensors)
-    if text_record is not None:
-        out, line = _with_text(source, enc, arch, text_record, tensors, found, path)
-        extra = {"text": text_record}
-    report = found.report(path, projector_read=projector is not None)
-    record = {
-        "arch": arch,
-        "layer": layer,
-        "preprocess": pre.to_dict(),
-        "feat_dim": feat_dim,
-        "projector": projector,
-        "weights": {"file": str(path), "sha256": file_sha256(path), "prefix": found.prefix},
-        "report": report if text_record is None else f"{report}; {line}",
-        **extra,
-    }
-    return out, record
+    return enc, projector
 
 
 def _with_text(
@@ -206,9 +221,8 @@ def _with_text(
     enc: ImportedEncoder,
     arch: dict[str, Any],
     text: dict[str, Any],
-    tensors: dict[str, Any],
-    found: Any,
-    path: Path,
+    file: CheckpointFile,
+    found: Match,
 ) -> tuple[nn.Module, str]:
     """The image encoder, the file's text encoder and logit scale as one image-text model, and
     one line on what the text side read; its shapes checked on a probe caption."""
@@ -216,19 +230,19 @@ def _with_text(
 
     from tricl.text.model import ImageTextModel
 
-    tower, scale, used, line = source.load_text(arch, text, tensors, found.prefix, path)
-    if tower.out_dim != enc.out_dim:
+    side = source.load_text(arch, text, file)
+    if side.tower.out_dim != enc.out_dim:
         raise SourceError(
-            f"{path}: the text tower gives {tower.out_dim} features but the image tower"
-            f" {enc.out_dim}; pass the model config the checkpoint was trained with"
+            f"{file.path}: the text tower gives {side.tower.out_dim} features but the image"
+            f" tower {enc.out_dim}; pass the model config the checkpoint was trained with"
         )
-    model = ImageTextModel(enc, tower.eval())
+    model = ImageTextModel(enc, side.tower.eval())
     with torch.no_grad():
-        model.logit_scale.copy_(scale)
+        model.logit_scale.copy_(side.scale)
         ids = source.tokenizer(text).encode(["a photo"]).ids  # (1, L)
         model.text(ids)  # (1, k): the tower reads the tokenizer's ids
-    found.outside -= used  # the report then counts only what was left out
-    return model.eval(), line
+    found.outside -= side.used  # the report then counts only what was left out
+    return model.eval(), side.line
 
 
 def _probe_width(enc: ImportedEncoder, pre: Preprocess) -> int:

@@ -95,6 +95,38 @@ def imagenet_preprocess(size: int = 224, crop_pct: float = 0.875, origin: str = 
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A weights file as an import read it.
+
+    Attributes:
+        path: the file.
+        tensors: every tensor in it, by key.
+        prefix: the key prefix of the image backbone's tensors (stripped when they matched).
+    """
+
+    path: Path
+    tensors: dict[str, Tensor]
+    prefix: str
+
+
+@dataclass(frozen=True)
+class TextSide:
+    """A checkpoint's text side, as :meth:`Source.load_text` reads it.
+
+    Attributes:
+        tower: the text encoder with the file's weights: token ids (B, L') -> features (B, k).
+        scale: the logit scale, ``log(1/T)``. Shape: ().
+        used: how many of the file's tensors it took.
+        line: one line on what was read, for the import's report.
+    """
+
+    tower: nn.Module
+    scale: Tensor
+    used: int
+    line: str
+
+
 class Source:
     """Where an imported encoder comes from. Subclasses set ``name`` and override the methods.
 
@@ -193,15 +225,10 @@ class Source:
         raise NotImplementedError
 
     def load_text(
-        self,
-        arch: dict[str, Any],
-        text: dict[str, Any],
-        tensors: dict[str, Tensor],
-        image_prefix: str,
-        path: Path,
-    ) -> tuple[nn.Module, Tensor, int, str]:
-        """The text encoder with the file's weights, the logit scale (``log(1/T)``), how many of
-        the file's tensors they took, and one line on what was read.
+        self, arch: dict[str, Any], text: dict[str, Any], file: CheckpointFile
+    ) -> TextSide:
+        """The checkpoint's text side: its text encoder with the file's weights and its logit
+        scale (:class:`TextSide`).
 
         Raises:
             SourceError: the file holds no text side, or one that does not fit.

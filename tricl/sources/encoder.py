@@ -139,7 +139,14 @@ class ImportedEncoder(Encoder):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The layer's pooled output. Shape: (B, C, H, W) in [0, 1] -> (B, feat_dim)."""
-        x = self.input(x)  # (B, 3, S, S), the model's normalisation
+        return self.read(self.input(x))  # (B, 3, S, S), the model's normalisation
+
+    def read(self, x: Tensor) -> Tensor:
+        """The layer's pooled output of the model's own input (views an augmentation already made
+        at the model's size and normalised, e.g. :func:`tricl.data.imagenet_augmentation`).
+
+        Shape: (B, 3, size, size) -> (B, feat_dim).
+        """
         if self._hooked is None:
             return pool(self.source.features(self.backbone, x), self.layer)
         seen: list[Any] = []

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tricl.io import first_line
-from tricl.sources.base import Preprocess, Source, SourceError, register_source
+from tricl.sources.base import (
+    CheckpointFile,
+    Preprocess,
+    Source,
+    SourceError,
+    TextSide,
+    register_source,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -121,17 +128,13 @@ class OpenClipSource(Source):
         return OpenClipTokenizer(int(text["context_length"]), text.get("tokenizer_kwargs"))
 
     def load_text(
-        self,
-        arch: dict[str, Any],
-        text: dict[str, Any],
-        tensors: dict[str, Tensor],
-        image_prefix: str,
-        path: Path,
-    ) -> tuple[nn.Module, Tensor, int, str]:
+        self, arch: dict[str, Any], text: dict[str, Any], file: CheckpointFile
+    ) -> TextSide:
         from tricl.sources.open_clip_text import default_logit_scale, text_tensors
 
         module = self.build_text(arch, text)
-        prefix, found, scale = text_tensors(tensors, image_prefix)
+        prefix, found, scale = text_tensors(file.tensors, file.prefix)
+        path = file.path
         want = module.tower.state_dict()
         missing = sorted(set(want) - set(found))
         fix = "pass the whole open_clip checkpoint, or import it on an image set"
@@ -157,7 +160,7 @@ class OpenClipSource(Source):
         if scale is None:
             scale = default_logit_scale()
             line += "; no logit_scale in the file: open_clip's initial 1/0.07 used"
-        return module, scale.detach().float().reshape(()), used, line
+        return TextSide(module, scale.detach().float().reshape(()), used, line)
 
     def extra_record(self, tensors: dict[str, Tensor]) -> dict[str, Any]:
         text = [k for k in tensors if ".visual." not in f".{k}" and "logit_scale" not in k]

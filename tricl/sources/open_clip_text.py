@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tricl.text.tokenizer import EncodedText, TokenizerError
+from tricl.text.tokenizer import EncodedText, encode_captions
 
 TOKENIZER_NAME = "SimpleTokenizer"  # open_clip's CLIP BPE, what get_tokenizer(name) gives
 
@@ -44,24 +44,14 @@ class OpenClipTokenizer:
         return int(self.tokenizer.vocab_size)
 
     def encode(self, captions: Sequence[str]) -> EncodedText:
-        """Token ids as open_clip makes them, and how many captions were cut to L.
+        """Token ids as open_clip makes them, and how many captions were cut to L (checked and
+        returned as :func:`~tricl.text.tokenizer.encode_captions` says)."""
+        return encode_captions(captions, self._tokenize)
 
-        Args:
-            captions: N non-empty captions.
-
-        Returns:
-            The :class:`EncodedText`, ids Shape: (N, L).
-
-        Raises:
-            TokenizerError: a caption is empty or not a string.
-        """
-        for i, caption in enumerate(captions):
-            if not isinstance(caption, str) or not caption.strip():
-                raise TokenizerError(f"caption {i} is empty or not text ({caption!r}); write one")
-        ids = self.tokenizer(list(captions))  # (N, L), int64
+    def _tokenize(self, captions: list[str]) -> tuple[Tensor, int]:
+        ids = self.tokenizer(captions)  # (N, L), int64
         room = self.context_length - 2  # [SOT] and [EOT]
-        truncated = sum(1 for c in captions if len(self.tokenizer.encode(c)) > room)
-        return EncodedText(ids, truncated)
+        return ids, sum(1 for c in captions if len(self.tokenizer.encode(c)) > room)
 
     def pieces(self, text: str) -> list[str]:
         """The tokens the tower reads of ``text``, as text (without [SOT]/[EOT]), cut to L."""

@@ -417,7 +417,7 @@ def load_caption_csv(spec: str, path: Path, image_size: int = 0, **options) -> I
     index = {c: i for i, c in enumerate(classes)}
     items = train + test
     try:
-        x = decode_all([r.path for r in items], image_size, desc=f"loading {path.name}")
+        x = decode_all([r.path for r in items], image_size, desc=f"loading {path.name}").x
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
     y = torch.tensor([index.get(r.label, -1) for r in items], dtype=torch.int64)

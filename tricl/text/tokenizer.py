@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,29 @@ class EncodedText:
         return f"{n} captions, {self.truncated} truncated to {length} tokens"
 
 
+def encode_captions(
+    captions: Sequence[str], tokenize: Callable[[list[str]], tuple[Tensor, int]]
+) -> EncodedText:
+    """Every tokenizer's ``encode``: checks the captions, then runs the tokenizer's own step.
+
+    Args:
+        captions: N non-empty captions.
+        tokenize: the tokenizer's step: the captions -> their ids, Shape: (N, L) int64, and how
+            many of them were cut to L.
+
+    Returns:
+        The :class:`EncodedText`, ids Shape: (N, L).
+
+    Raises:
+        TokenizerError: a caption is empty or not a string.
+    """
+    for i, caption in enumerate(captions):
+        if not isinstance(caption, str) or not caption.strip():
+            raise TokenizerError(f"caption {i} is empty or not text ({caption!r}); write one")
+    ids, truncated = tokenize(list(captions))
+    return EncodedText(ids, truncated)
+
+
 @dataclass(frozen=True)
 class TextTokenizer:
     """A trained BPE tokenizer with its context length; build with :func:`train_tokenizer` or
@@ -85,24 +108,15 @@ class TextTokenizer:
         return self.tokenizer.get_vocab_size()
 
     def encode(self, captions: Sequence[str]) -> EncodedText:
-        """Token ids of captions, padded or truncated to the context length.
+        """Token ids of N captions, padded or truncated to the context length (checked and
+        returned as :func:`encode_captions` says)."""
+        return encode_captions(captions, self._tokenize)
 
-        Args:
-            captions: N non-empty captions.
-
-        Returns:
-            The :class:`EncodedText`, ids Shape: (N, L).
-
-        Raises:
-            TokenizerError: a caption is empty or not a string.
-        """
-        for i, caption in enumerate(captions):
-            if not isinstance(caption, str) or not caption.strip():
-                raise TokenizerError(f"caption {i} is empty or not text ({caption!r}); write one")
-        encodings = self.tokenizer.encode_batch(list(captions))
+    def _tokenize(self, captions: list[str]) -> tuple[Tensor, int]:
+        encodings = self.tokenizer.encode_batch(captions)
         ids = torch.tensor([e.ids for e in encodings], dtype=torch.int64)  # (N, L)
         truncated = sum(1 for e in encodings if e.overflowing)
-        return EncodedText(ids.reshape(len(encodings), self.context_length), truncated)
+        return ids.reshape(len(encodings), self.context_length), truncated
 
     def pieces(self, text: str) -> list[str]:
         """The tokens the encoder reads of ``text``, as words: without [SOS]/[EOS]/[PAD] and the

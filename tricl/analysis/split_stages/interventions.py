@@ -156,15 +156,19 @@ def fit_probe(train_z: np.ndarray, train_y: np.ndarray, n_classes: int) -> Probe
 def _rank_one_logits(
     probe: Probe, base: np.ndarray, sq: np.ndarray, proj: np.ndarray, w_dir: np.ndarray, delta
 ) -> np.ndarray:
-    """Logits after ``z' = z + delta * d`` for a unit direction ``d`` (a rank-one edit).
+    """Logits after ``z' = z + delta * d`` for a unit direction ``d`` (a rank-one edit), for one
+    direction or a batch of them (leading axes ``...``).
 
     base: ``z @ W.T`` (N, C) with W = :attr:`Probe.weights`; sq: ``|z|^2`` (N,); proj: ``z . d``
-    (N,); w_dir: ``W @ d`` (C,); delta: the move of each row (N,) or a scalar. -> (N, C).
+    (..., N); w_dir: ``W @ d`` (..., C); delta: the move of each row (..., N) or a scalar.
+    -> (..., N, C).
     """
-    delta = np.broadcast_to(np.asarray(delta, dtype=np.float64), sq.shape)
-    norm = np.sqrt(np.maximum(sq + 2 * delta * proj + delta**2, 1e-24))  # (N,)
+    proj = np.asarray(proj)
+    shape = np.broadcast_shapes(proj.shape, sq.shape)
+    delta = np.broadcast_to(np.asarray(delta, dtype=np.float64), shape)
+    norm = np.sqrt(np.maximum(sq + 2 * delta * proj + delta**2, 1e-24))  # (..., N)
     shift = probe.intercept - probe.weights @ probe.mu  # (C,)
-    return (base + delta[:, None] * w_dir[None, :]) / norm[:, None] + shift[None, :]
+    return (base + delta[..., None] * w_dir[..., None, :]) / norm[..., None] + shift
 
 
 def _scores(pred: np.ndarray, base_pred: np.ndarray, y: np.ndarray, n_classes: int):
@@ -181,7 +185,7 @@ def _scores(pred: np.ndarray, base_pred: np.ndarray, y: np.ndarray, n_classes: i
     return acc, class_acc, float(moved.mean()), flow
 
 
-def _directions(k: int, draws: int, seed: int) -> np.ndarray:
+def directions(k: int, draws: int, seed: int) -> np.ndarray:
     """Random unit directions in feature space, seeded. -> (R, k)."""
     d = np.random.default_rng(seed).standard_normal((draws, k))
     return d / np.linalg.norm(d, axis=1, keepdims=True)
@@ -229,12 +233,13 @@ def _retrieval_effects(
     map_ablate = np.full(k, np.nan)
     control_map = np.full((k, draws), np.nan)
     rdraws = max(1, draws // 2)  # retrieval costs a sort per edit: half the draws
+    tqs = [zq @ dirs[r] for r in range(rdraws)]  # (Q,) each
+    tds = [zd @ dirs[r] for r in range(rdraws)]  # (D,) each
     for i in covered:
         edits = [(eye[i], mean[i] - zq[:, i], mean[i] - zd[:, i])]
         for r in range(rdraws):
             c = std[i] / t_sd[r]
-            tq, td = zq @ dirs[r], zd @ dirs[r]
-            edits.append((dirs[r], -(tq - t_mean[r]) * c, -(td - t_mean[r]) * c))
+            edits.append((dirs[r], -(tqs[r] - t_mean[r]) * c, -(tds[r] - t_mean[r]) * c))
         got = _retrieval(zq, yq, zd, yd, edits)
         map_ablate[i], control_map[i, :rdraws] = got[0], got[1:]
     return base_map, map_ablate, control_map
@@ -281,9 +286,11 @@ def interventions(
     base_pred = _rank_one_logits(probe, base, sq, np.zeros(n), np.zeros(n_classes), 0.0)
     base_pred = base_pred.argmax(axis=1)
     base_acc, base_class_acc, _, _ = _scores(base_pred, base_pred, labels, n_classes)
-    dirs = _directions(k, draws, seed)  # (R, k)
+    dirs = directions(k, draws, seed)  # (R, k)
     t_eval, t_train = z @ dirs.T, train_z @ dirs.T  # (N, R), (M, R)
     t_mean, t_sd = t_train.mean(axis=0), np.maximum(t_train.std(axis=0), 1e-12)  # (R,)
+    proj_r = np.ascontiguousarray(t_eval.T)  # (R, N)
+    w_dirs = np.stack([w @ dirs[r] for r in range(draws)])  # (R, C)
     acc = np.zeros((k, 3))
     class_acc = np.zeros((k, 3, n_classes))
     changed = np.zeros((k, 3))
@@ -296,12 +303,12 @@ def interventions(
             acc[i, j], class_acc[i, j], changed[i, j], flow[i, j] = _scores(
                 pred, base_pred, labels, n_classes
             )
-        for r in range(draws):
-            c = std[i] / t_sd[r]
-            rmoves = (-(t_eval[:, r] - t_mean[r]) * c, steer_sd * std[i], -steer_sd * std[i])
-            for j, delta in enumerate(rmoves):
-                lg = _rank_one_logits(probe, base, sq, t_eval[:, r], w @ dirs[r], delta)
-                control_acc[i, j, r] = float((lg.argmax(axis=1) == labels).mean())
+        # the random directions all at once: (R, N) moves, (R, N, C) logits
+        c = std[i] / t_sd  # (R,)
+        rmoves = (-(proj_r - t_mean[:, None]) * c[:, None], steer_sd * std[i], -steer_sd * std[i])
+        for j, delta in enumerate(rmoves):
+            lg = _rank_one_logits(probe, base, sq, proj_r, w_dirs, delta)  # (R, N, C)
+            control_acc[i, j] = (lg.argmax(axis=2) == labels).mean(axis=1)
         if tick is not None:
             tick()
     covered_order = (np.arange(k) if order is None else np.asarray(order))[:retrieval_features]
