@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from shared_runs import session_dir
 from test_app_pages import _heavy_imports, make_fixture_runs
 
 from tricl.analysis import load_analysis
@@ -27,10 +28,12 @@ FAST = VisSettings(steps=12, batch=2)
 @pytest.fixture(scope="session")
 def featvis_root(tmp_path_factory):
     """A copy of the fixture runs that these tests (and the page's) may write visualisations
-    into; shared, so the page test reads the images the known-answer tests made."""
+    into; shared, so the page test reads the images the known-answer tests made (on one xdist
+    worker). The copy is the worker's; the runs it copies are the session's, built once for every
+    worker (the app tests use them too), never again for this file."""
     root = tmp_path_factory.getbasetemp() / "featvis_runs"
     if not root.is_dir():
-        src = make_fixture_runs(tmp_path_factory.getbasetemp() / "app_runs")
+        src = make_fixture_runs(session_dir(tmp_path_factory, "app_runs"))
         shutil.copytree(src, root, ignore=shutil.ignore_patterns("featvis", "_jobs", ".done"))
     return root
 
