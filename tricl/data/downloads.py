@@ -11,6 +11,7 @@ loader would run whatever the pickle names). STL-10's files are raw bytes read b
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import tarfile
@@ -20,7 +21,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torchvision
 
 from tricl.data.core import DatasetError, ImageData, LoadRequest, one_line
 
@@ -63,7 +63,7 @@ class _Cifar:
     """CIFAR-10/100 ``(root, train, download)`` like torchvision's classes, read without pickle's
     globals: ``data`` uint8 (N, 3, 32, 32), ``targets``, ``classes``."""
 
-    source: ClassVar[Any]  # the torchvision class: its url, archive name and md5
+    source: ClassVar[str]  # the torchvision class (its url, archive name and md5), by name
     base_folder: ClassVar[str]
     train_files: ClassVar[tuple[str, ...]]
     test_files: ClassVar[tuple[str, ...]]
@@ -74,9 +74,10 @@ class _Cifar:
 
     def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
         if download:  # md5-checked archive; extraction unpickles nothing
+            import torchvision  # imported on use: 1.5 s of every process's start otherwise
             from torchvision.datasets.utils import download_and_extract_archive
 
-            src = self.source
+            src = getattr(torchvision.datasets, self.source)
             download_and_extract_archive(src.url, root, filename=src.filename, md5=src.tgz_md5)
         folder = Path(root) / self.base_folder
         data, targets = [], []
@@ -95,7 +96,7 @@ class _Cifar:
 
 
 class _CIFAR10(_Cifar):
-    source = torchvision.datasets.CIFAR10
+    source = "CIFAR10"
     base_folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
@@ -104,26 +105,39 @@ class _CIFAR10(_Cifar):
 
 
 class _CIFAR100(_Cifar):
-    source = torchvision.datasets.CIFAR100
+    source = "CIFAR100"
     base_folder = "cifar-100-python"
     train_files, test_files = ("train",), ("test",)
     meta_file, names_key, labels_key = "meta", "fine_label_names", "fine_labels"
     required_files = (*train_files, *test_files, meta_file)
 
 
-class _STL10(torchvision.datasets.STL10):
-    # only the labelled splits: the 2.6 GB unlabeled_X.bin is neither needed nor required
+class _STL10:
+    """torchvision's STL-10 ``(root, train, download)``, its class built on first use (importing
+    torchvision costs every process 1.5 s). Only the labelled splits: the 2.6 GB unlabeled_X.bin
+    is neither needed nor required."""
+
+    base_folder = "stl10_binary"
     required_files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt")
     channels_last: ClassVar[bool] = False
 
-    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
-        super().__init__(root, split="train" if train else "test", download=download)
+    def __new__(cls, root: str, train: bool = True, download: bool = False) -> Any:
+        return _stl10_class()(root, split="train" if train else "test", download=download)
 
-    def _check_integrity(self) -> bool:
-        # torchvision checks the md5 of every extracted file, which only the original files
-        # pass; placed (or test) files are accepted by presence (they are read as raw bytes)
-        folder = Path(self.root) / self.base_folder
-        return all((folder / name).is_file() for name in self.required_files)
+
+@functools.cache
+def _stl10_class() -> type:
+    import torchvision
+
+    class STL10(torchvision.datasets.STL10):
+        def _check_integrity(self) -> bool:
+            # torchvision checks the md5 of every extracted file, which only the original files
+            # pass; placed (or test) files are accepted by presence (they are read as raw bytes)
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name in _STL10.required_files)
+
+    assert STL10.base_folder == _STL10.base_folder
+    return STL10
 
 
 # download: network and archive errors; read: truncated or foreign files

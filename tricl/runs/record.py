@@ -99,15 +99,16 @@ def git_commit() -> str:
 
 def library_versions() -> dict[str, str]:
     """The versions of tricl, torch, torchvision and Python, as config.json records them."""
+    from importlib.metadata import version
+
     import torch
-    import torchvision
 
     from tricl import __version__
 
     return {
         "tricl": __version__,
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": version("torchvision"),  # importing it costs 1.5 s a process
         "python": platform.python_version(),
     }
 
