@@ -115,6 +115,46 @@ def read_store(
     return SplitStore(arrays["z"], arrays["h"], arrays["y"], meta)
 
 
+def _stream(
+    encoder: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    preprocess: Callable[[Tensor], Tensor],
+    tmp: dict[str, Path],
+    device: str | torch.device,
+    batch_size: int,
+    tick: Callable[[], None] | None,
+) -> dict[str, tuple[int, ...]]:
+    """The encoder's z and h for every image, batch by batch, and the labels, into the
+    memory-mapped ``.npy`` files at ``tmp`` (created at the first batch, when the widths are
+    known); returns each array's shape once flushed and unmapped."""
+    n = len(images)
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, n, batch_size):
+        x = preprocess(images[start : start + batch_size].to(device))  # (B, C, H, W) float
+        h = encoder.forward_features(x)  # (B, feat_dim)
+        z = encoder.project(h)  # (B, k)
+        if not out:
+            shapes = {"z": (n, z.shape[1]), "h": (n, h.shape[1]), "y": (n,)}
+            out = {
+                name: np.lib.format.open_memmap(
+                    tmp[name], mode="w+", dtype=_DTYPES[name], shape=shapes[name]
+                )
+                for name in tmp
+            }
+        stop = start + len(z)
+        out["z"][start:stop] = z.float().cpu().numpy()  # float32 -> float16, as stored before
+        out["h"][start:stop] = h.float().cpu().numpy()
+        if tick is not None:
+            tick()
+    out["y"][:] = labels.numpy().astype(np.int64)
+    shapes = {name: arr.shape for name, arr in out.items()}
+    for arr in out.values():
+        arr.flush()
+    out.clear()  # unmap before the files are renamed into place
+    return shapes
+
+
 def write_store(
     split_dir: Path,
     key: dict[str, Any],
@@ -159,29 +199,7 @@ def write_store(
     encoder.eval()
     with contextlib.ExitStack() as stack, torch.inference_mode():
         tmp = {name: stack.enter_context(atomic_path(path)) for name, path in paths.items()}
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, n, batch_size):
-            x = preprocess(images[start : start + batch_size].to(device))  # (B, C, H, W) float
-            h = encoder.forward_features(x)  # (B, feat_dim)
-            z = encoder.project(h)  # (B, k)
-            if not out:
-                shapes = {"z": (n, z.shape[1]), "h": (n, h.shape[1]), "y": (n,)}
-                out = {
-                    name: np.lib.format.open_memmap(
-                        tmp[name], mode="w+", dtype=_DTYPES[name], shape=shapes[name]
-                    )
-                    for name in paths
-                }
-            stop = start + len(z)
-            out["z"][start:stop] = z.float().cpu().numpy()  # float32 -> float16, as stored before
-            out["h"][start:stop] = h.float().cpu().numpy()
-            if tick is not None:
-                tick()
-        out["y"][:] = labels.numpy().astype(np.int64)
-        shapes = {name: arr.shape for name, arr in out.items()}
-        for arr in out.values():
-            arr.flush()
-        out.clear()  # unmap before the files are renamed into place
+        shapes = _stream(encoder, images, labels, preprocess, tmp, device, batch_size, tick)
     meta = {
         "key": key,
         "version": STORE_VERSION,

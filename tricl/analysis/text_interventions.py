@@ -172,6 +172,24 @@ class _ZeroShot:
         return float(hit.mean()), per_class, float((pred != self.base_pred).mean())
 
 
+def _in_basis(
+    z: np.ndarray, train_z: np.ndarray, rotation: Rotation | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluation and train features in the basis (N, k), (M, k), and each basis feature's
+    direction in the trained axes (k, d): the pseudo-inverse of the rotation."""
+    if rotation is None:
+        return z, train_z, np.eye(z.shape[1])
+    back = np.linalg.pinv(np.asarray(rotation.rotation, dtype=np.float64))  # (k, d)
+    return rotation.project(z), rotation.project(train_z), back
+
+
+def _unfilled(k: int, draws: int, classes: int) -> dict[str, np.ndarray]:
+    """The effects' arrays, NaN until measured (k features, 3 interventions, draws controls)."""
+    out = {n: np.full((k, 3), np.nan) for n in ("zs_acc", "zs_changed", "r1", "r5", "top_changed")}
+    out |= {n: np.full((k, 3, draws), np.nan) for n in _CONTROLS}
+    return out | {"zs_class_acc": np.full((k, 3, classes), np.nan)}
+
+
 def effects(
     z: np.ndarray,
     train_z: np.ndarray,
@@ -208,11 +226,7 @@ def effects(
     train_z = np.asarray(train_z, dtype=np.float64)
     n, dim = z.shape
     w = np.ones(dim) if weights is None else np.asarray(weights, dtype=np.float64)
-    if rotation is None:
-        u, tu, back = z, train_z, np.eye(dim)
-    else:
-        u, tu = rotation.project(z), rotation.project(train_z)  # (N, k), (M, k)
-        back = np.linalg.pinv(np.asarray(rotation.rotation, dtype=np.float64))  # (k, d)
+    u, tu, back = _in_basis(z, train_z, rotation)
     k = u.shape[1]
     mean, std = tu.mean(axis=0), tu.std(axis=0)
     dirs = directions(k, draws, seed)  # (R, k), the probe's control directions
@@ -223,10 +237,7 @@ def effects(
     qi = np.sort(np.random.default_rng(seed).permutation(n)[: min(queries, n)])
     caps = _Captions(z[qi], caption_z, np.asarray(caption_ids)[qi], w)
     c = zs.n_classes if zs.measured else 0
-    out = {n: np.full((k, 3), np.nan) for n in ("zs_acc", "zs_changed", "r1", "r5", "top_changed")}
-    out |= {n: np.full((k, 3, draws), np.nan) for n in _CONTROLS} | {
-        "zs_class_acc": np.full((k, 3, c), np.nan)
-    }
+    out = _unfilled(k, draws, c)
     base, base_class = [np.nan, *caps.measure(np.zeros(dim), 0.0)[:2]], np.zeros(0)
     if zs.measured:
         base[0], base_class, _ = zs.measure(zs.base)
@@ -254,13 +265,8 @@ def effects(
         if tick is not None:
             tick()
     f32 = np.float32
-    return TextEffects(
-        base=np.array(base, f32),
-        base_zs_class_acc=base_class.astype(f32),
-        **{name: a.astype(f32) for name, a in out.items()},
-        std=std.astype(f32),
-        direction=back.astype(f32),
-    )
+    out |= {"base_zs_class_acc": base_class, "std": std, "direction": back}
+    return TextEffects(base=np.array(base, f32), **{n: a.astype(f32) for n, a in out.items()})
 
 
 _CONTROLS = ("zs_control", "r1_control", "top_changed_control")

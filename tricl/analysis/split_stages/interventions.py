@@ -245,6 +245,54 @@ def _retrieval_effects(
     return base_map, map_ablate, control_map
 
 
+def _probe_effects(
+    z: np.ndarray,
+    labels: np.ndarray,
+    probe,
+    base_logits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dirs: np.ndarray,
+    dir_stats: tuple[np.ndarray, np.ndarray],
+    feature_stats: tuple[np.ndarray, np.ndarray],
+    steer_sd: float,
+    tick=None,
+) -> tuple[np.ndarray, ...]:
+    """The probe's response to each feature's three interventions (ablate, steer +, steer -), and
+    to the same-size edits along the random directions ``dirs`` (R, k).
+
+    ``base_logits``: the unedited logits (N, C), squared norms (N,) and predictions (N,);
+    ``dir_stats``: the directions' train mean and sd (R,); ``feature_stats``: the features' train
+    mean and sd (k,). Returns ``acc`` (k, 3), ``class_acc`` (k, 3, C), ``changed`` (k, 3),
+    ``flow`` (k, 3, 3) and ``control_acc`` (k, 3, R).
+    """
+    base, sq, base_pred = base_logits
+    (t_mean, t_sd), (mean, std) = dir_stats, feature_stats
+    w = probe.weights  # (C, k)
+    n_classes, k, draws = w.shape[0], z.shape[1], len(dirs)
+    proj_r = np.ascontiguousarray((z @ dirs.T).T)  # (R, N)
+    w_dirs = np.stack([w @ dirs[r] for r in range(draws)])  # (R, C)
+    acc = np.zeros((k, 3))
+    class_acc = np.zeros((k, 3, n_classes))
+    changed = np.zeros((k, 3))
+    flow = np.zeros((k, 3, 3), dtype=np.int64)
+    control_acc = np.zeros((k, 3, draws))
+    for i in range(k):
+        moves = (mean[i] - z[:, i], steer_sd * std[i], -steer_sd * std[i])
+        for j, delta in enumerate(moves):
+            pred = _rank_one_logits(probe, base, sq, z[:, i], w[:, i], delta).argmax(axis=1)
+            acc[i, j], class_acc[i, j], changed[i, j], flow[i, j] = _scores(
+                pred, base_pred, labels, n_classes
+            )
+        # the random directions all at once: (R, N) moves, (R, N, C) logits
+        c = std[i] / t_sd  # (R,)
+        rmoves = (-(proj_r - t_mean[:, None]) * c[:, None], steer_sd * std[i], -steer_sd * std[i])
+        for j, delta in enumerate(rmoves):
+            lg = _rank_one_logits(probe, base, sq, proj_r, w_dirs, delta)  # (R, N, C)
+            control_acc[i, j] = (lg.argmax(axis=2) == labels).mean(axis=1)
+        if tick is not None:
+            tick()
+    return acc, class_acc, changed, flow, control_acc
+
+
 def interventions(
     z: np.ndarray,
     labels: np.ndarray,
@@ -287,46 +335,16 @@ def interventions(
     base_pred = base_pred.argmax(axis=1)
     base_acc, base_class_acc, _, _ = _scores(base_pred, base_pred, labels, n_classes)
     dirs = directions(k, draws, seed)  # (R, k)
-    t_eval, t_train = z @ dirs.T, train_z @ dirs.T  # (N, R), (M, R)
+    t_train = train_z @ dirs.T  # (M, R)
     t_mean, t_sd = t_train.mean(axis=0), np.maximum(t_train.std(axis=0), 1e-12)  # (R,)
-    proj_r = np.ascontiguousarray(t_eval.T)  # (R, N)
-    w_dirs = np.stack([w @ dirs[r] for r in range(draws)])  # (R, C)
-    acc = np.zeros((k, 3))
-    class_acc = np.zeros((k, 3, n_classes))
-    changed = np.zeros((k, 3))
-    flow = np.zeros((k, 3, 3), dtype=np.int64)
-    control_acc = np.zeros((k, 3, draws))
-    for i in range(k):
-        moves = (mean[i] - z[:, i], steer_sd * std[i], -steer_sd * std[i])
-        for j, delta in enumerate(moves):
-            pred = _rank_one_logits(probe, base, sq, z[:, i], w[:, i], delta).argmax(axis=1)
-            acc[i, j], class_acc[i, j], changed[i, j], flow[i, j] = _scores(
-                pred, base_pred, labels, n_classes
-            )
-        # the random directions all at once: (R, N) moves, (R, N, C) logits
-        c = std[i] / t_sd  # (R,)
-        rmoves = (-(proj_r - t_mean[:, None]) * c[:, None], steer_sd * std[i], -steer_sd * std[i])
-        for j, delta in enumerate(rmoves):
-            lg = _rank_one_logits(probe, base, sq, proj_r, w_dirs, delta)  # (R, N, C)
-            control_acc[i, j] = (lg.argmax(axis=2) == labels).mean(axis=1)
-        if tick is not None:
-            tick()
+    acc, class_acc, changed, flow, control_acc = _probe_effects(
+        z, labels, probe, (base, sq, base_pred), dirs, (t_mean, t_sd), (mean, std), steer_sd, tick
+    )
     covered_order = (np.arange(k) if order is None else np.asarray(order))[:retrieval_features]
     base_map, map_ablate, control_map = _retrieval_effects(
-        z,
-        labels,
-        train_z,
-        train_labels,
-        dirs,
-        t_mean,
-        t_sd,
-        mean,
-        std,
-        covered_order,
-        queries=queries,
-        database=database,
-        seed=seed,
-    )
+        z, labels, train_z, train_labels, dirs, t_mean, t_sd, mean, std, covered_order,
+        queries=queries, database=database, seed=seed,
+    )  # fmt: skip
     f32 = np.float32
     return Interventions(
         base_acc=base_acc,
