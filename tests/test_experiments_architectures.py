@@ -68,6 +68,8 @@ def test_tables_and_section(study, tmp_path):
     assert f"{M} (trained): small_cnn vs small_resnet" in cons.columns
     lines = study_markdown(study, tmp_path / "figures", "python -m tricl.experiments.architectures")
     assert (tmp_path / "figures" / "architectures_small_cnn_small_resnet.png").stat().st_size > 0
+    said = [line for line in lines if "agree across architectures at" in line]
+    assert len(said) == 1 and said[0].startswith(f"- {M} (trained basis): ranks ")
     old = "# R\n## A\na\n## Known-answer check\nk\n"
     once = replace_dataset_section(old, lines)
     assert once.count("## Across architectures") == 1
