@@ -258,8 +258,8 @@ def _parser() -> argparse.ArgumentParser:
         " in both bases and compare every pair of runs rank by rank: do different architectures"
         " find the same top features? Prints the pair table and the consensus by rank, and with"
         " --results rewrites its section of a RESULTS.md. Cost on mnist5k, 15 epochs: a small_cnn"
-        " seed about 3 min on one idle core, small_resnet 4.5 min (17-18 s an epoch); reused runs cost"
-        " only their analysis.",
+        " seed about 3 min on one idle core, small_resnet 4.5 min (17-18 s an epoch); reused runs"
+        " cost only their analysis.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", default="mnist5k", help="a dataset name or folder:PATH")
