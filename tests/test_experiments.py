@@ -1,6 +1,7 @@
 """The experiments: shared helpers and the synthetic check (fast), the reproduction script (smoke
 version, as CI runs it), the known-answer synthetic test and the walkthrough notebook (slow)."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,16 @@ def test_train_seeds_reuses_finished_runs(seed_runs, tmp_path) -> None:
     assert [r.path for r in again] == [r.path for r in runs]
     assert [r.weights_path.stat().st_mtime_ns for r in runs] == mtimes
     assert not any(tmp_path.iterdir())  # nothing trained again
+
+
+def test_a_study_resumes_a_run_killed_before_its_first_epoch(seed_runs, tmp_path) -> None:
+    # a killed worker can leave a run folder with its config but no weights yet: the study
+    # trains it (from the start) instead of stopping with "has no model.safetensors yet"
+    run = seed_runs["tricl"][0]
+    (tmp_path / run.name).mkdir()
+    shutil.copy(run.path / "config.json", tmp_path / run.name / "config.json")
+    (again,) = train_seeds(Variant("tricl", {"method": "tricl"}), [0], tmp_path, **TINY)
+    assert again.path == tmp_path / run.name and again.epochs_done == 1
 
 
 @pytest.mark.parametrize("method", sorted(methods_with_pair("views")))

@@ -23,7 +23,7 @@ from tricl.analysis.features import extract
 from tricl.analysis.importance import default_scores, order_from_scores
 from tricl.analysis.metrics import METRICS, score_pair
 from tricl.config import RunConfig
-from tricl.runs import Run, RunError
+from tricl.runs import WEIGHTS_FILE, Run, RunError
 from tricl.train import default_run_name, train
 
 
@@ -53,8 +53,11 @@ def same_recipe(path: Path, cfg: RunConfig) -> bool:
 
 
 def finished(path: Path, cfg: RunConfig) -> bool:
-    """Whether ``path`` is a run of recipe ``cfg`` with all its epochs done."""
-    return same_recipe(path, cfg) and Run.load(path).epochs_done >= cfg.epochs
+    """Whether ``path`` is a run of recipe ``cfg`` with all its epochs done (one killed before
+    its first epoch ended has no weights yet: unfinished, and resumed from the start)."""
+    if not same_recipe(path, cfg) or not (path / WEIGHTS_FILE).is_file():
+        return False
+    return Run.load(path).epochs_done >= cfg.epochs
 
 
 def _plan(
