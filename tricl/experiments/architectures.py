@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     from tricl.cli import is_user_error
     from tricl.data import set_progress
     from tricl.experiments.plateau import absolute_dataset
-    from tricl.experiments.results import replace_dataset_section
+    from tricl.experiments.results import rewrite_section
 
     args = _parser().parse_args(argv)
     set_progress(not args.no_progress)
@@ -300,9 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results is not None:
         command = " ".join(["python -m tricl.experiments.architectures", *(argv or sys.argv[1:])])
         lines = study_markdown(study, args.results.parent / "figures", command)
-        old = args.results.read_text() if args.results.exists() else ""
-        args.results.write_text(replace_dataset_section(old, lines))
-        print(f"wrote {args.results}")
+        rewrite_section(args.results, lines)
     return 0
 
 

@@ -528,14 +528,12 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "PLATEAU.md").write_text("\n".join(lines))
         print(f"wrote {args.out / 'PLATEAU.md'}")
     if args.results is not None:  # the study's RESULTS.md: this section rewritten in place
-        from tricl.experiments.results import replace_dataset_section
+        from tricl.experiments.results import rewrite_section
 
         lines = plateau_markdown(study, args.results.parent / "figures")
         command = " ".join(["python -m tricl.experiments.plateau", *(argv or sys.argv[1:])])
         lines[1:1] = ["", f"Made by `{command}`."]
-        old = args.results.read_text() if args.results.exists() else ""
-        args.results.write_text(replace_dataset_section(old, lines))
-        print(f"wrote {args.results}")
+        rewrite_section(args.results, lines)
     return 0
 
 

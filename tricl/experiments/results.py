@@ -389,6 +389,17 @@ def replace_dataset_section(text: str, section: list[str]) -> str:
     return "\n".join([*lines[:i], *section, *lines[end:]])
 
 
+def rewrite_section(path: Path, section: list[str]) -> None:
+    """Rewrite ``section`` (its ``## `` heading first) in the RESULTS.md at ``path`` in place, or
+    add it (see :func:`replace_dataset_section`); written atomically, so an interrupted write
+    leaves the old file whole."""
+    from tricl.io import atomic_write_text
+
+    old = path.read_text() if path.exists() else ""
+    atomic_write_text(path, replace_dataset_section(old, section))
+    print(f"wrote {path}")
+
+
 def write_report(
     sections: list[tuple[str, list[ArmResult], dict]],
     out: Path,
