@@ -2,18 +2,15 @@
 
 Everything drawn is read from the ``interventions`` stage (computed once per run by
 ``tricl analyze``); a run analysed before the stage existed gets the command that computes it. An
-image-text run adds the same interventions read through its text side (the text analysis's
-``interventions``: zero-shot accuracy and the captions an image retrieves).
+kind of run may add more readings of them (``interventions.end`` sections; an image-text run: its
+text side, zero-shot accuracy and the captions an image retrieves, :mod:`text_ui_sections`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import draw
-import labels
 import pandas as pd
-import readers
+import sections
 import streamlit as st
 
 from tricl.report import interventions as report
@@ -40,32 +37,6 @@ def what_it_does(run, analysis, feature: int, rank: int) -> None:
         + " The probe is the run's full linear probe (fitted on the unedited train features);"
         " each random control moves a random direction by the same amount (8 draws)."
     )
-    if labels.has_text(run):
-        _through_text(run, analysis, feature, steer_sd)
-
-
-def _through_text(run, analysis, feature: int, steer_sd: float) -> None:
-    """An image-text run: the same interventions read through zero-shot and the captions."""
-    st.markdown("**Through the text side: zero-shot and the captions an image retrieves**")
-    _, eff = text_effects(run, analysis.basis)
-    if eff is None:
-        st.info(report.text_not_computed(run.name, analysis.basis))
-        return
-    st.markdown(report.text_summary(eff, feature))
-    draw.show_table(
-        pd.DataFrame(report.text_table(eff, feature, analysis.classes, steer_sd)),
-        f"text_interventions_{run.name}_{analysis.basis}_{feature}",
-        hide_index=True,
-    )
-    st.caption(report.TEXT_NOTE)
-
-
-def text_effects(run, basis: str) -> tuple[Any, Any]:
-    """An image-text run's stored text analysis and its interventions in ``basis``
-    (:class:`tricl.analysis.text_interventions.TextEffects`); None for what is not stored or
-    cannot be read (the caption sections above say which)."""
-    try:
-        text = readers.text_analysis_or_none(run) if labels.has_text(run) else None
-    except (OSError, ValueError):  # AnalysisError and RunError are ValueErrors
-        return None, None
-    return text, None if text is None else (text.interventions or {}).get(basis)
+    # more readings of the same interventions a kind of run adds (image-text: its text side)
+    ctx = sections.Context(run=run, analysis=analysis, feature=feature, rank=rank)
+    sections.draw("interventions.end", ctx)

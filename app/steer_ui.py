@@ -10,11 +10,11 @@ an image-text run the worker also ranks the evaluation captions for the moved im
 from __future__ import annotations
 
 import draw
-import interventions_ui
 import models
 import numpy as np
 import pandas as pd
 import streamlit as st
+import text_ui_sections
 
 from tricl.analysis.text_measures import anchor_weights
 from tricl.bases import get_basis
@@ -75,7 +75,7 @@ def steer_section(run, analysis, order_name: str, z: np.ndarray, image: np.ndarr
 def _captions(run, analysis, feature: int, z: np.ndarray, image: np.ndarray):
     """What the worker needs to rank the captions for the moved image (image-text runs whose
     text interventions are stored in this basis), and the captions' texts; else (None, ())."""
-    text, eff = interventions_ui.text_effects(run, analysis.basis)
+    text, eff = text_ui_sections.text_effects(run, analysis.basis)
     if eff is None:
         return None, ()
     f = text.features

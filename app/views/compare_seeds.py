@@ -14,9 +14,9 @@ import models
 import numpy as np
 import pandas as pd
 import readers
+import sections
 import state
 import streamlit as st
-import text_ui
 
 from tricl.bases import get_basis
 from tricl.methods import method_color, method_label
@@ -250,9 +250,7 @@ def main() -> None:
     )
     idx = jobs_ui.require_runs()
     summary(idx)
-    if any(labels.has_text(r) for r in idx.runs):
-        st.divider()
-        text_ui.image_text_section(list(idx.runs))
+    sections.draw("compare_seeds.summary", sections.Context(runs=list(idx.runs)))
     st.divider()
     consensus_section(idx)
     st.divider()

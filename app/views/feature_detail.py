@@ -12,12 +12,11 @@ import labels
 import models
 import numpy as np
 import readers
+import sections
 import state
 import streamlit as st
-import text_ui
 
 from tricl.bases import get_basis
-from tricl.report import describe
 from tricl.report import features as report
 
 SALIENCY_N = 8
@@ -139,8 +138,11 @@ def same_rank_elsewhere(run, analysis, rank: int, images: np.ndarray) -> None:
             _rank_panel(other, found[other.name], rank, corr.get(other.name), images)
 
 
-def pick_feature(analysis, order: str, text=None) -> tuple[int, int]:
-    """The feature number box, its importance and its description; returns (rank, raw index)."""
+def pick_feature(analysis, order: str, words=None) -> tuple[int, int]:
+    """The feature number box, its importance and its description; returns (rank, raw index).
+
+    ``words``: a raw feature index -> words that describe it (a ``feature_detail.words``
+    section), or None."""
     k = analysis.k
     ss = st.session_state
     rank = state.current_feature(k)
@@ -165,8 +167,7 @@ def pick_feature(analysis, order: str, text=None) -> tuple[int, int]:
         + (f": index {feature} of z" if not get_basis(analysis.basis).fixed_order else ""),
     )
     c2.metric(f"Importance ({order})", f"{score:.4f}")
-    words = describe.top_words(text.tokens, feature) if text is not None else ()
-    classes_ui.class_description(analysis, feature, c3, words)
+    classes_ui.class_description(analysis, feature, c3, words(feature) if words else ())
     return rank, feature
 
 
@@ -242,12 +243,12 @@ def main() -> None:
     jobs_ui.require_runs()
     run = state.current_run()
     basis = get_basis(state.current_basis())
-    if labels.has_text(run) and not basis.captions:
-        st.caption(text_ui.TRAINED_ONLY)
-    analysis = jobs_ui.analysis_of(run, basis.name)
+    ctx = sections.Context(run=run, basis=basis)
+    sections.draw("feature_detail.header", ctx)
+    analysis = ctx.analysis = jobs_ui.analysis_of(run, basis.name)
     order = state.current_order(analysis)
-    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
-    rank, feature = pick_feature(analysis, order, text)
+    words = [w for w in sections.draw("feature_detail.words", ctx).values() if w is not None]
+    rank, feature = pick_feature(analysis, order, words[0] if words else None)
     st.caption(draw.order_caption(analysis, order))
     if (group := draw.group_of(analysis.groups, rank - 1)) is not None:
         st.warning(report.unresolved_warning(group, rank), icon=":material/help:")
@@ -255,8 +256,8 @@ def main() -> None:
     images_and_classes(analysis, feature, rank, images)
     bands_ui.activation_ranges(run, analysis, feature, rank, images)
     interventions_ui.what_it_does(run, analysis, feature, rank)
-    if text is not None:
-        text_ui.feature_captions(text, feature, rank)
+    ctx.feature, ctx.rank = feature, rank
+    sections.draw("feature_detail.interventions", ctx)
     saliency(run, analysis, feature, rank, order)
     featvis_ui.feature_visualisation(run, analysis, feature, rank, images)
     if basis.fixed_order:  # the basis numbers the features: the same # in every seed

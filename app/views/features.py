@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import draw
 import jobs_ui
-import labels
 import models
 import numpy as np
 import pandas as pd
+import sections
 import state
 import streamlit as st
-import text_ui
 
 from tricl.bases import get_basis
 from tricl.report import describe
@@ -18,8 +19,7 @@ from tricl.report import features as report
 
 STRIP_N = 8
 ROW_HEIGHT = 44  # a strip of top images
-CAPTION_ROW_HEIGHT = 84  # room for a feature's top captions, wrapped over a few lines
-CAPTION_STRIP_COLS = 4  # with captions the strip is two rows of four: narrower, all 8 shown
+NARROW_STRIP_COLS = 4  # beside added columns the strip is two rows of four: all 8 shown
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -41,12 +41,15 @@ def strips(
     return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N, cols)) for row in _top]
 
 
-def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.DataFrame:
+def feature_table(
+    analysis, order: str, images: np.ndarray, extras: Sequence[sections.Columns] = ()
+) -> pd.DataFrame:
     """One row per feature, most important first.
 
     In the spectral basis the rank is the feature (no raw index column) and a column names the
-    unresolved group a rank belongs to, if any. With an image-text run's text analysis
-    (``text``, trained axes) each row also has its top captions and the words that raise it.
+    unresolved group a rank belongs to, if any. The columns a kind of run adds (``extras``, the
+    ``features.table`` sections; an image-text run: its top captions and the words that raise
+    each feature) follow the top images, and their words join the descriptions.
     """
     o = analysis.importance.order(order)
     scores = np.asarray(analysis.importance.scores[order], dtype=float)
@@ -57,8 +60,8 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
         first = {"group": [draw.group_label(g) if g else "" for g in found]}
     else:
         first = {"feature": o}
-    captions = text_ui.feature_columns(text, o) if text is not None else {}
-    words = (lambda f: describe.top_words(text.tokens, f)) if text is not None else None
+    added = {name: v for extra in extras for name, v in extra.values(o).items()}
+    words = next((extra.words for extra in extras if extra.words is not None), None)
     return pd.DataFrame(
         {
             "#": np.arange(1, len(o) + 1),
@@ -69,11 +72,11 @@ def feature_table(analysis, order: str, images: np.ndarray, text=None) -> pd.Dat
                 str(analysis.run_path),
                 f"{analysis.weights_hash}/{analysis.basis}",
                 order,
-                CAPTION_STRIP_COLS if text is not None else STRIP_N,
+                NARROW_STRIP_COLS if added else STRIP_N,
                 images,
                 analysis.top_images.top_indices[o],
             ),
-            **captions,
+            **added,
             **(
                 {
                     "top images' class": [classes[c] for c in st_.dominant_class[o]],
@@ -117,10 +120,12 @@ def controls(analysis) -> tuple[str, list, float]:
     return order, picked, min_sel
 
 
-def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
+def show_features(
+    run, analysis, order: str, shown: pd.DataFrame, extras: Sequence[sections.Columns]
+) -> None:
     """The feature table, every row on the page (no inner scrolling); a clicked row opens that
     feature on the Feature detail page."""
-    row_height = CAPTION_ROW_HEIGHT if text is not None else ROW_HEIGHT
+    row_height = max([ROW_HEIGHT, *(extra.row_height for extra in extras)])
     event = draw.show_table(
         shown,
         f"features_{run.name}_{analysis.basis}",
@@ -142,7 +147,7 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
             "description": st.column_config.TextColumn(width="medium", help=describe.RULE),
             "top images": st.column_config.ImageColumn(
                 f"top {STRIP_N} images",
-                width="medium" if text is not None else "large",  # room for the captions
+                width="medium" if extras else "large",  # room for the added columns
                 help="highest activations, left first",
             ),
             "selectivity": st.column_config.ProgressColumn(
@@ -151,7 +156,7 @@ def show_features(run, analysis, order: str, shown: pd.DataFrame, text) -> None:
             "entropy (bits)": st.column_config.NumberColumn(format="%.2f"),
             "mean": st.column_config.NumberColumn(format="%.3f"),
             "std": st.column_config.NumberColumn(format="%.3f"),
-            **(text_ui.feature_column_config() if text is not None else {}),
+            **{name: c for extra in extras for name, c in extra.config.items()},
         },
     )
     rows = event.selection.rows if event is not None else []
@@ -174,9 +179,9 @@ def main() -> None:
     jobs_ui.require_runs()
     run = state.current_run()
     basis = get_basis(state.current_basis())
-    if labels.has_text(run) and not basis.captions:
-        st.caption(text_ui.TRAINED_ONLY)
-    analysis = jobs_ui.analysis_of(run, basis.name)
+    ctx = sections.Context(run=run, basis=basis)
+    sections.draw("features.header", ctx)
+    analysis = ctx.analysis = jobs_ui.analysis_of(run, basis.name)
     order, picked, min_sel = controls(analysis)
     st.caption(draw.order_caption(analysis, order))
     if basis.grouped:
@@ -188,20 +193,20 @@ def main() -> None:
                     f"The basis was estimated on a fixed random subsample of {used:,} of the"
                     f" {of:,} train images (seeded)."
                 )
-    text = jobs_ui.text_analysis(run) if labels.has_text(run) and basis.captions else None
+    extras = sections.columns("features.table", ctx)
     images = models.eval_images(run, analysis)
-    table = feature_table(analysis, order, images, text)
+    table = feature_table(analysis, order, images, extras)
     keep = table["selectivity"] >= min_sel if analysis.has_labels else table["#"] > 0
     if picked:
         keep &= table["top images' class"].isin(picked)
     shown = table[keep].reset_index(drop=True)
     st.caption(f"{len(shown)} of {len(table)} features shown.")
-    if text is not None:
-        st.caption(report.CAPTIONS_NOTE)
-    show_features(run, analysis, order, shown, text)
-    if text is not None:
-        text_ui.features_in_words(text, analysis.importance.order(order))
-        text_ui.factor_section(run, text, analysis.importance.default)
+    for extra in extras:
+        if extra.note:
+            st.caption(extra.note)
+    show_features(run, analysis, order, shown, extras)
+    ctx.order = analysis.importance.order(order)
+    sections.draw("features.end", ctx)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import draw
 import labels
@@ -10,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 import readers
 import runs_brief
+import sections
 import state
 import streamlit as st
 
@@ -24,38 +26,11 @@ if TYPE_CHECKING:
 # they are read afresh (they cost a fresh server 0.6 CPU s).
 
 
-def zero_shot_columns(runs: list, texts: dict[str, Any]) -> dict[str, list[float]]:
-    """The Runs table's zero-shot and retrieval columns (NaN, drawn blank, where a run has none).
-
-    Args:
-        runs: the table's runs, in its row order.
-        texts: stored zero-shot metrics (``TextAnalysis.zero_shot``) by run name.
-
-    Returns:
-        Column label -> one value per run; empty when no run is an image-text run, so a folder
-        of image-only runs keeps its table as it was.
-    """
-    if not any(labels.has_text(r) for r in runs):
-        return {}
-    out: dict[str, list[float]] = {}
-    for key, (label, _) in report.ZERO_SHOT_COLUMNS.items():
-        values = [texts[r.name].get(key) if r.name in texts else None for r in runs]
-        out[label] = [np.nan if v is None else float(v) for v in values]
-    return out
-
-
-def zero_shot_column_config() -> dict[str, Any]:
-    """Percent columns with their help, for :func:`zero_shot_columns`."""
-    return {
-        label: st.column_config.NumberColumn(format="percent", help=help_)
-        for label, help_ in report.ZERO_SHOT_COLUMNS.values()
-    }
-
-
-def runs_table(runs: list, found: dict, texts: dict | None = None) -> pa.Table:
+def runs_table(runs: list, found: dict, extras: Sequence[sections.Columns] = ()) -> pa.Table:
     """One row per run: configuration, training result and the analysis' headline numbers
-    (``found``: :class:`runs_brief.RunBrief` by run name; image-text runs add zero-shot accuracy
-    and retrieval recall from ``texts``, their zero-shot metrics by run name)."""
+    (``found``: :class:`runs_brief.RunBrief` by run name), then the columns a kind of run adds
+    (``extras``, the ``runs.table`` sections: image-text runs add zero-shot accuracy and
+    retrieval recall, blank for the other runs)."""
     rows = []
     for r in runs:
         s = r.summary()
@@ -79,7 +54,8 @@ def runs_table(runs: list, found: dict, texts: dict | None = None) -> pa.Table:
             }
         )
     columns = {c: [row[c] for row in rows] for c in rows[0]} if rows else {}
-    columns.update(zero_shot_columns(runs, texts or {}))
+    for extra in extras:
+        columns.update(extra.values(runs))
     # columns that say nothing here would push the scores off the right edge
     for c in ("aligned from", "backbone"):
         if c in columns and len(set(columns[c])) <= 1 and len(runs) > 1:
@@ -204,15 +180,16 @@ def main() -> None:
         return
     runs = list(idx.runs)
     numbers = page_numbers(runs)
-    found, texts = numbers.briefs, numbers.texts
+    found = numbers.briefs
     st.subheader(f"{len(runs)} runs in {idx.where}")
-    table = runs_table(runs, found, texts)
+    extras = sections.columns("runs.table", sections.Context(runs=runs, numbers=numbers))
+    table = runs_table(runs, found, extras)
     draw.show_table(
         table,
         "runs",
         height="content",  # every row ("auto" stops at 10)
         lazy=False,  # sent whole, as a small table is; deciding would import pandas (0.45 s)
-        placeholder="",  # a run without captions has no zero-shot or recall: blank, not "None"
+        placeholder="",  # a column a run does not have (e.g. zero-shot): blank, not "None"
         column_config={
             "run": st.column_config.TextColumn(pinned=True),
             "aligned from": st.column_config.TextColumn(
@@ -226,7 +203,7 @@ def main() -> None:
             ),
             "k-NN acc": st.column_config.NumberColumn(format="percent"),
             "backbone probe acc": st.column_config.NumberColumn(format="percent"),
-            **zero_shot_column_config(),
+            **{name: c for extra in extras for name, c in extra.config.items()},
         },
     )
     if note := numbers.identifiable:
