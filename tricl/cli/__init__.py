@@ -223,9 +223,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             basis=args.basis,
         )
         labelled = len(set(a.features.labels.tolist())) >= 2
-        text = _analyze_text(run, args)
+        extras = _analyze_extras(run, args)
         if labelled:  # the descriptions are read off the class statistics
-            _print_descriptions(run, a, text, args.describe)
+            _print_descriptions(run, a, extras, args.describe)
         else:
             print(f"{run}: no class labels: probe, k-NN and retrieval mAP are NaN, no ablation")
         # last: a job's last output line is what the dashboard's job panel shows
@@ -233,30 +233,35 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analyze_text(run: Path, args: argparse.Namespace) -> Any:
-    """The text side of an image-text run (run's own dataset only): one summary line; returns
-    the text analysis (None for an image run)."""
-    from tricl.analysis.image_text import analyze_text, has_text
+def _analyze_extras(run: Path, args: argparse.Namespace) -> list[tuple[Any, Any]]:
+    """The extra stage families of the run's kind (e.g. an image-text run's caption side), on
+    the run's own dataset only: one summary line each; returns (family, result) pairs."""
+    from tricl.analysis.extra_families import applicable
     from tricl.analysis.pipeline import load_run
 
-    if args.dataset is not None or not has_text(load_run(run)):
-        return None
-    t = analyze_text(
-        run, args.split, force=args.force, progress=not args.no_progress, device=args.device
-    )
-    print(f"{run}: {t.summary()}")
-    return t
+    if args.dataset is not None:  # they read what the run was trained on (e.g. its captions)
+        return []
+    done = []
+    for extra in applicable([load_run(run)]):
+        got = extra.analyze(
+            run, args.split, force=args.force, progress=not args.no_progress, device=args.device
+        )
+        print(f"{run}: {got.summary()}")
+        done.append((extra, got))
+    return done
 
 
-def _print_descriptions(run: Path, a: Any, text: Any, n: int) -> None:
-    """The first ``n`` features of the analysis in its default order, one line each."""
+def _print_descriptions(run: Path, a: Any, extras: list[tuple[Any, Any]], n: int) -> None:
+    """The first ``n`` features of the analysis in its default order, one line each (with the
+    words an extra family gives a feature, e.g. its top caption words)."""
     from tricl.bases import get_basis
-    from tricl.report.describe import describe_all, top_words
+    from tricl.report.describe import describe_all
 
     if n <= 0:
         return
     basis = get_basis(a.basis)
-    words = (lambda f: top_words(text.tokens, f)) if text is not None and basis.captions else None
+    found = [extra.words(got, basis) for extra, got in extras]
+    words = next((w for w in found if w is not None), None)
     order = a.importance.order(a.importance.default)
     print(f"{run}: features ({basis.feature_ref(a.importance.default)}), described:")
     for rank, line in enumerate(describe_all(a, order[:n], words), 1):

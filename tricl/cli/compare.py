@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def add_basis(p: argparse.ArgumentParser) -> None:
@@ -117,10 +118,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
         table = done.pairs  # its columns follow the registry (spectral_* in the trained basis)
     print(f"comparison stored in {done.path}", file=sys.stderr)
-    text = None if args.consensus else _compare_image_text(args, progress, out_root)
+    extras = [] if args.consensus else _compare_extras(args, progress, out_root)
     if args.json:
         # a score not measured (NaN: too few images for a held-out fit) is JSON's null
-        tables = [table] if text is None else [table, text.pairs]  # image-text rows: a "side" key
+        tables = [table] + [extra.rows(got) for extra, got in extras]  # image-text: a "side" key
         for t in tables:
             for row in t.astype(object).where(t.notna(), None).to_dict(orient="records"):
                 print(json.dumps(row))
@@ -134,8 +135,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
         whitened = all(load_run(r).aligned for r in args.runs)  # aligned axes are whitened
         print("\n".join(verdict_lines(table, args.basis, whitened=whitened)))
-    if text is not None:
-        _print_image_text(text)
+    for extra, got in extras:
+        print(extra.report(got))
     return 0
 
 
@@ -158,8 +159,7 @@ def _check_one_dataset(paths: list[Path]) -> None:
 def _stored(args: argparse.Namespace, out_root: Path | None) -> bool:
     """Whether what ``compare`` is asked for is already stored (read only, never computed)."""
     from tricl.analysis import AnalysisError, load_comparison, load_consensus
-    from tricl.analysis.image_text import has_text
-    from tricl.analysis.image_text_compare import load_image_text_comparison
+    from tricl.analysis.extra_families import applicable
     from tricl.analysis.pipeline import load_run
 
     try:
@@ -172,12 +172,12 @@ def _stored(args: argparse.Namespace, out_root: Path | None) -> bool:
             spectral=not args.no_spectral,
             basis=args.basis,
         )
-        if got is None or not all(has_text(load_run(r)) for r in args.runs):
-            return got is not None
-        text = load_image_text_comparison(
-            args.runs, split=args.split, basis=args.basis, out_root=out_root
+        if got is None:
+            return False
+        return all(  # and what the runs' kind adds (e.g. image-text: image AND text features)
+            extra.load(args.runs, split=args.split, basis=args.basis, out_root=out_root) is not None
+            for extra in applicable([load_run(r) for r in args.runs])
         )
-        return text is not None
     except (AnalysisError, ValueError, OSError):  # compare itself says what is wrong
         return False
 
@@ -195,48 +195,29 @@ def _compare_out_root(args: argparse.Namespace, stored: bool) -> Path | None:
     return default_runs_root() / "_compare"
 
 
-def _compare_image_text(args: argparse.Namespace, progress: bool, out_root: Path | None):
-    """The image-text comparison when every run is clip / triclip; None (and a note) otherwise.
-
-    Mixed runs keep today's image comparison: the text side needs a text encoder in every run.
-    """
-    from tricl.analysis.image_text import has_text
-    from tricl.analysis.image_text_compare import compare_image_text
+def _compare_extras(
+    args: argparse.Namespace, progress: bool, out_root: Path | None
+) -> list[tuple[Any, Any]]:
+    """What the runs' kind adds to the comparison (extra stage families that apply to every run,
+    e.g. image-text: image AND text features), as (family, result) pairs; a family that applies
+    to only some of the runs is left out with a note (mixed runs keep the image comparison)."""
+    from tricl.analysis.extra_families import EXTRA_FAMILIES, partly
     from tricl.analysis.pipeline import load_run
 
     runs = [load_run(r) for r in args.runs]
-    image_only = [r.name for r in runs if not has_text(r)]
-    if image_only and len(image_only) < len(runs):
-        print(
-            f"note: text features not compared ({', '.join(image_only)} without a text"
-            " encoder); pass only clip / triclip runs to compare them",
-            file=sys.stderr,
+    done = []
+    for extra in EXTRA_FAMILIES.values():
+        if others := partly(extra, runs):
+            print(f"note: {extra.not_compared.format(names=', '.join(others))}", file=sys.stderr)
+        if not extra.applies(runs):
+            continue
+        got = extra.compare(
+            runs,
+            split=args.split,
+            basis=args.basis,
+            force=args.force,
+            progress=progress,
+            out_root=out_root,
         )
-    if image_only:
-        return None
-    return compare_image_text(
-        runs,
-        split=args.split,
-        basis=args.basis,
-        force=args.force,
-        progress=progress,
-        out_root=out_root,
-    )
-
-
-def _print_image_text(comp) -> None:
-    """The image-text pairs and, where seeds of one configuration meet, their mean +- std."""
-    from tricl.analysis.image_text_compare import summarize
-    from tricl.analysis.metrics import METRICS
-
-    print(f"\nimage and text features, {comp.basis} basis:")
-    print(comp.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    summary = summarize([comp])
-    if summary.empty:
-        return
-    shown = summary[["method", "side", "basis", "n_pairs"]].copy()
-    for m in METRICS:
-        means, stds = summary[f"{m}_mean"], summary[f"{m}_std"]
-        shown[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(means, stds)]
-    print("\nseed pairs of one configuration, mean ± std:")
-    print(shown.to_string(index=False))
+        done.append((extra, got))
+    return done
