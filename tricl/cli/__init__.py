@@ -255,13 +255,13 @@ def _print_descriptions(run: Path, a: Any, extras: list[tuple[Any, Any]], n: int
     """The first ``n`` features of the analysis in its default order, one line each (with the
     words an extra family gives a feature, e.g. its top caption words)."""
     from tricl.bases import get_basis
-    from tricl.report.describe import describe_all
+    from tricl.report.describe import describe_all, top_words
 
     if n <= 0:
         return
     basis = get_basis(a.basis)
-    found = [extra.words(got, basis) for extra, got in extras]
-    words = next((w for w in found if w is not None), None)
+    tables = [t for extra, got in extras if (t := extra.words(got, basis)) is not None]
+    words = (lambda f: top_words(tables[0], f)) if tables else None
     order = a.importance.order(a.importance.default)
     print(f"{run}: features ({basis.feature_ref(a.importance.default)}), described:")
     for rank, line in enumerate(describe_all(a, order[:n], words), 1):

@@ -33,8 +33,9 @@ class ExtraFamily:
         applies: whether every run given is of this kind (a run alone: ``applies([run])``).
         analyze: ``(run, split, *, force, progress, device) -> result`` for ``tricl analyze``;
             the result's ``summary()`` is one line.
-        words: ``(result, basis) -> (raw feature index -> words)`` for the feature descriptions of
-            ``tricl analyze`` in that :class:`tricl.bases.Basis`, or None where it has none.
+        words: ``(result, basis) -> table`` of the words that raise each feature (columns
+            ``feature, token, lift``, read by :func:`tricl.report.describe.top_words`) for the
+            descriptions of ``tricl analyze`` in that :class:`tricl.bases.Basis`; None: none.
         compare: ``(runs, split, *, basis, force, progress, out_root) -> result`` for
             ``tricl compare``.
         load: the same arguments but ``force`` and ``progress``: the stored result or None
@@ -48,7 +49,7 @@ class ExtraFamily:
     families: tuple[Family, ...]
     applies: Callable[[Sequence[Run]], bool]
     analyze: Callable[..., Any]
-    words: Callable[[Any, Any], Callable[[int], Sequence[str]] | None]
+    words: Callable[[Any, Any], Any]
     compare: Callable[..., Any]
     load: Callable[..., Any]
     rows: Callable[[Any], Any]

@@ -20,11 +20,9 @@ from tricl.analysis.pair_basis import PAIR
 from tricl.runs import Run
 
 
-def _words(text: Any, basis: Any):
-    """A feature's top caption words; captions are read in the trained axes only."""
-    from tricl.report.describe import top_words
-
-    return (lambda f: top_words(text.tokens, f)) if basis.captions else None
+def _words(text: Any, basis: Any) -> Any:
+    """The caption words per feature; captions are read in the trained axes only."""
+    return text.tokens if basis.captions else None
 
 
 def report(comp: Any) -> str:
