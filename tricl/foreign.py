@@ -26,54 +26,32 @@ from tricl.runs import (
     ensure_new_run,
     weights_to_bytes,
 )
+from tricl.sources.files import NeedsCode, load_inert
 
 if TYPE_CHECKING:
     import torch
-
-
-class _Inert:
-    """Stand-in for any class or function a foreign checkpoint names (argparse, omegaconf, ...).
-
-    It records what the pickle passes and runs nothing, so loading cannot execute code.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.__dict__["_args"] = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["_state"] = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.__dict__.setdefault("_items", {})[key] = value
 
 
 def load_foreign_checkpoint(path: Path) -> dict[str, Any]:
     """Load a Lightning / solo-learn checkpoint with ``weights_only=True``.
 
     Globals outside torch's allowlist (hyper-parameter containers, or anything malicious) are bound
-    to :class:`_Inert` stand-ins, so their code never runs; only tensors are used afterwards.
+    to inert stand-ins (:func:`tricl.sources.files.load_inert`), so their code never runs; only
+    tensors are used afterwards.
     """
-    import torch
-    from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
-
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist; check the path")
-    names: list[str] = []
     try:
-        names = get_unsafe_globals_in_checkpoint(str(path))
-        stand_ins = [(type(n.rsplit(".", 1)[-1], (_Inert,), {}), n) for n in names]
-        with safe_globals(stand_ins):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if "blocked" in str(exc):
-            raise RunError(
-                f"{path} was refused: it references {', '.join(names)}, which could execute"
-                " code, and tricl never runs code from a checkpoint; re-export it with torch.save"
-            ) from None
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        ckpt = load_inert(path)
+    except NeedsCode as exc:
         raise RunError(
-            f"{path} is not a readable PyTorch checkpoint ({first}); pass a solo-learn / triCL"
-            " .ckpt file saved by torch.save"
+            f"{path} was refused: it references {exc}, which could execute"
+            " code, and tricl never runs code from a checkpoint; re-export it with torch.save"
+        ) from None
+    except Exception as exc:
+        raise RunError(
+            f"{path} is not a readable PyTorch checkpoint ({first_line(exc)}); pass a solo-learn"
+            " / triCL .ckpt file saved by torch.save"
         ) from None
     if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
         return ckpt

@@ -29,7 +29,8 @@ _PREFIX_DEPTH = 3  # candidate prefixes: up to this many leading key components
 
 
 class _Inert:
-    """Stand-in for a class or function a checkpoint names: records its arguments, runs nothing."""
+    """Stand-in for any class or function a checkpoint names (argparse, omegaconf, ...): it
+    records what the pickle passes and runs nothing, so loading cannot execute code."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.__dict__["_args"] = args
@@ -41,11 +42,22 @@ class _Inert:
         self.__dict__.setdefault("_items", {})[key] = value
 
 
-def load_pickle(path: Path, what: str) -> Any:
-    """``torch.load(path, weights_only=True)``, foreign globals bound to inert stand-ins.
+class NeedsCode(Exception):
+    """A pickle torch refuses to load even with inert stand-ins: it names ``names``."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+def load_inert(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, the globals outside torch's allowlist
+    that the file names (hyper-parameter containers, or anything malicious) bound to inert
+    stand-ins, so their code never runs; the one safe pickle reader of tricl.
 
     Raises:
-        SourceError: not a readable PyTorch file, or it needs code to load (one line, the fix).
+        NeedsCode: the file is refused all the same (it needs code to load).
+        Exception: whatever ``torch.load`` raises for a file that is not a PyTorch pickle.
     """
     import torch
     from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
@@ -58,11 +70,25 @@ def load_pickle(path: Path, what: str) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         if "blocked" in str(exc):
-            raise SourceError(
-                f"{path} was refused: it references {', '.join(names)}, which could execute"
-                " code, and tricl never runs code from a checkpoint; re-export it with torch.save"
-                " of a state dict"
-            ) from None
+            raise NeedsCode(names) from None
+        raise
+
+
+def load_pickle(path: Path, what: str) -> Any:
+    """:func:`load_inert` with the errors a source gives.
+
+    Raises:
+        SourceError: not a readable PyTorch file, or it needs code to load (one line, the fix).
+    """
+    try:
+        return load_inert(path)
+    except NeedsCode as exc:
+        raise SourceError(
+            f"{path} was refused: it references {exc}, which could execute"
+            " code, and tricl never runs code from a checkpoint; re-export it with torch.save"
+            " of a state dict"
+        ) from None
+    except Exception as exc:
         raise SourceError(
             f"{path} is not a readable PyTorch or safetensors file ({first_line(exc)}); pass {what}"
         ) from None
