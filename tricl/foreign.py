@@ -26,7 +26,6 @@ from tricl.runs import (
     ensure_new_run,
     weights_to_bytes,
 )
-from tricl.sources.files import NeedsCode, load_inert
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +38,8 @@ def load_foreign_checkpoint(path: Path) -> dict[str, Any]:
     to inert stand-ins (:func:`tricl.sources.files.load_inert`), so their code never runs; only
     tensors are used afterwards.
     """
+    from tricl.sources.files import NeedsCode, load_inert
+
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist; check the path")
     try:

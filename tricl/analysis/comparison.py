@@ -206,19 +206,20 @@ def _prepare_pairs(req: _Request, compute: bool) -> Target | None:
 def load_pairs(
     runs: Sequence[Run | str | Path],
     *,
-    split: str = "test",
-    out_root: Path | None = None,
-    spectral: bool = True,
-    basis: str = "trained",
     summaries: Sequence[AnalysisSummary] | None = None,
+    **where: Any,
 ) -> pd.DataFrame | None:
     """The stored pairs table of a comparison (:attr:`Comparison.pairs`), or None where
     :func:`load_comparison` would give None; the same freshness is checked, but from the runs'
     analysis summaries (:func:`~tricl.analysis.summary.load_summary`; pass ``summaries`` when
     already read, in the order of ``runs`` and in ``basis``), so no feature array and no
-    correlation matrix is read. Other arguments and errors as in :func:`load_comparison`.
+    correlation matrix is read. ``where`` (``split``, ``out_root``, ``spectral``, ``basis``) and
+    errors as in :func:`load_comparison`.
     """
-    req = _Request(runs, split, basis, spectral, out_root, summaries=summaries)
+    unknown = set(where) - {"split", "out_root", "spectral", "basis"}
+    if unknown:
+        raise TypeError(f"load_pairs() got unexpected keyword arguments {sorted(unknown)}")
+    req = _Request(runs, summaries=summaries, **where)
     got = Family("comparison pairs", COMPARE_STAGES, _prepare_pairs).read(req, ["pairs"])
     return None if got is None else got[1].values["pairs"]
 

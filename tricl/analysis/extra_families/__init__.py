@@ -62,9 +62,8 @@ EXTRA_FAMILIES: dict[str, ExtraFamily] = {}
 
 def register_extra_family(extra: ExtraFamily) -> ExtraFamily:
     """Adds ``extra`` to :data:`EXTRA_FAMILIES` (a name registered twice is a bug)."""
-    if extra.name in EXTRA_FAMILIES:
+    if EXTRA_FAMILIES.setdefault(extra.name, extra) is not extra:
         raise ValueError(f"extra stage families {extra.name!r} registered twice")
-    EXTRA_FAMILIES[extra.name] = extra
     return extra
 
 
