@@ -22,6 +22,7 @@ from typing import Any
 import draw
 import models
 import readers
+import sections
 import state
 import streamlit as st
 
@@ -88,6 +89,18 @@ def require_runs() -> state.RunIndex:
         draw.show_train_hint(idx.where)
         st.stop()
     return idx
+
+
+def feature_page(page: str) -> sections.Context:
+    """A feature page's run and its analysis in the sidebar's basis, with the notes the run's
+    kind adds under the header between them (the ``<page>.header`` sections): the
+    :class:`sections.Context` the page hands its other sections. Stops where there is none."""
+    require_runs()
+    run = state.current_run()
+    ctx = sections.Context(run=run, basis=get_basis(state.current_basis()))
+    sections.draw(f"{page}.header", ctx)
+    ctx.analysis = analysis_of(run, ctx.basis.name)
+    return ctx
 
 
 def _what(basis: Basis) -> str:

@@ -240,12 +240,8 @@ def main() -> None:
         "seeds of the same configuration learned the same feature. In the spectral basis "
         "(sidebar) feature #i of every other seed is shown beside this run's #i.",
     )
-    jobs_ui.require_runs()
-    run = state.current_run()
-    basis = get_basis(state.current_basis())
-    ctx = sections.Context(run=run, basis=basis)
-    sections.draw("feature_detail.header", ctx)
-    analysis = ctx.analysis = jobs_ui.analysis_of(run, basis.name)
+    ctx = jobs_ui.feature_page("feature_detail")
+    run, basis, analysis = ctx.run, ctx.basis, ctx.analysis
     order = state.current_order(analysis)
     words = [w for w in sections.draw("feature_detail.words", ctx).values() if w is not None]
     rank, feature = pick_feature(analysis, order, words[0] if words else None)

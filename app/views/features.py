@@ -176,12 +176,8 @@ def main() -> None:
         "The sidebar's basis picks the axes: the trained ones, or the run's spectral basis (most "
         "augmentation-invariant first, the same numbering in every seed).",
     )
-    jobs_ui.require_runs()
-    run = state.current_run()
-    basis = get_basis(state.current_basis())
-    ctx = sections.Context(run=run, basis=basis)
-    sections.draw("features.header", ctx)
-    analysis = ctx.analysis = jobs_ui.analysis_of(run, basis.name)
+    ctx = jobs_ui.feature_page("features")
+    run, basis, analysis = ctx.run, ctx.basis, ctx.analysis
     order, picked, min_sel = controls(analysis)
     st.caption(draw.order_caption(analysis, order))
     if basis.grouped:
