@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import labels
 import numpy as np
 import streamlit as st
 
@@ -206,7 +207,7 @@ def text_analysis_or_none(run: Run) -> Any | None:
 
 def text_analyses(runs: Sequence[Run]) -> Analyses:
     """The stored text analysis of every image-text run among ``runs`` (others are skipped)."""
-    return _collect([r for r in runs if r.image_text and not r.aligned], text_analysis_or_none)
+    return _collect([r for r in runs if labels.has_text(r)], text_analysis_or_none)
 
 
 def zero_shots(runs: Sequence[Run]) -> Analyses:
@@ -219,7 +220,7 @@ def zero_shots(runs: Sequence[Run]) -> Analyses:
         except _NotCached:
             return None
 
-    return _collect([r for r in runs if r.image_text and not r.aligned], read)
+    return _collect([r for r in runs if labels.has_text(r)], read)
 
 
 def _text_stamp(run: Run) -> tuple[int, ...]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import labels
 import numpy as np
 import readers
 
@@ -193,7 +194,7 @@ def cached(runs: Sequence[Run]) -> RunsPage | None:
 def complete(runs: Sequence[Run], found: Mapping[str, Any], texts: Mapping[str, Any]) -> bool:
     """Every run analysed and every image-text run's caption side too (nothing to offer)."""
     return all(r.name in found for r in runs) and all(
-        r.name in texts for r in runs if r.image_text and not r.aligned
+        r.name in texts for r in runs if labels.has_text(r)
     )
 
 

@@ -3,9 +3,9 @@
 A page names its extension points (``"features.header"``, ``"probe.kinds"``, ...) and calls
 :func:`draw` there with a :class:`Context`; every section registered at that point whose
 ``applies(ctx)`` holds is drawn, in registration order. A kind of run with views of its own (the
-caption side of image-text runs, :mod:`text_ui` and :mod:`caption_probe_ui`) registers its
-sections with :func:`register_section` when this module first loads it (:data:`PLUGINS`), so the
-pages never ask what kind of run they show.
+caption side of image-text runs) registers its sections with :func:`register_section` in its
+own ``app/<name>_sections.py`` (:mod:`text_ui_sections`), which this module loads the first time
+a page asks (:data:`PLUGINS`), so the pages never ask what kind of run they show.
 
 The points, and what a section drawn there returns (the page uses the value, if any):
 
@@ -26,10 +26,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-# The modules that register sections, imported the first time a page asks for its sections.
-PLUGINS = ("text_ui_sections",)
+# The modules that register sections: every ``app/*_sections.py``, imported the first time a page
+# asks for its sections (a new kind of run adds its file, nothing here).
+PLUGINS = tuple(sorted(p.stem for p in Path(__file__).parent.glob("*_sections.py")))
 
 
 @dataclass

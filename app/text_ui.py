@@ -1,10 +1,11 @@
 """The caption side of image-text runs (clip, triclip), as several pages draw it.
 
-Zero-shot and retrieval columns for the Runs page; top captions, words and cards per feature and
-the caption factor table for the Features and Feature detail pages; the similarity by which the
-caption probe (``views/probe.py``) ranks images. Everything here draws stored text analyses
-(:mod:`readers`, via :mod:`jobs_ui`); image-only runs never reach it (:func:`labels.has_text`).
-The Compare seeds page's image-text section (image AND text features across seeds) lives here too.
+Top captions, words and cards per feature and the caption factor table for the Features and
+Feature detail pages; the similarity by which the caption probe (:mod:`text_ui_probe`) ranks
+images; the Compare seeds page's image-text section (image AND text features across seeds).
+Everything here draws stored text analyses (:mod:`readers`, via :mod:`jobs_ui`). The pages reach
+it only through the sections :mod:`text_ui_sections` registers (:mod:`sections`), so image-only
+runs never do.
 
 Captions and tokens are per feature of the trained axes: the spectral basis is estimated from
 image augmentations, which captions do not have, so in that basis the pages point back to the
