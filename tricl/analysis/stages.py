@@ -14,7 +14,8 @@ reads (the dashboard's path); every analysis entry point is one of these two cal
 - :data:`tricl.analysis.comparison.COMPARE`: a set of runs, ``<root>/_compare/<id>/``;
 - image-text runs: :data:`tricl.analysis.image_text.TEXT` (a run's caption side),
   :data:`tricl.analysis.pair_basis.PAIR` (its pair basis) and
-  :data:`tricl.analysis.image_text_compare.IMAGE_TEXT` (a set of runs).
+  :data:`tricl.analysis.image_text_compare.IMAGE_TEXT` (a set of runs); a kind of run's families
+  reach ``tricl analyze`` / ``tricl compare`` through :mod:`tricl.analysis.extra_families`.
 
 :func:`run_stages` resolves what a request needs (topological order), reads what is fresh and
 computes the rest under the folder's lock; :func:`read_stages` only reads.
