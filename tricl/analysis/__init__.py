@@ -24,7 +24,8 @@ stages of a run), :mod:`~tricl.analysis.pipeline` (``analyze``, in each basis),
 few-feature curves), :mod:`~tricl.analysis.saliency` (captum maps); image-text runs:
 :mod:`~tricl.analysis.image_text` (the caption side; measures in
 :mod:`~tricl.analysis.text_measures`), :mod:`~tricl.analysis.pair_basis`,
-:mod:`~tricl.analysis.image_text_compare`. The bases themselves are :mod:`tricl.bases`.
+:mod:`~tricl.analysis.image_text_compare`, which reach the CLI as extra stage families
+(:mod:`~tricl.analysis.extra_families`). The bases themselves are :mod:`tricl.bases`.
 
 The artifact dataclasses hold NumPy arrays, so they are frozen but compare by identity
 (``eq=False``): compare their fields with ``np.testing`` instead.
