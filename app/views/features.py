@@ -20,31 +20,36 @@ from tricl.report import features as report
 STRIP_N = 8
 ROW_HEIGHT = 44  # a strip of top images
 NARROW_STRIP_COLS = 4  # beside added columns the strip is two rows of four: all 8 shown
+PAGE_ROWS = 128  # rows drawn at once: a 2,048-feature encoder's table comes in pages of these
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def strips(
-    path: str, weights_hash: str, order: str, cols: int, _images: np.ndarray, _top: np.ndarray
+    path: str,
+    weights_hash: str,
+    features: tuple[int, ...],
+    cols: int,
+    _images: np.ndarray,
+    _top: np.ndarray,
 ) -> list[str]:
-    """Top-image strip of every feature, as PNG data URIs in importance order.
+    """Top-image strip of each of ``features``, as PNG data URIs in that order.
 
     Args:
         path: run folder (cache key).
-        weights_hash: the run's weights hash (cache key).
-        order: importance order (cache key; strips follow it).
+        weights_hash: the run's weights hash and basis (cache key).
+        features: the raw indices of the rows drawn (cache key; strips follow it).
         cols: images per row of a strip.
         _images: evaluation images. Shape: (N, C, H, W).
-        _top: top-image indices of the features, rows already in importance order. Shape: (k, n).
+        _top: top-image indices of those features, one row each. Shape: (len(features), n).
     """
-    del path, weights_hash, order
+    del path, weights_hash, features
     _images.prefetch(_top[:, :STRIP_N])  # one worker call for every strip
     return [draw.data_uri(draw.feature_strip(_images, row, STRIP_N, cols)) for row in _top]
 
 
-def feature_table(
-    analysis, order: str, images: np.ndarray, extras: Sequence[sections.Columns] = ()
-) -> pd.DataFrame:
-    """One row per feature, most important first.
+def feature_table(analysis, order: str, extras: Sequence[sections.Columns] = ()) -> pd.DataFrame:
+    """One row per feature, most important first, without the top images (:func:`with_strips`
+    adds them to the rows drawn).
 
     In the spectral basis the rank is the feature (no raw index column) and a column names the
     unresolved group a rank belongs to, if any. The columns a kind of run adds (``extras``, the
@@ -68,14 +73,7 @@ def feature_table(
             **first,
             "importance": scores[o],
             "description": describe.describe_all(analysis, o, words),
-            "top images": strips(
-                str(analysis.run_path),
-                f"{analysis.weights_hash}/{analysis.basis}",
-                order,
-                NARROW_STRIP_COLS if added else STRIP_N,
-                images,
-                analysis.top_images.top_indices[o],
-            ),
+            "_raw": o,
             **added,
             **(
                 {
@@ -90,6 +88,39 @@ def feature_table(
             "std": st_.std[o],
         }
     )
+
+
+def with_strips(analysis, rows: pd.DataFrame, images: np.ndarray, narrow: bool) -> pd.DataFrame:
+    """``rows`` with each feature's strip of top images after its description (only the rows
+    drawn get one: a 2,048-feature table draws a page of :data:`PAGE_ROWS` at a time)."""
+    raw = rows["_raw"].to_numpy()
+    strip = strips(
+        str(analysis.run_path),
+        f"{analysis.weights_hash}/{analysis.basis}",
+        tuple(int(f) for f in raw),
+        NARROW_STRIP_COLS if narrow else STRIP_N,
+        images,
+        analysis.top_images.top_indices[raw],
+    )
+    out = rows.drop(columns="_raw")
+    out.insert(out.columns.get_loc("description") + 1, "top images", strip)
+    return out
+
+
+def page_of(shown: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The rows of ``shown`` drawn now: all of them up to :data:`PAGE_ROWS`, else the page the
+    reader picks (ranks 1-128, 129-256, ...)."""
+    if len(shown) <= PAGE_ROWS:
+        return shown
+    starts = list(range(0, len(shown), PAGE_ROWS))
+    start = st.selectbox(
+        "Rows",
+        starts,
+        key=f"_w_rows_{key}",
+        format_func=lambda i: f"{i + 1}-{min(i + PAGE_ROWS, len(shown))} of {len(shown)}",
+        help=f"The table draws {PAGE_ROWS} features at a time; the CSV holds every row.",
+    )
+    return shown.iloc[start : start + PAGE_ROWS].reset_index(drop=True)
 
 
 def controls(analysis) -> tuple[str, list, float]:
@@ -123,18 +154,20 @@ def controls(analysis) -> tuple[str, list, float]:
 def show_features(
     run, analysis, order: str, shown: pd.DataFrame, extras: Sequence[sections.Columns]
 ) -> None:
-    """The feature table, every row on the page (no inner scrolling); a clicked row opens that
-    feature on the Feature detail page."""
+    """The feature table, every row of the page on the page (no inner scrolling); a clicked row
+    opens that feature on the Feature detail page. The CSV holds every row shown."""
     row_height = max([ROW_HEIGHT, *(extra.row_height for extra in extras)])
+    page = page_of(shown, f"{run.name}_{analysis.basis}_{order}")
+    drawn = with_strips(analysis, page, models.eval_images(run, analysis), bool(extras))
     event = draw.show_table(
-        shown,
+        drawn,
         f"features_{run.name}_{analysis.basis}",
-        csv=shown.drop(columns="top images"),
+        csv=shown.drop(columns="_raw"),
         key=f"feature_table_{run.name}_{analysis.basis}_{order}",
         on_select="rerun",
         selection_mode="single-row",
         row_height=row_height,
-        height=report.table_height(len(shown), row_height),
+        height=report.table_height(len(drawn), row_height),
         column_config={
             "#": st.column_config.NumberColumn(
                 help=f"feature number ({draw.basis_note(analysis, order)}; #1 = most important)"
@@ -161,7 +194,7 @@ def show_features(
     )
     rows = event.selection.rows if event is not None else []
     if rows:
-        st.session_state[state.URL_FEATURE] = int(shown["#"].iloc[rows[0]])
+        st.session_state[state.URL_FEATURE] = int(drawn["#"].iloc[rows[0]])
         st.switch_page("views/feature_detail.py")
 
 
@@ -190,8 +223,7 @@ def main() -> None:
                     f" {of:,} train images (seeded)."
                 )
     extras = sections.columns("features.table", ctx)
-    images = models.eval_images(run, analysis)
-    table = feature_table(analysis, order, images, extras)
+    table = feature_table(analysis, order, extras)
     keep = table["selectivity"] >= min_sel if analysis.has_labels else table["#"] > 0
     if picked:
         keep &= table["top images' class"].isin(picked)
