@@ -253,11 +253,16 @@ def image_saliency(
     return _overlays(path, weights_hash, basis, dataset, batch, list(features), method, False)
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _embed(path: str, weights_hash: str, basis: str, dataset: str, image: np.ndarray) -> np.ndarray:
+    return call(serve.embed, path, weights_hash, basis, dataset, image)
+
+
 def embed_image(run: Run, analysis: Any, image: np.ndarray, basis: str | None = None) -> np.ndarray:
-    """Features of one uint8 image (C, H, W) in the analysis's basis (or ``basis``). Shape: (k,)."""
+    """Features of one uint8 image (C, H, W) in the analysis's basis (or ``basis``), kept per
+    image (a page redrawn with the same image does not run the encoder again). Shape: (k,)."""
     return _guarded(
-        call,
-        serve.embed,
+        _embed,
         str(run.path),
         run.weights_hash,
         analysis.basis if basis is None else basis,

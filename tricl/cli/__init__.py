@@ -278,7 +278,8 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
         " linear layer after the projector that rotates the features onto the run's spectral"
         " basis (centring included), with the basis's eigenvalues as the importance, so feature"
         " #i is spectral rank i wherever the checkpoint is loaded. The basis is estimated on the"
-        " train split (about 20 s per run on a CPU, or read from the run's cache). The new run"
+        " train split (about 20 s per run for a small CNN on a CPU, 1.5 h for a 224-px ResNet-50,"
+        " or read from the run's cache). The new run"
         " records its parent and the basis it used; it cannot be resumed or aligned again.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="runs of one dataset")

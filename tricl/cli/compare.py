@@ -19,7 +19,8 @@ def add_basis(p: argparse.ArgumentParser) -> None:
         help=f"basis of the features, one of {', '.join(BASES)}: trained = the projector's"
         " outputs in their importance order; spectral = each run's spectral basis (most"
         " augmentation-invariant first; the basis is estimated once per run on train pairs,"
-        " about 20 s on a CPU, then cached). Recommended: spectral to compare features across"
+        " about 20 s for a small CNN on a CPU, 1.5 h for a 224-px ResNet-50, then cached)."
+        " Recommended: spectral to compare features across"
         " seeds (the trained axes are not identifiable at this scale)",
     )
 
@@ -98,7 +99,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if not (stored or (out_root is not None and _stored(args, out_root))):
         print(
             f"comparing {len(args.runs)} runs: analysing any run without a stored analysis and"
-            " estimating the spectral bases first (about 20 s per run on a CPU the first time)",
+            " estimating the spectral bases first (about 20 s per run for a small CNN on a CPU the"
+            " first time, 1.5 h for a 224-px ResNet-50)",
             file=sys.stderr,  # stdout stays the table or pure JSON
         )
     if args.consensus:
