@@ -400,6 +400,9 @@ def image_block(title: str, images: np.ndarray, indices: np.ndarray, values: np.
     st.caption(activation_caption(values))
 
 
+WIDE_BARS = 256  # above this many features the usual range is a band, not one error bar each
+
+
 def feature_bars(
     order: np.ndarray,
     z: np.ndarray,
@@ -434,7 +437,14 @@ def feature_bars(
             hovertemplate="#%{x} (z[%{customdata}]): %{y:.3f}<extra></extra>",
         )
     )
-    if usual is not None:
+    if usual is not None and len(order) > WIDE_BARS:  # a band: two paths, not k error bars
+        mean, std = (np.asarray(a)[order] for a in usual)
+        line = {"color": "rgba(68, 68, 68, 0.5)", "width": 0.5}
+        fig.add_trace(go.Scatter(x=ranks, y=mean + std, mode="lines", line=line, hoverinfo="skip",
+                                 showlegend=False))  # fmt: skip
+        fig.add_trace(go.Scatter(x=ranks, y=mean - std, mode="lines", line=line, fill="tonexty",
+                                 fillcolor="rgba(68, 68, 68, 0.2)", name=usual_name))  # fmt: skip
+    elif usual is not None:
         mean, std = usual
         fig.add_trace(
             go.Scatter(

@@ -1,9 +1,11 @@
-"""The Features table of a wide encoder (a ResNet-50's 2,048 features) comes in pages of rows."""
+"""A wide encoder (a ResNet-50's 2,048 features) on the pages: the Features table comes in pages of
+rows, and an image's activations are drawn against one band of the usual range."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "app")
@@ -44,3 +46,33 @@ def test_a_table_of_one_page_has_no_pager():
     at = _drawn(128)
     assert not at.selectbox
     assert at.markdown[0].value == "ranks 1-128, 128 rows"
+
+
+def _draw():
+    import sys
+
+    sys.path.insert(0, APP)
+    import draw
+
+    return draw
+
+
+def test_a_wide_encoders_usual_range_is_one_band_not_an_error_bar_per_feature():
+    draw = _draw()
+    rng = np.random.default_rng(0)
+    for k, band in ((64, False), (draw.WIDE_BARS + 1, True)):
+        order = rng.permutation(k)
+        z, mean, std = rng.normal(size=(3, k))
+        fig = draw.feature_bars(
+            order, z, (mean, np.abs(std)), "trained axes", "#1f77b4",
+            what="this image", usual_name="dataset mean ± std", y_title="z",
+        )  # fmt: skip
+        bars, *usual = fig.data
+        np.testing.assert_allclose(bars.y, z[order])
+        if band:  # upper edge, then the lower one filled up to it
+            upper, lower = usual
+            assert lower.fill == "tonexty" and upper.error_y.array is None
+            np.testing.assert_allclose(upper.y - lower.y, 2 * np.abs(std[order]))
+        else:
+            (markers,) = usual
+            np.testing.assert_allclose(markers.error_y.array, np.abs(std[order]))
