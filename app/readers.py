@@ -329,10 +329,22 @@ def image_text_comparison(runs: Sequence[Run], basis: str = "trained") -> Any | 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _consensus(paths: tuple[str, ...], stamps: tuple[tuple[int, ...], ...]) -> Any:
-    del stamps  # cache key, as for comparisons
+    """The stored consensus, or None: a miss is kept too (finding that there is none reads every
+    run's spectral analysis, about 1 s for the shipped runs), until a consensus file appears."""
+    del stamps  # cache key, as for comparisons, plus the consensus files that exist
     from tricl.analysis import load_consensus
 
-    return _stored(load_consensus, paths, split=EVAL_SPLIT)
+    try:
+        return _stored(load_consensus, paths, split=EVAL_SPLIT)
+    except _NotCached:
+        return None
+
+
+def _consensus_files(paths: tuple[str, ...]) -> tuple[int, ...]:
+    """Modification times of every stored consensus where :func:`_stored` looks (beside the runs
+    and in the user runs root): a new consensus changes them."""
+    roots = {Path(p).parent / "_compare" for p in paths} | {default_runs_root() / "_compare"}
+    return tuple(sorted(f.stat().st_mtime_ns for r in roots for f in r.glob("*/consensus.csv*")))
 
 
 def consensus(runs: Sequence[Run]) -> Any | Missing:
@@ -342,11 +354,11 @@ def consensus(runs: Sequence[Run]) -> Any | Missing:
         AnalysisError: the runs cannot be compared (e.g. evaluated on different images).
     """
     paths = tuple(str(r.path) for r in runs)
-    stamps = tuple(analysis_stamp(p, "spectral") for p in paths)
-    try:
-        return _consensus(paths, stamps)
-    except _NotCached:
+    stamps = (*(analysis_stamp(p, "spectral") for p in paths), _consensus_files(paths))
+    got = _consensus(paths, stamps)
+    if got is None:
         return Missing(tuple(runs), f"no stored consensus of these {len(runs)} runs yet")
+    return got
 
 
 def metric_column(frame: Any, metric: Any, spectral: bool = False) -> str | None:
