@@ -479,7 +479,7 @@ def main() -> None:
     with sync_playwright() as p:
         if not args.first_only:
             every_page(p, root, name, image_text, args)
-        if args.load > 0:
+        if args.load > 0 or args.first_only:
             first_page_starts(p, root, name, args)
 
 
@@ -497,8 +497,9 @@ def first_page_starts(p, root: Path, name: str, args: argparse.Namespace) -> Non
         flag = "ok" if idle.wall < FIRST_PAGE_TARGET_S else f"OVER {FIRST_PAGE_TARGET_S} s"
         print(f"server start -> first page drawn, idle: {idle.wall:.2f} s   {flag}")
         what = "busy loops" if args.load_with == "busy" else "`tricl train` runs"
-        print(f"\nthe same with {args.load} {what} beside it:")
-        loaded_start(p, root, name, args, idle, floor)
+        if args.load > 0:
+            print(f"\nthe same with {args.load} {what} beside it:")
+            loaded_start(p, root, name, args, idle, floor)
 
 
 def every_page(p, root: Path, name: str, image_text: bool, args: argparse.Namespace) -> None:
