@@ -12,7 +12,7 @@
    M of those images (default 5,000, upsampled from 32 px per batch by the model's preprocessing):
    images/s of the feature pass at the batch the memory budget picks, then ``tricl analyze
    --split train``: wall time, peak memory, stored features.
-3. The dashboard on the runs of 1. and 2. (``benchmarks/bench_app.py --run`` the run of 1.): first
+3. The dashboard on the runs of 1. and 2. (``benchmarks/bench_app.py --run`` each run made): first
    page, every page warm (target <= 1 s), server memory (target < 700 MiB), the model worker's.
 
 Each analysis runs as a child process (``tricl`` CLI); its peak resident memory is the child's
@@ -284,7 +284,8 @@ def main() -> None:
     if args.only in (None, "r50"):
         bench_r50(args.r50_images, work, root, results, test=not args.skip_r50_test)
     if args.only in (None, "app") and r18 is not None:
-        bench_app(root, r18)
+        for name in sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()):
+            bench_app(root, name)  # the resnet18_cifar run, and the ResNet-50 run if made
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
