@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from test_analysis_interventions import _constructed  # the same 4-class, 8-feature set
 from test_app_image_text import TRICLIP, it_root  # noqa: F401 (the session's fixture runs)
 from test_app_pages import app_at, open_page, texts
 
@@ -21,18 +22,6 @@ from tricl.bases import Rotation
 from tricl.report import interventions as report
 
 CLASSES = ["a", "b", "c", "d"]
-
-
-def _constructed(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """4 classes in 8 features: features 1-3 mark classes 1-3, class 0 has feature 1 too and
-    feature 0 alone tells it from class 1; features 4-7 are noise. -> z (n, 8), labels (n,)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, n)
-    z = 0.3 * rng.standard_normal((n, 8))
-    z[:, 0] += 3.0 * (y == 0)
-    z[:, 1:4] += 3.0 * np.eye(4)[y][:, 1:]
-    z[:, 1] += 3.0 * (y == 0)
-    return z + 1.0, y
 
 
 @pytest.fixture(scope="module")
