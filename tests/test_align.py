@@ -93,7 +93,7 @@ def test_aligned_run_loads_records_its_parent_and_has_no_pickle(parents, aligned
         "fingerprint": basis.fingerprint,
         "params": {"reps": 4, "seed": 0, "split": "train"},
         "pairs": basis.pairs,
-    }
+    }  # the shipped basis predates the augmentation record (see test_sources: recorded there)
     assert child.config.name == child.name and child.epochs_done == parent.epochs_done
     # safetensors: a JSON header and raw tensors that fill the file; no pickle, no zip archive
     read_weights_header(child.weights_path)

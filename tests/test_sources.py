@@ -153,6 +153,9 @@ def test_hf_folder_is_rebuilt_offline_from_its_recorded_config(tmp_path):
 def test_spectral_views_of_an_imported_encoder_follow_its_recorded_size(tmp_path, size, family):
     """A model that reads >= 64 px gets SimCLR's ImageNet recipe at its own size; a smaller one
     keeps its dataset's family at the dataset's size (the 36 images are 16 px)."""
+    from functools import partial
+
+    from tricl.align import align
     from tricl.analysis.spectral import SPECTRAL_FILE, model_views, spectral_basis
     from tricl.analysis.store import load_npz_meta
 
@@ -169,6 +172,10 @@ def test_spectral_views_of_an_imported_encoder_follow_its_recorded_size(tmp_path
     meta = load_npz_meta(run.path / "analysis" / SPECTRAL_FILE)
     assert meta["augmentation"] == family  # the family is recorded with the basis
     assert ("augmentation" in meta["params"]) == (size >= 64)  # and keys the cache
+    assert basis.augmentation == family
+    # an aligned copy says which views its axes were estimated on
+    (child,) = align([run], partial(spectral_basis, reps=1), runs_root=tmp_path / "aligned")
+    assert child.info["aligned"]["basis"]["augmentation"] == family
 
 
 def test_open_clip_image_tower_and_its_text_tower_recorded(tmp_path):

@@ -151,6 +151,8 @@ def _write_aligned(parent: Run, basis: SpectralBasis, root: Path) -> Run:
                 "fingerprint": basis.fingerprint,
                 "params": {**SPECTRAL_ESTIMATE, "split": "train"},
                 "pairs": basis.pairs,
+                # the views the basis was estimated on (an imported 224-px encoder: ImageNet's)
+                **({"augmentation": basis.augmentation} if basis.augmentation else {}),
             },
         }
     }

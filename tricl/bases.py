@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -188,6 +189,9 @@ class SpectralBasis(Rotation):
         images: train images the pairs were drawn from, when a seeded subsample of the
             ``images_total`` (0: every train image).
         images_total: train images there were (0: not recorded, every one used).
+        augmentation: the record of the augmentation family the pairs were drawn with
+            (``{"family": ..., "size": ...}``: the dataset's own, or SimCLR's ImageNet recipe at
+            an imported model's input size); None where the artifact predates the record.
     """
 
     eigenvalues: np.ndarray
@@ -195,6 +199,7 @@ class SpectralBasis(Rotation):
     pairs: int
     images: int = 0
     images_total: int = 0
+    augmentation: dict[str, Any] | None = None
 
     @property
     def subsampled(self) -> bool:

@@ -224,6 +224,7 @@ def _load_basis(arrays: dict[str, np.ndarray], meta: dict, job: _SpectralJob) ->
         pairs=int(arrays["pairs"]),
         images=int(arrays.get("images", 0)),
         images_total=int(arrays.get("images_total", 0)),
+        augmentation=meta.get("augmentation"),
     )
 
 
