@@ -19,9 +19,12 @@ def _table(app: str, n: int) -> None:
     import streamlit as st
     from views import features
 
-    shown = pd.DataFrame({"#": range(1, n + 1), "_raw": range(n - 1, -1, -1)})
+    shown = pd.DataFrame(
+        {"#": range(1, n + 1), "_raw": range(n - 1, -1, -1), "std": [(i * 7) % n for i in range(n)]}
+    )
     page = features.page_of(shown, "t")
     st.write(f"ranks {page['#'].iloc[0]}-{page['#'].iloc[-1]}, {len(page)} rows")
+    st.write(f"std {page['std'].iloc[0]}")
 
 
 def _drawn(n: int) -> AppTest:
@@ -33,18 +36,28 @@ def _drawn(n: int) -> AppTest:
 
 def test_a_table_wider_than_a_page_draws_one_page_at_a_time():
     at = _drawn(300)
-    (pager,) = at.selectbox
+    sort, pager = at.selectbox
+    assert sort.options == ["#", "std"] and sort.value == "#"
     assert pager.options == ["1-128 of 300", "129-256 of 300", "257-300 of 300"]
     assert at.markdown[0].value == "ranks 1-128, 128 rows"
     pager.set_value(128).run()
     assert at.markdown[0].value == "ranks 129-256, 128 rows"
-    at.selectbox[0].set_value(256).run()
+    at.selectbox[1].set_value(256).run()
     assert at.markdown[0].value == "ranks 257-300, 44 rows"
+
+
+def test_a_paged_table_is_sorted_across_pages_not_within_one():
+    at = _drawn(300)
+    at.selectbox[0].set_value("std").run()
+    at.selectbox[1].set_value(0).run()
+    assert at.markdown[1].value == "std 299"  # the largest of all 300 rows leads page 1
+    at.selectbox[1].set_value(128).run()
+    assert at.markdown[1].value == "std 171"  # page 2 goes on where page 1 stopped
 
 
 def test_a_table_of_one_page_has_no_pager():
     at = _drawn(128)
-    assert not at.selectbox
+    assert not at.selectbox  # one page: no pager, and a header click sorts every row
     assert at.markdown[0].value == "ranks 1-128, 128 rows"
 
 

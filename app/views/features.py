@@ -21,6 +21,7 @@ STRIP_N = 8
 ROW_HEIGHT = 44  # a strip of top images
 NARROW_STRIP_COLS = 4  # beside added columns the strip is two rows of four: all 8 shown
 PAGE_ROWS = 128  # rows drawn at once: a 2,048-feature encoder's table comes in pages of these
+SORTABLE = ("#", "selectivity", "std", "importance", "entropy (bits)", "mean")  # largest first
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -112,8 +113,14 @@ def page_of(shown: pd.DataFrame, key: str) -> pd.DataFrame:
     reader picks (ranks 1-128, 129-256, ...)."""
     if len(shown) <= PAGE_ROWS:
         return shown
+    left, right = st.columns(2)
+    # a header click sorts one page only: the order across pages is picked here
+    sortable = [c for c in SORTABLE if c in shown]
+    by = left.selectbox("Sort rows by", sortable, key=f"_w_sort_{key}")
+    if by != "#":
+        shown = shown.sort_values(by, ascending=False, kind="stable")
     starts = list(range(0, len(shown), PAGE_ROWS))
-    start = st.selectbox(
+    start = right.selectbox(
         "Rows",
         starts,
         key=f"_w_rows_{key}",
