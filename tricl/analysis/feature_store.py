@@ -115,25 +115,41 @@ def read_store(
     return SplitStore(arrays["z"], arrays["h"], arrays["y"], meta)
 
 
+@dataclass(frozen=True)
+class EncoderPass:
+    """What one streaming pass of an encoder reads.
+
+    Attributes:
+        encoder: has ``forward_features`` (images -> h) and ``project`` (h -> z).
+        images: uint8 images. Shape: (N, C, H, W).
+        labels: their classes. Shape: (N,).
+        preprocess: uint8 (B, C, H, W) -> normalised float (B, C, H, W).
+        classes: class names.
+        device: where the encoder runs.
+        batch_size: images per forward pass.
+    """
+
+    encoder: nn.Module
+    images: Tensor
+    labels: Tensor
+    preprocess: Callable[[Tensor], Tensor]
+    classes: list[str]
+    device: str | torch.device
+    batch_size: int
+
+
 def _stream(
-    encoder: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    preprocess: Callable[[Tensor], Tensor],
-    tmp: dict[str, Path],
-    device: str | torch.device,
-    batch_size: int,
-    tick: Callable[[], None] | None,
+    job: EncoderPass, tmp: dict[str, Path], tick: Callable[[], None] | None
 ) -> dict[str, tuple[int, ...]]:
     """The encoder's z and h for every image, batch by batch, and the labels, into the
     memory-mapped ``.npy`` files at ``tmp`` (created at the first batch, when the widths are
     known); returns each array's shape once flushed and unmapped."""
-    n = len(images)
+    n, step = len(job.images), job.batch_size
     out: dict[str, np.ndarray] = {}
-    for start in range(0, n, batch_size):
-        x = preprocess(images[start : start + batch_size].to(device))  # (B, C, H, W) float
-        h = encoder.forward_features(x)  # (B, feat_dim)
-        z = encoder.project(h)  # (B, k)
+    for start in range(0, n, step):
+        x = job.preprocess(job.images[start : start + step].to(job.device))  # (B, C, H, W)
+        h = job.encoder.forward_features(x)  # (B, feat_dim)
+        z = job.encoder.project(h)  # (B, k)
         if not out:
             shapes = {"z": (n, z.shape[1]), "h": (n, h.shape[1]), "y": (n,)}
             out = {
@@ -147,7 +163,7 @@ def _stream(
         out["h"][start:stop] = h.float().cpu().numpy()
         if tick is not None:
             tick()
-    out["y"][:] = labels.numpy().astype(np.int64)
+    out["y"][:] = job.labels.numpy().astype(np.int64)
     shapes = {name: arr.shape for name, arr in out.items()}
     for arr in out.values():
         arr.flush()
@@ -158,30 +174,18 @@ def _stream(
 def write_store(
     split_dir: Path,
     key: dict[str, Any],
-    encoder: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    preprocess: Callable[[Tensor], Tensor],
+    job: EncoderPass,
     *,
     images_hash: str,
-    classes: list[str],
-    device: str | torch.device = "cpu",
-    batch_size: int,
     tick: Callable[[], None] | None = None,
 ) -> SplitStore:
-    """One streaming pass of the encoder over ``images`` into the split's store.
+    """One streaming pass of the encoder over ``job.images`` into the split's store.
 
     Args:
         split_dir: the split's analysis folder.
         key: what the store is for (weights hash, dataset, image size, split).
-        encoder: has ``forward_features`` (images -> h) and ``project`` (h -> z).
-        images: uint8 images. Shape: (N, C, H, W).
-        labels: their classes. Shape: (N,).
-        preprocess: uint8 (B, C, H, W) -> normalised float (B, C, H, W).
+        job: the encoder, images and how to read them.
         images_hash: :func:`tricl.analysis.features.images_hash` of images and labels.
-        classes: class names.
-        device: where the encoder runs.
-        batch_size: images per forward pass.
         tick: called after every batch.
 
     Returns:
@@ -195,20 +199,19 @@ def write_store(
         torn.unlink(missing_ok=True)
     store_id = uuid.uuid4().hex[:12]
     paths = _files(folder, store_id)
-    n = len(images)
-    encoder.eval()
+    job.encoder.eval()
     with contextlib.ExitStack() as stack, torch.inference_mode():
         tmp = {name: stack.enter_context(atomic_path(path)) for name, path in paths.items()}
-        shapes = _stream(encoder, images, labels, preprocess, tmp, device, batch_size, tick)
+        shapes = _stream(job, tmp, tick)
     meta = {
         "key": key,
         "version": STORE_VERSION,
         "id": store_id,
-        "n": n,
+        "n": len(job.images),
         "k": int(shapes["z"][1]),
         "feat_dim": int(shapes["h"][1]),
         "images_hash": images_hash,
-        "classes": list(classes),
+        "classes": list(job.classes),
     }
     atomic_write_bytes(folder / STORE_FILE, to_json(meta).encode())
     for old in folder.glob("*.npy"):  # files of earlier passes: nothing names them any more
@@ -221,48 +224,24 @@ def write_store(
 
 
 def split_store(
-    split_dir: Path,
-    key: dict[str, Any],
-    encoder: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    preprocess: Callable[[Tensor], Tensor],
-    *,
-    classes: list[str],
-    device: str | torch.device,
-    batch_size: int,
-    progress: Any,
-    lock: bool,
+    split_dir: Path, key: dict[str, Any], job: EncoderPass, *, progress: Any, lock: bool
 ) -> SplitStore:
     """The split's store: read when it holds these weights' features of these very images, else
     written by one pass of the encoder (:func:`write_store`).
 
     Args:
-        split_dir, key, encoder, images, labels, preprocess, classes, device, batch_size: as
-            :func:`write_store`.
+        split_dir, key, job: as :func:`write_store`.
         progress: a :class:`~tricl.analysis.stages.Progress` (its ``add`` and ``tick``).
         lock: hold the split folder's lock while checking and writing (False: the caller holds
             it; the lock is not re-entrant).
     """
-    digest = images_hash(images, labels)
+    digest = images_hash(job.images, job.labels)
     with locked(split_dir) if lock else contextlib.nullcontext():
         got = read_store(split_dir, key)
         if got is not None and got.images_hash == digest:
             return got
-        progress.add(n_batches(len(images), batch_size))
-        return write_store(
-            split_dir,
-            key,
-            encoder,
-            images,
-            labels,
-            preprocess,
-            images_hash=digest,
-            classes=classes,
-            device=device,
-            batch_size=batch_size,
-            tick=progress.tick,
-        )
+        progress.add(n_batches(len(job.images), job.batch_size))
+        return write_store(split_dir, key, job, images_hash=digest, tick=progress.tick)
 
 
 def store_size(split_dir: Path) -> int:

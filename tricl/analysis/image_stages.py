@@ -45,7 +45,7 @@ from tricl.analysis.activations import (
     top_bottom_images,
 )
 from tricl.analysis.embedding import UMAP_PARAMS, Embedding, umap_embedding
-from tricl.analysis.feature_store import SplitStore, read_store, split_store
+from tricl.analysis.feature_store import EncoderPass, SplitStore, read_store, split_store
 from tricl.analysis.features import Features, batch_size_for
 from tricl.analysis.importance import Importance
 from tricl.analysis.spectral import SpectralBasis, unresolved_groups
@@ -179,13 +179,7 @@ def _split_store(job: SplitJob, split: str, data: Any, encoder: Any, batch: int)
     return split_store(
         _split_dir(job, split),
         normalise_meta({**key, "image_size": job.run.config.image_size}),
-        encoder,
-        x,
-        y,
-        data.preprocess,
-        classes=list(data.classes),
-        device=job.device,
-        batch_size=batch,
+        EncoderPass(encoder, x, y, data.preprocess, list(data.classes), job.device, batch),
         progress=job.progress,
         lock=split != job.split,  # the job holds its own split's lock already
     )
